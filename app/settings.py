@@ -105,6 +105,8 @@ VARIABLES: tuple[Variable, ...] = (
              "ARN of the SNS topic that carries CloudFormation stack events"),
     Variable("DEPLOYMENT_DEFAULT_SERVICE_ROLE", "deployment_default_service_role", _text, "", "cloud", False,
              "ARN of the role CloudFormation assumes to create service stacks"),
+    Variable("DEPLOYMENT_RUNTIME_ROLE", "deployment_runtime_role", _text, "", "cloud", False,
+             "ARN of the role that deployed service functions (Lambda) run as"),
     Variable("AWS_ACCESS_KEY_ID", "aws_access_key_id", _text, "", "cloud", True, "access key of the control-plane user"),
     Variable("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", _text, "", "cloud", True,
              "secret of that access key"),
@@ -140,6 +142,7 @@ class Settings:
     deployment_template_bucket: str
     deployment_sns_topic: str
     deployment_default_service_role: str
+    deployment_runtime_role: str
     aws_access_key_id: str
     aws_secret_access_key: str
     aws_region: str
