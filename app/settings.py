@@ -111,7 +111,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", _text, "", "cloud", True,
              "secret of that access key"),
     Variable("AWS_REGION", "aws_region", _text, "us-east-1", "cloud", False, "AWS region of the resources above"),
-    Variable("AWS_ENDPOINT_URL", "aws_endpoint_url", _text, "", "cloud", False,
+    Variable("AWS_ENDPOINT_URL", "aws_endpoint_url", _text, "", "tuning", False,
              "override of the AWS endpoint (tests point it at a local moto server)"),
     # Tuning.
     Variable("MACHINE_TIMEOUT_SECONDS", "machine_timeout_seconds", _positive_float, 90.0, "tuning", False,
