@@ -227,6 +227,17 @@ def ensure_server() -> str:
         raise RuntimeError(f"could not start a throwaway PostgreSQL: {last_error}")
 
 
+def owns_server() -> bool:
+    """True when this process started the cluster (so stop/start/restart are allowed)."""
+    return _cluster is not None and _cluster.owner_pid == os.getpid()
+
+
+def server_pid() -> int | None:
+    """The postmaster's pid, when this process started it and it is running."""
+    c = _cluster
+    return c.proc.pid if owns_server() and c.proc and c.proc.poll() is None else None
+
+
 def stop_server() -> None:
     """Stop the cluster this process started (data dir and port are kept for start_server)."""
     with _lock:

@@ -1,0 +1,58 @@
+"""Shared fixtures only: the test PostgreSQL server, fresh databases on it, the Node SDK."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from support import node, postgres
+
+_PG_FIXTURES = {"pg_admin_url", "fresh_pg_url", "make_pg_database"}
+
+
+def pytest_collection_modifyitems(items):
+    # Mark by fixture use, so `-m "not postgres"` / `-m "not node"` select without manual marks.
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & _PG_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+        if "node_sdk" in names:
+            item.add_marker(pytest.mark.node)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    """Admin DSN of the session's PostgreSQL (TEST_DATABASE_URL, or a throwaway cluster)."""
+    url = postgres.ensure_server()
+    yield url
+    postgres.shutdown()  # no-op unless this process started it
+
+
+@pytest.fixture
+def make_pg_database(pg_admin_url):
+    """Factory: make_pg_database(prefix="t") -> URL of a new empty database, dropped after the test."""
+    created: list[str] = []
+
+    def make(prefix: str = "t") -> str:
+        url = postgres.create_database(prefix)
+        created.append(url)
+        return url
+
+    yield make
+    for url in created:
+        try:
+            postgres.drop_database(url)
+        except Exception as exc:  # a fault test may have left the server odd; never fail teardown
+            warnings.warn(f"could not drop {url}: {exc}")
+
+
+@pytest.fixture
+def fresh_pg_url(make_pg_database, request):
+    """URL of a new empty database for this test, dropped after it."""
+    return make_pg_database(request.node.name[:20])
+
+
+@pytest.fixture(scope="session")
+def node_sdk():
+    """tests/node, with @differentialhq/core 3.18.0 installed (npm ci if missing)."""
+    return node.ensure_node_sdk()
