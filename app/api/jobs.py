@@ -1,0 +1,86 @@
+"""The job protocol: what workers and callers (the SDKs) speak, authenticated by a cluster secret."""
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify
+
+from ..engine import jobs, machines, queue
+from ..engine.jobs import CallConfig
+from ..observability.events import events
+from . import schemas as s
+from .routing import require_machine_id, route, state
+
+bp = Blueprint("jobs", __name__)
+
+MAX_WAIT_MS = 20_000
+ERRORS = {400: s.ERROR, 401: s.ERROR}
+
+
+def _wait_seconds(ttl_ms: int | None) -> float:
+    return min(MAX_WAIT_MS if ttl_ms is None else ttl_ms, MAX_WAIT_MS) / 1000
+
+
+@route(bp, "POST", "/jobs-request", summary="Claim jobs for this machine (long poll) and register the service",
+       auth_kind="cluster", tag="worker", body=s.JOBS_REQUEST, responses={200: s.CLAIMED_JOBS, **ERRORS})
+def jobs_request(body):
+    machine_id = require_machine_id()
+    machines.register_service(g.cluster_id, body["service"], body.get("functions"))
+    claimed = queue.wait_and_claim(g.cluster_id, body["service"], machine_id, body.get("limit", 1),
+                                   _wait_seconds(body.get("ttl")), stopping=state().stopping)
+    return jsonify(claimed), 200  # always 200 with an array: a 204 kills the published SDK's worker
+
+
+@route(bp, "POST", "/jobs/<job_id>/result", summary="Report a job's result (fenced to the current attempt)",
+       auth_kind="cluster", tag="worker", body=s.JOB_RESULT, responses={204: None, **ERRORS})
+def job_result(job_id, body):
+    machine_id = require_machine_id()
+    elapsed = body.get("functionExecutionTime")
+    queue.persist_result(g.cluster_id, job_id, machine_id, body["result"], body["resultType"],
+                         None if elapsed is None else int(elapsed), deployment_id=g.deployment_id)
+    # A fenced (late, duplicate, foreign) result also answers 204: the published SDK kills its
+    # process on any other answer. The activity log records why it was dropped.
+    return "", 204
+
+
+@route(bp, "POST", "/metrics", summary="Store client events (function invocations, resource probes)",
+       auth_kind="cluster", tag="worker", body=s.METRICS, responses={204: None, **ERRORS})
+def client_metrics(body):
+    for event in body["events"]:
+        tags = event.get("tags") or {}
+        events.record(g.cluster_id, event["type"], machine_id=g.machine_id, deployment_id=g.deployment_id,
+                      service=tags.get("service"), clientTimestamp=event.get("timestamp"),
+                      **(event.get("intFields") or {}), **tags)
+    return "", 204
+
+
+@route(bp, "POST", "/jobs", summary="Create a job (a call)", auth_kind="cluster", tag="caller",
+       body=s.CREATE_JOB, responses={201: s.CREATED_JOB, 409: s.ERROR, **ERRORS})
+def create_job(body):
+    cfg = body.get("callConfig") or {}
+    cache = cfg.get("cache") or {}
+    config = CallConfig(
+        retry_count_on_stall=cfg.get("retryCountOnStall", 3),
+        timeout_seconds=cfg.get("timeoutSeconds", 300),
+        predictive_retries=cfg.get("predictiveRetriesOnRejection", False),
+        cache_key=cache.get("key") or None,
+        cache_ttl_seconds=cache.get("ttlSeconds", 0) if cache.get("key") else 0,
+        execution_id=cfg.get("executionId"),
+        background=cfg.get("background", False),
+    )
+    job_id, _created = jobs.create_job(g.cluster_id, body["service"], body["targetFn"], body["targetArgs"], config,
+                                       machine_id=g.machine_id, deployment_id=g.deployment_id)
+    return jsonify({"id": job_id}), 201
+
+
+@route(bp, "GET", "/jobs/<job_id>", summary="A job's status and result (long poll until finished or ttl)",
+       auth_kind="cluster", tag="caller", query=s.JOB_STATUS_QUERY,
+       responses={200: s.JOB_STATUS, 404: s.ERROR, **ERRORS})
+def job_status(job_id, query):
+    return jsonify(jobs.wait_for_job(g.cluster_id, job_id, _wait_seconds(query.get("ttl")))), 200
+
+
+@route(bp, "POST", "/batch-jobs-status-request",
+       summary="Statuses of many jobs (long poll: returns the finished ones as soon as any is)",
+       auth_kind="cluster", tag="caller", body=s.BATCH_STATUS_REQUEST, responses={200: s.JOB_STATUSES, **ERRORS})
+def batch_status(body):
+    # No 1,000-id cap: the published SDK sends every outstanding call's id in one request.
+    return jsonify(jobs.wait_for_any(g.cluster_id, body["jobIds"], _wait_seconds(body.get("ttl")))), 200

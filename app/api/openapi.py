@@ -1,0 +1,61 @@
+"""OpenAPI 3.1 document generated from the route declarations (our schemas are JSON Schema,
+which OpenAPI 3.1 takes as they are)."""
+from __future__ import annotations
+
+import re
+
+from . import schemas as s
+from .routing import ROUTES
+
+_DESCRIPTIONS = {200: "OK", 201: "Created", 204: "No content", 400: "Invalid request", 401: "Missing or wrong credential",
+                 404: "Not found", 409: "Conflict", 413: "Body too large", 503: "Unavailable"}
+
+
+def document() -> dict:
+    paths: dict[str, dict] = {}
+    for spec in ROUTES:
+        path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "{" + _camel(m.group(1)) + "}", spec.path)
+        op: dict = {"summary": spec.summary, "operationId": f"{spec.method.lower()}_{path}", "tags": [spec.tag],
+                    "responses": {}}
+        params = [{"name": _camel(p), "in": "path", "required": True, "schema": s.ID} for p in spec.path_params]
+        if spec.query:
+            for name, prop in spec.query.get("properties", {}).items():
+                params.append({"name": name, "in": "query", "required": False, "schema": prop})
+        if spec.auth == "cluster":
+            params.append({"name": "x-machine-id", "in": "header", "required": False,
+                           "schema": {"type": "string", "maxLength": 200}})
+            op["security"] = [{"clusterSecret": []}]
+        elif spec.auth == "management":
+            op["security"] = [{"managementSecret": []}]
+        if params:
+            op["parameters"] = params
+        if spec.body is not None:
+            op["requestBody"] = {"required": spec.body_required,
+                                 "content": {"application/json": {"schema": spec.body}}}
+        responses = dict(spec.responses)
+        if spec.body is not None:
+            responses.setdefault(413, s.ERROR)
+        for status, schema in sorted(responses.items()):
+            response: dict = {"description": _DESCRIPTIONS.get(status, str(status))}
+            if schema is not None:
+                response["content"] = {"application/json": {"schema": schema}}
+            op["responses"][str(status)] = response
+        paths.setdefault(path, {})[spec.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Differential control-plane", "version": "1.0.0",
+                 "description": "Durable remote function calls. Authorization: '<scheme> <secret>'; the scheme "
+                                "word is ignored."},
+        "paths": paths,
+        "components": {"securitySchemes": {
+            "clusterSecret": {"type": "apiKey", "in": "header", "name": "Authorization",
+                              "description": "'Basic <cluster API secret>'"},
+            "managementSecret": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                 "description": "'Basic <management secret>'"},
+        }},
+    }
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

@@ -1,0 +1,100 @@
+"""Route declarations: one decorator names a route's auth, body and query schemas and responses.
+
+The declaration does the parsing and guarding before the view runs, and it is also what
+/openapi.json is generated from, so every documented route is validated exactly as documented.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from flask import Blueprint, current_app, g, request
+
+from .. import auth
+from ..engine import machines
+from ..errors import BadRequest
+from . import validation
+
+
+@dataclass
+class RouteSpec:
+    method: str
+    path: str  # Flask form: /jobs/<job_id>
+    summary: str
+    auth: str | None  # "cluster", "management" or None
+    body: dict | None
+    body_required: bool
+    query: dict | None
+    responses: dict[int, dict | None]
+    tag: str
+    path_params: list[str] = field(default_factory=list)
+
+
+ROUTES: list[RouteSpec] = []
+
+
+def state():
+    return current_app.extensions["differential"]
+
+
+def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str | None, tag: str,
+          responses: dict[int, dict | None], body: dict | None = None, body_required: bool = True,
+          query: dict | None = None) -> Callable:
+    spec = RouteSpec(method, path, summary, auth_kind, body, body_required, query, responses, tag,
+                     re.findall(r"<(?:\w+:)?(\w+)>", path))
+    ROUTES.append(spec)
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def handler(**path_args):
+            _guard(spec)
+            kwargs = dict(path_args)
+            if spec.body is not None:
+                kwargs["body"] = _parse_body(spec)
+            if spec.query is not None:
+                kwargs["query"] = validation.coerce_query(spec.query, request.args.to_dict())
+            return view(**kwargs)
+
+        bp.add_url_rule(path, endpoint=view.__name__, view_func=handler, methods=[method])
+        return handler
+
+    return decorate
+
+
+def _guard(spec: RouteSpec) -> None:
+    settings = state().settings
+    header = request.headers.get("Authorization")
+    g.machine_id = request.headers.get("x-machine-id") or None
+    g.deployment_id = request.headers.get("x-deployment-id") or None
+    if spec.auth == "management":
+        auth.require_management(header, settings.management_secret)
+    elif spec.auth == "cluster":
+        g.cluster_id = auth.require_cluster(header)
+        if g.machine_id:  # any request from a machine shows it is alive
+            if len(g.machine_id) > 200:
+                raise BadRequest("x-machine-id must be at most 200 characters", {"header": "x-machine-id"})
+            machines.ping(g.cluster_id, g.machine_id, ip=request.remote_addr, deployment_id=g.deployment_id,
+                          machine_timeout_seconds=settings.machine_timeout_seconds)
+
+
+def _parse_body(spec: RouteSpec):
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        if spec.body_required:
+            raise BadRequest("the request body is empty; send a JSON object", code="empty_body")
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}", code="malformed_json")
+    return validation.validate(spec.body, value)
+
+
+def require_machine_id() -> str:
+    if not g.machine_id:
+        raise BadRequest("this route needs the x-machine-id header naming the calling machine",
+                         {"header": "x-machine-id"}, code="missing_machine_id")
+    return g.machine_id

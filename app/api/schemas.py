@@ -1,0 +1,132 @@
+"""Request and response schemas: enforced on requests, published in /openapi.json."""
+from __future__ import annotations
+
+
+def obj(properties: dict, required: tuple = (), extra: bool = True) -> dict:
+    schema = {"type": "object", "properties": properties, "additionalProperties": extra}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+NAME = {"type": "string", "minLength": 1, "maxLength": 200}
+ID = {"type": "string", "minLength": 1, "maxLength": 200}
+PAYLOAD = {"type": "string", "description": "base64 of MessagePack, stored opaquely"}
+NULLABLE_TEXT = {"type": ["string", "null"]}
+TIMESTAMP = {"type": ["string", "null"], "description": "ISO 8601, UTC"}
+
+ERROR = obj({"error": obj({
+    "code": {"type": "string"},
+    "message": {"type": "string"},
+    "details": {},
+}, required=("code", "message", "details"))}, required=("error",))
+
+# --- job protocol -------------------------------------------------------------------------------
+
+FUNCTION = obj({"name": NAME, "schema": {"type": "string", "description": "JSON Schema of the input, as text"}},
+               required=("name",))
+
+JOBS_REQUEST = obj({
+    "service": NAME,
+    "limit": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 1},
+    "ttl": {"type": "integer", "minimum": 0, "maximum": 600000, "default": 20000,
+            "description": "longest wait in ms; values above 20000 wait 20000"},
+    "functions": {"type": "array", "maxItems": 1000, "items": FUNCTION},
+}, required=("service",))
+
+CLAIMED_JOB = obj({"id": ID, "targetFn": {"type": "string"}, "targetArgs": {"type": "string"}},
+                  required=("id", "targetFn", "targetArgs"))
+CLAIMED_JOBS = {"type": "array", "items": CLAIMED_JOB}
+
+CALL_CONFIG = obj({
+    "retryCountOnStall": {"type": "integer", "minimum": 0, "maximum": 100},
+    "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+    "predictiveRetriesOnRejection": {"type": "boolean"},
+    "cache": obj({"key": {"type": "string", "maxLength": 1024},
+                  "ttlSeconds": {"type": "integer", "minimum": 0, "maximum": 31536000}},
+                 required=("key", "ttlSeconds")),
+    "executionId": ID,
+    "background": {"type": "boolean"},
+})
+
+CREATE_JOB = obj({
+    "service": NAME,
+    "targetFn": NAME,
+    "targetArgs": PAYLOAD,
+    "callConfig": CALL_CONFIG,
+}, required=("service", "targetFn", "targetArgs"))
+
+CREATED_JOB = obj({"id": ID}, required=("id",))
+
+JOB_STATUS = obj({
+    "id": ID,
+    "status": {"type": "string", "enum": ["pending", "running", "success", "failure", "stalled"]},
+    "result": NULLABLE_TEXT,
+    "resultType": {"type": ["string", "null"], "enum": ["resolution", "rejection", None]},
+    "service": {"type": "string"},
+}, required=("id", "status", "result", "resultType", "service"))
+
+JOB_STATUS_QUERY = obj({"ttl": {"type": "integer", "minimum": 0, "maximum": 600000, "default": 20000}}, extra=False)
+
+BATCH_STATUS_REQUEST = obj({
+    "jobIds": {"type": "array", "maxItems": 100000, "items": ID},
+    "ttl": {"type": "integer", "minimum": 0, "maximum": 600000, "default": 20000},
+}, required=("jobIds",))
+JOB_STATUSES = {"type": "array", "items": JOB_STATUS}
+
+JOB_RESULT = obj({
+    "result": PAYLOAD,
+    "resultType": {"type": "string", "enum": ["resolution", "rejection"]},
+    "functionExecutionTime": {"type": "number", "minimum": 0},
+}, required=("result", "resultType"))
+
+CLIENT_EVENT = obj({
+    "timestamp": {"type": "string"},
+    "type": {"type": "string", "enum": ["machineResourceProbe", "functionInvocation"]},
+    "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+    "intFields": {"type": "object", "additionalProperties": {"type": "number"}},
+}, required=("type",))
+METRICS = obj({"events": {"type": "array", "maxItems": 5000, "items": CLIENT_EVENT}}, required=("events",))
+
+LIVE = obj({"status": {"type": "string"}}, required=("status",))
+
+# --- management ---------------------------------------------------------------------------------
+
+CREATE_CLUSTER = obj({"description": {"type": ["string", "null"], "maxLength": 1024}})
+
+CLUSTER = obj({"id": ID, "apiSecret": {"type": "string"}, "createdAt": TIMESTAMP,
+               "description": NULLABLE_TEXT}, required=("id", "apiSecret", "createdAt", "description"))
+CLUSTERS = {"type": "array", "items": CLUSTER}
+
+JOB_SUMMARY = obj({"id": ID, "service": {"type": "string"}, "targetFn": {"type": "string"},
+                   "status": {"type": "string"}, "resultType": {"type": ["string", "null"]},
+                   "attempt": {"type": "integer"}, "attemptsAllowed": {"type": "integer"},
+                   "createdAt": TIMESTAMP, "resultedAt": TIMESTAMP,
+                   "functionExecutionTime": {"type": ["integer", "null"]}, "machineId": NULLABLE_TEXT},
+                  required=("id", "service", "targetFn", "status"))
+DEFINITION = obj({"name": {"type": "string"}, "functions": {"type": "array", "items": FUNCTION}}, required=("name",))
+MACHINE = obj({"id": {"type": "string"}, "ip": NULLABLE_TEXT, "status": {"type": "string"},
+               "deploymentId": NULLABLE_TEXT, "lastPingAt": TIMESTAMP}, required=("id", "status"))
+
+CLUSTER_DETAILS = {**CLUSTER, "properties": {
+    **CLUSTER["properties"],
+    "machines": {"type": "array", "items": MACHINE},
+    "jobs": {"type": "array", "items": JOB_SUMMARY},
+    "definitions": {"type": "array", "items": DEFINITION},
+}, "required": CLUSTER["required"] + ["machines", "jobs", "definitions"]}
+
+LIST_QUERY = obj({"limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}, extra=False)
+
+SERVICE_DETAILS = obj({"definition": DEFINITION, "jobs": {"type": "array", "items": JOB_SUMMARY}},
+                      required=("definition", "jobs"))
+
+CLUSTER_SETTINGS = obj({"predictiveRetriesEnabled": {"type": "boolean"}, "cloudEnabled": {"type": "boolean"}},
+                       required=("predictiveRetriesEnabled", "cloudEnabled"))
+PUT_SETTINGS = obj({"predictiveRetriesEnabled": {"type": "boolean"}}, extra=False)
+
+ACTIVITY_QUERY = obj({"jobId": ID, "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                      "before": {"type": "integer", "minimum": 1}}, extra=False)
+ACTIVITY = obj({"events": {"type": "array", "items": obj({
+    "type": {"type": "string"}, "jobId": NULLABLE_TEXT, "machineId": NULLABLE_TEXT, "service": NULLABLE_TEXT,
+    "deploymentId": NULLABLE_TEXT, "timestamp": TIMESTAMP, "meta": {"type": "object"}},
+    required=("type", "timestamp", "meta"))}, "next": {"type": ["integer", "null"]}}, required=("events", "next"))

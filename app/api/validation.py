@@ -1,0 +1,96 @@
+"""A small JSON Schema validator for the subset our request schemas use.
+
+The same schema dicts validate requests and are published in /openapi.json, so the description
+can never drift from what is enforced. Errors name the field path and what was expected.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..errors import ValidationFailed
+
+_TYPES = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def errors(schema: dict, value: Any, path: str = "") -> list[dict]:
+    """Every problem of value against schema, as [{"field", "message"}]."""
+    where = path or "(body)"
+    expected = schema.get("type")
+    if expected is not None:
+        allowed = expected if isinstance(expected, list) else [expected]
+        if not any(_TYPES[t](value) for t in allowed):
+            return [{"field": where, "message": f"must be of type {' or '.join(allowed)}"}]
+    problems: list[dict] = []
+    if "enum" in schema and value not in schema["enum"]:
+        problems.append({"field": where, "message": f"must be one of {', '.join(map(str, schema['enum']))}"})
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            problems.append({"field": where, "message": f"must be at least {schema['minLength']} characters"})
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            problems.append({"field": where, "message": f"must be at most {schema['maxLength']} characters"})
+    if _TYPES["number"](value):
+        if "minimum" in schema and value < schema["minimum"]:
+            problems.append({"field": where, "message": f"must be at least {schema['minimum']}"})
+        if "maximum" in schema and value > schema["maximum"]:
+            problems.append({"field": where, "message": f"must be at most {schema['maximum']}"})
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            problems.append({"field": where, "message": f"must have at least {schema['minItems']} items"})
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            problems.append({"field": where, "message": f"must have at most {schema['maxItems']} items"})
+        if "items" in schema:
+            for i, item in enumerate(value):
+                problems += errors(schema["items"], item, f"{path}[{i}]")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for name in schema.get("required", []):
+            if name not in value:
+                problems.append({"field": _join(path, name), "message": "is required"})
+        extra = schema.get("additionalProperties", True)
+        for name, item in value.items():
+            if name in props:
+                problems += errors(props[name], item, _join(path, name))
+            elif extra is False:
+                problems.append({"field": _join(path, name), "message": "is not a known field"})
+            elif isinstance(extra, dict):
+                problems += errors(extra, item, _join(path, name))
+    return problems
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def validate(schema: dict, value: Any, what: str = "request body") -> Any:
+    problems = errors(schema, value)
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValidationFailed(f"invalid {what}: {first['field']} {first['message']}{more}", {"fields": problems})
+    return value
+
+
+def coerce_query(schema: dict, args: dict[str, str]) -> dict:
+    """Query strings arrive as text: convert declared integers before validating."""
+    props = schema.get("properties", {})
+    out: dict[str, Any] = {}
+    for name, raw in args.items():
+        kind = props.get(name, {}).get("type")
+        if kind == "integer":
+            try:
+                out[name] = int(raw)
+            except ValueError:
+                raise ValidationFailed(f"invalid query: {name} must be a whole number",
+                                       {"fields": [{"field": name, "message": "must be a whole number"}]})
+        else:
+            out[name] = raw
+    return validate(schema, out, "query")

@@ -1,0 +1,1 @@
+"""The job engine: create, claim, results, waiting, sweeping. Knows nothing of HTTP."""

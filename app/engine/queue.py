@@ -1,0 +1,113 @@
+"""Claiming jobs for a machine, and fenced results coming back from it."""
+from __future__ import annotations
+
+import time
+
+from .. import db
+from ..models import Job, utcnow
+from ..observability.events import events
+from .signals import hub, job_topic, notify_in_transaction, queue_topic
+
+# One statement claims up to `limit` jobs, oldest first. SKIP LOCKED lets concurrent pollers take
+# different rows instead of queueing behind each other, and the status test is repeated in the
+# UPDATE so a row that changed after it was picked is never claimed twice.
+_CLAIM_POSTGRES = """
+WITH picked AS (
+    SELECT seq FROM jobs
+    WHERE cluster_id = %s AND service = %s AND status = 'pending'
+    ORDER BY seq LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs SET status = 'running', attempt = jobs.attempt + 1, machine_id = %s,
+       claimed_at = %s, deadline_ms = %s + jobs.timeout_seconds * 1000
+FROM picked
+WHERE jobs.seq = picked.seq AND jobs.status = 'pending'
+RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
+"""
+
+# SQLite has one writer at a time (the transaction holds the write lock), so the plain form is safe.
+_CLAIM_SQLITE = """
+UPDATE jobs SET status = 'running', attempt = attempt + 1, machine_id = ?,
+       claimed_at = ?, deadline_ms = ? + timeout_seconds * 1000
+WHERE seq IN (
+    SELECT seq FROM jobs
+    WHERE cluster_id = ? AND service = ? AND status = 'pending'
+    ORDER BY seq LIMIT ?
+) AND status = 'pending'
+RETURNING seq, id, target_fn, target_args, attempt
+"""
+
+
+def claim(cluster_id: str, service: str, machine_id: str, limit: int) -> list[dict]:
+    """Move up to `limit` pending jobs to running for this machine; oldest first."""
+    if limit <= 0:
+        return []
+    now = utcnow()
+    now_ms = int(time.time() * 1000)
+
+    def tx():
+        if db.is_postgres():
+            params = (cluster_id, service, limit, machine_id, now, now_ms)
+            return db.execute(_CLAIM_POSTGRES, params).fetchall()
+        return db.database.obj.execute_sql(
+            _CLAIM_SQLITE, (machine_id, now, now_ms, cluster_id, service, limit)).fetchall()
+
+    rows = sorted(db.unit_of_work(tx))
+    claimed = [{"id": r[1], "targetFn": r[2], "targetArgs": r[3]} for r in rows]
+    for seq, job_id, target_fn, _args, attempt in rows:
+        events.record(cluster_id, "jobReceived", job_id=job_id, machine_id=machine_id, service=service,
+                      targetFn=target_fn, attempt=attempt)
+    return claimed
+
+
+def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, ttl_seconds: float,
+                   stopping=None) -> list[dict]:
+    """Long poll: claim as soon as something is claimable, or return [] after ttl."""
+    deadline = time.monotonic() + ttl_seconds
+    with hub.subscribe([queue_topic(cluster_id, service)]) as sub:
+        while True:
+            jobs = claim(cluster_id, service, machine_id, limit)
+            remaining = deadline - time.monotonic()
+            if jobs or remaining <= 0 or (stopping is not None and stopping.is_set()):
+                return jobs
+            sub.wait(remaining)
+
+
+def persist_result(cluster_id: str, job_id: str, machine_id: str, result: str, result_type: str,
+                   execution_time_ms: int | None, *, deployment_id: str | None = None) -> bool:
+    """Store a result if it comes from the machine holding the running attempt; else drop it.
+
+    Returns whether it was stored. A dropped result is recorded in the activity log with why.
+    """
+
+    def tx() -> bool:
+        stored = (
+            Job.update(status="success", result=result, result_type=result_type, resulted_at=utcnow(),
+                       execution_time_ms=execution_time_ms, deadline_ms=None)
+            .where((Job.cluster_id == cluster_id) & (Job.id == job_id) & (Job.status == "running")
+                   & (Job.machine_id == machine_id))
+            .execute()
+        )
+        if stored:
+            notify_in_transaction([job_topic(cluster_id, job_id)])
+        return bool(stored)
+
+    stored = db.unit_of_work(tx)
+    if stored:
+        hub.wake([job_topic(cluster_id, job_id)])
+        events.record(cluster_id, "jobResulted", job_id=job_id, machine_id=machine_id, deployment_id=deployment_id,
+                      resultType=result_type, functionExecutionTime=execution_time_ms)
+    else:
+        events.record(cluster_id, "jobResultedButNotPersisted", job_id=job_id, machine_id=machine_id,
+                      deployment_id=deployment_id, resultType=result_type, reason=_why_fenced(cluster_id, job_id, machine_id))
+    return stored
+
+
+def _why_fenced(cluster_id: str, job_id: str, machine_id: str) -> str:
+    job = db.unit_of_work(lambda: Job.select(Job.status, Job.machine_id)
+                          .where((Job.cluster_id == cluster_id) & (Job.id == job_id)).first())
+    if job is None:
+        return "unknown job"
+    if job.status != "running":
+        return f"job is {job.status}"
+    return f"attempt is held by another machine ({job.machine_id})"

@@ -1,0 +1,190 @@
+"""Wake-ups for long polls: in-process subscriptions fed by PostgreSQL LISTEN/NOTIFY.
+
+A topic names something a poll waits for: `q/<cluster>/<service>` (a job became claimable) or
+`j/<cluster>/<job id>` (a job finished). NOTIFY is only a hint: waiters always re-read the
+table, and wake on a fallback timer too, so a missed notification costs one short delay, never a
+lost job. One LISTEN connection per process (opened lazily, after gunicorn forks) feeds every
+waiter; it reconnects after a database restart and then wakes everyone to re-check. On SQLite the
+same interface works by waking waiters of this process directly and short-polling for the rest.
+"""
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from typing import Iterable
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "differential"
+_MAX_PAYLOAD = 7900  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
+
+
+def queue_topic(cluster_id: str, service: str) -> str:
+    return f"q/{cluster_id}/{service}"
+
+
+def job_topic(cluster_id: str, job_id: str) -> str:
+    return f"j/{cluster_id}/{job_id}"
+
+
+class Subscription:
+    def __init__(self, hub: "Hub", topics: list[str]):
+        self._hub = hub
+        self.topics = topics
+        self._event = threading.Event()
+
+    def __enter__(self) -> "Subscription":
+        self._hub._add(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hub._remove(self)
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until woken or timeout (capped by the fallback interval); True if woken."""
+        woke = self._event.wait(max(0.0, min(timeout, self._hub.fallback_interval)))
+        self._event.clear()
+        return woke
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self._dsn: dict | None = None
+        self._listener: threading.Thread | None = None
+        self._listening = False
+        self._stopping = threading.Event()
+        self.fallback_interval = 0.25
+
+    # -- configuration -------------------------------------------------------------------------
+    def configure(self, postgres_params: dict | None) -> None:
+        """postgres_params: psycopg2.connect keyword arguments, or None on SQLite."""
+        self._dsn = postgres_params
+        self.fallback_interval = 0.25  # until the listener is up; then 5 s
+
+    def _ensure_listener(self) -> None:
+        if self._dsn is None or (self._listener and self._listener.is_alive()):
+            return
+        with self._lock:
+            if self._listener and self._listener.is_alive():
+                return
+            self._stopping.clear()
+            self._listener = threading.Thread(target=self._listen_forever, name="differential-listen", daemon=True)
+            self._listener.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
+    # -- subscriptions -------------------------------------------------------------------------
+    def subscribe(self, topics: Iterable[str]) -> Subscription:
+        self._ensure_listener()
+        return Subscription(self, list(topics))
+
+    def _add(self, sub: Subscription) -> None:
+        with self._lock:
+            for topic in sub.topics:
+                self._subscribers.setdefault(topic, set()).add(sub)
+
+    def _remove(self, sub: Subscription) -> None:
+        with self._lock:
+            for topic in sub.topics:
+                subs = self._subscribers.get(topic)
+                if subs is not None:
+                    subs.discard(sub)
+                    if not subs:
+                        del self._subscribers[topic]
+
+    def wake(self, topics: Iterable[str]) -> None:
+        """Wake this process's waiters on these topics."""
+        with self._lock:
+            targets = set()
+            for topic in topics:
+                targets.update(self._subscribers.get(topic, ()))
+        for sub in targets:
+            sub.wake()
+
+    def wake_all(self) -> None:
+        with self._lock:
+            targets = set().union(*self._subscribers.values()) if self._subscribers else set()
+        for sub in targets:
+            sub.wake()
+
+    # -- PostgreSQL ----------------------------------------------------------------------------
+    @staticmethod
+    def notify_payloads(topics: Iterable[str]) -> list[str]:
+        """Pack topics into as few NOTIFY payloads as fit."""
+        payloads, current = [], ""
+        for topic in topics:
+            if current and len(current) + 1 + len(topic) > _MAX_PAYLOAD:
+                payloads.append(current)
+                current = ""
+            current = f"{current}\n{topic}" if current else topic
+        if current:
+            payloads.append(current)
+        return payloads
+
+    def _listen_forever(self) -> None:
+        import psycopg2
+        import psycopg2.extensions
+
+        backoff = 0.2
+        while not self._stopping.is_set():
+            conn = None
+            try:
+                conn = psycopg2.connect(**self._dsn)
+                conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+                with conn.cursor() as cur:
+                    cur.execute(f"LISTEN {CHANNEL}")
+                self._listening = True
+                self.fallback_interval = 5.0
+                backoff = 0.2
+                self.wake_all()  # anything may have happened while we were not listening
+                last_check = time.monotonic()
+                while not self._stopping.is_set():
+                    ready, _, _ = select.select([conn], [], [], 1.0)
+                    if ready:
+                        conn.poll()
+                        topics: list[str] = []
+                        while conn.notifies:
+                            topics.extend(conn.notifies.pop(0).payload.split("\n"))
+                        if topics:
+                            self.wake(topics)
+                    elif time.monotonic() - last_check > 10:
+                        with conn.cursor() as cur:  # detects a dead server on an idle socket
+                            cur.execute("SELECT 1")
+                        last_check = time.monotonic()
+            except Exception as exc:  # the listener must survive anything; waiters fall back to polling
+                if not self._stopping.is_set():
+                    log.warning("notification listener lost its connection (%s); reconnecting", exc)
+            finally:
+                self._listening = False
+                self.fallback_interval = 0.25
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+            self._stopping.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+hub = Hub()
+
+
+def notify_in_transaction(topics: Iterable[str]) -> None:
+    """Queue NOTIFYs that PostgreSQL delivers when the current transaction commits."""
+    from .. import db
+
+    if db.is_postgres():
+        for payload in Hub.notify_payloads(topics):
+            db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))

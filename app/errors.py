@@ -1,0 +1,63 @@
+"""Error types and the JSON body they become: {"error": {"code", "message", "details"}}.
+
+Raised anywhere (engine included, which knows nothing of HTTP beyond a status number); the api
+package turns them, and every werkzeug/HTTP error, into JSON responses.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, details: Any = None, *, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code:
+            self.code = code
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class BadRequest(ApiError):
+    status, code = 400, "bad_request"
+
+
+class ValidationFailed(BadRequest):
+    code = "validation_failed"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code = 405, "method_not_allowed"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class NotImplementedFeature(ApiError):
+    status, code = 501, "not_configured"
+
+
+class Unavailable(ApiError):
+    status, code = 503, "unavailable"

@@ -1,0 +1,133 @@
+"""Peewee models: the schema. Migrations (app/migrations.py) own how it gets into the database."""
+from __future__ import annotations
+
+import datetime as dt
+
+import peewee
+
+from .db import database
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Cluster(BaseModel):
+    id = peewee.CharField(max_length=100, primary_key=True)
+    # The secret is shown to its management user; lookups go through its hash (unique index), so
+    # authenticating a request never compares the secret itself against stored rows.
+    api_secret = peewee.CharField(max_length=200)
+    api_secret_hash = peewee.CharField(max_length=64, unique=True)
+    description = peewee.CharField(max_length=1024, null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    predictive_retries_enabled = peewee.BooleanField(default=False)
+    cloud_enabled = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "clusters"
+
+
+class Job(BaseModel):
+    """One call. `seq` orders the queue (FIFO); (cluster_id, id) is the public identity."""
+
+    seq = peewee.BigAutoField()
+    cluster_id = peewee.CharField(max_length=100)
+    id = peewee.CharField(max_length=200)
+    service = peewee.CharField(max_length=200)
+    target_fn = peewee.CharField(max_length=200)
+    target_args = peewee.TextField()
+    status = peewee.CharField(max_length=16, default="pending")
+    result = peewee.TextField(null=True)
+    result_type = peewee.CharField(max_length=16, null=True)
+    cache_key = peewee.CharField(max_length=1024, null=True)
+    attempts_allowed = peewee.IntegerField()
+    attempt = peewee.IntegerField(default=0)  # claims so far; the running attempt's number
+    machine_id = peewee.CharField(max_length=200, null=True)  # holder of the current attempt
+    timeout_seconds = peewee.IntegerField()
+    deadline_ms = peewee.BigIntegerField(null=True)  # end of the current attempt, epoch ms (plain arithmetic on both databases)
+    created_at = peewee.DateTimeField(default=utcnow)
+    claimed_at = peewee.DateTimeField(null=True)
+    resulted_at = peewee.DateTimeField(null=True)
+    execution_time_ms = peewee.IntegerField(null=True)
+    deployment_id = peewee.CharField(max_length=200, null=True)
+    predictive_retries = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "jobs"
+        indexes = (
+            (("cluster_id", "id"), True),
+        )
+
+
+class Machine(BaseModel):
+    pk = peewee.BigAutoField()
+    cluster_id = peewee.CharField(max_length=100)
+    id = peewee.CharField(max_length=200)
+    ip = peewee.CharField(max_length=100, null=True)
+    deployment_id = peewee.CharField(max_length=200, null=True)
+    status = peewee.CharField(max_length=16, default="active")
+    first_seen_at = peewee.DateTimeField(default=utcnow)
+    last_ping_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "machines"
+        indexes = (
+            (("cluster_id", "id"), True),
+            (("status", "last_ping_at"), False),
+        )
+
+
+class Service(BaseModel):
+    pk = peewee.BigAutoField()
+    cluster_id = peewee.CharField(max_length=100)
+    name = peewee.CharField(max_length=200)
+    definition = peewee.TextField(null=True)  # JSON: {"name", "functions": [{"name", "schema"?}]}
+    definition_hash = peewee.CharField(max_length=64, null=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "services"
+        indexes = ((("cluster_id", "name"), True),)
+
+
+class Event(BaseModel):
+    """The activity log: what happened to jobs and machines, and what clients reported."""
+
+    seq = peewee.BigAutoField()
+    cluster_id = peewee.CharField(max_length=100)
+    type = peewee.CharField(max_length=64)
+    job_id = peewee.CharField(max_length=200, null=True)
+    machine_id = peewee.CharField(max_length=200, null=True)
+    deployment_id = peewee.CharField(max_length=200, null=True)
+    service = peewee.CharField(max_length=200, null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    meta = peewee.TextField(null=True)  # JSON
+
+    class Meta:
+        table_name = "events"
+        indexes = (
+            (("cluster_id", "seq"), False),
+            (("cluster_id", "job_id"), False),
+            (("created_at",), False),
+        )
+
+
+class Lease(BaseModel):
+    """A named lease: who may run a singleton task (the sweeper) until when."""
+
+    name = peewee.CharField(max_length=64, primary_key=True)
+    holder = peewee.CharField(max_length=200, null=True)
+    expires_at = peewee.DateTimeField(null=True)
+    acquired_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "leases"
+
+
+ALL_MODELS = (Cluster, Job, Machine, Service, Event, Lease)

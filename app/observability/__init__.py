@@ -1,0 +1,1 @@
+"""Activity events and metrics."""

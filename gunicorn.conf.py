@@ -1,0 +1,48 @@
+"""gunicorn settings for the control-plane (production and `python -m app`).
+
+Thread workers: a long poll parks a thread on a condition variable (holding no database
+connection), so a few hundred threads per worker hold that many polls for little memory.
+"""
+import os
+import signal
+
+bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '4000')}"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "256"))
+# Long polls last up to 20 s; a worker is only killed if silent much longer than that.
+timeout = 60
+graceful_timeout = 25
+keepalive = 75  # longer than typical proxy idle timeouts, so the proxy closes first
+worker_connections = 4000
+backlog = 2048
+accesslog = os.environ.get("ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def _state(worker):
+    return getattr(getattr(worker, "wsgi", None), "extensions", {}).get("differential")
+
+
+def post_worker_init(worker):
+    # On SIGTERM, end long polls at once (they answer what they have), so in-flight requests
+    # finish well inside the graceful timeout and nothing accepted is lost.
+    original = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        state = _state(worker)
+        if state is not None:
+            state.stopping.set()
+            from app.engine.signals import hub
+
+            hub.wake_all()
+        original(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)
+
+
+def worker_exit(server, worker):
+    state = _state(worker)
+    if state is not None:
+        state.shutdown()
