@@ -1,0 +1,377 @@
+"""The `differential` command line.
+
+    differential clusters create [--description TEXT]     (management secret)
+    differential clusters list                             (management secret)
+    differential clusters show CLUSTER_ID                  (management secret)
+    differential services list --cluster CLUSTER_ID        (management secret)
+    differential call SERVICE FUNCTION [JSON_ARG ...]      (cluster API secret)
+    differential jobs show JOB_ID                          (cluster API secret)
+
+Options (before or after the command): --endpoint (DIFFERENTIAL_ENDPOINT), --api-secret
+(DIFFERENTIAL_API_SECRET), --management-secret (DIFFERENTIAL_MANAGEMENT_SECRET) or
+--management-secret-file (DIFFERENTIAL_MANAGEMENT_SECRET_FILE), --json.
+
+Exit codes (stable, for scripts):
+    0  success
+    1  the remote function raised, or the job failed (the control-plane gave up on it)
+    2  usage error: bad options, an argument that is not JSON, a missing secret
+    3  authentication failed (401)
+    4  not found (404)
+    5  control-plane unreachable, or it answered with a server error
+    6  timed out waiting for the call (--timeout)
+    7  the control-plane refused the request (400, 413, other 4xx)
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as _dt
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from .client import CallOptions, Differential, JobStatus
+from .errors import (
+    AuthenticationError,
+    CallTimeoutError,
+    ConnectionFailedError,
+    ControlPlaneError,
+    DifferentialError,
+    JobFailedError,
+    NotFoundError,
+    RemoteError,
+    SerializationError,
+)
+from .transport import Config, SyncTransport
+
+EXIT_OK, EXIT_REMOTE, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_TIMEOUT, EXIT_REFUSED = range(8)
+
+
+class UsageError(Exception):
+    pass
+
+
+# -- output helpers ------------------------------------------------------------------------------
+
+def _jsonable(value: Any) -> Any:
+    """Values from the wire as JSON: bytes -> {"$bytes": base64}, datetime -> ISO 8601."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, _dt.datetime):
+        return value.isoformat()
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    return value
+
+
+def _dump(value: Any, pretty: bool = True) -> str:
+    return json.dumps(_jsonable(value), indent=2 if pretty else None, ensure_ascii=False)
+
+
+def _table(rows: List[Dict[str, Any]], columns: List[str], headers: Optional[List[str]] = None) -> str:
+    headers = headers or [c.upper() for c in columns]
+    cells = [["" if r.get(c) is None else str(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+# -- secrets and connections ---------------------------------------------------------------------
+
+def _endpoint(args: argparse.Namespace) -> Optional[str]:
+    return getattr(args, "endpoint", None)
+
+
+def _management(args: argparse.Namespace) -> SyncTransport:
+    secret = getattr(args, "management_secret", None) or os.environ.get("DIFFERENTIAL_MANAGEMENT_SECRET")
+    path = getattr(args, "management_secret_file", None) or os.environ.get("DIFFERENTIAL_MANAGEMENT_SECRET_FILE")
+    if not secret and path:
+        try:
+            secret = open(path, encoding="utf-8").read().strip()
+        except OSError as e:
+            raise UsageError(f"cannot read the management secret file {path}: {e.strerror}") from None
+    if not secret:
+        raise UsageError(
+            "no management secret: pass --management-secret / --management-secret-file or set "
+            "DIFFERENTIAL_MANAGEMENT_SECRET"
+        )
+    return SyncTransport(Config.from_env(api_secret=secret, endpoint=_endpoint(args)), secret=secret)
+
+
+def _differential(args: argparse.Namespace) -> Differential:
+    secret = getattr(args, "api_secret", None) or os.environ.get("DIFFERENTIAL_API_SECRET")
+    if not secret:
+        raise UsageError("no API secret: pass --api-secret or set DIFFERENTIAL_API_SECRET")
+    return Differential(secret, endpoint=_endpoint(args))
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+def cmd_clusters_create(args: argparse.Namespace) -> int:
+    http = _management(args)
+    body = {"description": args.description} if args.description is not None else {}
+    cluster = http.request("POST", "/clusters", json=body)
+    if args.json:
+        _out(_dump(cluster))
+    else:
+        _out(f"Created cluster {cluster.get('id')}")
+        _out(f"API secret: {cluster.get('apiSecret')}")
+        if cluster.get("description"):
+            _out(f"Description: {cluster.get('description')}")
+    return EXIT_OK
+
+
+def _mask(secret: Optional[str]) -> str:
+    if not secret:
+        return ""
+    return secret[:7] + "…" if len(secret) > 10 else "…"
+
+
+def cmd_clusters_list(args: argparse.Namespace) -> int:
+    clusters = _management(args).request("GET", "/clusters") or []
+    if args.json:
+        _out(_dump(clusters))
+        return EXIT_OK
+    if not clusters:
+        _out("No clusters.")
+        return EXIT_OK
+    rows = [dict(c, apiSecret=_mask(c.get("apiSecret"))) for c in clusters]
+    _out(_table(rows, ["id", "createdAt", "description", "apiSecret"], ["ID", "CREATED", "DESCRIPTION", "API SECRET"]))
+    return EXIT_OK
+
+
+def cmd_clusters_show(args: argparse.Namespace) -> int:
+    c = _management(args).request("GET", f"/clusters/{args.cluster_id}")
+    if args.json:
+        _out(_dump(c))
+        return EXIT_OK
+    _out(f"Cluster:     {c.get('id')}")
+    _out(f"Created:     {c.get('createdAt')}")
+    _out(f"Description: {c.get('description') or ''}")
+    _out(f"API secret:  {c.get('apiSecret')}")
+    defs = c.get("definitions") or []
+    _out(f"\nServices ({len(defs)}):")
+    if defs:
+        _out(_table([{"name": d.get("name"), "functions": ", ".join(f.get("name", "") for f in d.get("functions") or [])}
+                     for d in defs], ["name", "functions"], ["SERVICE", "FUNCTIONS"]))
+    machines = c.get("machines") or []
+    _out(f"\nMachines ({len(machines)}):")
+    if machines:
+        _out(_table(machines, ["id", "lastPingAt", "ip", "deploymentId"], ["ID", "LAST PING", "IP", "DEPLOYMENT"]))
+    jobs = c.get("jobs") or []
+    _out(f"\nRecent jobs ({len(jobs)}):")
+    if jobs:
+        _out(_table(jobs[:20], ["id", "service", "targetFn", "status", "resultType", "createdAt"],
+                    ["ID", "SERVICE", "FUNCTION", "STATUS", "RESULT", "CREATED"]))
+    return EXIT_OK
+
+
+def cmd_services_list(args: argparse.Namespace) -> int:
+    c = _management(args).request("GET", f"/clusters/{args.cluster}")
+    defs = c.get("definitions") or []
+    if args.json:
+        _out(_dump(defs))
+        return EXIT_OK
+    if not defs:
+        _out("No services.")
+        return EXIT_OK
+    _out(_table([{"name": d.get("name"), "functions": ", ".join(f.get("name", "") for f in d.get("functions") or [])}
+                 for d in defs], ["name", "functions"], ["SERVICE", "FUNCTIONS"]))
+    return EXIT_OK
+
+
+def _parse_args(raw: Sequence[str]) -> List[Any]:
+    values = []
+    for i, text in enumerate(raw, 1):
+        try:
+            values.append(json.loads(text))
+        except ValueError:
+            raise UsageError(
+                f"argument {i} ({text!r}) is not JSON; quote strings, e.g. '\"Ada\"'"
+            ) from None
+    return values
+
+
+def _error_json(e: RemoteError) -> Dict[str, Any]:
+    return {"name": e.name, "message": e.message, "code": e.code, "stack": e.stack, "details": e.details}
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    values = _parse_args(args.args)
+    options = CallOptions(
+        timeout=args.timeout, retry_count_on_stall=args.retries, execution_id=args.execution_id,
+        background=args.background,
+    )
+    if args.cache_key is not None:
+        options = options.merged(cache_key=args.cache_key, cache_ttl=args.cache_ttl or 60)
+    with _differential(args) as d:
+        job_id = d.create_job(args.service, args.function, *values, options=options)
+        if args.background:
+            _out(_dump({"jobId": job_id}) if args.json else job_id)
+            return EXIT_OK
+        try:
+            status = d.wait(job_id, timeout=args.timeout)
+            value = status.outcome()
+        except RemoteError as e:
+            if args.json:
+                _out(_dump({"jobId": job_id, "resultType": "rejection", "error": _error_json(e)}))
+            else:
+                code = f" (code {e.code})" if e.code is not None else ""
+                _err(f"{e}{code}")
+            return EXIT_REMOTE
+    if args.json:
+        _out(_dump({"jobId": job_id, "resultType": "resolution", "result": value}))
+    else:
+        _out(_dump(value))
+    return EXIT_OK
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    with _differential(args) as d:
+        st: JobStatus = d.job(args.job_id, wait=args.wait)
+    out: Dict[str, Any] = {"id": st.id, "service": st.service, "status": st.status, "resultType": st.result_type}
+    if st.done and st.status == "success":
+        try:
+            value = st.outcome()
+            out["result"] = value
+        except RemoteError as e:
+            out["error"] = _error_json(e)
+        except SerializationError as e:
+            out["result"] = None
+            out["decodeError"] = str(e)
+    if args.json:
+        _out(_dump(out))
+        return EXIT_OK
+    for key in ("id", "service", "status", "resultType"):
+        _out(f"{key + ':':12} {'' if out.get(key) is None else out[key]}")
+    if "result" in out:
+        _out("result:      " + _dump(out["result"]).replace("\n", "\n             "))
+    if "error" in out:
+        e = out["error"]
+        _out(f"error:       {e['name']}: {e['message']}" + (f" (code {e['code']})" if e.get("code") is not None else ""))
+    return EXIT_OK
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+def _common(suppress: bool) -> argparse.ArgumentParser:
+    """Global options, accepted before or after the command (SUPPRESS keeps the sub-parser
+    from overwriting a value given before the command)."""
+    d = argparse.SUPPRESS if suppress else None
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--endpoint", default=d, help="control-plane URL (env DIFFERENTIAL_ENDPOINT; default http://127.0.0.1:4000)")
+    p.add_argument("--api-secret", default=d, help="cluster API secret (env DIFFERENTIAL_API_SECRET)")
+    p.add_argument("--management-secret", default=d, help="management secret (env DIFFERENTIAL_MANAGEMENT_SECRET)")
+    p.add_argument("--management-secret-file", default=d, help="file holding the management secret (env DIFFERENTIAL_MANAGEMENT_SECRET_FILE)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False, help="machine-readable JSON output")
+    return p
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 as well; keep its message format
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common(suppress=True)
+    parser = _Parser(prog="differential", description="Differential control-plane command line.",
+                     parents=[_common(suppress=False)], epilog=__doc__.split("Exit codes", 1)[1].join(["Exit codes", ""]),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    clusters = sub.add_parser("clusters", help="manage clusters (management secret)")
+    csub = clusters.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    p = csub.add_parser("create", parents=[common], help="create a cluster; prints its id and API secret")
+    p.add_argument("--description")
+    p.set_defaults(func=cmd_clusters_create)
+    p = csub.add_parser("list", parents=[common], help="list clusters")
+    p.set_defaults(func=cmd_clusters_list)
+    p = csub.add_parser("show", parents=[common], help="show a cluster: services, machines, recent jobs")
+    p.add_argument("cluster_id")
+    p.set_defaults(func=cmd_clusters_show)
+
+    services = sub.add_parser("services", help="services of a cluster (management secret)")
+    ssub = services.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    ssub.required = True
+    p = ssub.add_parser("list", parents=[common], help="list the services registered in a cluster")
+    p.add_argument("--cluster", required=True, help="cluster id")
+    p.set_defaults(func=cmd_services_list)
+
+    p = sub.add_parser("call", parents=[common], help="call a function; arguments are JSON values")
+    p.add_argument("service")
+    p.add_argument("function")
+    p.add_argument("args", nargs="*", help="positional arguments, each a JSON value ('\"text\"', 3, '[1,2]')")
+    p.add_argument("--timeout", type=float, help="seconds to wait (also the per-attempt timeout)")
+    p.add_argument("--retries", type=int, default=3, help="re-runs after a stall (default 3)")
+    p.add_argument("--execution-id", help="idempotency key: the same id runs the function once")
+    p.add_argument("--cache-key", help="reuse a recent successful result with this key")
+    p.add_argument("--cache-ttl", type=float, help="cache lifetime in seconds (default 60)")
+    p.add_argument("--background", action="store_true", help="print the job id and return at once")
+    p.set_defaults(func=cmd_call)
+
+    jobs = sub.add_parser("jobs", help="jobs (cluster API secret)")
+    jsub = jobs.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    jsub.required = True
+    p = jsub.add_parser("show", parents=[common], help="show a job's status and result")
+    p.add_argument("job_id")
+    p.add_argument("--wait", type=float, default=5.0,
+                   help="seconds the control-plane may hold the request while the job is unfinished (5-20)")
+    p.set_defaults(func=cmd_jobs_show)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as e:
+        _err(f"differential: {e}")
+        return EXIT_USAGE
+    except SerializationError as e:
+        _err(f"differential: {e}")
+        return EXIT_USAGE
+    except CallTimeoutError as e:
+        _err(f"differential: {e}")
+        return EXIT_TIMEOUT
+    except JobFailedError as e:
+        _err(f"differential: {e}")
+        return EXIT_REMOTE
+    except AuthenticationError as e:
+        _err(f"differential: authentication failed: {e.message}")
+        return EXIT_AUTH
+    except NotFoundError as e:
+        _err(f"differential: not found: {e.message}")
+        return EXIT_NOT_FOUND
+    except ControlPlaneError as e:
+        _err(f"differential: {e}")
+        return EXIT_UNAVAILABLE if e.status >= 500 else EXIT_REFUSED
+    except ConnectionFailedError as e:
+        _err(f"differential: {e}")
+        return EXIT_UNAVAILABLE
+    except DifferentialError as e:
+        _err(f"differential: {e}")
+        return EXIT_USAGE if e.code == "UNAUTHORISED" else EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,454 @@
+"""Calling remote functions: `Differential` (blocking) and `AsyncDifferential` (asyncio).
+
+A call is `POST /jobs` then waiting for the job. Waiting goes through one result poller per
+instance that batches every outstanding job id into `POST /batch-jobs-status-request` long polls
+(the server answers as soon as any of them finishes). The poller never dies of a network error or
+a control-plane restart: it backs off (capped, jittered) and polls again.
+
+Job creation is retried on network errors and 5xx too. That is safe because every call carries an
+`executionId` (the caller's, or a random one): the control-plane uses it as the job id, so a retried
+create that had in fact succeeded returns the same job instead of running the function twice.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from .errors import (
+    CallTimeoutError,
+    ControlPlaneError,
+    DifferentialError,
+    JobFailedError,
+)
+from .serialize import deserialize_error, pack_args, unpack
+from .transport import LONG_POLL_MS, AsyncTransport, Backoff, Config, SyncTransport, is_retryable
+
+TERMINAL = ("success", "failure")
+_BATCH_MAX = 1000  # server limit on jobIds per batch request
+_MAX_POLLS = 8  # concurrent batch long polls per instance
+_CREATE_RETRY_SECONDS = 60.0  # how long a job creation keeps retrying network errors by default
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """Per-call settings. `timeout` (seconds) bounds one attempt on the control-plane
+    (`timeoutSeconds`) and, when set, how long the caller waits before CallTimeoutError.
+    `retry_count_on_stall`: re-runs after a worker died or timed out. `cache_key`/`cache_ttl`:
+    reuse a successful result of the same function and key younger than `cache_ttl` seconds.
+    `execution_id`: idempotency key (the same id runs the function once). `background`: return
+    the job id at once instead of waiting."""
+
+    timeout: Optional[float] = None
+    retry_count_on_stall: int = 3
+    predictive_retries: bool = False
+    cache_key: Optional[str] = None
+    cache_ttl: Optional[float] = None
+    execution_id: Optional[str] = None
+    background: bool = False
+
+    def merged(self, **changes: Any) -> "CallOptions":
+        if "cache" in changes:
+            cache = changes.pop("cache")
+            if cache is not None:
+                changes["cache_key"], changes["cache_ttl"] = cache
+        if "retries" in changes:
+            changes["retry_count_on_stall"] = changes.pop("retries")
+        unknown = set(changes) - set(self.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown call option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)
+
+    def call_config(self) -> Dict[str, Any]:
+        timeout = 300 if self.timeout is None else max(1, math.ceil(self.timeout))
+        cfg: Dict[str, Any] = {
+            "retryCountOnStall": int(self.retry_count_on_stall),
+            "predictiveRetriesOnRejection": bool(self.predictive_retries),
+            "timeoutSeconds": timeout,
+            "executionId": self.execution_id or uuid.uuid4().hex,
+        }
+        if self.cache_key is not None:
+            if not self.cache_ttl or self.cache_ttl <= 0:
+                raise ValueError("cache_key needs a positive cache_ttl (seconds)")
+            cfg["cache"] = {"key": str(self.cache_key), "ttlSeconds": max(1, math.ceil(self.cache_ttl))}
+        if self.background:
+            cfg["background"] = True
+        return cfg
+
+
+@dataclass
+class JobStatus:
+    """What the control-plane says about a job."""
+
+    id: str
+    status: str
+    result: Optional[str] = None
+    result_type: Optional[str] = None
+    service: Optional[str] = None
+
+    @classmethod
+    def from_row(cls, row: Dict[str, Any], job_id: Optional[str] = None) -> "JobStatus":
+        return cls(
+            id=str(row.get("id") or job_id), status=str(row.get("status")), result=row.get("result"),
+            result_type=row.get("resultType"), service=row.get("service"),
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL and (self.status == "failure" or self.result_type is not None)
+
+    def outcome(self) -> Any:
+        """The function's return value; raises RemoteError if it raised, JobFailedError if the
+        control-plane gave up. Only meaningful when `done`."""
+        if self.status == "failure":
+            raise JobFailedError(
+                f"job {self.id} did not complete: it stalled too many times or timed out", job_id=self.id
+            )
+        value = unpack(self.result)
+        if self.result_type == "rejection":
+            raise deserialize_error(value, job_id=self.id)
+        return value
+
+
+def _create_body(service: str, fn: str, args: Tuple[Any, ...], options: CallOptions) -> Dict[str, Any]:
+    # Packing first means a value that cannot cross the wire fails before anything is sent.
+    return {"service": service, "targetFn": fn, "targetArgs": pack_args(args), "callConfig": options.call_config()}
+
+
+class _ResultPoller:
+    """Batches watched job ids into long polls; lives on one asyncio loop."""
+
+    def __init__(self, transport: AsyncTransport) -> None:
+        self.transport = transport
+        self.waiters: Dict[str, List[asyncio.Future]] = {}
+        self.uncovered: Set[str] = set()
+        self.polls = 0
+        self.wake = asyncio.Event()
+        self.backoff = Backoff(base=0.2, cap=5.0)
+        self.task: Optional[asyncio.Task] = None
+        self.closed = False
+
+    async def wait(self, job_id: str) -> JobStatus:
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(job_id, []).append(fut)
+        self.uncovered.add(job_id)
+        self.wake.set()
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._run())
+        try:
+            return await fut
+        finally:
+            lst = self.waiters.get(job_id)
+            if lst is not None:
+                if fut in lst:
+                    lst.remove(fut)
+                if not lst:
+                    del self.waiters[job_id]
+                    self.uncovered.discard(job_id)
+
+    async def _run(self) -> None:
+        while not self.closed:
+            await self.wake.wait()
+            self.wake.clear()
+            await asyncio.sleep(0.002)  # let a burst of calls land in one batch
+            while self.uncovered and self.polls < _MAX_POLLS:
+                batch = list(self.uncovered)[:_BATCH_MAX]
+                self.uncovered.difference_update(batch)
+                self.polls += 1
+                asyncio.ensure_future(self._poll(batch))
+
+    def _settle(self, job_id: str, status: Optional[JobStatus], exc: Optional[BaseException] = None) -> None:
+        for fut in self.waiters.pop(job_id, []):
+            if not fut.done():
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(status)
+
+    async def _poll(self, batch: List[str]) -> None:
+        pending = list(batch)
+        try:
+            rows = await self.transport.request(
+                "POST", "/batch-jobs-status-request", json={"jobIds": batch, "ttl": LONG_POLL_MS},
+                long_poll_ms=LONG_POLL_MS,
+            )
+            self.backoff.reset()
+            for row in rows or []:
+                st = JobStatus.from_row(row)
+                if st.done:
+                    self._settle(st.id, st)
+                    if st.id in pending:
+                        pending.remove(st.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # never let the poller die: back off, or fail these calls
+            if is_retryable(e):
+                await asyncio.sleep(self.backoff.next_delay())
+            else:
+                for job_id in pending:
+                    self._settle(job_id, None, e)
+                pending = []
+        finally:
+            self.polls -= 1
+            self.uncovered.update(j for j in pending if j in self.waiters)
+            self.wake.set()
+
+    async def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+        if self.task is not None:
+            self.task.cancel()
+        for job_id in list(self.waiters):
+            self._settle(job_id, None, DifferentialError("the Differential instance was closed"))
+
+
+class _LoopThread:
+    """A private asyncio loop on a daemon thread, for the blocking API's background work."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, coro: Any) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Any, timeout: Optional[float] = None) -> Any:
+        return self.submit(coro).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class _RemoteFunction:
+    def __init__(self, owner: Any, service: str, name: str, options: CallOptions) -> None:
+        self._owner, self._service, self._name, self._options = owner, service, name, options
+
+    def __call__(self, *args: Any) -> Any:
+        return self._owner.call(self._service, self._name, *args, options=self._options)
+
+    def with_options(self, **options: Any) -> "_RemoteFunction":
+        return _RemoteFunction(self._owner, self._service, self._name, self._options.merged(**options))
+
+    def __repr__(self) -> str:
+        return f"<remote function {self._service}.{self._name}>"
+
+
+class ServiceClient:
+    """`d.client("svc").fn(*args)`: attribute access names the remote function."""
+
+    def __init__(self, owner: Any, service: str, options: CallOptions) -> None:
+        self._owner, self._service, self._options = owner, service, options
+
+    def __getattr__(self, name: str) -> _RemoteFunction:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _RemoteFunction(self._owner, self._service, name, self._options)
+
+    def function(self, name: str) -> _RemoteFunction:
+        """For function names that are not Python identifiers."""
+        return _RemoteFunction(self._owner, self._service, name, self._options)
+
+    def with_options(self, **options: Any) -> "ServiceClient":
+        return ServiceClient(self._owner, self._service, self._options.merged(**options))
+
+
+class Differential:
+    """Entry point (blocking API). `api_secret` and `endpoint` default to the environment
+    variables DIFFERENTIAL_API_SECRET and DIFFERENTIAL_ENDPOINT; `x-deployment-id` comes from
+    DIFFERENTIAL_DEPLOYMENT_ID. One machine id per instance, shared by its services and calls."""
+
+    def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
+                 *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None) -> None:
+        self.config = Config.from_env(api_secret, endpoint, deployment_id, machine_id)
+        self._http = SyncTransport(self.config)
+        self._lock = threading.Lock()
+        self._bg: Optional[_LoopThread] = None
+        self._poller: Optional[_ResultPoller] = None
+        self._services: List[Any] = []
+
+    # -- services -----------------------------------------------------------------------------
+
+    def service(self, name: str, **worker_options: Any) -> Any:
+        """A service to register functions on (`@svc.function` or `svc.register(fn)`)."""
+        from .worker import Service
+
+        svc = Service(name, differential=self, **worker_options)
+        self._services.append(svc)
+        return svc
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def client(self, service: str, **options: Any) -> ServiceClient:
+        """Typed-by-convention proxy: `d.client("svc", timeout=10).fn(1, 2)`."""
+        return ServiceClient(self, service, CallOptions().merged(**options))
+
+    def _background(self) -> Tuple[_LoopThread, _ResultPoller]:
+        with self._lock:
+            if self._bg is None:
+                self._bg = _LoopThread(f"differential-results-{self.config.machine_id}")
+
+                async def make() -> _ResultPoller:
+                    return _ResultPoller(AsyncTransport(self.config))
+
+                self._poller = self._bg.run(make())
+            return self._bg, self._poller  # type: ignore[return-value]
+
+    def create_job(self, service: str, fn: str, *args: Any, options: Optional[CallOptions] = None) -> str:
+        """POST /jobs (retried on network errors and 5xx; idempotent through executionId)."""
+        options = options or CallOptions()
+        body = _create_body(service, fn, args, options)
+        limit = options.timeout if options.timeout is not None else _CREATE_RETRY_SECONDS
+        deadline = time.monotonic() + limit
+        backoff = Backoff(base=0.1, cap=3.0)
+        while True:
+            try:
+                return str(self._http.request("POST", "/jobs", json=body)["id"])
+            except DifferentialError as e:
+                delay = backoff.next_delay()
+                if not is_retryable(e) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+
+    def call(self, service: str, fn: str, *args: Any, options: Optional[CallOptions] = None, **opts: Any) -> Any:
+        """Call `service.fn(*args)` and return its result (or the job id for background calls)."""
+        options = (options or CallOptions()).merged(**opts) if opts else (options or CallOptions())
+        started = time.monotonic()
+        job_id = self.create_job(service, fn, *args, options=options)
+        if options.background:
+            return job_id
+        remaining = None if options.timeout is None else max(0.0, options.timeout - (time.monotonic() - started))
+        return self.result(job_id, timeout=remaining)
+
+    def wait(self, job_id: str, timeout: Optional[float] = None) -> JobStatus:
+        """Wait until the job is finished; returns its JobStatus (raises CallTimeoutError)."""
+        bg, poller = self._background()
+        fut = bg.submit(poller.wait(job_id))
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise CallTimeoutError(
+                f"job {job_id} did not finish within {timeout:.1f}s (it may still finish; "
+                "fetch it later with result(job_id))", job_id=job_id,
+            ) from None
+
+    def result(self, job_id: str, timeout: Optional[float] = None) -> Any:
+        """The result of a (background) job by id: returns the value or raises the remote error."""
+        return self.wait(job_id, timeout).outcome()
+
+    def job(self, job_id: str, wait: float = 5.0) -> JobStatus:
+        """One status read (`GET /jobs/:id`); the server holds it up to `wait` seconds (5-20)
+        when the job is not finished. Raises NotFoundError for unknown ids."""
+        ttl = int(min(20.0, max(5.0, wait)) * 1000)
+        row = self._http.request("GET", f"/jobs/{job_id}", params={"ttl": ttl}, long_poll_ms=ttl)
+        return JobStatus.from_row(row or {}, job_id)
+
+    def close(self) -> None:
+        """Stop started services and the result poller; release connections."""
+        for svc in list(self._services):
+            if svc.running:
+                svc.stop()
+        with self._lock:
+            if self._bg is not None:
+                try:
+                    self._bg.run(self._poller.close(), timeout=5)  # type: ignore[union-attr]
+                    self._bg.run(self._poller.transport.aclose(), timeout=5)  # type: ignore[union-attr]
+                except Exception:
+                    pass
+                self._bg.stop()
+                self._bg = None
+        self._http.close()
+
+    def __enter__(self) -> "Differential":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncDifferential:
+    """The asyncio caller: `await d.client("svc").fn(*args)`. Use it from one event loop."""
+
+    def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
+                 *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None) -> None:
+        self.config = Config.from_env(api_secret, endpoint, deployment_id, machine_id)
+        self._http: Optional[AsyncTransport] = None
+        self._poller: Optional[_ResultPoller] = None
+
+    def _transport(self) -> AsyncTransport:
+        if self._http is None:
+            self._http = AsyncTransport(self.config)
+            self._poller = _ResultPoller(self._http)
+        return self._http
+
+    def client(self, service: str, **options: Any) -> ServiceClient:
+        return ServiceClient(self, service, CallOptions().merged(**options))
+
+    async def create_job(self, service: str, fn: str, *args: Any, options: Optional[CallOptions] = None) -> str:
+        options = options or CallOptions()
+        body = _create_body(service, fn, args, options)
+        http = self._transport()
+        limit = options.timeout if options.timeout is not None else _CREATE_RETRY_SECONDS
+        deadline = time.monotonic() + limit
+        backoff = Backoff(base=0.1, cap=3.0)
+        while True:
+            try:
+                return str((await http.request("POST", "/jobs", json=body))["id"])
+            except DifferentialError as e:
+                delay = backoff.next_delay()
+                if not is_retryable(e) or time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+
+    async def call(self, service: str, fn: str, *args: Any, options: Optional[CallOptions] = None, **opts: Any) -> Any:
+        options = (options or CallOptions()).merged(**opts) if opts else (options or CallOptions())
+        started = time.monotonic()
+        job_id = await self.create_job(service, fn, *args, options=options)
+        if options.background:
+            return job_id
+        remaining = None if options.timeout is None else max(0.0, options.timeout - (time.monotonic() - started))
+        return await self.result(job_id, timeout=remaining)
+
+    async def wait(self, job_id: str, timeout: Optional[float] = None) -> JobStatus:
+        self._transport()
+        try:
+            return await asyncio.wait_for(self._poller.wait(job_id), timeout)  # type: ignore[union-attr]
+        except asyncio.TimeoutError:
+            raise CallTimeoutError(
+                f"job {job_id} did not finish within {timeout:.1f}s (it may still finish; "
+                "fetch it later with result(job_id))", job_id=job_id,
+            ) from None
+
+    async def result(self, job_id: str, timeout: Optional[float] = None) -> Any:
+        return (await self.wait(job_id, timeout)).outcome()
+
+    async def job(self, job_id: str, wait: float = 5.0) -> JobStatus:
+        ttl = int(min(20.0, max(5.0, wait)) * 1000)
+        row = await self._transport().request("GET", f"/jobs/{job_id}", params={"ttl": ttl}, long_poll_ms=ttl)
+        return JobStatus.from_row(row or {}, job_id)
+
+    async def aclose(self) -> None:
+        if self._poller is not None:
+            await self._poller.close()
+        if self._http is not None:
+            await self._http.aclose()
+        self._http = self._poller = None
+
+    async def __aenter__(self) -> "AsyncDifferential":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+
+__all__ = ["AsyncDifferential", "CallOptions", "Differential", "JobStatus", "ServiceClient", "ControlPlaneError"]

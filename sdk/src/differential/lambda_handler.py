@@ -1,0 +1,73 @@
+"""AWS Lambda entry point for Python services: `differential.lambda_handler.handler`.
+
+The control-plane invokes the function (asynchronously, empty payload) when a deployment has
+pending jobs and no machine running. The handler starts the user's service, which long-polls for
+jobs, and stops it after it runs idle (two consecutive empty polls, as the TypeScript SDK does
+under DIFFERENTIAL_DEPLOYMENT_PROVIDER=lambda) or when the invocation is about to time out.
+
+Environment:
+  DIFFERENTIAL_ENDPOINT          the control-plane's URL
+  DIFFERENTIAL_API_SECRET        the cluster's API secret
+  DIFFERENTIAL_DEPLOYMENT_ID     sent as x-deployment-id, so the scheduler sees this deployment's machine
+  DIFFERENTIAL_SERVICE_MODULE    `package.module:attribute`, the attribute being a Service (or a
+                                 callable returning one); default attribute name: `service`
+  DIFFERENTIAL_MAX_IDLE_CYCLES   optional, default 2
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from typing import Any, Dict, Optional
+
+from .client import Differential
+from .errors import DifferentialError
+from .worker import Service
+
+log = logging.getLogger("differential.lambda")
+_SAFETY_MARGIN_S = 10.0  # leave time for in-flight jobs to report before Lambda kills us
+
+
+def load_service(spec: str) -> Service:
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise DifferentialError("DIFFERENTIAL_SERVICE_MODULE must look like 'package.module:service'")
+    obj: Any = importlib.import_module(module_name)
+    for part in (attr or "service").split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, Service) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, Service):
+        raise DifferentialError(f"{spec} is a {type(obj).__name__}, not a differential.Service")
+    return obj
+
+
+def handler(event: Any = None, context: Any = None) -> Dict[str, Any]:
+    spec = os.environ.get("DIFFERENTIAL_SERVICE_MODULE")
+    if not spec:
+        raise DifferentialError("set DIFFERENTIAL_SERVICE_MODULE to 'package.module:service'")
+    service = load_service(spec)
+    if service.differential is None:
+        service.differential = Differential()  # endpoint, secret and deployment id from the env
+    max_idle = int(os.environ.get("DIFFERENTIAL_MAX_IDLE_CYCLES", "2"))
+    started = time.monotonic()
+    service.start(max_idle_cycles=max_idle)
+
+    def remaining() -> Optional[float]:
+        if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+            return context.get_remaining_time_in_millis() / 1000.0
+        return None
+
+    stopped_by = "idle"
+    while service.running:
+        left = remaining()
+        if left is not None and left < _SAFETY_MARGIN_S:
+            stopped_by = "deadline"
+            service.stop(timeout=max(1.0, left - 2.0))
+            break
+        service.wait(0.5)
+    stats = service.stats
+    log.info("service %s stopped (%s) after %.1fs: %s", service.name, stopped_by, time.monotonic() - started, stats)
+    return {"service": service.name, "stoppedBy": stopped_by, "claimed": stats.get("claimed", 0),
+            "reported": stats.get("reported", 0)}

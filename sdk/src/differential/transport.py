@@ -1,0 +1,181 @@
+"""HTTP to the control-plane: headers, error mapping and retry back-off, sync and async.
+
+Every request carries `Authorization: Basic <secret>` (the raw secret, as the published SDK sends
+it), `x-machine-id` (constant for one Differential instance: the server fences results by it and
+counts any request carrying it as a ping) and, when deploying, `x-deployment-id`.
+"""
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import httpx
+
+from .errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    ControlPlaneError,
+    DifferentialError,
+    NotFoundError,
+)
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:4000"
+LONG_POLL_MS = 20000  # the server's maximum long-poll wait
+_LONG_POLL_SLACK = 15.0  # read timeout = server wait + this: the server holds the line for ttl
+
+
+def new_machine_id() -> str:
+    """Random base36, like the TS SDK's, but long enough (14 chars) not to collide."""
+    alphabet = string.digits + string.ascii_lowercase
+    return "".join(secrets.choice(alphabet) for _ in range(14))
+
+
+@dataclass
+class Config:
+    api_secret: Optional[str]
+    endpoint: str
+    machine_id: str = field(default_factory=new_machine_id)
+    deployment_id: Optional[str] = None
+
+    @classmethod
+    def from_env(
+        cls,
+        api_secret: Optional[str] = None,
+        endpoint: Optional[str] = None,
+        deployment_id: Optional[str] = None,
+        machine_id: Optional[str] = None,
+    ) -> "Config":
+        return cls(
+            api_secret=api_secret or os.environ.get("DIFFERENTIAL_API_SECRET") or None,
+            endpoint=(endpoint or os.environ.get("DIFFERENTIAL_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/"),
+            machine_id=machine_id or new_machine_id(),
+            deployment_id=deployment_id or os.environ.get("DIFFERENTIAL_DEPLOYMENT_ID") or None,
+        )
+
+    def headers(self, secret: Optional[str] = None) -> Dict[str, str]:
+        secret = secret if secret is not None else self.api_secret
+        if not secret:
+            raise DifferentialError(
+                "no API secret: pass api_secret=... or set DIFFERENTIAL_API_SECRET", code="UNAUTHORISED"
+            )
+        h = {"x-machine-id": self.machine_id, "authorization": f"Basic {secret}"}
+        if self.deployment_id:
+            h["x-deployment-id"] = self.deployment_id
+        return h
+
+
+def error_from_response(resp: httpx.Response) -> ControlPlaneError:
+    """Map a non-2xx answer (JSON `{"error": {code, message, details}}` or anything else)."""
+    code = details = None
+    message = resp.reason_phrase or "error"
+    try:
+        body = resp.json()
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict):
+            code, message, details = err.get("code"), err.get("message") or message, err.get("details")
+        elif isinstance(err, str):
+            message = err
+    except ValueError:
+        text = resp.text.strip()
+        if text:
+            message = text[:300]
+    cls = {401: AuthenticationError, 404: NotFoundError}.get(resp.status_code, ControlPlaneError)
+    return cls(resp.status_code, str(message), code=code, details=details)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Network errors, timeouts, 5xx and 429 are worth retrying; other 4xx are not."""
+    if isinstance(exc, (httpx.TransportError, ConnectionFailedError)):
+        return True
+    if isinstance(exc, ControlPlaneError):
+        return exc.status >= 500 or exc.status in (408, 429)
+    return False
+
+
+class Backoff:
+    """Capped exponential back-off with full jitter; `reset()` after a success."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 20)))
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def _timeout(long_poll_ms: Optional[int]) -> httpx.Timeout:
+    read = (long_poll_ms / 1000.0 + _LONG_POLL_SLACK) if long_poll_ms else 30.0
+    return httpx.Timeout(connect=5.0, read=read, write=30.0, pool=read + 5.0)
+
+
+def _check(resp: httpx.Response) -> Any:
+    if resp.status_code >= 400:
+        raise error_from_response(resp)
+    if resp.status_code == 204 or not resp.content:
+        return None
+    try:
+        return resp.json()
+    except ValueError:
+        raise ControlPlaneError(resp.status_code, f"expected JSON, got {resp.text[:200]!r}") from None
+
+
+class SyncTransport:
+    """Thread-safe (httpx.Client is): used by callers, the CLI and management helpers."""
+
+    def __init__(self, config: Config, secret: Optional[str] = None) -> None:
+        self.config = config
+        self.secret = secret
+        self.client = httpx.Client(
+            base_url=config.endpoint,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            timeout=_timeout(None),
+        )
+
+    def request(self, method: str, path: str, json: Any = None, params: Any = None,
+                long_poll_ms: Optional[int] = None) -> Any:
+        try:
+            resp = self.client.request(
+                method, path, json=json, params=params, headers=self.config.headers(self.secret),
+                timeout=_timeout(long_poll_ms),
+            )
+        except httpx.TransportError as e:
+            raise ConnectionFailedError(f"cannot reach the control-plane at {self.config.endpoint}: {e!r}") from e
+        return _check(resp)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class AsyncTransport:
+    """For the worker loop, the result poller and the asyncio caller."""
+
+    def __init__(self, config: Config, secret: Optional[str] = None) -> None:
+        self.config = config
+        self.secret = secret
+        self.client = httpx.AsyncClient(
+            base_url=config.endpoint,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            timeout=_timeout(None),
+        )
+
+    async def request(self, method: str, path: str, json: Any = None, params: Any = None,
+                      long_poll_ms: Optional[int] = None) -> Any:
+        try:
+            resp = await self.client.request(
+                method, path, json=json, params=params, headers=self.config.headers(self.secret),
+                timeout=_timeout(long_poll_ms),
+            )
+        except httpx.TransportError as e:
+            raise ConnectionFailedError(f"cannot reach the control-plane at {self.config.endpoint}: {e!r}") from e
+        return _check(resp)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,374 @@
+"""Services and the worker that runs their functions.
+
+The worker is an asyncio loop on its own thread:
+  * exactly one `POST /jobs-request` long poll is outstanding whenever the pool has a free slot,
+    asking for `limit = free slots` (so the pool is never over-committed); the next poll goes out
+    as soon as the previous one answered: no sleeps between polls;
+  * when every slot is busy it waits for a slot to free up, and pings the control-plane every
+    `ping_interval` seconds meanwhile (any request with x-machine-id is a ping), so a worker busy
+    with long jobs is never declared stalled and its jobs are not re-run elsewhere;
+  * sync functions run on a thread pool of `concurrency` threads, async functions on the loop;
+  * each result is POSTed as soon as its function returns, retried with back-off on network
+    errors and 5xx (the control-plane fences duplicates, so a retry is harmless);
+  * any error of the control-plane or the network is met with capped, jittered back-off: the
+    worker never dies of it;
+  * stop(): no new claims (the outstanding poll is cancelled), in-flight jobs finish and report,
+    bounded by a timeout.
+
+A job claimed by the very poll that stop() cancels cannot be run (its answer never arrives); the
+control-plane re-queues it once this machine stops pinging (its stall detection). Stopping never
+loses a job, at worst it delays one.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import inspect
+import logging
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, Optional
+
+from .errors import AuthenticationError, ControlPlaneError, DifferentialError, SerializationError
+from .schema import function_schema_json
+from .serialize import pack, serialize_error, unpack_args
+from .transport import LONG_POLL_MS, AsyncTransport, Backoff, is_retryable
+
+log = logging.getLogger("differential.worker")
+
+DEFAULT_CONCURRENCY = 10
+DEFAULT_PING_INTERVAL = 15.0  # well inside the control-plane's 90 s machine timeout
+DEFAULT_RESULT_RETRY_SECONDS = 300.0  # keep trying to report a result for this long
+
+
+class Service:
+    """A named set of functions. Define with `@svc.function` or `svc.register(fn)`; run with
+    `svc.start()` (background) and `svc.stop()`, or `svc.run()` (blocks until SIGINT/SIGTERM)."""
+
+    def __init__(
+        self,
+        name: str,
+        differential: Any = None,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        poll_ttl_ms: int = LONG_POLL_MS,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+        result_retry_seconds: float = DEFAULT_RESULT_RETRY_SECONDS,
+    ) -> None:
+        if not name or not isinstance(name, str):
+            raise ValueError("a service needs a name")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if not 5000 <= poll_ttl_ms <= 20000:
+            raise ValueError("poll_ttl_ms must be within 5000..20000 (the control-plane's range)")
+        self.name = name
+        self.differential = differential
+        self.concurrency = concurrency
+        self.poll_ttl_ms = poll_ttl_ms
+        self.ping_interval = ping_interval
+        self.result_retry_seconds = result_retry_seconds
+        self._functions: Dict[str, Callable[..., Any]] = {}
+        self._schemas: Dict[str, str] = {}
+        self._thread: Optional[threading.Thread] = None
+        self._worker: Optional[_Worker] = None
+        self._ready = threading.Event()
+
+    # -- definition ---------------------------------------------------------------------------
+
+    def register(self, fn: Callable[..., Any], name: Optional[str] = None) -> Callable[..., Any]:
+        """Explicit form: `svc.register(fn)` or `svc.register(fn, name="other")`."""
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        fname = name or getattr(fn, "__name__", None)
+        if not fname or fname == "<lambda>":
+            raise ValueError("give the function a name: register(fn, name=...)")
+        if fname in self._functions and self._functions[fname] is not fn:
+            raise ValueError(f"function {fname!r} is already registered on service {self.name!r}")
+        self._schemas[fname] = function_schema_json(fn)  # refuses signatures the wire cannot call
+        self._functions[fname] = fn
+        return fn
+
+    def function(self, fn: Optional[Callable[..., Any]] = None, *, name: Optional[str] = None) -> Any:
+        """Decorator: `@svc.function` or `@svc.function(name="other")`."""
+        if fn is not None:
+            return self.register(fn, name)
+        return lambda f: self.register(f, name)
+
+    @property
+    def functions(self) -> Dict[str, Callable[..., Any]]:
+        return dict(self._functions)
+
+    def definition(self) -> list:
+        """What each poll sends as `functions`: name and JSON Schema string."""
+        return [{"name": n, "schema": self._schemas[n]} for n in self._functions]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        w = self._worker
+        return dict(w.stats) if w else {}
+
+    def start(self, *, max_idle_cycles: Optional[int] = None) -> "Service":
+        """Start polling on a background thread and return at once. `max_idle_cycles`: stop by
+        itself after that many consecutive empty polls (used by the Lambda handler)."""
+        if self.running:
+            return self
+        if not self._functions:
+            raise DifferentialError(f"service {self.name!r} has no functions")
+        if self.differential is None:
+            from .client import Differential
+
+            self.differential = Differential()
+        self.differential.config.headers()  # fail now, not in the thread, if there is no secret
+        self._ready.clear()
+        self._worker = _Worker(self, max_idle_cycles)
+        self._thread = threading.Thread(
+            target=self._worker.thread_main, name=f"differential-worker-{self.name}", daemon=True,
+        )
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Graceful stop: no new claims; in-flight jobs finish and report. Returns True when all
+        did within `timeout` seconds."""
+        w, t = self._worker, self._thread
+        if w is None or t is None:
+            return True
+        w.request_stop(timeout)
+        t.join(timeout + 5)
+        return not t.is_alive() and w.abandoned == 0
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the worker has stopped (by stop(), idle limit or a signal)."""
+        t = self._thread
+        if t is None:
+            return True
+        t.join(timeout)
+        return not t.is_alive()
+
+    def run(self, stop_timeout: float = 30.0) -> None:
+        """Start and block; SIGINT/SIGTERM stop gracefully (call from the main thread)."""
+        self.start()
+        stop_once = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if not stop_once.is_set():
+                stop_once.set()
+                log.info("signal %s: stopping service %s", signum, self.name)
+                threading.Thread(target=self.stop, args=(stop_timeout,), daemon=True).start()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while self.running:
+                self.wait(0.5)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def __enter__(self) -> "Service":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class _Worker:
+    def __init__(self, service: Service, max_idle_cycles: Optional[int]) -> None:
+        self.service = service
+        self.max_idle_cycles = max_idle_cycles
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.stats = {"polls": 0, "claimed": 0, "reported": 0, "report_failures": 0, "poll_errors": 0, "pings": 0}
+        self.in_flight: Dict[str, asyncio.Task] = {}
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=service.concurrency, thread_name_prefix=f"differential-fn-{service.name}",
+        )
+        self.stopping = False
+        self.abandoned = 0
+        self.hard_deadline: Optional[float] = None
+
+    # Runs on the worker thread.
+    def thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            self.executor.shutdown(wait=False)
+            loop.close()
+
+    async def _main(self) -> None:
+        self.stop_event = asyncio.Event()
+        self.slot_freed = asyncio.Event()
+        self.all_done = asyncio.Event()
+        self.http = AsyncTransport(self.service.differential.config)
+        self.service._ready.set()
+        try:
+            self.poll_task: Optional[asyncio.Task] = None
+            await self._poll_loop()
+            await self._drain()
+        finally:
+            await self.http.aclose()
+
+    async def _sleep_unless_stopping(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self.stop_event.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _poll_loop(self) -> None:
+        svc = self.service
+        backoff = Backoff(base=0.2, cap=10.0)
+        idle = 0
+        functions = svc.definition()
+        while not self.stopping:
+            free = svc.concurrency - len(self.in_flight)
+            if free <= 0:
+                # Busy: wait for a slot, pinging so the control-plane knows we are alive.
+                self.slot_freed.clear()
+                try:
+                    await asyncio.wait_for(self.slot_freed.wait(), svc.ping_interval)
+                except asyncio.TimeoutError:
+                    await self._ping()
+                continue
+            body = {"limit": free, "ttl": svc.poll_ttl_ms, "service": svc.name, "functions": functions}
+            self.poll_task = asyncio.ensure_future(
+                self.http.request("POST", "/jobs-request", json=body, long_poll_ms=svc.poll_ttl_ms)
+            )
+            try:
+                jobs = await self.poll_task
+            except asyncio.CancelledError:
+                if self.stopping:
+                    break
+                raise
+            except Exception as e:
+                self.stats["poll_errors"] += 1
+                delay = backoff.next_delay()
+                if isinstance(e, AuthenticationError):
+                    delay = max(delay, 5.0)
+                level = logging.WARNING if backoff.attempt <= 3 or backoff.attempt % 20 == 0 else logging.DEBUG
+                log.log(level, "service %s: poll failed (%s); retrying in %.1fs", svc.name, e, delay)
+                await self._sleep_unless_stopping(delay)
+                continue
+            finally:
+                self.poll_task = None
+            backoff.reset()
+            self.stats["polls"] += 1
+            jobs = jobs if isinstance(jobs, list) else []
+            for job in jobs:
+                self.stats["claimed"] += 1
+                job_id = str(job.get("id"))
+                self.in_flight[job_id] = asyncio.ensure_future(self._run_job(job))
+            if jobs:
+                idle = 0
+            else:
+                idle += 1
+                if self.max_idle_cycles is not None and idle >= self.max_idle_cycles:
+                    log.info("service %s: %d empty polls, stopping", svc.name, idle)
+                    self.stopping = True
+
+    async def _ping(self) -> None:
+        try:
+            await self.http.request("POST", "/metrics", json={"events": []})
+            self.stats["pings"] += 1
+        except Exception as e:  # a missed ping is not fatal; the next one may get through
+            log.debug("ping failed: %s", e)
+
+    async def _drain(self) -> None:
+        """Wait for in-flight jobs (they report their own results), bounded by the stop deadline."""
+        while self.in_flight:
+            timeout = None if self.hard_deadline is None else self.hard_deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                break
+            await asyncio.wait(list(self.in_flight.values()), timeout=timeout)
+        self.abandoned = len(self.in_flight)
+        for task in list(self.in_flight.values()):
+            log.error("service %s: stop timed out; job still running and not reported", self.service.name)
+            task.cancel()
+
+    async def _execute(self, fn: Callable[..., Any], args: list) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args)
+        ctx = contextvars.copy_context()
+        value = await asyncio.get_running_loop().run_in_executor(
+            self.executor, functools.partial(ctx.run, fn, *args)
+        )
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    async def _run_job(self, job: Dict[str, Any]) -> None:
+        job_id = str(job.get("id"))
+        target = str(job.get("targetFn"))
+        started = time.monotonic()
+        try:
+            fn = self.service._functions.get(target)
+            try:
+                if fn is None:
+                    raise DifferentialError(f"Function was not registered. name='{target}'", code="FUNCTION_NOT_FOUND")
+                value = await self._execute(fn, unpack_args(job.get("targetArgs")))
+                try:
+                    result, result_type = pack(value), "resolution"
+                except SerializationError as e:
+                    raise SerializationError(f"the return value of {self.service.name}.{target} {e}") from None
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:  # noqa: B902 - anything the function raises is its result
+                result, result_type = pack(serialize_error(e)), "rejection"
+            elapsed_ms = int((time.monotonic() - started) * 1000)
+            await self._report(job_id, result, result_type, elapsed_ms)
+        finally:
+            self.in_flight.pop(job_id, None)
+            self.slot_freed.set()
+
+    async def _report(self, job_id: str, result: str, result_type: str, elapsed_ms: int) -> None:
+        body = {"result": result, "resultType": result_type, "functionExecutionTime": elapsed_ms}
+        backoff = Backoff(base=0.1, cap=5.0)
+        deadline = time.monotonic() + self.service.result_retry_seconds
+        while True:
+            try:
+                await self.http.request("POST", f"/jobs/{job_id}/result", json=body)
+                self.stats["reported"] += 1
+                return
+            except Exception as e:
+                if isinstance(e, ControlPlaneError) and e.status == 413 and result_type == "resolution":
+                    err = DifferentialError(f"the result of job {job_id} is too large for the control-plane", code="RESULT_TOO_LARGE")
+                    body = {"result": pack(serialize_error(err)), "resultType": "rejection", "functionExecutionTime": elapsed_ms}
+                    result_type = "rejection"
+                    continue
+                delay = backoff.next_delay()
+                now = time.monotonic()
+                out_of_time = now + delay > deadline or (self.hard_deadline is not None and now + delay > self.hard_deadline)
+                if not is_retryable(e) or out_of_time:
+                    self.stats["report_failures"] += 1
+                    log.error("job %s: could not report its result: %s", job_id, e)
+                    return
+                log.warning("job %s: reporting the result failed (%s); retrying in %.1fs", job_id, e, delay)
+                await asyncio.sleep(delay)
+
+    # Called from any thread: schedules the stop on the worker's loop.
+    def request_stop(self, timeout: float) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+
+        def begin() -> None:
+            self.stopping = True
+            self.hard_deadline = time.monotonic() + timeout
+            self.stop_event.set()
+            self.slot_freed.set()
+            if self.poll_task is not None:
+                self.poll_task.cancel()
+
+        try:
+            loop.call_soon_threadsafe(begin)
+        except RuntimeError:  # loop already closed: the worker had stopped by itself
+            pass
