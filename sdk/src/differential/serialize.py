@@ -34,7 +34,7 @@ _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
 def _where(path: List[str]) -> str:
-    return "".join(path) or "value"
+    return "".join(path)
 
 
 class _Packer:
@@ -175,10 +175,10 @@ class _Packer:
             out += b"\xc7\x0c\xff" + struct.pack(">Iq", nanos, seconds)
 
 
-def to_msgpack(value: Any) -> bytes:
+def to_msgpack(value: Any, root: str = "value") -> bytes:
     """Encode one value as msgpackr would; raises SerializationError naming the bad part."""
     p = _Packer()
-    p.pack(value, [], 0)
+    p.pack(value, [root], 0)
     return bytes(p.out)
 
 
@@ -201,9 +201,9 @@ def from_msgpack(data: bytes) -> Any:
         raise SerializationError(f"received data is not valid MessagePack: {e}") from None
 
 
-def pack(value: Any) -> str:
+def pack(value: Any, root: str = "value") -> str:
     """base64(msgpack(value)): the format of `targetArgs` and `result` on the wire."""
-    return base64.b64encode(to_msgpack(value)).decode("ascii")
+    return base64.b64encode(to_msgpack(value, root)).decode("ascii")
 
 
 def unpack(text: Optional[str]) -> Any:
@@ -218,7 +218,7 @@ def unpack(text: Optional[str]) -> Any:
 
 def pack_args(args: Any) -> str:
     """Positional arguments always travel as one array."""
-    return pack(list(args))
+    return pack(list(args), "args")
 
 
 def unpack_args(text: Optional[str]) -> list:
@@ -243,6 +243,17 @@ def _wire_safe(value: Any) -> bool:
         return False
 
 
+_PACKAGE_DIR = __file__.rsplit("/", 1)[0] + "/"
+
+
+def _format_stack(exc: BaseException) -> str:
+    """The traceback without this SDK's own frames (the worker loop is noise to the caller)."""
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    frames = [f for f in te.stack if not f.filename.startswith(_PACKAGE_DIR)]
+    te.stack = traceback.StackSummary.from_list(frames)
+    return "".join(te.format()).rstrip("\n")
+
+
 def serialize_error(exc: BaseException, _depth: int = 0) -> dict:
     """An exception as the serialize-error map the TypeScript SDK writes and reads:
     `name`, `message`, `stack`, `code` (if any), `cause` (if any), plus public attributes."""
@@ -255,7 +266,7 @@ def serialize_error(exc: BaseException, _depth: int = 0) -> dict:
                 out[key] = value
     else:
         out = {"name": type(exc).__name__, "message": str(exc)}
-        out["stack"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip("\n")
+        out["stack"] = _format_stack(exc)
         for key, value in vars(exc).items() if hasattr(exc, "__dict__") else ():
             if key.startswith("_") or key in out or key in _ERROR_SKIP or key in ("code", "cause"):
                 continue

@@ -316,9 +316,9 @@ class _Worker:
                     raise DifferentialError(f"Function was not registered. name='{target}'", code="FUNCTION_NOT_FOUND")
                 value = await self._execute(fn, unpack_args(job.get("targetArgs")))
                 try:
-                    result, result_type = pack(value), "resolution"
+                    result, result_type = pack(value, "return value"), "resolution"
                 except SerializationError as e:
-                    raise SerializationError(f"the return value of {self.service.name}.{target} {e}") from None
+                    raise SerializationError(f"{self.service.name}.{target}: {e}") from None
             except asyncio.CancelledError:
                 raise
             except BaseException as e:  # noqa: B902 - anything the function raises is its result
