@@ -28,6 +28,16 @@ class AppState:
             self.sweeper.stop()
         events.close()
 
+    def close(self) -> None:
+        """Release everything (tests build many apps in one process)."""
+        self.shutdown()
+        hub.stop()
+        database = db.database.obj
+        if hasattr(database, "close_all"):
+            database.close_all()
+        elif not database.is_closed():
+            database.close()
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or settings_module.load_or_exit()

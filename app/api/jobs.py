@@ -47,8 +47,8 @@ def client_metrics(body):
     for event in body["events"]:
         tags = event.get("tags") or {}
         events.record(g.cluster_id, event["type"], machine_id=g.machine_id, deployment_id=g.deployment_id,
-                      service=tags.get("service"), clientTimestamp=event.get("timestamp"),
-                      **(event.get("intFields") or {}), **tags)
+                      service=tags.get("service"),
+                      meta={**(event.get("intFields") or {}), **tags, "clientTimestamp": event.get("timestamp")})
     return "", 204
 
 

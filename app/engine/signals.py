@@ -65,6 +65,7 @@ class Hub:
     # -- configuration -------------------------------------------------------------------------
     def configure(self, postgres_params: dict | None) -> None:
         """postgres_params: psycopg2.connect keyword arguments, or None on SQLite."""
+        self.stop()
         self._dsn = postgres_params
         self.fallback_interval = 0.25  # until the listener is up; then 5 s
 
@@ -80,6 +81,9 @@ class Hub:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._listener is not None:
+            self._listener.join(timeout=5)
+            self._listener = None
 
     @property
     def listening(self) -> bool:

@@ -32,7 +32,10 @@ class EventLog:
         self.dropped = 0
 
     def record(self, cluster_id: str, type: str, *, job_id: str | None = None, machine_id: str | None = None,
-               service: str | None = None, deployment_id: str | None = None, **meta) -> None:
+               service: str | None = None, deployment_id: str | None = None, meta: dict | None = None,
+               **fields) -> None:
+        """Buffer one event; `meta` carries arbitrary (client-sent) keys, `fields` our own."""
+        meta = {**(meta or {}), **fields}
         row = {
             "cluster_id": cluster_id, "type": type, "job_id": job_id, "machine_id": machine_id,
             "service": service, "deployment_id": deployment_id, "created_at": utcnow(),

@@ -1,0 +1,287 @@
+"""The engine rules of DESIGN.md section 3, on SQLite and on PostgreSQL."""
+from __future__ import annotations
+
+import threading
+import time
+
+from app.engine.sweeper import Sweeper
+from app.models import Job
+from conftest import Api
+
+
+def sweeper(machine_timeout=60.0):
+    return Sweeper(interval=0.2, machine_timeout=machine_timeout, retention_days=7)
+
+
+def job_row(api, job_id):
+    from app import db
+
+    return db.unit_of_work(lambda: Job.get(Job.id == job_id))
+
+
+def test_create_claim_result_roundtrip(api):
+    c = api.new_cluster()
+    job_id = api.call(c, args="kqNBZGED")
+    claimed = api.claim(c)
+    assert claimed == [{"id": job_id, "targetFn": "fn", "targetArgs": "kqNBZGED"}]
+    assert api.status(c, job_id)["status"] == "running"
+    api.result(c, job_id, value="o2hp")
+    assert api.status(c, job_id) == {"id": job_id, "status": "success", "result": "o2hp",
+                                     "resultType": "resolution", "service": "svc"}
+    assert api.claim(c) == []
+
+
+def test_claims_are_fifo_and_bounded_by_limit(api):
+    c = api.new_cluster()
+    ids = [api.call(c) for _ in range(5)]
+    first = api.claim(c, limit=2)
+    second = api.claim(c, limit=10)
+    assert [j["id"] for j in first] == ids[:2]
+    assert [j["id"] for j in second] == ids[2:]
+
+
+def test_claims_only_the_named_service(api):
+    c = api.new_cluster()
+    other = api.call(c, service="other")
+    assert api.claim(c, service="svc") == []
+    assert [j["id"] for j in api.claim(c, service="other")] == [other]
+
+
+def test_result_from_another_machine_is_fenced_and_recorded(api):
+    c = api.new_cluster()
+    job_id = api.call(c)
+    api.claim(c, machine="holder")
+    api.result(c, job_id, machine="intruder", value="bad")  # still 204
+    assert api.status(c, job_id)["status"] == "running"
+    api.result(c, job_id, machine="holder", value="good")
+    assert api.status(c, job_id)["result"] == "good"
+    api.result(c, job_id, machine="holder", value="late duplicate")
+    assert api.status(c, job_id)["result"] == "good"
+    dropped = [e for e in api.activity(c) if e["type"] == "jobResultedButNotPersisted"]
+    assert [e["meta"]["reason"] for e in reversed(dropped)] == [
+        "attempt is held by another machine (holder)", "job is success"]
+
+
+def test_result_for_a_pending_job_is_fenced(api):
+    c = api.new_cluster()
+    job_id = api.call(c)
+    api.result(c, job_id)
+    assert api.status(c, job_id)["status"] == "pending"
+
+
+def test_timed_out_attempt_is_retried_then_fails_when_attempts_are_spent(api):
+    c = api.new_cluster()
+    job_id = api.call(c, retryCountOnStall=1, timeoutSeconds=1)
+    sw = sweeper()
+    assert [j["id"] for j in api.claim(c, machine="m1")] == [job_id]
+    time.sleep(1.1)
+    assert sw.sweep_once()["retried"] == 1
+    row = job_row(api, job_id)
+    assert (row.status, row.attempt, row.machine_id) == ("pending", 1, None)
+    assert [j["id"] for j in api.claim(c, machine="m2")] == [job_id]
+    assert job_row(api, job_id).attempt == 2  # counted once per claim, never on recovery
+    time.sleep(1.1)
+    assert sw.sweep_once()["failed"] == 1
+    status = api.status(c, job_id)
+    assert (status["status"], status["result"], status["resultType"]) == ("failure", None, None)
+    api.result(c, job_id, machine="m2")  # the late result of the last attempt is fenced off
+    assert api.status(c, job_id)["status"] == "failure"
+    types = [e["type"] for e in api.activity(c)]
+    assert types.count("jobStalled") == 2 and "jobRecovered" in types and "jobStalledTooManyTimes" in types
+
+
+def test_retry_count_zero_means_one_attempt(api):
+    c = api.new_cluster()
+    job_id = api.call(c, retryCountOnStall=0, timeoutSeconds=1)
+    api.claim(c)
+    time.sleep(1.1)
+    assert sweeper().sweep_once()["failed"] == 1
+    assert api.status(c, job_id)["status"] == "failure"
+
+
+def test_silent_machine_is_stalled_and_its_job_goes_to_another(make_app):
+    api = Api(make_app(machine_timeout_seconds=0.5))
+    c = api.new_cluster()
+    job_id = api.call(c, retryCountOnStall=2, timeoutSeconds=300)
+    api.claim(c, machine="doomed")
+    sw = sweeper(machine_timeout=0.5)
+    time.sleep(0.2)
+    api.claim(c, machine="alive")  # keeps "alive" fresh; "doomed" says nothing more
+    time.sleep(0.5)
+    api.claim(c, machine="alive")
+    outcome = sw.sweep_once()
+    assert outcome["retried"] == 1
+    stalled = {e["machineId"] for e in api.activity(c) if e["type"] == "machineStalled"}
+    assert "doomed" in stalled and "alive" not in stalled
+    assert [j["id"] for j in api.claim(c, machine="alive")] == [job_id]
+    api.result(c, job_id, machine="doomed", value="late")  # fenced: the attempt moved on
+    api.result(c, job_id, machine="alive", value="fine")
+    assert api.status(c, job_id)["result"] == "fine"
+    assert job_row(api, job_id).attempt == 2
+
+
+def test_any_request_with_a_machine_id_is_a_ping(make_app):
+    api = Api(make_app(machine_timeout_seconds=0.6))
+    c = api.new_cluster()
+    job_id = api.call(c, timeoutSeconds=300)
+    api.claim(c, machine="busy")
+    sw = sweeper(machine_timeout=0.6)
+    for _ in range(4):  # busy with the job, not polling, but its other requests count
+        time.sleep(0.25)
+        api.client.get(f"/jobs/{job_id}?ttl=0", headers=api.headers(c, "busy"))
+    sw.sweep_once()
+    assert "busy" not in {e["machineId"] for e in api.activity(c) if e["type"] == "machineStalled"}
+    assert api.status(c, job_id)["status"] == "running"
+
+
+def test_cache_returns_fresh_resolution_and_joins_in_flight_calls(api):
+    c = api.new_cluster()
+    cache = {"key": "k1", "ttlSeconds": 60}
+    first = api.call(c, cache=cache)
+    assert api.call(c, cache=cache) == first  # joins the pending call
+    api.claim(c)
+    assert api.call(c, cache=cache) == first  # joins the running call
+    api.result(c, first)
+    assert api.call(c, cache=cache) == first  # served from cache
+    assert api.call(c, cache={"key": "k2", "ttlSeconds": 60}) != first
+    assert api.call(c, fn="other", cache=cache) != first
+    assert api.call(c) != first  # no cache config, no caching
+
+
+def test_cache_skips_rejections_and_expired_entries(api):
+    c = api.new_cluster()
+    rejected = api.call(c, cache={"key": "r", "ttlSeconds": 60})
+    api.claim(c)
+    api.result(c, rejected, kind="rejection")
+    assert api.call(c, cache={"key": "r", "ttlSeconds": 60}) != rejected
+    expired = api.call(c, cache={"key": "e", "ttlSeconds": 1})
+    api.claim(c)
+    api.result(c, expired)
+    time.sleep(1.1)
+    assert api.call(c, cache={"key": "e", "ttlSeconds": 1}) != expired
+
+
+def test_execution_id_is_idempotent_within_a_cluster_only(api):
+    a, b = api.new_cluster(), api.new_cluster()
+    assert api.call(a, executionId="order-42") == "order-42"
+    assert api.call(a, executionId="order-42") == "order-42"
+    assert api.call(b, executionId="order-42") == "order-42"
+    assert len(api.claim(a)) == 1 and len(api.claim(b)) == 1
+    r = api.client.post("/jobs", headers=api.headers(a), json={
+        "service": "svc", "targetFn": "different", "targetArgs": "kA==", "callConfig": {"executionId": "order-42"}})
+    assert r.status_code == 409 and r.json["error"]["code"] == "execution_id_conflict"
+
+
+def test_status_long_poll_wakes_on_result(api):
+    c = api.new_cluster()
+    job_id = api.call(c)
+    api.claim(c)
+    timer = threading.Timer(0.3, lambda: api.result(c, job_id))
+    timer.start()
+    started = time.monotonic()
+    status = api.status(c, job_id, ttl=10000)
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert status["status"] == "success"
+    assert elapsed < 5, "the poll should wake on the result, not run out its ttl"
+
+
+def test_status_long_poll_answers_current_status_at_ttl(api):
+    c = api.new_cluster()
+    job_id = api.call(c)
+    started = time.monotonic()
+    assert api.status(c, job_id, ttl=300)["status"] == "pending"
+    assert 0.25 <= time.monotonic() - started < 5
+
+
+def test_claim_long_poll_wakes_on_new_job(api):
+    c = api.new_cluster()
+    created = []
+    timer = threading.Timer(0.3, lambda: created.append(api.call(c)))
+    timer.start()
+    started = time.monotonic()
+    claimed = api.claim(c, ttl=10000)
+    timer.join()
+    assert [j["id"] for j in claimed] == created
+    assert time.monotonic() - started < 5
+
+
+def test_batch_status_returns_finished_jobs_as_soon_as_any_finishes(api):
+    c = api.new_cluster()
+    ids = [api.call(c) for _ in range(3)]
+    api.claim(c)
+    timer = threading.Timer(0.3, lambda: api.result(c, ids[1]))
+    timer.start()
+    r = api.client.post("/batch-jobs-status-request", headers=api.headers(c),
+                        json={"jobIds": ids + ["unknown-id"], "ttl": 10000})
+    timer.join()
+    assert r.status_code == 200
+    assert [(row["id"], row["status"]) for row in r.json] == [(ids[1], "success")]
+    r = api.client.post("/batch-jobs-status-request", headers=api.headers(c),
+                        json={"jobIds": [ids[0], ids[2], "unknown-id"], "ttl": 100})
+    assert [(row["id"], row["status"]) for row in r.json] == [(ids[0], "running"), (ids[2], "running")]
+
+
+def test_batch_status_accepts_more_than_a_thousand_ids(api):
+    c = api.new_cluster()
+    ids = [api.call(c) for _ in range(3)]
+    wanted = ids + [f"missing-{i}" for i in range(1500)]
+    r = api.client.post("/batch-jobs-status-request", headers=api.headers(c), json={"jobIds": wanted, "ttl": 0})
+    assert r.status_code == 200 and sorted(row["id"] for row in r.json) == sorted(ids)
+
+
+def test_service_definition_is_stored_from_worker_polls(api):
+    c = api.new_cluster()
+    functions = [{"name": "greet", "schema": '{"type":"object"}'}, {"name": "fail"}]
+    r = api.client.post("/jobs-request", headers=api.headers(c),
+                        json={"service": "greeter", "limit": 1, "ttl": 0, "functions": functions})
+    assert r.status_code == 200
+    r = api.client.get(f"/clusters/{c['id']}/service/greeter", headers=api.mgmt)
+    assert r.status_code == 200 and r.json["definition"] == {"name": "greeter", "functions": functions}
+    # A poll without a function list does not wipe what is known.
+    api.client.post("/jobs-request", headers=api.headers(c), json={"service": "greeter", "ttl": 0})
+    details = api.client.get(f"/clusters/{c['id']}", headers=api.mgmt).json
+    assert details["definitions"] == [{"name": "greeter", "functions": functions}]
+    assert [m["id"] for m in details["machines"]] == ["machine-a"]
+
+
+def test_client_metrics_are_stored(api):
+    c = api.new_cluster()
+    r = api.client.post("/metrics", headers=api.headers(c), json={"events": [
+        {"timestamp": "2026-11-27T22:50:46.769Z", "type": "functionInvocation",
+         "tags": {"function": "greet", "service": "greeter"}, "intFields": {"roundTripTime": 105}},
+        {"type": "machineResourceProbe", "timestamp": "2026-11-27T22:50:52.628Z",
+         "intFields": {"cpuPercentage": 99.49, "memPercentage": 6.33, "memUsageByte": 74874880}}]})
+    assert r.status_code == 204
+    stored = {e["type"]: e for e in api.activity(c)}
+    assert stored["functionInvocation"]["service"] == "greeter"
+    assert stored["functionInvocation"]["meta"]["roundTripTime"] == 105
+    assert stored["machineResourceProbe"]["meta"]["cpuPercentage"] == 99.49
+    assert stored["machineResourceProbe"]["machineId"] == "machine-a"
+
+
+def test_retention_prunes_old_finished_jobs_only(api):
+    import datetime as dt
+
+    from app import db
+
+    c = api.new_cluster()
+    old, fresh, running = api.call(c), api.call(c), api.call(c)
+    api.claim(c)
+    api.result(c, old)
+    api.result(c, fresh)
+    long_ago = dt.datetime(2020, 1, 1)
+    db.unit_of_work(lambda: Job.update(resulted_at=long_ago).where(Job.id == old).execute())
+    assert sweeper().prune() >= 1
+    remaining = db.unit_of_work(lambda: sorted(j.id for j in Job.select(Job.id)))
+    assert remaining == sorted([fresh, running])
+
+
+def test_sweeper_lease_is_held_by_one_sweeper_at_a_time(api):
+    first, second = sweeper(), sweeper()
+    assert first.try_lease() is True
+    assert second.try_lease() is False
+    assert first.try_lease() is True  # renewal
+    first.release()
+    assert second.try_lease() is True
+    assert first.try_lease() is False
