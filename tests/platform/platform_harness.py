@@ -6,6 +6,7 @@ registered resource with its inputs, parent and dependencies, plus the resolved 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import runpy
@@ -157,6 +158,22 @@ class ProgramRun:
 
 _stacks = itertools.count(1)
 
+
+@contextlib.contextmanager
+def platform_on_path():
+    """platform/'s modules importable (as Pulumi runs them) for the duration, then forgotten, so
+    that each run imports them afresh and their plain names (storage, identity...) leak nowhere."""
+    saved_path = list(sys.path)
+    sys.path.insert(0, str(PLATFORM_DIR))
+    try:
+        yield
+    finally:
+        sys.path[:] = saved_path
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None) or ""
+            if file and Path(file).resolve().parent == PLATFORM_DIR.resolve():
+                del sys.modules[name]
+
 BASE_CONFIG = {
     "aws:region": REGION,
     "differential:flyApp": "differential-test-cp",
@@ -178,11 +195,8 @@ def run_program(overrides: Optional[dict[str, str]] = None, remove: tuple[str, .
     def program():
         runpy.run_path(str(PLATFORM_DIR), run_name="__main__")
 
-    saved_path = list(sys.path)
-    try:
+    with platform_on_path():
         _sync_await(run_pulumi_func(program))
-    finally:
-        sys.path[:] = saved_path
 
     root = pulumi_settings.get_root_resource()
     outputs: dict[str, Any] = {}

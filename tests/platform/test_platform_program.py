@@ -20,6 +20,7 @@ from platform_harness import (
     TEMPLATES_DIR,
     BASE_CONFIG,
     is_secret,
+    platform_on_path,
     run_program,
     unwrap,
 )
@@ -118,8 +119,7 @@ def test_every_component_registers_its_outputs(full_run):
 
 
 def test_components_take_typed_dataclass_args():
-    sys.path.insert(0, str(PLATFORM_DIR))
-    try:
+    with platform_on_path():
         for module_name, class_name in [
             ("storage", "Storage"),
             ("notifications", "Notifications"),
@@ -133,8 +133,6 @@ def test_components_take_typed_dataclass_args():
             args_type = hints["args"]
             assert dataclasses.is_dataclass(args_type), class_name
             assert all(f.type for f in dataclasses.fields(args_type)), class_name
-    finally:
-        sys.path.remove(str(PLATFORM_DIR))
 
 
 def test_platform_is_not_a_package_shadowing_the_stdlib():
@@ -492,11 +490,8 @@ def test_fly_app_commands(full_run):
 
 
 def test_code_or_secret_changes_redeploy(full_run, tmp_path):
-    sys.path.insert(0, str(PLATFORM_DIR))
-    try:
+    with platform_on_path():
         import fly_app
-    finally:
-        sys.path.remove(str(PLATFORM_DIR))
     raw = full_run.one(COMMAND, "fly-release").inputs["triggers"]
     triggers = unwrap(raw)
     assert triggers[0] == fly_app.source_hash(PLATFORM_DIR.parent)
