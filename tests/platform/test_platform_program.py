@@ -6,7 +6,6 @@ import importlib
 import inspect
 import json
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
