@@ -331,8 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     jsub.required = True
     p = jsub.add_parser("show", parents=[common], help="show a job's status and result")
     p.add_argument("job_id")
-    p.add_argument("--wait", type=float, default=5.0,
-                   help="seconds the control-plane may hold the request while the job is unfinished (5-20)")
+    p.add_argument("--wait", type=float, default=0.0,
+                   help="seconds to wait for an unfinished job to finish (0-20, default 0: answer at once)")
     p.set_defaults(func=cmd_jobs_show)
     return parser
 

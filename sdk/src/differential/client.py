@@ -346,10 +346,10 @@ class Differential:
         """The result of a (background) job by id: returns the value or raises the remote error."""
         return self.wait(job_id, timeout).outcome()
 
-    def job(self, job_id: str, wait: float = 5.0) -> JobStatus:
-        """One status read (`GET /jobs/:id`); the server holds it up to `wait` seconds (5-20)
-        when the job is not finished. Raises NotFoundError for unknown ids."""
-        ttl = int(min(20.0, max(5.0, wait)) * 1000)
+    def job(self, job_id: str, wait: float = 0.0) -> JobStatus:
+        """One status read (`GET /jobs/:id`); the server holds it up to `wait` seconds (0-20)
+        while the job is not finished. Raises NotFoundError for unknown ids."""
+        ttl = int(min(20.0, max(0.0, wait)) * 1000)
         row = self._http.request("GET", f"/jobs/{job_id}", params={"ttl": ttl}, long_poll_ms=ttl)
         return JobStatus.from_row(row or {}, job_id)
 
@@ -432,8 +432,8 @@ class AsyncDifferential:
     async def result(self, job_id: str, timeout: Optional[float] = None) -> Any:
         return (await self.wait(job_id, timeout)).outcome()
 
-    async def job(self, job_id: str, wait: float = 5.0) -> JobStatus:
-        ttl = int(min(20.0, max(5.0, wait)) * 1000)
+    async def job(self, job_id: str, wait: float = 0.0) -> JobStatus:
+        ttl = int(min(20.0, max(0.0, wait)) * 1000)
         row = await self._transport().request("GET", f"/jobs/{job_id}", params={"ttl": ttl}, long_poll_ms=ttl)
         return JobStatus.from_row(row or {}, job_id)
 

@@ -239,7 +239,7 @@ class _Worker:
                 except asyncio.TimeoutError:
                     await self._ping()
                 continue
-            body = {"limit": free, "ttl": svc.poll_ttl_ms, "service": svc.name, "functions": functions}
+            body = {"limit": min(free, 1000), "ttl": svc.poll_ttl_ms, "service": svc.name, "functions": functions}
             self.poll_task = asyncio.ensure_future(
                 self.http.request("POST", "/jobs-request", json=body, long_poll_ms=svc.poll_ttl_ms)
             )
