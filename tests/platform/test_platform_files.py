@@ -57,7 +57,7 @@ def test_template_parameters(template):
     assert {
         "ClusterId", "ServiceName", "DeploymentId", "FunctionName", "UploadBucketName", "UploadBucketKey",
         "APISecret", "ControlPlaneEndpoint", "Runtime", "Handler", "Timeout", "ReservedConcurrency",
-        "ExecutionRole",
+        "ExecutionRole", "ServiceModule",
     } <= set(params)
     assert params["APISecret"]["NoEcho"] is True
     assert re.fullmatch(r"python3\.\d+", params["Runtime"]["Default"])
@@ -83,6 +83,7 @@ def test_template_function(template):
         "DIFFERENTIAL_API_SECRET": {"Ref": "APISecret"},
         "DIFFERENTIAL_DEPLOYMENT_ID": {"Ref": "DeploymentId"},
         "DIFFERENTIAL_DEPLOYMENT_PROVIDER": "lambda",
+        "DIFFERENTIAL_SERVICE_MODULE": {"Ref": "ServiceModule"},
     }
     invoke = template["Resources"]["DifferentialServiceInvokeConfig"]["Properties"]
     assert invoke["MaximumRetryAttempts"] == 0
