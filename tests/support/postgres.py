@@ -187,6 +187,22 @@ def _stop(c: _Cluster) -> None:
             return
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends Python without atexit, which would orphan the postmaster: stop it first,
+    then die of SIGTERM as before. Only where nobody else has claimed the signal."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def handler(signum, frame):
+        shutdown()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _owned() -> _Cluster:
     if _cluster is None or _cluster.owner_pid != os.getpid():
         raise RuntimeError("this process did not start the PostgreSQL server (TEST_DATABASE_URL was given)")
@@ -222,6 +238,7 @@ def ensure_server() -> str:
             _cluster = c
             os.environ[ENV_URL] = c.dsn
             atexit.register(shutdown)
+            _stop_on_sigterm()
             return c.dsn
         shutil.rmtree(base, ignore_errors=True)
         raise RuntimeError(f"could not start a throwaway PostgreSQL: {last_error}")
