@@ -1,0 +1,184 @@
+"""Bad input on every route gets its documented 4xx as JSON, and nothing is stored."""
+from __future__ import annotations
+
+import pytest
+
+from app import db
+from app.api.routing import ROUTES
+from app.models import Cluster, Event, Job
+from conftest import MANAGEMENT_SECRET
+
+
+def stored_counts():
+    from app.observability.events import events
+
+    events.flush()
+    return db.unit_of_work(lambda: (Job.select().count(), Cluster.select().count(), Event.select().count()))
+
+
+def concrete(path: str, cluster_id: str) -> str:
+    return (path.replace("<cluster_id>", cluster_id).replace("<job_id>", "some-job")
+            .replace("<service_name>", "svc"))
+
+
+def assert_error(response, status, code=None):
+    assert response.status_code == status, (response.status_code, response.data[:300])
+    assert response.is_json, response.data[:300]
+    error = response.json["error"]
+    assert set(error) == {"code", "message", "details"} and error["message"]
+    if code:
+        assert error["code"] == code
+
+
+def test_missing_and_wrong_credentials_answer_401_on_every_guarded_route(api):
+    cluster = api.new_cluster()
+    before = stored_counts()
+    guarded = [r for r in ROUTES if r.auth]
+    assert len(guarded) >= 12
+    for spec in guarded:
+        path = concrete(spec.path, cluster["id"])
+        for headers in ({}, {"Authorization": "Basic wrong-secret"}, {"Authorization": "Basic"},
+                        {"Authorization": "Bearer " + ("sk_management_" + "x" * 40)}):
+            r = api.client.open(path, method=spec.method, headers=headers, json={})
+            assert_error(r, 401)
+    # A cluster secret is not a management secret, and the reverse.
+    r = api.client.get("/clusters", headers=api.headers(cluster))
+    assert_error(r, 401, "invalid_credential")
+    r = api.client.post("/jobs", headers={"Authorization": f"Basic {MANAGEMENT_SECRET}"},
+                        json={"service": "s", "targetFn": "f", "targetArgs": "kA=="})
+    assert_error(r, 401, "invalid_credential")
+    assert stored_counts() == before
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2", b"\xff\xfe", b'"just a string"', b"[]", b"null"])
+def test_malformed_or_non_object_bodies_answer_400(api, body):
+    cluster = api.new_cluster()
+    before = stored_counts()
+    for spec in ROUTES:
+        if spec.body is None:
+            continue
+        headers = api.mgmt if spec.auth == "management" else api.headers(cluster)
+        r = api.client.open(concrete(spec.path, cluster["id"]), method=spec.method, headers=headers, data=body,
+                            content_type="application/json")
+        assert_error(r, 400)
+    assert stored_counts() == before
+
+
+WRONG = [
+    ("/jobs", {"service": 1, "targetFn": "f", "targetArgs": "x"}, "service"),
+    ("/jobs", {"service": "s", "targetFn": "f"}, "targetArgs"),
+    ("/jobs", {"service": "", "targetFn": "f", "targetArgs": "x"}, "service"),
+    ("/jobs", {"service": "s", "targetFn": "f", "targetArgs": "x", "callConfig": {"timeoutSeconds": 0}},
+     "callConfig.timeoutSeconds"),
+    ("/jobs", {"service": "s", "targetFn": "f", "targetArgs": "x", "callConfig": {"retryCountOnStall": -1}},
+     "callConfig.retryCountOnStall"),
+    ("/jobs", {"service": "s", "targetFn": "f", "targetArgs": "x", "callConfig": {"timeoutSeconds": 1.5}},
+     "callConfig.timeoutSeconds"),
+    ("/jobs", {"service": "s", "targetFn": "f", "targetArgs": "x", "callConfig": {"cache": {"key": "k"}}},
+     "callConfig.cache.ttlSeconds"),
+    ("/jobs-request", {"service": "s", "limit": -1}, "limit"),
+    ("/jobs-request", {"service": "s", "limit": "5"}, "limit"),
+    ("/jobs-request", {"service": "s", "functions": [{"nom": "x"}]}, "functions[0].name"),
+    ("/jobs-request", {"limit": 1}, "service"),
+    ("/batch-jobs-status-request", {"jobIds": "abc"}, "jobIds"),
+    ("/batch-jobs-status-request", {"jobIds": [1, 2]}, "jobIds[0]"),
+    ("/jobs/some-job/result", {"result": "x", "resultType": "maybe"}, "resultType"),
+    ("/jobs/some-job/result", {"result": 5, "resultType": "resolution"}, "result"),
+    ("/jobs/some-job/result", {"result": "x", "resultType": "resolution", "functionExecutionTime": -3},
+     "functionExecutionTime"),
+    ("/metrics", {"events": [{"type": "somethingElse"}]}, "events[0].type"),
+    ("/metrics", {"events": {}}, "events"),
+]
+
+
+@pytest.mark.parametrize("path,body,field", WRONG)
+def test_invalid_fields_answer_400_naming_the_field(api, path, body, field):
+    cluster = api.new_cluster()
+    before = stored_counts()
+    r = api.client.post(path, headers=api.headers(cluster), json=body)
+    assert_error(r, 400, "validation_failed")
+    assert field in [f["field"] for f in r.json["error"]["details"]["fields"]]
+    assert field in r.json["error"]["message"]
+    assert stored_counts() == before
+
+
+def test_management_input_errors(api):
+    before = stored_counts()
+    r = api.client.post("/clusters", headers=api.mgmt, json={"description": 5})
+    assert_error(r, 400, "validation_failed")
+    r = api.client.get("/clusters/cluster-nope", headers=api.mgmt)
+    assert_error(r, 404, "cluster_not_found")
+    r = api.client.get("/clusters/cluster-nope/settings", headers=api.mgmt)
+    assert_error(r, 404)
+    r = api.client.put("/clusters/cluster-nope/settings", headers=api.mgmt, json={"predictiveRetriesEnabled": True})
+    assert_error(r, 404)
+    cluster = api.new_cluster()
+    before = stored_counts()
+    r = api.client.get(f"/clusters/{cluster['id']}/service/never-seen", headers=api.mgmt)
+    assert_error(r, 404, "service_not_found")
+    r = api.client.get(f"/clusters/{cluster['id']}?limit=abc", headers=api.mgmt)
+    assert_error(r, 400)
+    r = api.client.put(f"/clusters/{cluster['id']}/settings", headers=api.mgmt, json={"unknown": True})
+    assert_error(r, 400)
+    assert stored_counts() == before
+
+
+def test_unknown_ids_routes_and_methods(api):
+    cluster = api.new_cluster()
+    before = stored_counts()
+    assert_error(api.client.get("/jobs/never-created?ttl=0", headers=api.headers(cluster)), 404, "job_not_found")
+    assert_error(api.client.get("/no/such/route"), 404, "route_not_found")
+    assert_error(api.client.post("/no/such/route", json={}), 404)
+    r = api.client.delete("/jobs")
+    assert_error(r, 405, "method_not_allowed")
+    assert "POST" in r.headers["Allow"]
+    assert_error(api.client.put("/live"), 405)
+    # A result for a job that does not exist is dropped (204, as the published SDK requires).
+    r = api.client.post("/jobs/never-created/result", headers=api.headers(cluster),
+                        json={"result": "x", "resultType": "resolution"})
+    assert r.status_code == 204
+    jobs, clusters, _events = stored_counts()
+    assert (jobs, clusters) == before[:2]
+
+
+def test_oversized_bodies_answer_413_and_the_server_keeps_serving(make_app):
+    from conftest import Api
+
+    api = Api(make_app(max_body_bytes=64 * 1024))
+    cluster = api.new_cluster()
+    before = stored_counts()
+    big = "A" * (65 * 1024)
+    r = api.client.post("/jobs", headers=api.headers(cluster), json={"service": "s", "targetFn": "f", "targetArgs": big})
+    assert_error(r, 413, "payload_too_large")
+    assert stored_counts() == before
+    assert api.call(cluster, args="kA==")  # and it still serves
+
+
+def test_missing_machine_id_on_worker_routes(api):
+    cluster = api.new_cluster()
+    r = api.client.post("/jobs-request", headers=api.headers(cluster, machine=None), json={"service": "s", "ttl": 0})
+    assert_error(r, 400, "missing_machine_id")
+
+
+def test_management_api_off_without_secret(make_app):
+    from conftest import Api
+
+    api = Api(make_app(management_secret=None))
+    r = api.client.post("/clusters", headers=api.mgmt)
+    assert_error(r, 503, "management_secret_not_set")
+    assert "MANAGEMENT_SECRET" in r.json["error"]["message"]
+
+
+def test_openapi_lists_every_route_with_its_schemas(api):
+    doc = api.client.get("/openapi.json").json
+    assert doc["openapi"].startswith("3.1")
+    import re
+
+    listed = {(method.upper(), re.sub(r"\{\w+\}", "{}", path)) for path, ops in doc["paths"].items() for method in ops}
+    declared = {(r.method, re.sub(r"<\w+>", "{}", r.path)) for r in ROUTES}
+    assert listed == declared and len(declared) == len(ROUTES)
+    create = doc["paths"]["/jobs"]["post"]
+    from app.api import schemas
+
+    assert create["requestBody"]["content"]["application/json"]["schema"] == schemas.CREATE_JOB
+    assert "401" in create["responses"] and "413" in create["responses"]
