@@ -18,6 +18,8 @@ worker_connections = 4000
 backlog = 2048
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
+# One shared control socket per user would make concurrent instances (replicas, tests) collide.
+control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 
