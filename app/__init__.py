@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from flask import Flask
 
 from . import db, migrations, settings as settings_module
+from .cloud.sns import Verifier
 from .engine.signals import hub
 from .engine.sweeper import Sweeper
 from .observability.events import events
@@ -19,6 +20,7 @@ class AppState:
     settings: Settings
     sweeper: Sweeper | None
     stopping: threading.Event = field(default_factory=threading.Event)
+    sns_verifier: Verifier = field(default_factory=Verifier)
 
     def shutdown(self) -> None:
         """Begin a graceful stop: long polls return now, the sweeper lets go, events are written."""

@@ -113,6 +113,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("AWS_REGION", "aws_region", _text, "us-east-1", "cloud", False, "AWS region of the resources above"),
     Variable("AWS_ENDPOINT_URL", "aws_endpoint_url", _text, "", "tuning", False,
              "override of the AWS endpoint (tests point it at a local moto server)"),
+    Variable("SNS_VERIFY_SIGNATURES", "sns_verify_signatures", _truthy, True, "tuning", False,
+             "check SNS message signatures (turn off only for a local AWS stand-in such as moto)"),
     # Tuning.
     Variable("MACHINE_TIMEOUT_SECONDS", "machine_timeout_seconds", _positive_float, 90.0, "tuning", False,
              "a machine silent this long is stalled and its running jobs are retried"),
@@ -147,6 +149,7 @@ class Settings:
     aws_secret_access_key: str
     aws_region: str
     aws_endpoint_url: str
+    sns_verify_signatures: bool
     machine_timeout_seconds: float
     sweep_interval_seconds: float
     retention_days: float

@@ -15,9 +15,9 @@ _HTTP_CODES = {400: "bad_request", 404: "route_not_found", 405: "method_not_allo
 
 
 def register(app: Flask) -> None:
-    from . import jobs, management, system
+    from . import events, jobs, management, system
 
-    for module in (system, management, jobs):
+    for module in (system, management, jobs, events):
         app.register_blueprint(module.bp)
 
     @app.errorhandler(ApiError)

@@ -130,3 +130,15 @@ ACTIVITY = obj({"events": {"type": "array", "items": obj({
     "type": {"type": "string"}, "jobId": NULLABLE_TEXT, "machineId": NULLABLE_TEXT, "service": NULLABLE_TEXT,
     "deploymentId": NULLABLE_TEXT, "timestamp": TIMESTAMP, "meta": {"type": "object"}},
     required=("type", "timestamp", "meta"))}, "next": {"type": ["integer", "null"]}}, required=("events", "next"))
+
+# --- cloud ----------------------------------------------------------------------------------------
+
+SNS_MESSAGE = obj({
+    "Type": {"type": "string", "enum": ["Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"]},
+    "MessageId": {"type": "string"}, "TopicArn": {"type": "string"}, "Message": {"type": "string"},
+    "Subject": {"type": ["string", "null"]}, "Timestamp": {"type": "string"}, "Token": {"type": "string"},
+    "SubscribeURL": {"type": "string"}, "Signature": {"type": "string"}, "SignatureVersion": {"type": "string"},
+    "SigningCertURL": {"type": "string"},
+}, required=("Type", "MessageId", "TopicArn", "Message", "Timestamp"))
+SNS_ACCEPTED = obj({"type": {"type": "string"}, "stack": NULLABLE_TEXT, "outcome": NULLABLE_TEXT},
+                   required=("type",))

@@ -1,0 +1,53 @@
+"""Notifications from AWS: SNS posts CloudFormation stack events of cloud deployments here."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify
+
+from ..cloud import aws, sns
+from ..errors import ApiError, BadRequest, NotImplementedFeature
+from . import schemas as s
+from .routing import route, state
+
+bp = Blueprint("events", __name__)
+log = logging.getLogger(__name__)
+
+
+class UpstreamFailed(ApiError):
+    status, code = 502, "aws_request_failed"
+
+
+@route(bp, "POST", "/events/sns", summary="SNS deliveries (subscription confirmation, stack events)",
+       auth_kind=None, tag="cloud", body=s.SNS_MESSAGE,
+       responses={200: s.SNS_ACCEPTED, 400: s.ERROR, 501: s.ERROR, 502: s.ERROR})
+def sns_event(body):
+    settings = state().settings
+    if not settings.deployment_sns_topic:
+        raise NotImplementedFeature("cloud deployments are off: set DEPLOYMENT_SNS_TOPIC (and the other cloud "
+                                    "settings) to receive SNS notifications", code="cloud_not_configured")
+    if body["TopicArn"] != settings.deployment_sns_topic:
+        raise BadRequest("the message is from another SNS topic than DEPLOYMENT_SNS_TOPIC",
+                         {"topicArn": body["TopicArn"]}, code="unknown_topic")
+    if settings.sns_verify_signatures:
+        try:
+            state().sns_verifier.verify(body)
+        except (sns.InvalidMessage, OSError) as exc:
+            raise BadRequest(f"the SNS message could not be verified: {exc}", code="invalid_sns_signature")
+    if body["Type"] == "SubscriptionConfirmation":
+        if not body.get("Token"):
+            raise BadRequest("a SubscriptionConfirmation needs its Token", {"field": "Token"})
+        try:
+            aws.client("sns", settings).confirm_subscription(
+                TopicArn=body["TopicArn"], Token=body["Token"], AuthenticateOnUnsubscribe="true")
+        except Exception as exc:  # botocore raises many types; all mean the same thing here
+            raise UpstreamFailed(f"confirming the SNS subscription failed: {exc}")
+        log.info("confirmed the SNS subscription to %s", body["TopicArn"])
+        return jsonify({"type": body["Type"], "stack": None, "outcome": "confirmed"}), 200
+    if body["Type"] == "Notification" and body.get("Subject") == "AWS CloudFormation Notification":
+        fields = sns.parse_cloudformation(body["Message"])
+        outcome = sns.stack_outcome(fields)
+        if outcome is not None:
+            log.info("stack %s: %s (%s)", fields.get("StackName"), fields.get("ResourceStatus"), outcome)
+        return jsonify({"type": body["Type"], "stack": fields.get("StackName"), "outcome": outcome}), 200
+    return jsonify({"type": body["Type"], "stack": None, "outcome": None}), 200
