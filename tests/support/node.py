@@ -6,6 +6,7 @@ e.g. `import { pack } from "@differentialhq/core/bin/serialize.js"`; `require` w
 """
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
@@ -18,6 +19,24 @@ from typing import IO, Mapping, Sequence
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 SDK_VERSION = "3.18.0"
 NPM_CI_TIMEOUT = 600.0
+
+_started: list[subprocess.Popen] = []
+
+
+@atexit.register
+def _reap() -> None:
+    # Node processes a test forgot to stop, and their temp logs, go with this process.
+    for proc in _started:
+        if getattr(proc, "owner_pid", None) != os.getpid():  # a forked child exiting
+            continue
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if getattr(proc, "log_path", None) and not os.environ.get("KEEP_TEST_LOGS"):
+            try:
+                os.unlink(proc.log_path)
+            except OSError:
+                pass
 
 
 def _installed_version() -> str | None:
@@ -91,7 +110,8 @@ def start_node(
     stdout: int | IO | None = None,
 ) -> subprocess.Popen:
     """Start Node in the background. Output goes to a temp log file unless stdout is given (a pipe
-    nobody reads can fill and block Node); its path is `proc.log_path`. The caller stops it."""
+    nobody reads can fill and block Node); its path is `proc.log_path`. The caller stops it
+    (at exit, any still running is killed and its log removed)."""
     ensure_node_sdk()
     log_path = None
     if stdout is None:
@@ -106,4 +126,6 @@ def start_node(
         if log_path is not None:
             stdout.close()
     proc.log_path = log_path  # type: ignore[attr-defined]
+    proc.owner_pid = os.getpid()  # type: ignore[attr-defined]
+    _started.append(proc)
     return proc

@@ -188,15 +188,16 @@ def _stop(c: _Cluster) -> None:
 
 
 def _stop_on_sigterm() -> None:
-    """SIGTERM ends Python without atexit, which would orphan the postmaster: stop it first,
-    then die of SIGTERM as before. Only where nobody else has claimed the signal."""
+    """SIGTERM ends Python without atexit, which would orphan the postmaster (and any control-plane
+    or Node process of the run): run the atexit hooks, then die of SIGTERM as before. Only where
+    nobody else has claimed the signal."""
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
 
     def handler(signum, frame):
-        shutdown()
+        atexit._run_exitfuncs()  # includes shutdown()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -237,7 +238,6 @@ def ensure_server() -> str:
                 continue
             _cluster = c
             os.environ[ENV_URL] = c.dsn
-            atexit.register(shutdown)
             _stop_on_sigterm()
             return c.dsn
         shutil.rmtree(base, ignore_errors=True)
@@ -320,3 +320,8 @@ def drop_database(url: str) -> None:
     if not name or name in ("postgres", "template0", "template1"):
         raise ValueError(f"refusing to drop {name!r}")
     _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# Registered at import (a no-op unless this process started a cluster), so modules that import
+# this one first and register later, like server.py, get their exit hooks run before it.
+atexit.register(shutdown)

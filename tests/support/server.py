@@ -6,7 +6,7 @@ are put into the error when the server does not come up.
 """
 from __future__ import annotations
 
-import base64
+import atexit
 import os
 import secrets
 import shutil
@@ -21,9 +21,27 @@ from typing import Mapping
 
 import httpx
 
+from . import postgres  # noqa: F401  (imported first so our atexit hook runs before its shutdown)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUNICORN_ARGV = ["gunicorn", "-c", "gunicorn.conf.py", "app.wsgi:app"]
 START_TIMEOUT = 30.0
+KEEP_LOGS = "KEEP_TEST_LOGS"  # set to 1 to keep every instance's temp dir (server.log, SQLite)
+
+_instances: "list[ControlPlane]" = []
+
+
+@atexit.register
+def _reap() -> None:
+    # A test that failed between start() and stop() must not leave gunicorn running (it is in
+    # its own session, so nothing else would end it) nor its temp dir in /tmp.
+    for cp in list(_instances):
+        if cp.owner_pid != os.getpid():  # a forked child exiting: not its processes to end
+            continue
+        if cp.proc is not None and cp.proc.poll() is None:
+            cp.kill()
+        if not os.environ.get(KEEP_LOGS):
+            shutil.rmtree(cp.workdir, ignore_errors=True)
 
 
 def _free_port() -> int:
@@ -54,6 +72,8 @@ class ControlPlane:
         self.data_dir = self.workdir / "data"  # SQLite lives here; kept across restart()
         self.log_path = self.workdir / "server.log"
         self.proc: subprocess.Popen | None = None
+        self.owner_pid = os.getpid()
+        _instances.append(self)
 
     # -- properties -------------------------------------------------------------------------
 
