@@ -12,6 +12,8 @@ Environment:
   DIFFERENTIAL_SERVICE_MODULE    `package.module:attribute`, the attribute being a Service (or a
                                  callable returning one); default attribute name: `service`
   DIFFERENTIAL_MAX_IDLE_CYCLES   optional, default 2
+  DIFFERENTIAL_POLL_TTL_MS       optional long-poll wait, default 5000 (so running idle costs ~10 s,
+                                 not the 40 s of two 20 s polls)
 """
 from __future__ import annotations
 
@@ -37,7 +39,10 @@ def load_service(spec: str) -> Service:
     for part in (attr or "service").split("."):
         obj = getattr(obj, part)
     if not isinstance(obj, Service) and callable(obj):
-        obj = obj()
+        try:  # a factory returning the service
+            obj = obj()
+        except TypeError:
+            pass
     if not isinstance(obj, Service):
         raise DifferentialError(f"{spec} is a {type(obj).__name__}, not a differential.Service")
     return obj
@@ -51,6 +56,7 @@ def handler(event: Any = None, context: Any = None) -> Dict[str, Any]:
     if service.differential is None:
         service.differential = Differential()  # endpoint, secret and deployment id from the env
     max_idle = int(os.environ.get("DIFFERENTIAL_MAX_IDLE_CYCLES", "2"))
+    service.poll_ttl_ms = min(20000, max(5000, int(os.environ.get("DIFFERENTIAL_POLL_TTL_MS", "5000"))))
     started = time.monotonic()
     service.start(max_idle_cycles=max_idle)
 

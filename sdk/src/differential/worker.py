@@ -15,15 +15,19 @@ The worker is an asyncio loop on its own thread:
   * stop(): no new claims (the outstanding poll is cancelled), in-flight jobs finish and report,
     bounded by a timeout.
 
-A job claimed by the very poll that stop() cancels cannot be run (its answer never arrives); the
-control-plane re-queues it once this machine stops pinging (its stall detection). Stopping never
-loses a job, at worst it delays one.
+stop() cancels the outstanding long poll so that it returns at once (the published SDK waits the
+poll out, up to ~22 s). The control-plane cannot see that cancellation: until that poll's ttl runs
+out, a job arriving for this service may still be claimed for this (now silent) machine. The
+control-plane re-queues such a job when the machine timeout passes (90 s by default). Stopping
+never loses a job; in that narrow case it delays one. Each worker has its own machine id, so the
+caller side of the same instance keeps no stopped worker "alive".
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import contextvars
+import dataclasses
 import functools
 import inspect
 import logging
@@ -35,7 +39,7 @@ from typing import Any, Callable, Dict, Optional
 from .errors import AuthenticationError, ControlPlaneError, DifferentialError, SerializationError
 from .schema import function_schema_json
 from .serialize import pack, serialize_error, unpack_args
-from .transport import LONG_POLL_MS, AsyncTransport, Backoff, is_retryable
+from .transport import LONG_POLL_MS, AsyncTransport, Backoff, is_retryable, new_machine_id
 
 log = logging.getLogger("differential.worker")
 
@@ -110,6 +114,11 @@ class Service:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def machine_id(self) -> Optional[str]:
+        """The x-machine-id of the running (or last) worker."""
+        return self._worker.config.machine_id if self._worker else None
 
     @property
     def stats(self) -> Dict[str, int]:
@@ -191,6 +200,10 @@ class _Worker:
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=service.concurrency, thread_name_prefix=f"differential-fn-{service.name}",
         )
+        # Each started worker has its own machine id (the control-plane fences results by it): if
+        # stop() abandons a long poll that the server then answers with a claim nobody reads, that
+        # job is re-queued once this id goes silent, even while the instance keeps making calls.
+        self.config = dataclasses.replace(service.differential.config, machine_id=new_machine_id())
         self.stopping = False
         self.abandoned = 0
         self.hard_deadline: Optional[float] = None
@@ -209,7 +222,7 @@ class _Worker:
         self.stop_event = asyncio.Event()
         self.slot_freed = asyncio.Event()
         self.all_done = asyncio.Event()
-        self.http = AsyncTransport(self.service.differential.config)
+        self.http = AsyncTransport(self.config)
         self.service._ready.set()
         try:
             self.poll_task: Optional[asyncio.Task] = None
@@ -290,9 +303,13 @@ class _Worker:
                 break
             await asyncio.wait(list(self.in_flight.values()), timeout=timeout)
         self.abandoned = len(self.in_flight)
-        for task in list(self.in_flight.values()):
-            log.error("service %s: stop timed out; job still running and not reported", self.service.name)
+        tasks = list(self.in_flight.values())
+        for task in tasks:
+            log.error("service %s: stop timed out; a job is still running and will not be reported "
+                      "(the control-plane retries it after its timeout)", self.service.name)
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
 
     async def _execute(self, fn: Callable[..., Any], args: list) -> Any:
         if inspect.iscoroutinefunction(fn):
