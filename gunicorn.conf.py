@@ -48,3 +48,11 @@ def worker_exit(server, worker):
     state = _state(worker)
     if state is not None:
         state.shutdown()
+
+
+def on_starting(server):
+    # Check the settings once in the master, so a bad variable stops the server with its name
+    # instead of workers failing to boot over and over.
+    from app import settings
+
+    settings.load_or_exit()
