@@ -146,3 +146,68 @@ def test_call_latency_while_worker_long_polls(cp, cluster, service, worker):
     print(f"\nLATENCY sdk call (ms): {[round(x, 1) for x in sdk_ms]} median {statistics.median(sdk_ms):.1f}")
     print(f"LATENCY raw POST /jobs + GET /jobs/:id (ms): {[round(x, 1) for x in raw_ms]} "
           f"median {statistics.median(raw_ms):.1f}")
+
+
+@pytest.fixture
+def fast_stall_cp(make_pg_database, node_sdk):
+    """A control-plane that declares a silent machine stalled after 3 s, checking twice a second."""
+    server = ControlPlane(database_url=make_pg_database("stall"),
+                          env={"MACHINE_TIMEOUT_SECONDS": "3", "SWEEP_INTERVAL_SECONDS": "0.5"}).start()
+    yield server
+    server.stop()
+
+
+def test_sigkilled_worker_job_is_finished_by_a_second_worker(fast_stall_cp, service, workers):
+    cp = fast_stall_cp
+    cluster = cp.create_cluster("stall")
+    mgmt = cp.management_headers
+    worker_a = workers(cp, cluster, service, name="A").ready()
+    caller = start_caller(cp, cluster, service, "stalled", TAG="job-1")
+    try:
+        # The job's id, from the management view of the cluster, then wait until A runs it.
+        def running_job():
+            jobs = httpx.get(f"{cp.url}/clusters/{cluster['id']}", headers=mgmt, timeout=10).json()["jobs"]
+            return next((j for j in jobs if j["targetFn"] == "block" and j["status"] == "running"), None)
+
+        job_id = wait_until(running_job, timeout=30, what="the block job to be running")["id"]
+        assert get_job(cp, cluster, job_id)["status"] == "running"
+        worker_a.wait_for(lambda e: e.get("started") == "block", timeout=10, what="A to start the function")
+
+        worker_a.kill()  # SIGKILL: no result, no goodbye; only its silence tells
+        assert worker_a.proc.returncode == -9
+        workers(cp, cluster, service, name="B").ready()
+
+        caller.wait(timeout=60)
+        lines = [x for x in json_lines(open(caller.log_path).read()) if x.get("scenario") == "stalled"]
+        assert caller.returncode == 0 and lines, open(caller.log_path).read()[-3000:]
+        assert lines[-1]["result"] == "done by B: job-1"
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait(timeout=10)
+
+    # The activity log is written in batches every 0.5 s by each server process (the sweeper and
+    # the result may be in different ones): read it until the stall and the result are both in.
+    def activity():
+        events = httpx.get(f"{cp.url}/clusters/{cluster['id']}/activity", params={"jobId": job_id},
+                           headers=mgmt, timeout=10).json()["events"]
+        types = {e["type"] for e in events}
+        return events if {"jobStalled", "jobResulted"} <= types else None
+
+    try:
+        events = wait_until(activity, timeout=10, what="jobStalled and jobResulted in the activity log")
+    except AssertionError:
+        events = httpx.get(f"{cp.url}/clusters/{cluster['id']}/activity", params={"jobId": job_id},
+                           headers=mgmt, timeout=10).json()["events"]
+        raise AssertionError(f"activity log of {job_id}: {[e['type'] for e in events]}") from None
+    types = [e["type"] for e in events]
+    stalled = [e for e in events if e["type"] == "jobStalled"]
+    assert len(stalled) == 1, types
+    assert stalled[0]["meta"]["reason"] == "machine stalled" and stalled[0]["meta"]["attempt"] == 1
+    assert "jobRecovered" in types and types.count("jobReceived") == 2, types
+    assert len({e["machineId"] for e in events if e["type"] == "jobReceived"}) == 2  # A, then B
+
+    job = next(j for j in httpx.get(f"{cp.url}/clusters/{cluster['id']}", headers=mgmt, timeout=10).json()["jobs"]
+               if j["id"] == job_id)
+    assert job["status"] == "success" and job["resultType"] == "resolution"
+    assert job["attempt"] == 2 and job["attemptsAllowed"] == 4  # retryCountOnStall 3 (SDK default) + 1
