@@ -75,7 +75,8 @@ def create_job(body):
        auth_kind="cluster", tag="caller", query=s.JOB_STATUS_QUERY,
        responses={200: s.JOB_STATUS, 404: s.ERROR, **ERRORS})
 def job_status(job_id, query):
-    return jsonify(jobs.wait_for_job(g.cluster_id, job_id, _wait_seconds(query.get("ttl")))), 200
+    return jsonify(jobs.wait_for_job(g.cluster_id, job_id, _wait_seconds(query.get("ttl")),
+                                     stopping=state().stopping)), 200
 
 
 @route(bp, "POST", "/batch-jobs-status-request",
@@ -83,4 +84,5 @@ def job_status(job_id, query):
        auth_kind="cluster", tag="caller", body=s.BATCH_STATUS_REQUEST, responses={200: s.JOB_STATUSES, **ERRORS})
 def batch_status(body):
     # No 1,000-id cap: the published SDK sends every outstanding call's id in one request.
-    return jsonify(jobs.wait_for_any(g.cluster_id, body["jobIds"], _wait_seconds(body.get("ttl")))), 200
+    return jsonify(jobs.wait_for_any(g.cluster_id, body["jobIds"], _wait_seconds(body.get("ttl")),
+                                     stopping=state().stopping)), 200

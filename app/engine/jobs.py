@@ -14,7 +14,11 @@ from .signals import hub, job_topic, notify_in_transaction, queue_topic
 
 TERMINAL = ("success", "failure")
 IN_FLIGHT = ("pending", "running", "stalled")
-_ID_CHUNK = 500  # ids per IN (...) list: well under every database's parameter limit
+_ID_CHUNK = 5000  # ids per IN (...) list: well under both databases' parameter limits
+# A batch poll over many calls lingers this long after the first result, so one answer carries
+# the results that finish together instead of one request per result.
+_BATCH_LINGER_SECONDS = 0.02
+_BATCH_LINGER_MIN_IDS = 50
 
 
 @dataclass(frozen=True)
@@ -133,20 +137,21 @@ def job_status(cluster_id: str, job_id: str) -> dict:
     return rows[0]
 
 
-def wait_for_job(cluster_id: str, job_id: str, ttl_seconds: float) -> dict:
-    """Long poll one job: return when it is finished, or its current status after ttl."""
+def wait_for_job(cluster_id: str, job_id: str, ttl_seconds: float, stopping=None) -> dict:
+    """Long poll one job: return when it is finished, or its current status after ttl (or at shutdown)."""
     deadline = time.monotonic() + ttl_seconds
     with hub.subscribe([job_topic(cluster_id, job_id)]) as sub:
         while True:
             row = job_status(cluster_id, job_id)
             remaining = deadline - time.monotonic()
-            if row["status"] in TERMINAL or remaining <= 0:
+            if row["status"] in TERMINAL or remaining <= 0 or (stopping is not None and stopping.is_set()):
                 return row
             sub.wait(remaining)
 
 
-def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float) -> list[dict]:
-    """Long poll a batch: return the finished ones as soon as any is, else every status after ttl."""
+def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stopping=None) -> list[dict]:
+    """Long poll a batch: return the finished ones as soon as any is, else every status after ttl
+    (or at once when the server is shutting down)."""
     if not job_ids:
         return []
     deadline = time.monotonic() + ttl_seconds
@@ -157,6 +162,6 @@ def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float) -> lis
             remaining = deadline - time.monotonic()
             if finished:
                 return finished
-            if remaining <= 0:
+            if remaining <= 0 or (stopping is not None and stopping.is_set()):
                 return rows
             sub.wait(remaining)

@@ -30,10 +30,16 @@ def job_topic(cluster_id: str, job_id: str) -> str:
 
 
 class Subscription:
+    """A waiter's interest in some topics. `wait` reports which of them fired, so a poll over
+    thousands of jobs re-reads only the ones that changed."""
+
     def __init__(self, hub: "Hub", topics: list[str]):
         self._hub = hub
         self.topics = topics
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._fired: set[str] = set()
+        self._everything = False
 
     def __enter__(self) -> "Subscription":
         self._hub._add(self)
@@ -42,14 +48,26 @@ class Subscription:
     def __exit__(self, *exc) -> None:
         self._hub._remove(self)
 
-    def wake(self) -> None:
+    def wake(self, topic: str | None = None) -> None:
+        """Wake the waiter; topic None means "anything may have changed"."""
+        with self._lock:
+            if topic is None:
+                self._everything = True
+            else:
+                self._fired.add(topic)
         self._event.set()
 
-    def wait(self, timeout: float) -> bool:
-        """Sleep until woken or timeout (capped by the fallback interval); True if woken."""
+    def wait(self, timeout: float) -> set[str] | None:
+        """Sleep until woken or timeout (capped by the fallback interval).
+
+        Returns the topics that fired, or None when the caller must re-check everything (a
+        fallback timeout, or a wake-up for all after the listener reconnected)."""
         woke = self._event.wait(max(0.0, min(timeout, self._hub.fallback_interval)))
-        self._event.clear()
-        return woke
+        with self._lock:
+            self._event.clear()
+            fired, everything = self._fired, self._everything
+            self._fired, self._everything = set(), False
+        return fired if woke and not everything else None
 
 
 class Hub:
@@ -111,11 +129,9 @@ class Hub:
     def wake(self, topics: Iterable[str]) -> None:
         """Wake this process's waiters on these topics."""
         with self._lock:
-            targets = set()
-            for topic in topics:
-                targets.update(self._subscribers.get(topic, ()))
-        for sub in targets:
-            sub.wake()
+            targets = [(sub, topic) for topic in topics for sub in self._subscribers.get(topic, ())]
+        for sub, topic in targets:
+            sub.wake(topic)
 
     def wake_all(self) -> None:
         with self._lock:
