@@ -1,7 +1,9 @@
 """The job protocol: what workers and callers (the SDKs) speak, authenticated by a cluster secret."""
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify
+import socket
+
+from flask import Blueprint, g, jsonify, request
 
 from ..engine import jobs, machines, queue
 from ..engine.jobs import CallConfig
@@ -15,6 +17,18 @@ MAX_WAIT_MS = 20_000
 ERRORS = {400: s.ERROR, 401: s.ERROR}
 
 
+def _disconnected(sock) -> bool:
+    """True when the client closed its connection (EOF is readable); False if unknown or open."""
+    if sock is None:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 def _wait_seconds(ttl_ms: int | None) -> float:
     return min(MAX_WAIT_MS if ttl_ms is None else ttl_ms, MAX_WAIT_MS) / 1000
 
@@ -24,8 +38,19 @@ def _wait_seconds(ttl_ms: int | None) -> float:
 def jobs_request(body):
     machine_id = require_machine_id()
     machines.register_service(g.cluster_id, body["service"], body.get("functions"))
+    timeout = state().settings.machine_timeout_seconds
+    cluster_id, ip, deployment_id = g.cluster_id, request.remote_addr, g.deployment_id
+    client = request.environ.get("gunicorn.socket")
+
+    def heartbeat():  # keeps a machine parked in this poll alive when MACHINE_TIMEOUT_SECONDS < the poll
+        if _disconnected(client):
+            return False  # a dead (e.g. SIGKILLed) worker's orphaned poll must not keep it alive
+        machines.ping(cluster_id, machine_id, ip=ip, deployment_id=deployment_id, machine_timeout_seconds=timeout)
+        return True
+
     claimed = queue.wait_and_claim(g.cluster_id, body["service"], machine_id, body.get("limit", 1),
-                                   _wait_seconds(body.get("ttl")), stopping=state().stopping)
+                                   _wait_seconds(body.get("ttl")), stopping=state().stopping,
+                                   heartbeat=heartbeat, heartbeat_every=timeout / 4)
     return jsonify(claimed), 200  # always 200 with an array: a 204 kills the published SDK's worker
 
 

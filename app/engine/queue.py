@@ -61,16 +61,27 @@ def claim(cluster_id: str, service: str, machine_id: str, limit: int) -> list[di
 
 
 def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, ttl_seconds: float,
-                   stopping=None) -> list[dict]:
-    """Long poll: claim as soon as something is claimable, or return [] after ttl."""
-    deadline = time.monotonic() + ttl_seconds
+                   stopping=None, heartbeat=None, heartbeat_every: float | None = None) -> list[dict]:
+    """Long poll: claim as soon as something is claimable, or return [] after ttl.
+
+    `heartbeat()` is called every `heartbeat_every` seconds while the poll is held: a machine
+    parked here is not silent, and must not be declared stalled (and its next claim retried)
+    when the machine timeout is shorter than the poll. It returns False when the caller has
+    gone; the poll then ends without claiming anything."""
+    start = last_beat = time.monotonic()
+    deadline = start + ttl_seconds
+    beat = heartbeat is not None and heartbeat_every is not None and heartbeat_every < ttl_seconds
     with hub.subscribe([queue_topic(cluster_id, service)]) as sub:
         while True:
+            if beat and time.monotonic() - last_beat >= heartbeat_every:
+                if heartbeat() is False:
+                    return []
+                last_beat = time.monotonic()
             jobs = claim(cluster_id, service, machine_id, limit)
             remaining = deadline - time.monotonic()
             if jobs or remaining <= 0 or (stopping is not None and stopping.is_set()):
                 return jobs
-            sub.wait(remaining)
+            sub.wait(min(remaining, max(0.0, last_beat + heartbeat_every - time.monotonic())) if beat else remaining)
 
 
 def persist_result(cluster_id: str, job_id: str, machine_id: str, result: str, result_type: str,
