@@ -157,7 +157,10 @@ def fast_stall_cp(make_pg_database, node_sdk):
     server.stop()
 
 
-def test_sigkilled_worker_job_is_finished_by_a_second_worker(fast_stall_cp, service, workers):
+# kill_after: 0 kills A during its 2 s throttle sleep; 3 kills it while its next long poll is held
+# on the server (the orphaned poll must not keep the dead machine looking alive).
+@pytest.mark.parametrize("kill_after", [0, 3])
+def test_sigkilled_worker_job_is_finished_by_a_second_worker(fast_stall_cp, service, workers, kill_after):
     cp = fast_stall_cp
     cluster = cp.create_cluster("stall")
     mgmt = cp.management_headers
@@ -173,11 +176,17 @@ def test_sigkilled_worker_job_is_finished_by_a_second_worker(fast_stall_cp, serv
         assert get_job(cp, cluster, job_id)["status"] == "running"
         worker_a.wait_for(lambda e: e.get("started") == "block", timeout=10, what="A to start the function")
 
+        time.sleep(kill_after)
         worker_a.kill()  # SIGKILL: no result, no goodbye; only its silence tells
+        killed_at = time.monotonic()
         assert worker_a.proc.returncode == -9
         workers(cp, cluster, service, name="B").ready()
 
         caller.wait(timeout=60)
+        # MACHINE_TIMEOUT_SECONDS=3 + sweeps + B's start: well under the 20 s a held poll lasts.
+        recovered_in = time.monotonic() - killed_at
+        print(f"\nkill_after={kill_after}: job finished by B {recovered_in:.1f}s after SIGKILL of A")
+        assert recovered_in < 12
         lines = [x for x in json_lines(open(caller.log_path).read()) if x.get("scenario") == "stalled"]
         assert caller.returncode == 0 and lines, open(caller.log_path).read()[-3000:]
         assert lines[-1]["result"] == "done by B: job-1"
@@ -211,3 +220,17 @@ def test_sigkilled_worker_job_is_finished_by_a_second_worker(fast_stall_cp, serv
                if j["id"] == job_id)
     assert job["status"] == "success" and job["resultType"] == "resolution"
     assert job["attempt"] == 2 and job["attemptsAllowed"] == 4  # retryCountOnStall 3 (SDK default) + 1
+
+
+def test_worker_idle_in_a_long_poll_longer_than_machine_timeout_is_not_stalled(fast_stall_cp, service, workers):
+    """A worker parked in its 20 s long poll is not silent: a job it claims there must not be
+    declared stalled just because its last poll began more than MACHINE_TIMEOUT_SECONDS ago."""
+    cp = fast_stall_cp
+    cluster = cp.create_cluster("idle")
+    workers(cp, cluster, service).ready()
+    time.sleep(5)  # the worker's poll has been held > 3 s; the sweeper ran ~10 times meanwhile
+    out = run_caller(cp, cluster, service, "slow", timeout=60, SLOW_MS=1500)
+    assert out["result"] == 1 and out["executions"] == 1
+    jobs = httpx.get(f"{cp.url}/clusters/{cluster['id']}", headers=cp.management_headers, timeout=10).json()["jobs"]
+    slow = [j for j in jobs if j["targetFn"] == "slow"]
+    assert len(slow) == 1 and slow[0]["attempt"] == 1, slow

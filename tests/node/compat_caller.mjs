@@ -103,7 +103,11 @@ async function latency() {
   return { samples };
 }
 
-const scenarios = { values, big, error, cache, background, concurrent, stalled, latency };
+async function slow() {
+  return { result: await client.slow(Number(process.env.SLOW_MS || 1500)), executions: await client.executions("slow") };
+}
+
+const scenarios = { slow,  values, big, error, cache, background, concurrent, stalled, latency };
 const out = await scenarios[scenario]();
 process.stdout.write(JSON.stringify({ scenario, ...out }) + "\n");
 process.exit(0);

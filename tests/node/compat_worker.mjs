@@ -36,6 +36,8 @@ const svc = d.service({
     bigBuffer: async (n) => Buffer.alloc(n, 7),
     sizeOf: async (v) => (typeof v === "string" ? Buffer.byteLength(v) : v.length),
     square: async (i) => i * i,
+    // Takes a while, so a wrongly stalled attempt would be retried while it still runs.
+    slow: async (ms) => { await new Promise((r) => setTimeout(r, ms)); return count("slow"); },
     // Stall test: worker A never finishes (it is SIGKILLed); any other worker answers at once.
     block: async (tag) => {
       say({ started: "block", worker, tag });
