@@ -6,7 +6,7 @@ import pytest
 from app import db
 from app.api.routing import ROUTES
 from app.models import Cluster, Event, Job
-from conftest import MANAGEMENT_SECRET
+from cp_helpers import MANAGEMENT_SECRET
 
 
 def stored_counts():
@@ -142,7 +142,7 @@ def test_unknown_ids_routes_and_methods(api):
 
 
 def test_oversized_bodies_answer_413_and_the_server_keeps_serving(make_app):
-    from conftest import Api
+    from cp_helpers import Api
 
     api = Api(make_app(max_body_bytes=64 * 1024))
     cluster = api.new_cluster()
@@ -161,7 +161,7 @@ def test_missing_machine_id_on_worker_routes(api):
 
 
 def test_management_api_off_without_secret(make_app):
-    from conftest import Api
+    from cp_helpers import Api
 
     api = Api(make_app(management_secret=None))
     r = api.client.post("/clusters", headers=api.mgmt)

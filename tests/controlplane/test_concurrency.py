@@ -14,7 +14,7 @@ import threading
 
 import httpx
 
-from conftest import Api
+from cp_helpers import Api
 from support.server import ControlPlane
 
 JOBS = 300

@@ -6,7 +6,7 @@ import time
 
 from app.engine.sweeper import Sweeper
 from app.models import Job
-from conftest import Api
+from cp_helpers import Api
 
 
 def sweeper(machine_timeout=60.0):

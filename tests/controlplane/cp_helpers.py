@@ -1,0 +1,58 @@
+"""Helpers shared by the control-plane tests (a module of its own: every test folder has a
+conftest, so `from conftest import ...` would pick whichever was imported first)."""
+from __future__ import annotations
+
+MANAGEMENT_SECRET = "sk_management_" + "t" * 40
+
+
+class Api:
+    """A test client speaking the protocol as the SDK does."""
+
+    def __init__(self, app):
+        self.app = app
+        self.client = app.test_client()
+        self.mgmt = {"Authorization": f"Basic {MANAGEMENT_SECRET}"}
+
+    def new_cluster(self) -> dict:
+        r = self.client.post("/clusters", headers=self.mgmt)
+        assert r.status_code == 201, r.json
+        return r.json
+
+    def headers(self, cluster: dict, machine: str | None = "machine-a") -> dict:
+        h = {"Authorization": f"Basic {cluster['apiSecret']}"}
+        if machine:
+            h["x-machine-id"] = machine
+        return h
+
+    def call(self, cluster, service="svc", fn="fn", args="kA==", **config):
+        body = {"service": service, "targetFn": fn, "targetArgs": args}
+        if config:
+            body["callConfig"] = config
+        r = self.client.post("/jobs", headers=self.headers(cluster), json=body)
+        assert r.status_code == 201, r.json
+        return r.json["id"]
+
+    def claim(self, cluster, service="svc", machine="machine-a", limit=10, ttl=0):
+        r = self.client.post("/jobs-request", headers=self.headers(cluster, machine),
+                             json={"service": service, "limit": limit, "ttl": ttl, "functions": [{"name": "fn"}]})
+        assert r.status_code == 200, r.json
+        return r.json
+
+    def result(self, cluster, job_id, machine="machine-a", value="oA==", kind="resolution"):
+        r = self.client.post(f"/jobs/{job_id}/result", headers=self.headers(cluster, machine),
+                             json={"result": value, "resultType": kind, "functionExecutionTime": 1})
+        assert r.status_code == 204, r.data
+        return r
+
+    def status(self, cluster, job_id, ttl=0):
+        r = self.client.get(f"/jobs/{job_id}?ttl={ttl}", headers=self.headers(cluster))
+        assert r.status_code == 200, r.json
+        return r.json
+
+    def activity(self, cluster):
+        from app.observability.events import events
+
+        events.flush()
+        r = self.client.get(f"/clusters/{cluster['id']}/activity?limit=1000", headers=self.mgmt)
+        assert r.status_code == 200, r.json
+        return r.json["events"]
