@@ -29,8 +29,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+# httpcore asks `import sniffio` on every request to learn the async library; when sniffio is not
+# installed (anyio 4 no longer needs it) that failed import scans sys.path each time, a third of
+# the harness's CPU. A None entry makes the import fail at once, and httpcore then assumes asyncio.
+if "sniffio" not in sys.modules:
+    try:
+        import sniffio  # noqa: F401
+    except ImportError:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+
 import httpx
 import psutil
+
+from rawhttp import RawClient
 
 SERVICE_FN = "echo"
 
@@ -213,15 +224,24 @@ class Options:
     status_pollers: int = 8
     worker_ttl_ms: int = 5000
     status_ttl_ms: int = 20000
-    connections: int = 200
+    connections: int = 64
+    result_connections: int = 8
+    client: str = "raw"
     deadline_s: float = 120.0
 
 
 class Run:
     """One scenario: its own service name (so nothing leaks between scenarios), workers, poller."""
 
-    def __init__(self, client: httpx.AsyncClient, secret: str, opts: Options, scenario: str):
-        self.client = client
+    def __init__(self, endpoint: str, secret: str, opts: Options, scenario: str):
+        self.endpoint = endpoint
+        # httpcore scans every connection of a pool (and every queued request) each time it hands out
+        # a connection, so one big pool costs O(connections) per request. Small pools instead: each
+        # worker has its own (as separate machines would), callers shard creates over pools of 8,
+        # and status long polls have their own.
+        self.worker_clients = [_client(endpoint, 1 + opts.result_connections, opts) for _ in range(opts.workers)]
+        self.create_clients = [_client(endpoint, 8, opts) for _ in range(max(1, math.ceil(opts.connections / 8)))]
+        self.status_client = _client(endpoint, opts.status_pollers, opts)
         self.opts = opts
         self.auth = f"Basic {secret}"
         self.tag = f"{scenario}-{secrets.token_hex(4)}"
@@ -242,6 +262,11 @@ class Run:
         self.latencies: list[float] = []
         self.completed = 0
         self._tasks: set[asyncio.Task] = set()
+        # Short requests wait here, not in httpcore's pool queue: httpcore re-scans its whole queue on
+        # every request it finishes (quadratic with 10,000 queued calls). Long polls have their own
+        # connections on top of these (see _client).
+        self.gate = asyncio.Semaphore(opts.connections)
+        self.result_gates = [asyncio.Semaphore(opts.result_connections) for _ in range(opts.workers)]
 
     def _spawn(self, coro) -> asyncio.Task:
         t = asyncio.create_task(coro)
@@ -260,32 +285,33 @@ class Run:
         while not self.stop.is_set():  # bounded: the scenario sets stop at its deadline
             try:
                 self.requests["jobs-request"] += 1
-                r = await self.client.post("/jobs-request", json=body, headers=headers)
-            except httpx.HTTPError as exc:
+                status, data = await self.worker_clients[idx].post("/jobs-request", body, headers)
+            except Exception as exc:  # transport errors of either client
                 self._error("jobs-request", type(exc).__name__)
                 await asyncio.sleep(0.05)
                 continue
-            if r.status_code != 200:
-                self._error("jobs-request", r.status_code)
+            if status != 200:
+                self._error("jobs-request", status)
                 await asyncio.sleep(0.05)
                 continue
-            for job in r.json():
+            for job in json.loads(data):
                 self.executed[job["id"]] += 1
                 # Answer at once, concurrently with the next long poll (as the SDK's task queue does).
-                self._spawn(self.post_result(job, headers))
+                self._spawn(self.post_result(idx, job, headers))
 
-    async def post_result(self, job: dict, headers: dict) -> None:
+    async def post_result(self, idx: int, job: dict, headers: dict) -> None:
         body = {"result": job["targetArgs"], "resultType": "resolution", "functionExecutionTime": 0}
         for attempt in range(3):
             try:
                 self.requests["result"] += 1
-                r = await self.client.post(f"/jobs/{job['id']}/result", json=body, headers=headers)
-            except httpx.HTTPError as exc:
+                async with self.result_gates[idx]:
+                    status, _ = await self.worker_clients[idx].post(f"/jobs/{job['id']}/result", body, headers)
+            except Exception as exc:  # transport errors of either client
                 self._error("result", type(exc).__name__)
                 await asyncio.sleep(0.05 * (attempt + 1))
                 continue
-            if r.status_code != 204:
-                self._error("result", r.status_code)
+            if status != 204:
+                self._error("result", status)
             return
 
     # -- callers ----------------------------------------------------------------------------------
@@ -296,14 +322,16 @@ class Run:
         t0 = time.monotonic()
         try:
             self.requests["create"] += 1
-            r = await self.client.post("/jobs", json=body, headers=self.caller_headers)
-        except httpx.HTTPError as exc:
+            async with self.gate:
+                status, data = await self.create_clients[i % len(self.create_clients)].post(
+                    "/jobs", body, self.caller_headers)
+        except Exception as exc:  # transport errors of either client
             self._error("create", type(exc).__name__)
             return None
-        if r.status_code != 201:
-            self._error("create", r.status_code)
+        if status != 201:
+            self._error("create", status)
             return None
-        job_id = r.json()["id"]
+        job_id = json.loads(data)["id"]
         if job_id in self.expected:  # two calls answered with one job: a duplicate of a kind
             self.mismatched += 1
             return None
@@ -345,16 +373,17 @@ class Run:
                 body = {"jobIds": list(ids), "ttl": self.opts.status_ttl_ms}
                 try:
                     self.requests["status"] += 1
-                    r = await self.client.post("/batch-jobs-status-request", json=body, headers=self.caller_headers)
-                except httpx.HTTPError as exc:
+                    status, data = await self.status_client.post("/batch-jobs-status-request", body,
+                                                                 self.caller_headers)
+                except Exception as exc:  # transport errors of either client
                     self._error("status", type(exc).__name__)
                     await asyncio.sleep(0.05)
                     continue
-                if r.status_code != 200:
-                    self._error("status", r.status_code)
+                if status != 200:
+                    self._error("status", status)
                     await asyncio.sleep(0.05)
                     continue
-                for row in r.json():
+                for row in json.loads(data):
                     if row.get("status") in ("success", "failure") and row["id"] in ids:
                         ids.discard(row["id"])
                         self._finish(row)
@@ -377,6 +406,8 @@ class Run:
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        for c in [*self.worker_clients, *self.create_clients, self.status_client]:
+            await c.aclose()
 
     def outcome(self, scenario: str, calls: int, elapsed: float, create_failed: int) -> Outcome:
         dup_exec = sum(1 for n in self.executed.values() if n > 1)
@@ -394,12 +425,42 @@ async def _wait_all(run: Run, ids: list, deadline: float) -> None:
         await asyncio.wait(futs, timeout=max(0.0, deadline - time.monotonic()))
 
 
-def _client(endpoint: str, opts: Options) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=opts.connections, max_keepalive_connections=opts.connections,
+class HttpxClient:
+    """The same interface as RawClient, on httpx.AsyncClient (`--client httpx`)."""
+
+    def __init__(self, endpoint: str, n: int, opts: "Options"):
+        self.c = _httpx_client(endpoint, n, opts)
+
+    async def post(self, path: str, obj, headers: dict) -> tuple[int, bytes]:
+        r = await self.c.post(path, json=obj, headers=headers)
+        return r.status_code, r.content
+
+    async def aclose(self) -> None:
+        await self.c.aclose()
+
+
+def _client(endpoint: str, n: int, opts: "Options"):
+    if opts.client == "httpx":
+        return HttpxClient(endpoint, n, opts)
+    url = httpx.URL(endpoint)
+    if url.scheme != "http":
+        raise SystemExit("the lean client speaks plain http only; use --client httpx for https")
+    return RawClient(url.host, url.port or 80, n, timeout=max(opts.worker_ttl_ms, opts.status_ttl_ms) / 1000 + 30)
+
+
+_SSL = None
+
+
+def _httpx_client(endpoint: str, n: int, opts: "Options") -> httpx.AsyncClient:
+    global _SSL
+    if _SSL is None:
+        import ssl
+        _SSL = ssl.create_default_context()  # one context for every client: building one costs ~10 ms
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n,
                           keepalive_expiry=60)
     timeout = httpx.Timeout(connect=10, read=max(opts.worker_ttl_ms, opts.status_ttl_ms) / 1000 + 30,
                             write=30, pool=None)
-    return httpx.AsyncClient(base_url=endpoint.rstrip("/"), limits=limits, timeout=timeout)
+    return httpx.AsyncClient(base_url=endpoint.rstrip("/"), limits=limits, timeout=timeout, verify=_SSL)
 
 
 async def scenario(endpoint: str, secret: str, kind: str, opts: Options, *, calls: int = 0, rate: float = 0,
@@ -407,8 +468,8 @@ async def scenario(endpoint: str, secret: str, kind: str, opts: Options, *, call
                    name: str | None = None) -> Outcome:
     """kind: sequential | burst | steady."""
     name = name or kind
-    async with _client(endpoint, opts) as client:
-        run = Run(client, secret, opts, name)
+    if True:
+        run = Run(endpoint, secret, opts, name)
         await run.start()
         await asyncio.sleep(0.3)  # workers' first polls are in (and the service registered)
         me = psutil.Process()
@@ -456,7 +517,8 @@ async def scenario(endpoint: str, secret: str, kind: str, opts: Options, *, call
         out.control_plane, out.postgres, out.harness_cpu_s = cp_stats, {"cpu_s": pg_stats.get("cpu_s")}, harness_cpu
         out.params = {"kind": kind, "calls": calls, "rate": rate or None, "duration_s": duration or None,
                       "workers": opts.workers, "claim_batch": opts.claim_batch, "status_batch": opts.status_batch,
-                      "status_pollers": opts.status_pollers, "connections": opts.connections}
+                      "status_pollers": opts.status_pollers, "connections": opts.connections,
+                      "result_connections": opts.result_connections, "client": opts.client}
         return out
 
 
@@ -466,13 +528,18 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--claim-batch", type=int, default=d.claim_batch, help="limit sent in /jobs-request")
     p.add_argument("--status-batch", type=int, default=d.status_batch, help="most ids in one status long poll")
     p.add_argument("--status-pollers", type=int, default=d.status_pollers, help="most status long polls at once")
-    p.add_argument("--connections", type=int, default=d.connections, help="HTTP connection pool size")
+    p.add_argument("--connections", type=int, default=d.connections, help="callers: concurrent POST /jobs")
+    p.add_argument("--result-connections", type=int, default=d.result_connections,
+                   help="per worker: concurrent POST /jobs/:id/result")
+    p.add_argument("--client", choices=["raw", "httpx"], default=d.client,
+                   help="raw: the lean asyncio HTTP/1.1 client (bench/rawhttp.py); httpx: httpx.AsyncClient")
     p.add_argument("--deadline", type=float, default=d.deadline_s, help="seconds before a call counts as lost")
 
 
 def options_from(a: argparse.Namespace) -> Options:
     return Options(workers=a.workers, claim_batch=a.claim_batch, status_batch=a.status_batch,
-                   status_pollers=a.status_pollers, connections=a.connections, deadline_s=a.deadline)
+                   status_pollers=a.status_pollers, connections=a.connections,
+                   result_connections=a.result_connections, deadline_s=a.deadline, client=a.client)
 
 
 def main() -> None:
