@@ -5,7 +5,10 @@
 //   single: `count` calls one at a time, each made 2.5 s after the previous one finished, so the
 //           listener (which sleeps 2 s after every poll that returned) is back in its long poll.
 // Prints one JSON line with completions, errors, lost, mismatches and latencies (ms).
-import { Differential } from "@differentialhq/core";
+// ESM resolves bare imports from the script's folder, not the cwd: require it from the cwd
+// (tests/node, where the pinned package is installed).
+import { createRequire } from "node:module";
+const { Differential } = createRequire(`${process.cwd()}/`)("@differentialhq/core");
 
 const [mode = "burst", countArg = "1000", deadlineArg = "600"] = process.argv.slice(2);
 const count = Number(countArg);

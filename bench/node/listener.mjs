@@ -1,7 +1,10 @@
 // One Node listener on the published @differentialhq/core (run with cwd tests/node).
 // env: DIFFERENTIAL_API_SECRET, DIFFERENTIAL_ENDPOINT, SERVICE. Prints "ready"; counts executions
 // per call id and, on SIGTERM/SIGINT, prints {"executions":N,"duplicates":M} and exits.
-import { Differential } from "@differentialhq/core";
+// ESM resolves bare imports from the script's folder, not the cwd: require it from the cwd
+// (tests/node, where the pinned package is installed).
+import { createRequire } from "node:module";
+const { Differential } = createRequire(`${process.cwd()}/`)("@differentialhq/core");
 
 const d = new Differential(process.env.DIFFERENTIAL_API_SECRET, { endpoint: process.env.DIFFERENTIAL_ENDPOINT });
 const seen = new Map();
