@@ -14,6 +14,7 @@ from .routing import require_machine_id, route, state
 bp = Blueprint("jobs", __name__)
 
 MAX_WAIT_MS = 20_000
+_MAX_EXECUTION_MS = 2**31 - 1
 ERRORS = {400: s.ERROR, 401: s.ERROR}
 
 
@@ -59,8 +60,10 @@ def jobs_request(body):
 def job_result(job_id, body):
     machine_id = require_machine_id()
     elapsed = body.get("functionExecutionTime")
+    # Clamped to the column's range (int32 ms, ~24 days): an absurd client value must not turn a
+    # result into a 500 (and a 400 would make the published SDK kill its process).
     queue.persist_result(g.cluster_id, job_id, machine_id, body["result"], body["resultType"],
-                         None if elapsed is None else int(elapsed), deployment_id=g.deployment_id)
+                         None if elapsed is None else min(int(elapsed), _MAX_EXECUTION_MS), deployment_id=g.deployment_id)
     # A fenced (late, duplicate, foreign) result also answers 204: the published SDK kills its
     # process on any other answer. The activity log records why it was dropped.
     return "", 204

@@ -51,6 +51,10 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
         @functools.wraps(view)
         def handler(**path_args):
             _guard(spec)
+            for name, value in path_args.items():
+                if isinstance(value, str) and not validation.storable_text(value):
+                    raise BadRequest(f"path parameter {name} must not contain NUL characters or unpaired surrogates",
+                                     {"parameter": name})
             kwargs = dict(path_args)
             if spec.body is not None:
                 kwargs["body"] = _parse_body(spec)

@@ -33,6 +33,8 @@ def errors(schema: dict, value: Any, path: str = "") -> list[dict]:
     if "enum" in schema and value not in schema["enum"]:
         problems.append({"field": where, "message": f"must be one of {', '.join(map(str, schema['enum']))}"})
     if isinstance(value, str):
+        if not storable_text(value):
+            problems.append({"field": where, "message": "must not contain NUL characters or unpaired surrogates"})
         if len(value) < schema.get("minLength", 0):
             problems.append({"field": where, "message": f"must be at least {schema['minLength']} characters"})
         if "maxLength" in schema and len(value) > schema["maxLength"]:
@@ -64,6 +66,17 @@ def errors(schema: dict, value: Any, path: str = "") -> list[dict]:
             elif isinstance(extra, dict):
                 problems += errors(extra, item, _join(path, name))
     return problems
+
+
+def storable_text(value: str) -> bool:
+    """PostgreSQL text holds neither NUL nor unpaired surrogates (not UTF-8): such input is a 400, not a 500."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _join(path: str, name: str) -> str:
