@@ -178,7 +178,7 @@ class Service:
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.running:
-                self.wait(0.5)
+                self.wait(0.1)
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
