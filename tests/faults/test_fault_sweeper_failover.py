@@ -66,7 +66,15 @@ def test_sweeper_runs_in_one_process_and_fails_over(fresh_pg_url):
 
         t_kill = time.monotonic()
         holder_cp.kill()  # SIGKILL master and workers: no graceful release of the lease
-        assert not psutil.pid_exists(holder_pid(holder)) or psutil.Process(holder_pid(holder)).status() == "zombie"
+        dead_pid = holder_pid(holder)
+
+        def gone():
+            try:
+                return psutil.Process(dead_pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        wait_until(gone, 5, interval=0.02, what=f"the lease holder's worker {dead_pid} to die")
 
         new_cp, new_holder = wait_until(lambda: (o := _owner(fresh_pg_url, [survivor]))[0] and o,
                                         LEASE_SECONDS + 5, interval=0.05,
