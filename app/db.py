@@ -110,17 +110,19 @@ def connection() -> Iterator[peewee.Database]:
             db.close()
 
 
-def unit_of_work(fn: Callable[[], T], retries: int = 1) -> T:
+def unit_of_work(fn: Callable[[], T], retries: int = 1, transaction: bool = True) -> T:
     """Run fn inside a transaction on a borrowed connection.
 
     A connection-level failure (server restarted, pooled connection dead) is retried once on a
     fresh connection: fn is a whole transaction, so a failed attempt left nothing behind.
+    `transaction=False` is for fn that runs one statement: it commits by itself, which saves the
+    BEGIN and COMMIT round trips on the hot paths.
     """
     attempt = 0
     while True:
         try:
             with connection() as db:
-                if db.in_transaction():
+                if db.in_transaction() or not transaction:
                     return fn()
                 # SQLite: take the write lock up front so two writers never deadlock upgrading.
                 with db.atomic() if is_postgres() else db.atomic("IMMEDIATE"):

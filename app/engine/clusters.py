@@ -75,7 +75,8 @@ def cluster_for_secret(secret: str) -> str | None:
     cached = _secrets.get(digest)
     if cached is not None:
         return cached
-    row = db.unit_of_work(lambda: Cluster.select(Cluster.id).where(Cluster.api_secret_hash == digest).first())
+    row = db.unit_of_work(lambda: Cluster.select(Cluster.id).where(Cluster.api_secret_hash == digest).first(),
+                         transaction=False)
     if row is None:
         return None
     _secrets.put(digest, row.id)

@@ -10,7 +10,7 @@ from ..errors import Conflict, NotFound
 from ..models import Job, utcnow
 from ..observability.events import events
 from . import ids
-from .signals import hub, job_topic, notify_in_transaction, queue_topic
+from .signals import hub, job_topic, notifying, queue_topic, rows_changed
 
 TERMINAL = ("success", "failure")
 IN_FLIGHT = ("pending", "running", "stalled")
@@ -50,25 +50,25 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
             if hit is not None:
                 return hit, False
         job_id = config.execution_id or ids.job_id()
-        inserted = (
-            Job.insert(
-                cluster_id=cluster_id, id=job_id, service=service, target_fn=target_fn, target_args=target_args,
-                status="pending", cache_key=config.cache_key if config.cache_ttl_seconds > 0 else None,
-                attempts_allowed=config.retry_count_on_stall + 1, timeout_seconds=config.timeout_seconds,
-                created_at=utcnow(), deployment_id=deployment_id, predictive_retries=config.predictive_retries,
-            )
-            .on_conflict_ignore()
-            .execute()
-        )
+        insert = Job.insert(
+            cluster_id=cluster_id, id=job_id, service=service, target_fn=target_fn, target_args=target_args,
+            status="pending", cache_key=config.cache_key if config.cache_ttl_seconds > 0 else None,
+            attempts_allowed=config.retry_count_on_stall + 1, timeout_seconds=config.timeout_seconds,
+            created_at=utcnow(), deployment_id=deployment_id, predictive_retries=config.predictive_retries,
+        ).on_conflict_ignore()
+        result = notifying(insert, queue_topic(cluster_id, service)).execute()
+        # SQLite's write lock makes the lookup above authoritative; PostgreSQL reports the rows.
+        inserted = rows_changed(result) > 0 if db.is_postgres() else True
         if not inserted and config.execution_id:  # lost a race with the same executionId
             existing = _find(cluster_id, job_id)
             if existing is not None:
                 _check_same_call(existing, service, target_fn)
                 return job_id, False
-        notify_in_transaction([queue_topic(cluster_id, service)])
         return job_id, True
 
-    job_id, created = db.unit_of_work(tx)
+    # A plain call is one INSERT (its NOTIFY rides along): no transaction round trips needed.
+    plain = not config.execution_id and not (config.cache_key and config.cache_ttl_seconds > 0)
+    job_id, created = db.unit_of_work(tx, transaction=not plain)
     if created:
         hub.wake([queue_topic(cluster_id, service)])
     events.record(cluster_id, "jobCreated" if created else "jobJoined", job_id=job_id, machine_id=machine_id,
@@ -126,7 +126,7 @@ def statuses(cluster_id: str, job_ids: list[str]) -> list[dict]:
             for job in query:
                 found[job.id] = _status_row(job)
 
-    db.unit_of_work(tx)
+    db.unit_of_work(tx, transaction=False)  # reads; finished rows never change, so no snapshot needed
     return [found[i] for i in unique if i in found]
 
 

@@ -52,7 +52,7 @@ def ping(cluster_id: str, machine_id: str, *, ip: str | None, deployment_id: str
                       update={Machine.last_ping_at: now, Machine.status: "active", Machine.ip: ip})
          .execute())
 
-    db.unit_of_work(tx)
+    db.unit_of_work(tx, transaction=False)
     _pings.done(key, None)
 
 
@@ -80,5 +80,5 @@ def register_service(cluster_id: str, service: str, functions: list[dict] | None
          .on_conflict(conflict_target=[Service.cluster_id, Service.name], update=update)
          .execute())
 
-    db.unit_of_work(tx)
+    db.unit_of_work(tx, transaction=False)
     _definitions.done(key, digest)

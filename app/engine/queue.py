@@ -6,7 +6,7 @@ import time
 from .. import db
 from ..models import Job, utcnow
 from ..observability.events import events
-from .signals import hub, job_topic, notify_in_transaction, queue_topic
+from .signals import hub, job_topic, notifying, queue_topic, rows_changed
 
 # One statement claims up to `limit` jobs, oldest first. SKIP LOCKED lets concurrent pollers take
 # different rows instead of queueing behind each other, and the status test is repeated in the
@@ -52,7 +52,7 @@ def claim(cluster_id: str, service: str, machine_id: str, limit: int) -> list[di
         return db.database.obj.execute_sql(
             _CLAIM_SQLITE, (machine_id, now, now_ms, cluster_id, service, limit)).fetchall()
 
-    rows = sorted(db.unit_of_work(tx))
+    rows = sorted(db.unit_of_work(tx, transaction=False))  # one statement: atomic by itself
     claimed = [{"id": r[1], "targetFn": r[2], "targetArgs": r[3]} for r in rows]
     for seq, job_id, target_fn, _args, attempt in rows:
         events.record(cluster_id, "jobReceived", job_id=job_id, machine_id=machine_id, service=service,
@@ -91,19 +91,16 @@ def persist_result(cluster_id: str, job_id: str, machine_id: str, result: str, r
     Returns whether it was stored. A dropped result is recorded in the activity log with why.
     """
 
-    def tx() -> bool:
-        stored = (
+    def write() -> bool:
+        query = (
             Job.update(status="success", result=result, result_type=result_type, resulted_at=utcnow(),
                        execution_time_ms=execution_time_ms, deadline_ms=None)
             .where((Job.cluster_id == cluster_id) & (Job.id == job_id) & (Job.status == "running")
                    & (Job.machine_id == machine_id))
-            .execute()
         )
-        if stored:
-            notify_in_transaction([job_topic(cluster_id, job_id)])
-        return bool(stored)
+        return rows_changed(notifying(query, job_topic(cluster_id, job_id)).execute()) > 0
 
-    stored = db.unit_of_work(tx)
+    stored = db.unit_of_work(write, transaction=False)
     if stored:
         hub.wake([job_topic(cluster_id, job_id)])
         events.record(cluster_id, "jobResulted", job_id=job_id, machine_id=machine_id, deployment_id=deployment_id,

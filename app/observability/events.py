@@ -57,7 +57,7 @@ class EventLog:
             for start in range(0, len(rows), _CHUNK):
                 chunk = rows[start:start + _CHUNK]
                 try:
-                    db.unit_of_work(lambda: Event.insert_many(chunk).execute(), retries=1)
+                    db.unit_of_work(lambda: Event.insert_many(chunk).execute(), retries=1, transaction=False)
                     written += len(chunk)
                 except Exception:
                     self.dropped += len(chunk)
