@@ -47,7 +47,7 @@ def machine_info() -> dict:
     node = shutil.which("node")
     node_version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip() if node else None
     return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "cpu": cpu,
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "loadavg_at_start": os.getloadavg(), "python": platform.python_version(),
             "node": node_version, "kernel": platform.release()}
 
 
@@ -194,6 +194,7 @@ def main() -> int:
     try:
         for name in only:
             t = time.monotonic()
+            load_before = os.getloadavg()[0]
             print(f"-- {name} ...", file=sys.stderr, flush=True)
             if name == "sequential":
                 o = asyncio.run(harness.scenario(endpoint, secret, "sequential", opts, calls=sizes[name],
@@ -211,6 +212,8 @@ def main() -> int:
                 res = node_scenario(endpoint, secret, name, "burst", sizes[name], a.node_deadline, cp_pid, pg_pid)
             else:
                 res = node_scenario(endpoint, secret, name, "single", sizes[name], 120, cp_pid, pg_pid)
+            # Other work on the machine skews every figure: keep the 1-minute load around each scenario.
+            res["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             results.append(res)
             print(f"   {name}: {time.monotonic() - t:.1f}s  {json.dumps({k: res.get(k) for k in ('completed', 'lost', 'calls_per_s', 'latency_ms', 'errors')})[:400]}",
                   file=sys.stderr, flush=True)

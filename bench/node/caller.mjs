@@ -2,8 +2,11 @@
 // env: DIFFERENTIAL_API_SECRET, DIFFERENTIAL_ENDPOINT, SERVICE.
 // argv: mode ("burst" | "single"), count, deadline seconds.
 //   burst:  fire `count` concurrent calls of echo(tag, i) and wait for all (or the deadline).
-//   single: `count` calls one at a time, each made 2.5 s after the previous one finished, so the
-//           listener (which sleeps 2 s after every poll that returned) is back in its long poll.
+//   single: `count` calls one at a time, each made 2.5 s (+ 0-100 ms at random) after the previous
+//           one finished, so the listener (which sleeps 2 s after every poll that returned) is back
+//           in its long poll. The random part spreads the calls over the phase of the SDK's results
+//           poller, which sends its status request only every 100 ms: without it the calls alias
+//           onto that cycle and come out all fast or all slow.
 // Prints one JSON line with completions, errors, lost, mismatches and latencies (ms).
 // ESM resolves bare imports from the script's folder, not the cwd: require it from the cwd
 // (tests/node, where the pinned package is installed).
@@ -43,7 +46,7 @@ if (mode === "burst") {
   await one(-1); // warm-up (connection, first poll); not counted
   lat.length = 0; completed = 0;
   for (let i = 0; i < count && !timedOut; i++) {
-    await sleep(2500);
+    await sleep(2500 + Math.random() * 100);
     await Promise.race([one(i), deadline]);
   }
 }
