@@ -135,7 +135,7 @@ class SyncTransport:
         self.secret = secret
         self.client = httpx.Client(
             base_url=config.endpoint,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
             timeout=_timeout(None),
         )
 
@@ -162,7 +162,7 @@ class AsyncTransport:
         self.secret = secret
         self.client = httpx.AsyncClient(
             base_url=config.endpoint,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
             timeout=_timeout(None),
         )
 

@@ -205,6 +205,7 @@ class _Worker:
         # job is re-queued once this id goes silent, even while the instance keeps making calls.
         self.config = dataclasses.replace(service.differential.config, machine_id=new_machine_id())
         self.stopping = False
+        self.claim_seq = 0
         self.abandoned = 0
         self.hard_deadline: Optional[float] = None
 
@@ -278,8 +279,11 @@ class _Worker:
             jobs = jobs if isinstance(jobs, list) else []
             for job in jobs:
                 self.stats["claimed"] += 1
-                job_id = str(job.get("id"))
-                self.in_flight[job_id] = asyncio.ensure_future(self._run_job(job))
+                # Keyed per claim, not per job id: after a stall the same job can be claimed again
+                # while its first run is still going, and both runs must be waited for.
+                self.claim_seq += 1
+                key = f"{job.get('id')}#{self.claim_seq}"
+                self.in_flight[key] = asyncio.ensure_future(self._run_job(job, key))
             if jobs:
                 idle = 0
             else:
@@ -322,7 +326,7 @@ class _Worker:
             value = await value
         return value
 
-    async def _run_job(self, job: Dict[str, Any]) -> None:
+    async def _run_job(self, job: Dict[str, Any], key: str) -> None:
         job_id = str(job.get("id"))
         target = str(job.get("targetFn"))
         started = time.monotonic()
@@ -343,7 +347,7 @@ class _Worker:
             elapsed_ms = int((time.monotonic() - started) * 1000)
             await self._report(job_id, result, result_type, elapsed_ms)
         finally:
-            self.in_flight.pop(job_id, None)
+            self.in_flight.pop(key, None)
             self.slot_freed.set()
 
     async def _report(self, job_id: str, result: str, result_type: str, elapsed_ms: int) -> None:
