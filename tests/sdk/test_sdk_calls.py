@@ -88,6 +88,7 @@ ALL_TYPES = [
     dt.datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=UTC), dt.datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
     dt.datetime(1900, 1, 1, tzinfo=UTC), dt.datetime(2500, 1, 1, tzinfo=UTC),
     {"mixed": [1, 2.5, "s", b"b", None, dt.datetime(2020, 2, 2, tzinfo=UTC), {"deep": [[[]]]}]},
+    {"iv": "not an encryption envelope", "encrypted": "just data"},  # kills the published SDK's poller
 ]
 
 

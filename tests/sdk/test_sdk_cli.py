@@ -59,6 +59,10 @@ def test_argument_that_is_not_json_exits_2_before_any_request():
 def test_unreachable_control_plane_exits_5():
     r = cli("jobs", "show", "x", "--api-secret", "sk_x", "--endpoint", "http://127.0.0.1:9")
     assert r.returncode == 5 and "cannot reach the control-plane" in r.stderr
+    t0 = time.monotonic()
+    r = cli("call", "svc", "fn", "1", "--api-secret", "sk_x", "--endpoint", "http://127.0.0.1:9")
+    assert r.returncode == 5 and "cannot reach the control-plane" in r.stderr
+    assert time.monotonic() - t0 < 20  # retried for a few seconds, then gave up
 
 
 # -- against a live control-plane ----------------------------------------------------------------

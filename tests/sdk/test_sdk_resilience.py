@@ -89,6 +89,17 @@ def test_control_plane_restart_while_worker_and_caller_are_mid_call(fresh_pg_url
         # Both sides keep working after the restart.
         assert d.client("restarty", timeout=30).double(5) == 10
         assert svc.running
+
+        # A call made while the control-plane is down waits (creation retries) and completes.
+        cp.kill()
+        late = Call(d.client("restarty", timeout=60).double, 8)
+        late.start()
+        time.sleep(1.5)
+        assert late.is_alive()
+        cp.start()
+        late.join(60)
+        assert not late.is_alive() and late.error is None, late.error
+        assert late.result == 16
         assert svc.stop(timeout=10)
         d.close()
     finally:

@@ -48,6 +48,9 @@ from .transport import Config, SyncTransport
 EXIT_OK, EXIT_REMOTE, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_TIMEOUT, EXIT_REFUSED = range(8)
 
 
+CLI_RETRY_SECONDS = 5.0
+
+
 class UsageError(Exception):
     pass
 
@@ -116,7 +119,8 @@ def _differential(args: argparse.Namespace) -> Differential:
     secret = getattr(args, "api_secret", None) or os.environ.get("DIFFERENTIAL_API_SECRET")
     if not secret:
         raise UsageError("no API secret: pass --api-secret or set DIFFERENTIAL_API_SECRET")
-    return Differential(secret, endpoint=_endpoint(args))
+    # A command line should not sit for a minute when the control-plane is down.
+    return Differential(secret, endpoint=_endpoint(args), create_retry_seconds=CLI_RETRY_SECONDS)
 
 
 # -- commands ------------------------------------------------------------------------------------

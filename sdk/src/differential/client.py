@@ -268,8 +268,10 @@ class Differential:
     DIFFERENTIAL_DEPLOYMENT_ID. One machine id per instance, shared by its services and calls."""
 
     def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
-                 *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None) -> None:
+                 *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None,
+                 create_retry_seconds: float = _CREATE_RETRY_SECONDS) -> None:
         self.config = Config.from_env(api_secret, endpoint, deployment_id, machine_id)
+        self.create_retry_seconds = create_retry_seconds  # job creation retries network errors this long
         self._http = SyncTransport(self.config)
         self._lock = threading.Lock()
         self._bg: Optional[_LoopThread] = None
@@ -307,7 +309,7 @@ class Differential:
         """POST /jobs (retried on network errors and 5xx; idempotent through executionId)."""
         options = options or CallOptions()
         body = _create_body(service, fn, args, options)
-        limit = options.timeout if options.timeout is not None else _CREATE_RETRY_SECONDS
+        limit = min(options.timeout, self.create_retry_seconds) if options.timeout is not None else self.create_retry_seconds
         deadline = time.monotonic() + limit
         backoff = Backoff(base=0.1, cap=3.0)
         while True:
@@ -380,8 +382,10 @@ class AsyncDifferential:
     """The asyncio caller: `await d.client("svc").fn(*args)`. Use it from one event loop."""
 
     def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
-                 *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None) -> None:
+                 *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None,
+                 create_retry_seconds: float = _CREATE_RETRY_SECONDS) -> None:
         self.config = Config.from_env(api_secret, endpoint, deployment_id, machine_id)
+        self.create_retry_seconds = create_retry_seconds
         self._http: Optional[AsyncTransport] = None
         self._poller: Optional[_ResultPoller] = None
 
@@ -398,7 +402,7 @@ class AsyncDifferential:
         options = options or CallOptions()
         body = _create_body(service, fn, args, options)
         http = self._transport()
-        limit = options.timeout if options.timeout is not None else _CREATE_RETRY_SECONDS
+        limit = min(options.timeout, self.create_retry_seconds) if options.timeout is not None else self.create_retry_seconds
         deadline = time.monotonic() + limit
         backoff = Backoff(base=0.1, cap=3.0)
         while True:
