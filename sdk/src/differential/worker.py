@@ -175,7 +175,9 @@ class Service:
                 log.info("signal %s: stopping service %s", signum, self.name)
                 threading.Thread(target=self.stop, args=(stop_timeout,), daemon=True).start()
 
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
+            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.running:
                 self.wait(0.1)
