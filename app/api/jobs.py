@@ -44,13 +44,12 @@ def jobs_request(body):
     client = request.environ.get("gunicorn.socket")
 
     def heartbeat():  # keeps a machine parked in this poll alive when MACHINE_TIMEOUT_SECONDS < the poll
-        if _disconnected(client):
-            return False  # a dead (e.g. SIGKILLed) worker's orphaned poll must not keep it alive
         machines.ping(cluster_id, machine_id, ip=ip, deployment_id=deployment_id, machine_timeout_seconds=timeout)
-        return True
 
+    # A dead (e.g. SIGKILLed) worker's orphaned poll neither claims jobs nor keeps the machine alive.
     claimed = queue.wait_and_claim(g.cluster_id, body["service"], machine_id, body.get("limit", 1),
                                    _wait_seconds(body.get("ttl")), stopping=state().stopping,
+                                   alive=lambda: not _disconnected(client),
                                    heartbeat=heartbeat, heartbeat_every=timeout / 4)
     return jsonify(claimed), 200  # always 200 with an array: a 204 kills the published SDK's worker
 

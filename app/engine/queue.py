@@ -61,21 +61,22 @@ def claim(cluster_id: str, service: str, machine_id: str, limit: int) -> list[di
 
 
 def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, ttl_seconds: float,
-                   stopping=None, heartbeat=None, heartbeat_every: float | None = None) -> list[dict]:
+                   stopping=None, alive=None, heartbeat=None, heartbeat_every: float | None = None) -> list[dict]:
     """Long poll: claim as soon as something is claimable, or return [] after ttl.
 
-    `heartbeat()` is called every `heartbeat_every` seconds while the poll is held: a machine
-    parked here is not silent, and must not be declared stalled (and its next claim retried)
-    when the machine timeout is shorter than the poll. It returns False when the caller has
-    gone; the poll then ends without claiming anything."""
+    `alive()` is asked before every claim: a poll whose caller has gone (a killed worker) must
+    not claim jobs that nobody will run. `heartbeat()` is called every `heartbeat_every` seconds
+    while the poll is held: a machine parked here is not silent, and must not be declared stalled
+    when the machine timeout is shorter than the poll."""
     start = last_beat = time.monotonic()
     deadline = start + ttl_seconds
     beat = heartbeat is not None and heartbeat_every is not None and heartbeat_every < ttl_seconds
     with hub.subscribe([queue_topic(cluster_id, service)]) as sub:
         while True:
+            if alive is not None and not alive():
+                return []
             if beat and time.monotonic() - last_beat >= heartbeat_every:
-                if heartbeat() is False:
-                    return []
+                heartbeat()
                 last_beat = time.monotonic()
             jobs = claim(cluster_id, service, machine_id, limit)
             remaining = deadline - time.monotonic()
