@@ -47,7 +47,9 @@ def machine_info() -> dict:
     node = shutil.which("node")
     node_version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip() if node else None
     return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "cpu": cpu,
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "loadavg_at_start": os.getloadavg(), "python": platform.python_version(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "app_commit": subprocess.run(["git", "log", "-1", "--format=%h %s", "--", "app"], cwd=REPO,
+                                         capture_output=True, text=True).stdout.strip()[:100], "loadavg_at_start": os.getloadavg(), "python": platform.python_version(),
             "node": node_version, "kernel": platform.release()}
 
 
@@ -82,8 +84,24 @@ def node_scenario(endpoint: str, secret: str, name: str, mode: str, count: int, 
         cp = harness.ProcSampler(cp_pid).start()
         pg = harness.ProcSampler(pg_pid, pss_every=10**9).start()
         t0 = time.monotonic()
-        r = subprocess.run([node, str(BENCH / "node" / "caller.mjs"), mode, str(count), str(deadline_s)],
-                           cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=deadline_s + 60)
+        caller = subprocess.Popen([node, str(BENCH / "node" / "caller.mjs"), mode, str(count), str(deadline_s)],
+                                  cwd=NODE_DIR, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        # The published SDK's listener exits on some control-plane answers (a non-204 to its result
+        # POST, a 401 to its poll); its callers would then wait forever. Stop the caller then.
+        listener_died = None
+        t_end = time.monotonic() + deadline_s + 60
+        while caller.poll() is None and time.monotonic() < t_end:
+            if listener.poll() is not None and listener_died is None:
+                listener_died = round(time.monotonic() - t0, 1)
+                time.sleep(2)
+                if caller.poll() is None:
+                    caller.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+        if caller.poll() is None:
+            caller.kill()
+        stdout, stderr = caller.communicate(timeout=30)
+        r = subprocess.CompletedProcess(caller.args, caller.returncode, stdout, stderr)
         wall = time.monotonic() - t0
         cp_stats, pg_stats = cp.stop(), pg.stop()
     finally:
@@ -95,6 +113,9 @@ def node_scenario(endpoint: str, secret: str, name: str, mode: str, count: int, 
             listener.wait(timeout=10)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     out = {"scenario": name, "wall_s": round(wall, 2), "control_plane": cp_stats, "postgres": {"cpu_s": pg_stats.get("cpu_s")}}
+    if listener_died is not None:
+        out["listener_died_at_s"] = listener_died
+        out["listener_log_tail"] = lpath.read_text(errors="replace")[-1500:]
     if not lines:
         out["error"] = f"caller exit {r.returncode}: {r.stderr[-2000:]} {r.stdout[-1000:]}"
     else:
@@ -130,8 +151,9 @@ def table(results: list[dict]) -> str:
         nerr = sum(errs.values()) if isinstance(errs, dict) else errs
         dup = (r.get("duplicated") or 0) + (r.get("mismatched") or 0)
         rss = f"{_fmt(cp.get('peak_rss_mb'))} ({_fmt(cp.get('peak_pss_mb'))})" if cp else "–"
+        label = r["scenario"] + (f" (listener died at {r['listener_died_at_s']} s)" if r.get("listener_died_at_s") else "")
         rows.append(
-            f"| {r['scenario']} | {r.get('calls')} | {r.get('completed')} | {r.get('lost')} | {dup} | {nerr} | "
+            f"| {label} | {r.get('calls')} | {r.get('completed')} | {r.get('lost')} | {dup} | {nerr} | "
             f"{_fmt(r.get('calls_per_s'))} | {_fmt(lat.get('p50'))} | {_fmt(lat.get('p95'))} | {_fmt(lat.get('p99'))} | "
             f"{rss} | {_fmt(cp.get('cpu_s'), 2)} | {_fmt((r.get('postgres') or {}).get('cpu_s'), 2)} |")
     return "\n".join(rows)

@@ -38,16 +38,20 @@ async function one(i) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let stopped = false; // SIGTERM (run.py sends it when the listener died): report what we have
+let wake;
+const stoppedP = new Promise((r) => { wake = r; });
+process.on("SIGTERM", () => { stopped = true; wake(); });
 let timedOut = false;
 const deadline = sleep(deadlineMs).then(() => { timedOut = true; });
 if (mode === "burst") {
-  await Promise.race([Promise.all(Array.from({ length: count }, (_, i) => one(i))), deadline]);
+  await Promise.race([Promise.all(Array.from({ length: count }, (_, i) => one(i))), deadline, stoppedP]);
 } else {
   await one(-1); // warm-up (connection, first poll); not counted
   lat.length = 0; completed = 0;
-  for (let i = 0; i < count && !timedOut; i++) {
+  for (let i = 0; i < count && !timedOut && !stopped; i++) {
     await sleep(2500 + Math.random() * 100);
-    await Promise.race([one(i), deadline]);
+    await Promise.race([one(i), deadline, stoppedP]);
   }
 }
 const elapsed = (performance.now() - t0) / 1000;
@@ -55,7 +59,7 @@ const sorted = [...lat].sort((a, b) => a - b);
 const p = (q) => sorted.length ? +sorted[Math.max(0, Math.ceil(q / 100 * sorted.length) - 1)].toFixed(2) : null;
 const errCount = Object.values(errors).reduce((a, b) => a + b, 0);
 console.log(JSON.stringify({
-  mode, calls: count, completed, mismatched, errors, lost: count - completed - errCount, timedOut,
+  mode, calls: count, completed, mismatched, errors, lost: count - completed - errCount, timedOut, stopped,
   elapsed_s: +elapsed.toFixed(3), calls_per_s: +(completed / elapsed).toFixed(1),
   latency_ms: { p50: p(50), p95: p(95), p99: p(99), max: sorted.length ? +sorted.at(-1).toFixed(2) : null,
                 min: sorted.length ? +sorted[0].toFixed(2) : null, all: mode === "single" ? lat.map((x) => +x.toFixed(2)) : undefined },
