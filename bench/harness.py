@@ -262,6 +262,7 @@ class Run:
         self.latencies: list[float] = []
         self.completed = 0
         self._tasks: set[asyncio.Task] = set()
+        self._closed = False
         # Short requests wait here, not in httpcore's pool queue: httpcore re-scans its whole queue on
         # every request it finishes (quadratic with 10,000 queued calls). Long polls have their own
         # connections on top of these (see _client).
@@ -400,6 +401,9 @@ class Run:
         self._spawn(self.status_supervisor())
 
     async def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.stop.set()
         self.kick.set()
         pending = [t for t in self._tasks if not t.done()]
@@ -468,8 +472,8 @@ async def scenario(endpoint: str, secret: str, kind: str, opts: Options, *, call
                    name: str | None = None) -> Outcome:
     """kind: sequential | burst | steady."""
     name = name or kind
-    if True:
-        run = Run(endpoint, secret, opts, name)
+    run = Run(endpoint, secret, opts, name)
+    try:
         await run.start()
         await asyncio.sleep(0.3)  # workers' first polls are in (and the service registered)
         me = psutil.Process()
@@ -520,6 +524,8 @@ async def scenario(endpoint: str, secret: str, kind: str, opts: Options, *, call
                       "status_pollers": opts.status_pollers, "connections": opts.connections,
                       "result_connections": opts.result_connections, "client": opts.client}
         return out
+    finally:
+        await run.shutdown()  # a no-op when the scenario got that far
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

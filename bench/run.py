@@ -242,6 +242,13 @@ def main() -> int:
     finally:
         if stack is not None:
             stack.stop()
+            # Keep the control-plane's log (tests/support removes its temp dir at exit).
+            try:
+                log_dir = BENCH / "results" / "logs"
+                log_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy(stack.log_path, log_dir / f"server-{started.strftime('%Y%m%dT%H%M%SZ')}.log")
+            except OSError:
+                pass
     doc = {"started": started.isoformat(timespec="seconds"), "command": " ".join([Path(sys.executable).name, *sys.argv]),
            "endpoint": endpoint, "machine": machine_info(), "options": vars(opts), "quick": a.quick, "results": results}
     out = Path(a.out) if a.out else BENCH / "results" / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
