@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from dataclasses import dataclass
 
@@ -107,9 +108,9 @@ def _cache_hit(cluster_id: str, service: str, target_fn: str, key: str, ttl_seco
 
 # --- status -------------------------------------------------------------------------------------
 
-def _status_row(job: Job) -> dict:
-    return {"id": job.id, "status": job.status, "result": job.result, "resultType": job.result_type,
-            "service": job.service}
+# Status reads of big batches must never take every pooled connection from creates and results
+# (the published SDK can send thousands of overlapping batch polls); they queue for these slots.
+_status_slots = threading.BoundedSemaphore(8)
 
 
 def statuses(cluster_id: str, job_ids: list[str]) -> list[dict]:
@@ -117,16 +118,17 @@ def statuses(cluster_id: str, job_ids: list[str]) -> list[dict]:
     found: dict[str, dict] = {}
     unique = list(dict.fromkeys(job_ids))
 
-    def tx() -> None:
+    def read() -> None:
         for start in range(0, len(unique), _ID_CHUNK):
             chunk = unique[start:start + _ID_CHUNK]
-            # Results are read only for finished jobs: pending rows need just their status.
             query = (Job.select(Job.id, Job.status, Job.result, Job.result_type, Job.service)
-                     .where((Job.cluster_id == cluster_id) & Job.id.in_(chunk)))
-            for job in query:
-                found[job.id] = _status_row(job)
+                     .where((Job.cluster_id == cluster_id) & Job.id.in_(chunk)).tuples())
+            for job_id, status, result, result_type, service in query:
+                found[job_id] = {"id": job_id, "status": status, "result": result, "resultType": result_type,
+                                 "service": service}
 
-    db.unit_of_work(tx, transaction=False)  # reads; finished rows never change, so no snapshot needed
+    with _status_slots:
+        db.unit_of_work(read, transaction=False)  # reads; finished rows never change, so no snapshot needed
     return [found[i] for i in unique if i in found]
 
 
@@ -149,19 +151,77 @@ def wait_for_job(cluster_id: str, job_id: str, ttl_seconds: float, stopping=None
             sub.wait(remaining)
 
 
-def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stopping=None) -> list[dict]:
+class _ParkedPolls:
+    """Batch polls waiting per (cluster, machine) in this process.
+
+    The published SDK opens a new batch poll for every call made while one is open, each carrying
+    every outstanding id. A newer poll whose ids include all of a parked poll's ids makes the
+    parked one answer `[]` at once (the SDK simply polls again), so one machine parks one poll,
+    not thousands of threads re-reading thousands of rows."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._polls: dict[tuple[str, str], list[tuple[frozenset, threading.Event, object]]] = {}
+
+    def park(self, key: tuple[str, str], ids: frozenset, sub) -> threading.Event:
+        superseded = threading.Event()
+        with self._lock:
+            polls = self._polls.setdefault(key, [])
+            for old_ids, old_flag, old_sub in polls:
+                if old_ids <= ids:
+                    old_flag.set()
+                    old_sub.wake()
+            polls.append((ids, superseded, sub))
+        return superseded
+
+    def leave(self, key: tuple[str, str], superseded: threading.Event) -> None:
+        with self._lock:
+            polls = [p for p in self._polls.get(key, []) if p[1] is not superseded]
+            if polls:
+                self._polls[key] = polls
+            else:
+                self._polls.pop(key, None)
+
+
+_parked = _ParkedPolls()
+
+
+def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stopping=None,
+                 machine_id: str | None = None) -> list[dict]:
     """Long poll a batch: return the finished ones as soon as any is, else every status after ttl
     (or at once when the server is shutting down)."""
     if not job_ids:
         return []
     deadline = time.monotonic() + ttl_seconds
+    prefix = len(job_topic(cluster_id, ""))
+    key = (cluster_id, machine_id or "")
     with hub.subscribe(job_topic(cluster_id, i) for i in set(job_ids)) as sub:
-        while True:
-            rows = statuses(cluster_id, job_ids)
-            finished = [r for r in rows if r["status"] in TERMINAL]
-            remaining = deadline - time.monotonic()
-            if finished:
-                return finished
-            if remaining <= 0 or (stopping is not None and stopping.is_set()):
-                return rows
-            sub.wait(remaining)
+        superseded = _parked.park(key, frozenset(job_ids), sub)
+        try:
+            to_check = job_ids
+            while True:
+                if superseded.is_set():
+                    return []
+                rows = statuses(cluster_id, to_check)
+                finished = [r for r in rows if r["status"] in TERMINAL]
+                remaining = deadline - time.monotonic()
+                if finished:
+                    return finished + _linger(cluster_id, job_ids, sub, prefix, finished, remaining)
+                if remaining <= 0 or (stopping is not None and stopping.is_set()):
+                    return rows if to_check is job_ids else statuses(cluster_id, job_ids)
+                fired = sub.wait(remaining)
+                # Finished is final, so only the jobs whose topics fired can have become finished.
+                to_check = job_ids if fired is None else [t[prefix:] for t in fired]
+        finally:
+            _parked.leave(key, superseded)
+
+
+def _linger(cluster_id, job_ids, sub, prefix, finished, remaining) -> list[dict]:
+    """On a big batch, wait a moment for results finishing together, so they share one answer."""
+    if len(job_ids) < _BATCH_LINGER_MIN_IDS or remaining <= 0:
+        return []
+    time.sleep(min(_BATCH_LINGER_SECONDS, remaining))
+    fired = sub.wait(0) or set()
+    seen = {r["id"] for r in finished}
+    more = [t[prefix:] for t in fired if t[prefix:] not in seen]
+    return [r for r in statuses(cluster_id, more) if r["status"] in TERMINAL] if more else []

@@ -285,3 +285,53 @@ def test_sweeper_lease_is_held_by_one_sweeper_at_a_time(api):
     first.release()
     assert second.try_lease() is True
     assert first.try_lease() is False
+
+
+def test_a_newer_batch_poll_from_the_same_machine_releases_the_parked_one(api):
+    c = api.new_cluster()
+    ids = [api.call(c) for _ in range(2)]
+    answers = {}
+
+    def poll(name, job_ids, machine):
+        r = api.client.post("/batch-jobs-status-request", headers=api.headers(c, machine),
+                            json={"jobIds": job_ids, "ttl": 10000})
+        answers[name] = (r.status_code, r.json, time.monotonic())
+
+    first = threading.Thread(target=poll, args=("first", ids[:1], "caller"))
+    other = threading.Thread(target=poll, args=("other", ids[:1], "another-caller"))
+    first.start(), other.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    second = threading.Thread(target=poll, args=("second", ids, "caller"))  # a superset, as the SDK sends
+    second.start()
+    first.join(timeout=5)
+    assert answers["first"][:2] == (200, []) and answers["first"][2] - started < 2
+    assert "other" not in answers  # another machine's poll is not affected
+    api.claim(c)
+    api.result(c, ids[0])
+    second.join(timeout=5)
+    other.join(timeout=5)
+    assert [r["id"] for r in answers["second"][1]] == [ids[0]]
+    assert [r["id"] for r in answers["other"][1]] == [ids[0]]
+
+
+def test_a_big_batch_poll_rereads_what_fired_and_gathers_results_finishing_together(api):
+    c = api.new_cluster()
+    ids = [api.call(c) for _ in range(60)]
+    api.claim(c, limit=100)
+
+    def finish_two():
+        api.result(c, ids[10])
+        api.result(c, ids[50])
+
+    timer = threading.Timer(0.3, finish_two)
+    timer.start()
+    r = api.client.post("/batch-jobs-status-request", headers=api.headers(c), json={"jobIds": ids, "ttl": 10000})
+    timer.join()
+    assert r.status_code == 200
+    got = {row["id"] for row in r.json}
+    assert {ids[10]} <= got <= {ids[10], ids[50]}  # ids[50] too when it finished within the linger
+    assert all(row["status"] == "success" for row in r.json)
+    rest = api.client.post("/batch-jobs-status-request", headers=api.headers(c),
+                           json={"jobIds": [i for i in ids if i not in got], "ttl": 1000}).json
+    assert {row["id"] for row in rest if row["status"] == "success"} == {ids[10], ids[50]} - got
