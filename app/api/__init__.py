@@ -43,11 +43,14 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("unhandled error")
+        from playhouse.pool import MaxConnectionsExceeded
+
         from .. import db
 
-        if isinstance(exc, db.CONNECTION_ERRORS):
+        if isinstance(exc, db.CONNECTION_ERRORS + (MaxConnectionsExceeded,)):
             body = {"error": {"code": "database_unavailable",
-                              "message": "the database is not reachable right now; retry shortly", "details": None}}
+                              "message": "the database is not reachable or too busy right now; retry shortly",
+                              "details": None}}
             return jsonify(body), 503
         body = {"error": {"code": "internal_error", "message": "an unexpected error occurred; it has been logged",
                           "details": None}}

@@ -10,8 +10,8 @@ from .. import db
 from ..errors import Conflict, NotFound
 from ..models import Job, utcnow
 from ..observability.events import events
-from . import ids
-from .signals import hub, job_topic, notifying, queue_topic, rows_changed
+from . import ids, statements
+from .signals import hub, job_topic, queue_topic
 
 TERMINAL = ("success", "failure")
 IN_FLIGHT = ("pending", "running", "stalled")
@@ -51,15 +51,12 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
             if hit is not None:
                 return hit, False
         job_id = config.execution_id or ids.job_id()
-        insert = Job.insert(
-            cluster_id=cluster_id, id=job_id, service=service, target_fn=target_fn, target_args=target_args,
-            status="pending", cache_key=config.cache_key if config.cache_ttl_seconds > 0 else None,
+        inserted = statements.insert_job(
+            cluster_id=cluster_id, job_id=job_id, service=service, target_fn=target_fn, target_args=target_args,
+            cache_key=config.cache_key if config.cache_ttl_seconds > 0 else None,
             attempts_allowed=config.retry_count_on_stall + 1, timeout_seconds=config.timeout_seconds,
             created_at=utcnow(), deployment_id=deployment_id, predictive_retries=config.predictive_retries,
-        ).on_conflict_ignore()
-        result = notifying(insert, queue_topic(cluster_id, service)).execute()
-        # SQLite's write lock makes the lookup above authoritative; PostgreSQL reports the rows.
-        inserted = rows_changed(result) > 0 if db.is_postgres() else True
+            notify_topic=queue_topic(cluster_id, service))
         if not inserted and config.execution_id:  # lost a race with the same executionId
             existing = _find(cluster_id, job_id)
             if existing is not None:
@@ -120,10 +117,8 @@ def statuses(cluster_id: str, job_ids: list[str]) -> list[dict]:
 
     def read() -> None:
         for start in range(0, len(unique), _ID_CHUNK):
-            chunk = unique[start:start + _ID_CHUNK]
-            query = (Job.select(Job.id, Job.status, Job.result, Job.result_type, Job.service)
-                     .where((Job.cluster_id == cluster_id) & Job.id.in_(chunk)).tuples())
-            for job_id, status, result, result_type, service in query:
+            for job_id, status, result, result_type, service in statements.read_statuses(
+                    cluster_id, unique[start:start + _ID_CHUNK]):
                 found[job_id] = {"id": job_id, "status": status, "result": result, "resultType": result_type,
                                  "service": service}
 

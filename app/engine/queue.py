@@ -6,7 +6,8 @@ import time
 from .. import db
 from ..models import Job, utcnow
 from ..observability.events import events
-from .signals import hub, job_topic, notifying, queue_topic, rows_changed
+from . import statements
+from .signals import hub, job_topic, queue_topic
 
 # One statement claims up to `limit` jobs, oldest first. SKIP LOCKED lets concurrent pollers take
 # different rows instead of queueing behind each other, and the status test is repeated in the
@@ -92,16 +93,10 @@ def persist_result(cluster_id: str, job_id: str, machine_id: str, result: str, r
     Returns whether it was stored. A dropped result is recorded in the activity log with why.
     """
 
-    def write() -> bool:
-        query = (
-            Job.update(status="success", result=result, result_type=result_type, resulted_at=utcnow(),
-                       execution_time_ms=execution_time_ms, deadline_ms=None)
-            .where((Job.cluster_id == cluster_id) & (Job.id == job_id) & (Job.status == "running")
-                   & (Job.machine_id == machine_id))
-        )
-        return rows_changed(notifying(query, job_topic(cluster_id, job_id)).execute()) > 0
-
-    stored = db.unit_of_work(write, transaction=False)
+    stored = db.unit_of_work(lambda: statements.store_result(
+        cluster_id=cluster_id, job_id=job_id, machine_id=machine_id, result=result, result_type=result_type,
+        execution_time_ms=execution_time_ms, resulted_at=utcnow(), notify_topic=job_topic(cluster_id, job_id)),
+        transaction=False)
     if stored:
         hub.wake([job_topic(cluster_id, job_id)])
         events.record(cluster_id, "jobResulted", job_id=job_id, machine_id=machine_id, deployment_id=deployment_id,

@@ -201,26 +201,6 @@ class Hub:
 hub = Hub()
 
 
-def notifying(query, topic: str):
-    """An INSERT/UPDATE that also NOTIFYs `topic` on PostgreSQL, in the same statement (so the
-    notification is delivered exactly when the change commits, at no extra round trip).
-    Execute it and count the rows it returns."""
-    from .. import db
-
-    if db.is_postgres():
-        import peewee
-
-        return query.returning(peewee.fn.pg_notify(CHANNEL, topic))
-    return query
-
-
-def rows_changed(result) -> int:
-    """Rows an executed `notifying` query changed, on either database."""
-    if isinstance(result, int):
-        return result
-    return len(list(result))
-
-
 def notify_in_transaction(topics: Iterable[str]) -> None:
     """Queue NOTIFYs that PostgreSQL delivers when the current transaction commits."""
     from .. import db
