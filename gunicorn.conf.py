@@ -14,8 +14,10 @@ threads = int(os.environ.get("GUNICORN_THREADS", "256"))
 timeout = 60
 graceful_timeout = 25
 keepalive = 75  # longer than typical proxy idle timeouts, so the proxy closes first
-worker_connections = 4000
-backlog = 2048
+# Connections (mostly idle keep-alives and parked polls) per worker; past this gunicorn stops
+# accepting and clients time out connecting (the published SDK opens one per status poll).
+worker_connections = 10000
+backlog = 4096
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 # One shared control socket per user would make concurrent instances (replicas, tests) collide.
