@@ -242,11 +242,13 @@ def test_stop_of_an_idle_worker_is_prompt_and_stop_is_bounded_by_its_timeout(fas
         assert time.monotonic() - t0 < 3.0  # the published SDK waits its long poll out (~22 s)
 
         hung = d.service("hung")
-        release = threading.Event()
-        hung.register(lambda: release.wait(30), name="hang")
+        release, started = threading.Event(), threading.Event()
+        hung.register(lambda: (started.set(), release.wait(30))[1], name="hang")
         hung.start()
-        job_id = d.client("hung", background=True).hang()
-        wait_until(lambda: d.job(job_id).status == "running", timeout=30, message="the job to run")
+        d.client("hung", background=True).hang()
+        # Wait for the function itself to run: the server says "running" as soon as it hands the
+        # job out, before the worker has received it.
+        assert started.wait(30), "the job never started on the worker"
         t0 = time.monotonic()
         assert hung.stop(timeout=1) is False  # it could not finish in time, and says so
         assert time.monotonic() - t0 < 3
