@@ -146,32 +146,48 @@ def wait_for_job(cluster_id: str, job_id: str, ttl_seconds: float, stopping=None
             sub.wait(remaining)
 
 
+class _Parked:
+    """A batch poll waiting in this process."""
+
+    def __init__(self, ids: frozenset, sub) -> None:
+        self.ids, self.sub = ids, sub
+        self.superseded = threading.Event()
+        self.unfinished: frozenset | None = None  # ids seen unfinished by a read made after sub began
+        self.inherited: frozenset = frozenset()  # ids a superseded poll vouched for
+
+
 class _ParkedPolls:
     """Batch polls waiting per (cluster, machine) in this process.
 
     The published SDK opens a new batch poll for every call made while one is open, each carrying
     every outstanding id. A newer poll whose ids include all of a parked poll's ids makes the
-    parked one answer `[]` at once (the SDK simply polls again), so one machine parks one poll,
-    not thousands of threads re-reading thousands of rows."""
+    parked one answer `[]` at once (the SDK simply polls again) and takes over what it knew: the
+    ids it had read as unfinished, minus those that finished since (its subscription saw them).
+    So one machine parks one poll, and each new poll reads only its new ids from the database."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._polls: dict[tuple[str, str], list[tuple[frozenset, threading.Event, object]]] = {}
+        self._polls: dict[tuple[str, str], list[_Parked]] = {}
 
-    def park(self, key: tuple[str, str], ids: frozenset, sub) -> threading.Event:
-        superseded = threading.Event()
+    def park(self, key: tuple[str, str], ids: frozenset, sub) -> _Parked:
+        """Call with `sub` already subscribed, so nothing finishing from now on can be missed."""
+        poll = _Parked(ids, sub)
+        prefix = len(job_topic(key[0], ""))
         with self._lock:
             polls = self._polls.setdefault(key, [])
-            for old_ids, old_flag, old_sub in polls:
-                if old_ids <= ids:
-                    old_flag.set()
-                    old_sub.wake()
-            polls.append((ids, superseded, sub))
-        return superseded
+            for old in polls:
+                if old.ids <= ids:
+                    known = old.unfinished
+                    if known is not None and not poll.inherited:
+                        poll.inherited = known - {t[prefix:] for t in old.sub.fired_ever()}
+                    old.superseded.set()
+                    old.sub.wake()
+            polls.append(poll)
+        return poll
 
-    def leave(self, key: tuple[str, str], superseded: threading.Event) -> None:
+    def leave(self, key: tuple[str, str], poll: _Parked) -> None:
         with self._lock:
-            polls = [p for p in self._polls.get(key, []) if p[1] is not superseded]
+            polls = [p for p in self._polls.get(key, []) if p is not poll]
             if polls:
                 self._polls[key] = polls
             else:
@@ -190,25 +206,31 @@ def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stoppi
     deadline = time.monotonic() + ttl_seconds
     prefix = len(job_topic(cluster_id, ""))
     key = (cluster_id, machine_id or "")
-    with hub.subscribe(job_topic(cluster_id, i) for i in set(job_ids)) as sub:
-        superseded = _parked.park(key, frozenset(job_ids), sub)
+    ids = frozenset(job_ids)
+    with hub.subscribe_jobs(cluster_id, ids) as sub:
+        poll = _parked.park(key, ids, sub)
         try:
-            to_check = job_ids
+            to_check = [i for i in job_ids if i not in poll.inherited] if poll.inherited else job_ids
             while True:
-                if superseded.is_set():
+                if poll.superseded.is_set():
                     return []
-                rows = statuses(cluster_id, to_check)
+                rows = statuses(cluster_id, to_check) if to_check else []
                 finished = [r for r in rows if r["status"] in TERMINAL]
                 remaining = deadline - time.monotonic()
                 if finished:
                     return finished + _linger(cluster_id, job_ids, sub, prefix, finished, remaining)
+                if to_check is job_ids or poll.unfinished is None:
+                    poll.unfinished = poll.inherited | {r["id"] for r in rows}
                 if remaining <= 0 or (stopping is not None and stopping.is_set()):
-                    return rows if to_check is job_ids else statuses(cluster_id, job_ids)
+                    return statuses(cluster_id, job_ids)
                 fired = sub.wait(remaining)
                 # Finished is final, so only the jobs whose topics fired can have become finished.
-                to_check = job_ids if fired is None else [t[prefix:] for t in fired]
+                if fired is None:
+                    to_check, poll.inherited = job_ids, frozenset()
+                else:
+                    to_check = [t[prefix:] for t in fired]
         finally:
-            _parked.leave(key, superseded)
+            _parked.leave(key, poll)
 
 
 def _linger(cluster_id, job_ids, sub, prefix, finished, remaining) -> list[dict]:

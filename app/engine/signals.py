@@ -33,12 +33,14 @@ class Subscription:
     """A waiter's interest in some topics. `wait` reports which of them fired, so a poll over
     thousands of jobs re-reads only the ones that changed."""
 
-    def __init__(self, hub: "Hub", topics: list[str]):
+    def __init__(self, hub: "Hub", topics: list[str], jobs: tuple[str, frozenset] | None = None):
         self._hub = hub
         self.topics = topics
+        self.jobs = jobs  # (cluster id, job ids): woken when any of these jobs finishes
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._fired: set[str] = set()
+        self._fired_ever: set[str] = set()
         self._everything = False
 
     def __enter__(self) -> "Subscription":
@@ -55,7 +57,13 @@ class Subscription:
                 self._everything = True
             else:
                 self._fired.add(topic)
+                self._fired_ever.add(topic)
         self._event.set()
+
+    def fired_ever(self) -> set[str]:
+        """Every topic that fired since this subscription began (consumed by wait or not)."""
+        with self._lock:
+            return set(self._fired_ever)
 
     def wait(self, timeout: float) -> set[str] | None:
         """Sleep until woken or timeout (capped by the fallback interval).
@@ -74,6 +82,8 @@ class Hub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: dict[str, set[Subscription]] = {}
+        # Batch polls watch thousands of jobs: one entry per cluster, not a set per job topic.
+        self._job_watchers: dict[str, set[Subscription]] = {}
         self._dsn: dict | None = None
         self._listener: threading.Thread | None = None
         self._listening = False
@@ -112,30 +122,49 @@ class Hub:
         self._ensure_listener()
         return Subscription(self, list(topics))
 
+    def subscribe_jobs(self, cluster_id: str, job_ids: frozenset) -> Subscription:
+        """Wake on any of these jobs finishing (their job topics), at the cost of one entry."""
+        self._ensure_listener()
+        return Subscription(self, [], jobs=(cluster_id, job_ids))
+
     def _add(self, sub: Subscription) -> None:
         with self._lock:
             for topic in sub.topics:
                 self._subscribers.setdefault(topic, set()).add(sub)
+            if sub.jobs is not None:
+                self._job_watchers.setdefault(sub.jobs[0], set()).add(sub)
 
     def _remove(self, sub: Subscription) -> None:
         with self._lock:
             for topic in sub.topics:
-                subs = self._subscribers.get(topic)
-                if subs is not None:
-                    subs.discard(sub)
-                    if not subs:
-                        del self._subscribers[topic]
+                self._discard(self._subscribers, topic, sub)
+            if sub.jobs is not None:
+                self._discard(self._job_watchers, sub.jobs[0], sub)
+
+    @staticmethod
+    def _discard(index: dict, key: str, sub: Subscription) -> None:
+        subs = index.get(key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del index[key]
 
     def wake(self, topics: Iterable[str]) -> None:
         """Wake this process's waiters on these topics."""
         with self._lock:
-            targets = [(sub, topic) for topic in topics for sub in self._subscribers.get(topic, ())]
+            targets = []
+            for topic in topics:
+                targets.extend((sub, topic) for sub in self._subscribers.get(topic, ()))
+                if topic.startswith("j/") and self._job_watchers:
+                    _, cluster_id, job_id = topic.split("/", 2)
+                    targets.extend((sub, topic) for sub in self._job_watchers.get(cluster_id, ())
+                                   if job_id in sub.jobs[1])
         for sub, topic in targets:
             sub.wake(topic)
 
     def wake_all(self) -> None:
         with self._lock:
-            targets = set().union(*self._subscribers.values()) if self._subscribers else set()
+            targets = set().union(*self._subscribers.values(), *self._job_watchers.values())
         for sub in targets:
             sub.wake()
 

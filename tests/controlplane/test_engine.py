@@ -335,3 +335,25 @@ def test_a_big_batch_poll_rereads_what_fired_and_gathers_results_finishing_toget
     rest = api.client.post("/batch-jobs-status-request", headers=api.headers(c),
                            json={"jobIds": [i for i in ids if i not in got], "ttl": 1000}).json
     assert {row["id"] for row in rest if row["status"] == "success"} == {ids[10], ids[50]} - got
+
+
+def test_a_superseding_poll_inherits_only_what_is_still_unfinished():
+    from app.engine.jobs import _ParkedPolls
+    from app.engine.signals import Hub, job_topic
+
+    hub, parked, key = Hub(), _ParkedPolls(), ("c1", "m1")
+    with hub.subscribe_jobs("c1", frozenset({"a", "b"})) as old_sub:
+        old = parked.park(key, frozenset({"a", "b"}), old_sub)
+        old.unfinished = frozenset({"a", "b"})  # what its read found
+        hub.wake([job_topic("c1", "a"), job_topic("c2", "b")])  # a finishes; b of another cluster does not count
+        assert old_sub.wait(0) == {job_topic("c1", "a")}  # consumed by the old poll, still remembered
+        with hub.subscribe_jobs("c1", frozenset({"a", "b", "c"})) as new_sub:
+            new = parked.park(key, frozenset({"a", "b", "c"}), new_sub)
+            assert old.superseded.is_set()
+            assert new.inherited == {"b"}  # a must be read again; c was never known
+            with hub.subscribe_jobs("c1", frozenset({"z"})) as unrelated_sub:
+                unrelated = parked.park(key, frozenset({"z"}), unrelated_sub)  # not a superset: no effect
+                assert not new.superseded.is_set() and unrelated.inherited == frozenset()
+                parked.leave(key, unrelated)
+            parked.leave(key, new)
+        parked.leave(key, old)
