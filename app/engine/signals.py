@@ -199,8 +199,12 @@ class Hub:
                 backoff = 0.2
                 self.wake_all()  # anything may have happened while we were not listening
                 last_check = time.monotonic()
+                # A poller, not select(): a busy process has thousands of sockets, and select()
+                # cannot watch a descriptor numbered above 1023.
+                poller = select.poll()
+                poller.register(conn.fileno(), select.POLLIN)
                 while not self._stopping.is_set():
-                    ready, _, _ = select.select([conn], [], [], 1.0)
+                    ready = poller.poll(1000)
                     if ready:
                         conn.poll()
                         topics: list[str] = []
