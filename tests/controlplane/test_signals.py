@@ -1,0 +1,47 @@
+"""The LISTEN/NOTIFY hub on a real PostgreSQL, including in a process with many open sockets."""
+from __future__ import annotations
+
+import os
+import resource
+import time
+from urllib.parse import urlparse
+
+import psycopg2
+import pytest
+
+from app.engine.signals import CHANNEL, Hub
+
+
+def params(url: str) -> dict:
+    u = urlparse(url)
+    return {"dbname": u.path.lstrip("/"), "user": u.username, "password": u.password, "host": u.hostname,
+            "port": u.port}
+
+
+def test_notifications_wake_waiters_even_when_the_listener_socket_is_numbered_above_1023(fresh_pg_url):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit of open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # as a busy server has sockets
+    hub = Hub()
+    try:
+        hub.configure(params(fresh_pg_url))
+        with hub.subscribe(["q/c1/svc"]) as sub:
+            deadline = time.monotonic() + 10
+            while not hub.listening and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert hub.listening, "the listener never connected"
+            sub.wait(0)  # the listener wakes everyone once on connecting; consume that
+            with psycopg2.connect(fresh_pg_url) as conn, conn.cursor() as cur:
+                cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "q/c1/svc\nq/c1/other"))
+            started = time.monotonic()
+            assert sub.wait(5) == {"q/c1/svc"}
+            assert time.monotonic() - started < 2
+            time.sleep(1.2)  # a few listener loop turns: it must still be connected, not reconnecting
+            assert hub.listening
+    finally:
+        hub.stop()
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
