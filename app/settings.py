@@ -5,7 +5,6 @@ program's tests read the same list to prove that every cloud setting is injected
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -174,9 +173,6 @@ class Settings:
     @property
     def deployments_enabled(self) -> bool:
         return bool(self.deployment_template_bucket and self.deployment_sns_topic and self.asset_upload_bucket)
-
-    def replace(self, **changes: Any) -> "Settings":
-        return dataclasses.replace(self, **changes)
 
 
 def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -9,51 +9,13 @@ from ..observability.events import events
 from . import statements
 from .signals import hub, job_topic, queue_topic
 
-# One statement claims up to `limit` jobs, oldest first. SKIP LOCKED lets concurrent pollers take
-# different rows instead of queueing behind each other, and the status test is repeated in the
-# UPDATE so a row that changed after it was picked is never claimed twice.
-_CLAIM_POSTGRES = """
-WITH picked AS (
-    SELECT seq FROM jobs
-    WHERE cluster_id = %s AND service = %s AND status = 'pending'
-    ORDER BY seq LIMIT %s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE jobs SET status = 'running', attempt = jobs.attempt + 1, machine_id = %s,
-       claimed_at = %s, deadline_ms = %s + jobs.timeout_seconds * 1000
-FROM picked
-WHERE jobs.seq = picked.seq AND jobs.status = 'pending'
-RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
-"""
-
-# SQLite has one writer at a time (the transaction holds the write lock), so the plain form is safe.
-_CLAIM_SQLITE = """
-UPDATE jobs SET status = 'running', attempt = attempt + 1, machine_id = ?,
-       claimed_at = ?, deadline_ms = ? + timeout_seconds * 1000
-WHERE seq IN (
-    SELECT seq FROM jobs
-    WHERE cluster_id = ? AND service = ? AND status = 'pending'
-    ORDER BY seq LIMIT ?
-) AND status = 'pending'
-RETURNING seq, id, target_fn, target_args, attempt
-"""
-
-
 def claim(cluster_id: str, service: str, machine_id: str, limit: int) -> list[dict]:
     """Move up to `limit` pending jobs to running for this machine; oldest first."""
     if limit <= 0:
         return []
-    now = utcnow()
-    now_ms = int(time.time() * 1000)
-
-    def tx():
-        if db.is_postgres():
-            params = (cluster_id, service, limit, machine_id, now, now_ms)
-            return db.execute(_CLAIM_POSTGRES, params).fetchall()
-        return db.database.obj.execute_sql(
-            _CLAIM_SQLITE, (machine_id, now, now_ms, cluster_id, service, limit)).fetchall()
-
-    rows = sorted(db.unit_of_work(tx, transaction=False))  # one statement: atomic by itself
+    rows = sorted(db.unit_of_work(lambda: statements.claim_jobs(
+        cluster_id=cluster_id, service=service, machine_id=machine_id, limit=limit,
+        claimed_at=utcnow(), now_ms=int(time.time() * 1000)), transaction=False))  # one statement: atomic by itself
     claimed = [{"id": r[1], "targetFn": r[2], "targetArgs": r[3]} for r in rows]
     for seq, job_id, target_fn, _args, attempt in rows:
         events.record(cluster_id, "jobReceived", job_id=job_id, machine_id=machine_id, service=service,

@@ -1,4 +1,4 @@
-"""The hot statements as plain SQL, for both databases.
+"""The hot statements (create, claim, result, status) as plain SQL, for both databases.
 
 A call runs these on every create, result and status poll; building them with the query builder
 cost more CPU than the database spent running them (profiled under load). On PostgreSQL the NOTIFY
@@ -24,6 +24,35 @@ _RESULT = ("UPDATE jobs SET status = 'success', result = %s, result_type = %s, r
            " WHERE cluster_id = %s AND id = %s AND status = 'running' AND machine_id = %s")
 _RESULT_POSTGRES = _RESULT + " RETURNING pg_notify(%s, %s)"
 
+# One statement claims up to `limit` jobs, oldest first. SKIP LOCKED lets concurrent pollers take
+# different rows instead of queueing behind each other, and the status test is repeated in the
+# UPDATE so a row that changed after it was picked is never claimed twice.
+_CLAIM_POSTGRES = """
+WITH picked AS (
+    SELECT seq FROM jobs
+    WHERE cluster_id = %s AND service = %s AND status = 'pending'
+    ORDER BY seq LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs SET status = 'running', attempt = jobs.attempt + 1, machine_id = %s,
+       claimed_at = %s, deadline_ms = %s + jobs.timeout_seconds * 1000
+FROM picked
+WHERE jobs.seq = picked.seq AND jobs.status = 'pending'
+RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
+"""
+
+# SQLite runs one writing statement at a time, so the plain form cannot claim a row twice.
+_CLAIM_SQLITE = """
+UPDATE jobs SET status = 'running', attempt = attempt + 1, machine_id = %s,
+       claimed_at = %s, deadline_ms = %s + timeout_seconds * 1000
+WHERE seq IN (
+    SELECT seq FROM jobs
+    WHERE cluster_id = %s AND service = %s AND status = 'pending'
+    ORDER BY seq LIMIT %s
+) AND status = 'pending'
+RETURNING seq, id, target_fn, target_args, attempt
+"""
+
 _STATUS = "SELECT id, status, result, result_type, service FROM jobs WHERE cluster_id = %s AND "
 
 
@@ -37,6 +66,15 @@ def insert_job(*, cluster_id: str, job_id: str, service: str, target_fn: str, ta
     if db.is_postgres():
         return len(db.execute(_INSERT_POSTGRES, values + (CHANNEL, notify_topic)).fetchall()) > 0
     return db.execute(_INSERT_SQLITE, values).rowcount > 0
+
+
+def claim_jobs(*, cluster_id: str, service: str, machine_id: str, limit: int, claimed_at: dt.datetime,
+               now_ms: int) -> list[tuple]:
+    """Move up to `limit` pending jobs to running; rows (seq, id, target_fn, target_args, attempt)."""
+    claimed = Job.claimed_at.db_value(claimed_at)
+    if db.is_postgres():
+        return db.execute(_CLAIM_POSTGRES, (cluster_id, service, limit, machine_id, claimed, now_ms)).fetchall()
+    return db.execute(_CLAIM_SQLITE, (machine_id, claimed, now_ms, cluster_id, service, limit)).fetchall()
 
 
 def store_result(*, cluster_id: str, job_id: str, machine_id: str, result: str, result_type: str,
