@@ -91,7 +91,6 @@ def create_job(body):
         cache_key=cache.get("key") or None,
         cache_ttl_seconds=cache.get("ttlSeconds", 0) if cache.get("key") else 0,
         execution_id=cfg.get("executionId"),
-        background=cfg.get("background", False),
     )
     job_id, _created = jobs.create_job(g.cluster_id, body["service"], body["targetFn"], body["targetArgs"], config,
                                        machine_id=g.machine_id, deployment_id=g.deployment_id)

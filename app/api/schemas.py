@@ -46,7 +46,7 @@ CALL_CONFIG = obj({
                   "ttlSeconds": {"type": "integer", "minimum": 0, "maximum": 31536000}},
                  required=("key", "ttlSeconds")),
     "executionId": ID,
-    "background": {"type": "boolean"},
+    "background": {"type": "boolean", "description": "accepted; a background call differs only in how the caller waits"},
 })
 
 CREATE_JOB = obj({

@@ -30,7 +30,6 @@ class CallConfig:
     cache_key: str | None = None
     cache_ttl_seconds: int = 0
     execution_id: str | None = None
-    background: bool = False
 
 
 def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, config: CallConfig,
