@@ -196,15 +196,17 @@ def test_sigkilled_worker_job_is_finished_by_a_second_worker(fast_stall_cp, serv
             caller.wait(timeout=10)
 
     # The activity log is written in batches every 0.5 s by each server process (the sweeper and
-    # the result may be in different ones): read it until the stall and the result are both in.
+    # the claims and the result may be in different ones): read it until the stall, the result and
+    # both claims are in.
     def activity():
         events = httpx.get(f"{cp.url}/clusters/{cluster['id']}/activity", params={"jobId": job_id},
                            headers=mgmt, timeout=10).json()["events"]
-        types = {e["type"] for e in events}
-        return events if {"jobStalled", "jobResulted"} <= types else None
+        types = [e["type"] for e in events]
+        done = {"jobStalled", "jobResulted"} <= set(types) and types.count("jobReceived") >= 2
+        return events if done else None
 
     try:
-        events = wait_until(activity, timeout=10, what="jobStalled and jobResulted in the activity log")
+        events = wait_until(activity, timeout=10, what="jobStalled, jobResulted and two jobReceived in the activity log")
     except AssertionError:
         events = httpx.get(f"{cp.url}/clusters/{cluster['id']}/activity", params={"jobId": job_id},
                            headers=mgmt, timeout=10).json()["events"]
