@@ -11,6 +11,7 @@ from ..errors import Conflict, NotFound
 from ..models import Job, utcnow
 from ..observability.events import events
 from . import ids, statements
+from .batching import GroupCommit
 from .signals import hub, job_topic, queue_topic
 
 TERMINAL = ("success", "failure")
@@ -50,12 +51,7 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
             if hit is not None:
                 return hit, False
         job_id = config.execution_id or ids.job_id()
-        inserted = statements.insert_job(
-            cluster_id=cluster_id, job_id=job_id, service=service, target_fn=target_fn, target_args=target_args,
-            cache_key=config.cache_key if config.cache_ttl_seconds > 0 else None,
-            attempts_allowed=config.retry_count_on_stall + 1, timeout_seconds=config.timeout_seconds,
-            created_at=utcnow(), deployment_id=deployment_id, predictive_retries=config.predictive_retries,
-            notify_topic=queue_topic(cluster_id, service))
+        inserted = statements.insert_jobs([new_job(job_id)])[0]
         if not inserted and config.execution_id:  # lost a race with the same executionId
             existing = _find(cluster_id, job_id)
             if existing is not None:
@@ -63,14 +59,33 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
                 return job_id, False
         return job_id, True
 
-    # A plain call is one INSERT (its NOTIFY rides along): no transaction round trips needed.
-    plain = not config.execution_id and not (config.cache_key and config.cache_ttl_seconds > 0)
-    job_id, created = db.unit_of_work(tx, transaction=not plain)
+    def new_job(job_id: str) -> statements.NewJob:
+        return statements.NewJob(
+            cluster_id=cluster_id, job_id=job_id, service=service, target_fn=target_fn, target_args=target_args,
+            cache_key=config.cache_key if config.cache_ttl_seconds > 0 else None,
+            attempts_allowed=config.retry_count_on_stall + 1, timeout_seconds=config.timeout_seconds,
+            created_at=utcnow(), deployment_id=deployment_id, predictive_retries=config.predictive_retries)
+
+    if config.execution_id or (config.cache_key and config.cache_ttl_seconds > 0):
+        job_id, created = db.unit_of_work(tx)  # reads, then writes: one transaction
+    else:  # a plain call: one row, written in a batch with the other calls arriving now
+        job_id = ids.job_id()
+        created = _creates.submit(new_job(job_id))
+        if not created:
+            raise RuntimeError(f"job id {job_id!r} was generated twice")
     if created:
         hub.wake([queue_topic(cluster_id, service)])
     events.record(cluster_id, "jobCreated" if created else "jobJoined", job_id=job_id, machine_id=machine_id,
                   service=service, targetFn=target_fn)
     return job_id, created
+
+
+def _insert_batch(new_jobs: list[statements.NewJob]) -> list[bool]:
+    return db.unit_of_work(lambda: statements.insert_jobs(new_jobs), transaction=not db.is_postgres())
+
+
+# Plain creates share statements and commits (on PostgreSQL one multi-row INSERT per batch).
+_creates = GroupCommit(_insert_batch, max_batch=200)
 
 
 def _find(cluster_id: str, job_id: str) -> Job | None:

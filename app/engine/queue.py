@@ -7,7 +7,9 @@ from .. import db
 from ..models import Job, utcnow
 from ..observability.events import events
 from . import statements
+from .batching import GroupCommit
 from .signals import hub, job_topic, queue_topic
+
 
 def claim(cluster_id: str, service: str, machine_id: str, limit: int) -> list[dict]:
     """Move up to `limit` pending jobs to running for this machine; oldest first."""
@@ -48,6 +50,15 @@ def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, t
             sub.wait(min(remaining, max(0.0, last_beat + heartbeat_every - time.monotonic())) if beat else remaining)
 
 
+def _store_batch(results: list[statements.Result]) -> list[bool]:
+    return db.unit_of_work(lambda: statements.store_results(results), transaction=not db.is_postgres())
+
+
+# Results share statements and commits; two results for one job never share a batch (the fence
+# must see the first one's write).
+_results = GroupCommit(_store_batch, max_batch=200, key=lambda r: (r.cluster_id, r.job_id))
+
+
 def persist_result(cluster_id: str, job_id: str, machine_id: str, result: str, result_type: str,
                    execution_time_ms: int | None, *, deployment_id: str | None = None) -> bool:
     """Store a result if it comes from the machine holding the running attempt; else drop it.
@@ -55,10 +66,9 @@ def persist_result(cluster_id: str, job_id: str, machine_id: str, result: str, r
     Returns whether it was stored. A dropped result is recorded in the activity log with why.
     """
 
-    stored = db.unit_of_work(lambda: statements.store_result(
+    stored = _results.submit(statements.Result(
         cluster_id=cluster_id, job_id=job_id, machine_id=machine_id, result=result, result_type=result_type,
-        execution_time_ms=execution_time_ms, resulted_at=utcnow(), notify_topic=job_topic(cluster_id, job_id)),
-        transaction=False)
+        execution_time_ms=execution_time_ms, resulted_at=utcnow()))
     if stored:
         hub.wake([job_topic(cluster_id, job_id)])
         events.record(cluster_id, "jobResulted", job_id=job_id, machine_id=machine_id, deployment_id=deployment_id,

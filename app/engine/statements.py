@@ -1,13 +1,15 @@
 """The hot statements (create, claim, result, status) as plain SQL, for both databases.
 
 A call runs these on every create, result and status poll; building them with the query builder
-cost more CPU than the database spent running them (profiled under load). On PostgreSQL the NOTIFY
-rides in the same statement (RETURNING pg_notify), so it is delivered exactly when the change
-commits, at no extra round trip.
+cost more CPU than the database spent running them (profiled under load). Creates and results come
+in batches (see `batching.py`): one statement writes many rows. On PostgreSQL the NOTIFY rides in
+the same statement (RETURNING pg_notify), so it is delivered exactly when the change commits, at no
+extra round trip.
 """
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from .. import db
 from ..models import Job
@@ -15,14 +17,22 @@ from .signals import CHANNEL
 
 _JOB_COLUMNS = ("cluster_id", "id", "service", "target_fn", "target_args", "status", "cache_key",
                 "attempts_allowed", "attempt", "timeout_seconds", "created_at", "deployment_id", "predictive_retries")
-_INSERT = (f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_JOB_COLUMNS))})")
-_INSERT_POSTGRES = _INSERT + " ON CONFLICT DO NOTHING RETURNING pg_notify(%s, %s)"
-_INSERT_SQLITE = _INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO")
+_INSERT_HEAD = f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES "
+_ROW = f"({', '.join(['%s'] * len(_JOB_COLUMNS))})"
+_INSERT_SQLITE = "INSERT OR IGNORE INTO" + _INSERT_HEAD[len("INSERT INTO"):] + _ROW
 
-_RESULT = ("UPDATE jobs SET status = 'success', result = %s, result_type = %s, resulted_at = %s,"
-           " execution_time_ms = %s, deadline_ms = NULL"
-           " WHERE cluster_id = %s AND id = %s AND status = 'running' AND machine_id = %s")
-_RESULT_POSTGRES = _RESULT + " RETURNING pg_notify(%s, %s)"
+_RESULT_SQLITE = ("UPDATE jobs SET status = 'success', result = %s, result_type = %s, resulted_at = %s,"
+                  " execution_time_ms = %s, deadline_ms = NULL"
+                  " WHERE cluster_id = %s AND id = %s AND status = 'running' AND machine_id = %s")
+# The casts type the VALUES columns whatever the first row holds (a NULL would make them text).
+_RESULT_ROW = "(%s, %s, %s, %s, %s, %s::timestamp, %s::integer)"
+_RESULTS_POSTGRES = """
+UPDATE jobs SET status = 'success', result = v.result, result_type = v.result_type, resulted_at = v.resulted_at,
+       execution_time_ms = v.execution_time_ms, deadline_ms = NULL
+FROM (VALUES {rows}) AS v(cluster_id, id, machine_id, result, result_type, resulted_at, execution_time_ms)
+WHERE jobs.cluster_id = v.cluster_id AND jobs.id = v.id AND jobs.status = 'running' AND jobs.machine_id = v.machine_id
+RETURNING jobs.cluster_id, jobs.id, pg_notify(%s, 'j/' || jobs.cluster_id || '/' || jobs.id)
+"""
 
 # One statement claims up to `limit` jobs, oldest first. SKIP LOCKED lets concurrent pollers take
 # different rows instead of queueing behind each other, and the status test is repeated in the
@@ -56,16 +66,39 @@ RETURNING seq, id, target_fn, target_args, attempt
 _STATUS = "SELECT id, status, result, result_type, service FROM jobs WHERE cluster_id = %s AND "
 
 
-def insert_job(*, cluster_id: str, job_id: str, service: str, target_fn: str, target_args: str,
-               cache_key: str | None, attempts_allowed: int, timeout_seconds: int, created_at: dt.datetime,
-               deployment_id: str | None, predictive_retries: bool, notify_topic: str) -> bool:
-    """Insert a pending job unless (cluster, id) exists; True if it was inserted."""
-    values = (cluster_id, job_id, service, target_fn, target_args, "pending", cache_key, attempts_allowed, 0,
-              timeout_seconds, Job.created_at.db_value(created_at), deployment_id,
-              Job.predictive_retries.db_value(predictive_retries))
+@dataclass(frozen=True)
+class NewJob:
+    cluster_id: str
+    job_id: str
+    service: str
+    target_fn: str
+    target_args: str
+    cache_key: str | None
+    attempts_allowed: int
+    timeout_seconds: int
+    created_at: dt.datetime
+    deployment_id: str | None
+    predictive_retries: bool
+
+    def values(self) -> tuple:
+        return (self.cluster_id, self.job_id, self.service, self.target_fn, self.target_args, "pending",
+                self.cache_key, self.attempts_allowed, 0, self.timeout_seconds, Job.created_at.db_value(self.created_at),
+                self.deployment_id, Job.predictive_retries.db_value(self.predictive_retries))
+
+
+def insert_jobs(jobs: list[NewJob]) -> list[bool]:
+    """Insert pending jobs unless their (cluster, id) exists; per job, whether it was inserted.
+
+    On PostgreSQL one statement inserts them all, and its RETURNING notifies each queue topic
+    (PostgreSQL sends one notification per distinct topic and transaction)."""
     if db.is_postgres():
-        return len(db.execute(_INSERT_POSTGRES, values + (CHANNEL, notify_topic)).fetchall()) > 0
-    return db.execute(_INSERT_SQLITE, values).rowcount > 0
+        sql = (_INSERT_HEAD + ", ".join([_ROW] * len(jobs))
+               + " ON CONFLICT DO NOTHING RETURNING cluster_id, id, pg_notify(%s, 'q/' || cluster_id || '/' || service)")
+        params = [v for job in jobs for v in job.values()]
+        params.append(CHANNEL)
+        inserted = {(row[0], row[1]) for row in db.execute(sql, params).fetchall()}
+        return [(job.cluster_id, job.job_id) in inserted for job in jobs]
+    return [db.execute(_INSERT_SQLITE, job.values()).rowcount > 0 for job in jobs]
 
 
 def claim_jobs(*, cluster_id: str, service: str, machine_id: str, limit: int, claimed_at: dt.datetime,
@@ -77,14 +110,30 @@ def claim_jobs(*, cluster_id: str, service: str, machine_id: str, limit: int, cl
     return db.execute(_CLAIM_SQLITE, (machine_id, claimed, now_ms, cluster_id, service, limit)).fetchall()
 
 
-def store_result(*, cluster_id: str, job_id: str, machine_id: str, result: str, result_type: str,
-                 execution_time_ms: int | None, resulted_at: dt.datetime, notify_topic: str) -> bool:
-    """The fenced result write: only the running attempt's machine can finish the job."""
-    values = (result, result_type, Job.resulted_at.db_value(resulted_at), execution_time_ms, cluster_id, job_id,
-              machine_id)
+@dataclass(frozen=True)
+class Result:
+    cluster_id: str
+    job_id: str
+    machine_id: str
+    result: str
+    result_type: str
+    execution_time_ms: int | None
+    resulted_at: dt.datetime
+
+
+def store_results(results: list[Result]) -> list[bool]:
+    """The fenced result writes: only the running attempt's machine can finish a job. Per result,
+    whether it was stored. A batch must not name one job twice (the caller keeps them apart)."""
     if db.is_postgres():
-        return len(db.execute(_RESULT_POSTGRES, values + (CHANNEL, notify_topic)).fetchall()) > 0
-    return db.execute(_RESULT, values).rowcount > 0
+        sql = _RESULTS_POSTGRES.format(rows=", ".join([_RESULT_ROW] * len(results)))
+        params = [v for r in results for v in (r.cluster_id, r.job_id, r.machine_id, r.result, r.result_type,
+                                               Job.resulted_at.db_value(r.resulted_at), r.execution_time_ms)]
+        params.append(CHANNEL)
+        stored = {(row[0], row[1]) for row in db.execute(sql, params).fetchall()}
+        return [(r.cluster_id, r.job_id) in stored for r in results]
+    return [db.execute(_RESULT_SQLITE, (r.result, r.result_type, Job.resulted_at.db_value(r.resulted_at),
+                                        r.execution_time_ms, r.cluster_id, r.job_id, r.machine_id)).rowcount > 0
+            for r in results]
 
 
 def read_statuses(cluster_id: str, job_ids: list[str]) -> list[tuple]:
