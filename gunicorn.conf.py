@@ -13,7 +13,12 @@ threads = int(os.environ.get("GUNICORN_THREADS", "256"))
 # Long polls last up to 20 s; a worker is only killed if silent much longer than that.
 timeout = 60
 graceful_timeout = 25
-keepalive = 75  # longer than typical proxy idle timeouts, so the proxy closes first
+# The server must not be the side that closes an idle connection: a client that reuses one just
+# as it closes gets "other side closed", and the published SDK's caller exits on that (its results
+# poller does not catch fetch errors). Under the SDK's 10,000-call storm Node's fetch kept thousands
+# of connections idle past 75 s and reused one as gunicorn closed it (bench/README.md). 600 s is
+# undici's own longest keep-alive; proxies in front close sooner, which is safe.
+keepalive = int(os.environ.get("KEEPALIVE_SECONDS", "600"))
 # Connections (mostly idle keep-alives and parked polls) per worker; past this gunicorn stops
 # accepting and clients time out connecting (the published SDK opens one per status poll).
 worker_connections = 10000
