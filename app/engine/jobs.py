@@ -174,10 +174,13 @@ class _ParkedPolls:
     """Batch polls waiting per (cluster, machine) in this process.
 
     The published SDK opens a new batch poll for every call made while one is open, each carrying
-    every outstanding id. A newer poll whose ids include all of a parked poll's ids makes the
-    parked one answer `[]` at once (the SDK simply polls again) and takes over what it knew: the
-    ids it had read as unfinished, minus those that finished since (its subscription saw them).
-    So one machine parks one poll, and each new poll reads only its new ids from the database."""
+    every outstanding id (minus the ones it has seen finish). A newer poll that asks for everything
+    a parked poll still waits for (all its ids, or all but ones that finished since it parked) makes
+    the parked one answer `[]` at once and takes over what it knew: the ids it had read as
+    unfinished, minus those that finished since. So one machine parks one poll, each new poll
+    reads only its new ids from the database, and the check costs one set operation per parked
+    poll (superseded polls leave the list at once). Our own SDK's concurrent polls carry disjoint
+    ids, so they never supersede each other."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -188,15 +191,19 @@ class _ParkedPolls:
         poll = _Parked(ids, sub)
         prefix = len(job_topic(key[0], ""))
         with self._lock:
-            polls = self._polls.setdefault(key, [])
-            for old in polls:
-                if old.ids <= ids:
-                    known = old.unfinished
-                    if known is not None and not poll.inherited:
-                        poll.inherited = known - {t[prefix:] for t in old.sub.fired_ever()}
-                    old.superseded.set()
-                    old.sub.wake()
-            polls.append(poll)
+            kept = []
+            for old in self._polls.get(key, ()):
+                fired = old.sub.fired_ever()
+                finished = None if fired is None else {t[prefix:] for t in fired}
+                if not _asks_for_all_of(ids, old, finished):
+                    kept.append(old)
+                    continue
+                if old.unfinished is not None and finished is not None and not poll.inherited:
+                    poll.inherited = old.unfinished - finished
+                old.superseded.set()
+                old.sub.wake()
+            kept.append(poll)
+            self._polls[key] = kept
         return poll
 
     def leave(self, key: tuple[str, str], poll: _Parked) -> None:
@@ -206,6 +213,14 @@ class _ParkedPolls:
                 self._polls[key] = polls
             else:
                 self._polls.pop(key, None)
+
+
+def _asks_for_all_of(ids: frozenset, old: _Parked, finished: set[str] | None) -> bool:
+    """Whether a poll for `ids` covers what `old` still waits for."""
+    if old.ids <= ids:
+        return True
+    # The rest of old's ids must have finished since old read them all as unfinished.
+    return old.unfinished is not None and finished is not None and old.ids - ids <= finished
 
 
 _parked = _ParkedPolls()

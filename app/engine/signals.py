@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Iterable
 
+from .. import db
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "differential"
@@ -42,6 +44,7 @@ class Subscription:
         self._fired: set[str] = set()
         self._fired_ever: set[str] = set()
         self._everything = False
+        self._everything_ever = False
 
     def __enter__(self) -> "Subscription":
         self._hub._add(self)
@@ -54,16 +57,17 @@ class Subscription:
         """Wake the waiter; topic None means "anything may have changed"."""
         with self._lock:
             if topic is None:
-                self._everything = True
+                self._everything = self._everything_ever = True
             else:
                 self._fired.add(topic)
                 self._fired_ever.add(topic)
         self._event.set()
 
-    def fired_ever(self) -> set[str]:
-        """Every topic that fired since this subscription began (consumed by wait or not)."""
+    def fired_ever(self) -> set[str] | None:
+        """Every topic that fired since this subscription began (consumed by wait or not), or None
+        when a wake-up for everything came (after a listener reconnect: the set may be incomplete)."""
         with self._lock:
-            return set(self._fired_ever)
+            return None if self._everything_ever else set(self._fired_ever)
 
     def wait(self, timeout: float) -> set[str] | None:
         """Sleep until woken or timeout (capped by the fallback interval).
@@ -209,7 +213,9 @@ class Hub:
                         conn.poll()
                         topics: list[str] = []
                         while conn.notifies:
-                            topics.extend(conn.notifies.pop(0).payload.split("\n"))
+                            note = conn.notifies.pop(0)
+                            if not db.is_own_backend(note.pid):  # our writers woke us already
+                                topics.extend(note.payload.split("\n"))
                         if topics:
                             self.wake(topics)
                     elif time.monotonic() - last_check > 10:
@@ -236,8 +242,6 @@ hub = Hub()
 
 def notify_in_transaction(topics: Iterable[str]) -> None:
     """Queue NOTIFYs that PostgreSQL delivers when the current transaction commits."""
-    from .. import db
-
     if db.is_postgres():
         for payload in Hub.notify_payloads(topics):
             db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
