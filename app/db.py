@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 from urllib.parse import unquote, urlparse
@@ -39,10 +40,41 @@ def execute(sql: str, params: tuple | list = ()):
     return db.execute_sql(sql, params)
 
 
+# Server process ids of this process's pooled connections. Our own NOTIFYs come back to our
+# listener; the writer already woke this process's waiters, so the listener skips them.
+_own_backends: dict[int, int] = {}  # id(connection) -> server pid
+_own_lock = threading.Lock()
+_own_pids: frozenset[int] = frozenset()  # replaced whole, so the listener reads it without a lock
+
+
+def is_own_backend(pid: int) -> bool:
+    return pid in _own_pids
+
+
+def _own_changed() -> None:
+    global _own_pids
+    _own_pids = frozenset(_own_backends.values())
+
+
+class _Pool(PooledPostgresqlDatabase):
+    def _connect(self):
+        conn = super()._connect()
+        with _own_lock:
+            _own_backends[id(conn)] = conn.get_backend_pid()
+            _own_changed()
+        return conn
+
+    def _close_raw(self, conn):  # every path that really closes a connection comes through here
+        with _own_lock:
+            _own_backends.pop(id(conn), None)
+            _own_changed()
+        super()._close_raw(conn)
+
+
 def _postgres(settings: Settings) -> peewee.Database:
     url = urlparse(settings.database_url)
     params = dict(p.split("=", 1) for p in url.query.split("&") if "=" in p)
-    return PooledPostgresqlDatabase(
+    return _Pool(
         unquote(url.path.lstrip("/")),
         user=unquote(url.username) if url.username else None,
         password=unquote(url.password) if url.password else None,

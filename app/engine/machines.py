@@ -11,24 +11,31 @@ from ..models import Machine, Service, utcnow
 
 
 class _Throttle:
-    """Remembers when this process last wrote something, to skip writes that change nothing."""
+    """Remembers when this process last wrote something, to skip writes that change nothing.
+
+    `take` claims the write: of many concurrent requests from one machine, only the first writes
+    (checking and recording separately let every request in flight write the same ping)."""
 
     def __init__(self, max_entries: int = 50_000):
         self._seen: dict[tuple, tuple[float, object]] = {}
         self._lock = threading.Lock()
         self._max = max_entries
 
-    def due(self, key: tuple, value: object, interval: float) -> bool:
+    def take(self, key: tuple, value: object, interval: float) -> bool:
         now = time.monotonic()
         with self._lock:
             last = self._seen.get(key)
-            return last is None or last[1] != value or now - last[0] >= interval
-
-    def done(self, key: tuple, value: object) -> None:
-        with self._lock:
+            if last is not None and last[1] == value and now - last[0] < interval:
+                return False
             if len(self._seen) >= self._max:
                 self._seen.clear()  # bounded memory; the cost is one extra write per key
-            self._seen[key] = (time.monotonic(), value)
+            self._seen[key] = (now, value)
+            return True
+
+    def forget(self, key: tuple) -> None:
+        """The claimed write failed: let the next request try again."""
+        with self._lock:
+            self._seen.pop(key, None)
 
 
 _pings = _Throttle()
@@ -41,7 +48,7 @@ def ping(cluster_id: str, machine_id: str, *, ip: str | None, deployment_id: str
     always well within the machine timeout, so a live machine is never declared stalled."""
     interval = min(5.0, machine_timeout_seconds / 4)
     key = (cluster_id, machine_id)
-    if not _pings.due(key, None, interval):
+    if not _pings.take(key, None, interval):
         return
     now = utcnow()
 
@@ -52,8 +59,7 @@ def ping(cluster_id: str, machine_id: str, *, ip: str | None, deployment_id: str
                       update={Machine.last_ping_at: now, Machine.status: "active", Machine.ip: ip})
          .execute())
 
-    db.unit_of_work(tx, transaction=False)
-    _pings.done(key, None)
+    _write_or_forget(_pings, key, tx)
 
 
 def register_service(cluster_id: str, service: str, functions: list[dict] | None) -> None:
@@ -67,7 +73,7 @@ def register_service(cluster_id: str, service: str, functions: list[dict] | None
         definition = json.dumps({"name": service, "functions": functions}, sort_keys=True)
     digest = hashlib.sha256((definition or "").encode()).hexdigest()
     key = (cluster_id, service)
-    if not _definitions.due(key, digest, 60.0):
+    if not _definitions.take(key, digest, 60.0):
         return
     now = utcnow()
 
@@ -80,5 +86,12 @@ def register_service(cluster_id: str, service: str, functions: list[dict] | None
          .on_conflict(conflict_target=[Service.cluster_id, Service.name], update=update)
          .execute())
 
-    db.unit_of_work(tx, transaction=False)
-    _definitions.done(key, digest)
+    _write_or_forget(_definitions, key, tx)
+
+
+def _write_or_forget(throttle: _Throttle, key: tuple, tx) -> None:
+    try:
+        db.unit_of_work(tx, transaction=False)
+    except BaseException:
+        throttle.forget(key)
+        raise

@@ -15,6 +15,8 @@ import threading
 from .. import db
 from ..models import Event, utcnow
 
+_created_at = Event.created_at.db_value
+
 log = logging.getLogger(__name__)
 
 _CHUNK = 500
@@ -38,7 +40,7 @@ class EventLog:
         meta = {**(meta or {}), **fields}
         row = {
             "cluster_id": cluster_id, "type": type, "job_id": job_id, "machine_id": machine_id,
-            "service": service, "deployment_id": deployment_id, "created_at": utcnow(),
+            "service": service, "deployment_id": deployment_id, "created_at": _created_at(utcnow()),
             "meta": json.dumps(meta, default=str) if meta else None,
         }
         with self._lock:
@@ -57,7 +59,7 @@ class EventLog:
             for start in range(0, len(rows), _CHUNK):
                 chunk = rows[start:start + _CHUNK]
                 try:
-                    db.unit_of_work(lambda: Event.insert_many(chunk).execute(), retries=1, transaction=False)
+                    db.unit_of_work(lambda: _insert(chunk), retries=1, transaction=False)
                     written += len(chunk)
                 except Exception:
                     self.dropped += len(chunk)
@@ -83,6 +85,18 @@ class EventLog:
         self._stop.set()
         if self._buffer and db.database.obj is not None:
             self.flush()
+
+
+_COLUMNS = ("cluster_id", "type", "job_id", "machine_id", "service", "deployment_id", "created_at", "meta")
+_ROW = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+
+
+def _insert(rows: list[dict]) -> None:
+    """One multi-row INSERT as plain SQL: the query builder cost more CPU than the database did."""
+    params = []
+    for row in rows:
+        params.extend(row[c] for c in _COLUMNS)
+    db.execute(f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES {', '.join([_ROW] * len(rows))}", params)
 
 
 events = EventLog()
