@@ -182,6 +182,7 @@ def main() -> int:
     p.add_argument("--sequential-calls", type=int, default=500)
     p.add_argument("--rate", type=float, default=200, help="steady scenario: calls per second")
     p.add_argument("--duration", type=float, default=60, help="steady scenario: seconds")
+    p.add_argument("--node10k-calls", type=int, default=10000, help="size of the node10k scenario (to probe the storm)")
     p.add_argument("--node-deadline", type=float, default=900, help="seconds before Node calls count as lost")
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the started control-plane")
     p.add_argument("--out", help="JSON path (default bench/results/<timestamp>.json)")
@@ -193,7 +194,7 @@ def main() -> int:
         p.error(f"unknown scenarios {sorted(unknown)}; known: {SCENARIOS}")
     opts = harness.options_from(a)
     sizes = {"sequential": a.sequential_calls, "burst1k": 1000, "burst10k": 10000, "node1k": 1000,
-             "node10k": 10000, "node_single": 10}
+             "node10k": a.node10k_calls, "node_single": 10}
     rate, duration = a.rate, a.duration
     if a.quick:
         sizes = {"sequential": 100, "burst1k": 1000, "burst10k": 2000, "node1k": 200, "node10k": 500,
