@@ -357,3 +357,42 @@ def test_a_superseding_poll_inherits_only_what_is_still_unfinished():
                 parked.leave(key, unrelated)
             parked.leave(key, new)
         parked.leave(key, old)
+
+
+def test_a_poll_without_ids_that_finished_since_still_supersedes_and_disjoint_polls_never_do():
+    """The published SDK drops the ids it has seen finish from its next poll; our SDK's concurrent
+    polls carry disjoint ids, and must not release each other (they would poll in a loop)."""
+    from app.engine.jobs import _ParkedPolls
+    from app.engine.signals import Hub, job_topic
+
+    hub, parked, key = Hub(), _ParkedPolls(), ("c1", "m1")
+    with hub.subscribe_jobs("c1", frozenset({"a", "b"})) as old_sub:
+        old = parked.park(key, frozenset({"a", "b"}), old_sub)
+        with hub.subscribe_jobs("c1", frozenset({"x"})) as disjoint_sub:
+            disjoint = parked.park(key, frozenset({"x"}), disjoint_sub)
+            assert not old.superseded.is_set()  # a and b are not known finished: old still waits for them
+            old.unfinished = frozenset({"a", "b"})
+            hub.wake([job_topic("c1", "a")])  # a finishes; the client sees it and polls b and c
+            with hub.subscribe_jobs("c1", frozenset({"b", "c"})) as new_sub:
+                new = parked.park(key, frozenset({"b", "c"}), new_sub)
+                assert old.superseded.is_set() and new.inherited == {"b"}
+                assert not disjoint.superseded.is_set()
+                parked.leave(key, new)
+            parked.leave(key, disjoint)
+        parked.leave(key, old)
+    assert parked._polls == {}  # superseded polls left the list when they were superseded
+
+
+def test_an_unread_parked_poll_is_superseded_only_by_a_superset():
+    from app.engine.jobs import _ParkedPolls
+    from app.engine.signals import Hub, job_topic
+
+    hub, parked, key = Hub(), _ParkedPolls(), ("c1", "m1")
+    with hub.subscribe_jobs("c1", frozenset({"a", "b"})) as old_sub:
+        old = parked.park(key, frozenset({"a", "b"}), old_sub)  # its first read has not happened
+        hub.wake([job_topic("c1", "a")])
+        with hub.subscribe_jobs("c1", frozenset({"b"})) as new_sub:
+            new = parked.park(key, frozenset({"b"}), new_sub)
+            assert not old.superseded.is_set()  # it cannot vouch that a is all it lacks
+            parked.leave(key, new)
+        parked.leave(key, old)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from contextlib import closing
 from urllib.parse import urlparse
 
 import psycopg2
@@ -45,3 +46,46 @@ def test_notifications_wake_waiters_even_when_the_listener_socket_is_numbered_ab
         for fd in filler:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_listener_skips_notifications_from_this_process_and_delivers_the_others(fresh_pg_url, monkeypatch):
+    """Our writers wake this process's waiters themselves; the echo of their NOTIFY is skipped."""
+    from app import db
+
+    hub = Hub()
+    try:
+        hub.configure(params(fresh_pg_url))
+        # closing(), not `with connection`: that would hold each NOTIFY in an uncommitted transaction
+        with hub.subscribe(["q/c1/own", "q/c1/other"]) as sub, \
+                closing(psycopg2.connect(fresh_pg_url)) as ours, closing(psycopg2.connect(fresh_pg_url)) as theirs:
+            ours.autocommit = theirs.autocommit = True
+            deadline = time.monotonic() + 10
+            while True:  # once one arrives, the listener listens and its wake-up on connecting is behind us
+                with theirs.cursor() as cur:
+                    cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "q/c1/other"))
+                if sub.wait(0.2) == {"q/c1/other"}:
+                    break
+                assert time.monotonic() < deadline, "the listener never delivered a notification"
+            while sub.wait(0.2) is not None:  # drain what the loop sent meanwhile
+                pass
+            monkeypatch.setattr(db, "_own_pids", frozenset({ours.get_backend_pid()}))
+            with ours.cursor() as cur:
+                cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "q/c1/own"))
+            with theirs.cursor() as cur:  # delivered after ours: when it is here, ours was skipped
+                cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "q/c1/other"))
+            assert sub.wait(5) == {"q/c1/other"}
+    finally:
+        hub.stop()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_pooled_connections_are_known_as_our_own_backends_until_closed(app):
+    from app import db
+
+    def backend_pid():
+        return db.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    pid = db.unit_of_work(backend_pid, transaction=False)
+    assert db.is_own_backend(pid)
+    db.database.obj.close_all()
+    assert not db.is_own_backend(pid)
