@@ -67,7 +67,9 @@ class Sweeper:
         if time.monotonic() - self._last_prune > _PRUNE_EVERY_SECONDS:
             pruned = self.prune()
             self._last_prune = time.monotonic()
-        return {"stalledMachines": stalled_machines, "retried": retried, "failed": failed, "pruned": pruned}
+        analyzed = refresh_statistics()
+        return {"stalledMachines": stalled_machines, "retried": retried, "failed": failed, "pruned": pruned,
+                "analyzed": analyzed}
 
     def _stall_silent_machines(self) -> int:
         cutoff = utcnow() - dt.timedelta(seconds=self.machine_timeout)
@@ -166,6 +168,30 @@ class Sweeper:
                     self.sweep_once()
             except Exception:  # a database outage must not kill the loop; the next tick retries
                 log.warning("sweep failed", exc_info=True)
+
+
+def refresh_statistics() -> list[str]:
+    """ANALYZE the hot tables when they changed a lot since their last analyze (PostgreSQL).
+
+    Autovacuum looks at most once a minute. Until then a table that grew from empty keeps the
+    planner's empty-table estimate, and the status read picked the (cluster_id, seq) index and
+    filtered every job of the cluster, about 3 ms per read at 10,000 jobs instead of an index
+    lookup per id (EXPLAIN ANALYZE, bench burst on a fresh database)."""
+    if not db.is_postgres():
+        return []
+    rows = db.unit_of_work(lambda: db.execute(
+        "SELECT relname, n_mod_since_analyze, n_live_tup FROM pg_stat_user_tables WHERE relname IN %s",
+        (_ANALYZED_TABLES,)).fetchall(), transaction=False)
+    stale = [name for name, changed, live in rows
+             if changed >= max(_ANALYZE_MIN_CHANGES, _ANALYZE_FRACTION * live)]
+    for name in stale:  # SKIP_LOCKED: if autovacuum is analyzing it right now, that will do
+        db.unit_of_work(lambda: db.execute(f"ANALYZE (SKIP_LOCKED) {name}"), transaction=False)
+    return stale
+
+
+_ANALYZED_TABLES = ("jobs", "events", "machines")
+_ANALYZE_MIN_CHANGES = 1000
+_ANALYZE_FRACTION = 0.2
 
 
 def fn_exists(subquery):

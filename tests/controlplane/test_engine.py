@@ -4,6 +4,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from app.engine.sweeper import Sweeper
 from app.models import Job
 from cp_helpers import Api
@@ -396,3 +398,30 @@ def test_an_unread_parked_poll_is_superseded_only_by_a_superset():
             assert not old.superseded.is_set()  # it cannot vouch that a is all it lacks
             parked.leave(key, new)
         parked.leave(key, old)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_the_sweeper_analyzes_a_table_that_grew_so_status_reads_look_ids_up_by_index(api):
+    """A fresh jobs table keeps the planner's empty-table estimate until analyzed; the status
+    read then filtered every job of the cluster instead of looking its ids up."""
+    import datetime as dt
+
+    from app import db
+    from app.engine import statements, sweeper as sweeper_module
+
+    c = api.new_cluster()
+    now = dt.datetime.utcnow()
+    new = [statements.NewJob(cluster_id=c["id"], job_id=f"job-{i:05d}", service="svc", target_fn="f",
+                             target_args="kQ==", cache_key=None, attempts_allowed=1, timeout_seconds=60,
+                             created_at=now, deployment_id=None, predictive_retries=False) for i in range(3000)]
+    assert all(db.unit_of_work(lambda: statements.insert_jobs(new), transaction=False))
+    deadline = time.monotonic() + 10  # the statistics counters reach pg_stat_user_tables within a second or so
+    analyzed = []
+    while "jobs" not in analyzed and time.monotonic() < deadline:
+        analyzed = sweeper_module.refresh_statistics()
+        time.sleep(0.2)
+    assert "jobs" in analyzed
+    assert sweeper_module.refresh_statistics() == []  # nothing changed since
+    plan = "\n".join(r[0] for r in db.unit_of_work(lambda: db.execute(
+        "EXPLAIN " + statements._STATUS + "id = ANY(%s)", (c["id"], ["job-00001", "job-00002"])).fetchall()))
+    assert "jobs_cluster_recent" not in plan and "Seq Scan" not in plan, plan
