@@ -5,11 +5,24 @@ connection), so a few hundred threads per worker hold that many polls for little
 """
 import os
 import signal
+import sys
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        sys.exit(f"{name} must be a whole number above 0 (got {raw!r}); unset it to use {default}")
+    return value
+
 
 bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '4000')}"
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "256"))
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))  # gunicorn itself parses it first, and says so
+threads = _positive_int("GUNICORN_THREADS", 256)
 # Long polls last up to 20 s; a worker is only killed if silent much longer than that.
 timeout = 60
 graceful_timeout = 25
@@ -18,7 +31,7 @@ graceful_timeout = 25
 # poller does not catch fetch errors). Under the SDK's 10,000-call storm Node's fetch kept thousands
 # of connections idle past 75 s and reused one as gunicorn closed it (bench/README.md). 600 s is
 # undici's own longest keep-alive; proxies in front close sooner, which is safe.
-keepalive = int(os.environ.get("KEEPALIVE_SECONDS", "600"))
+keepalive = _positive_int("KEEPALIVE_SECONDS", 600)
 # Connections (mostly idle keep-alives and parked polls) per worker; past this gunicorn stops
 # accepting and clients time out connecting (the published SDK opens one per status poll).
 worker_connections = 10000

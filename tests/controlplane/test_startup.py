@@ -59,6 +59,14 @@ def test_gunicorn_exits_non_zero_naming_the_bad_variable(tmp_path):
     assert "RETENTION_DAYS" in result.stderr
 
 
+@pytest.mark.parametrize("name", ["GUNICORN_THREADS", "KEEPALIVE_SECONDS"])  # gunicorn itself parses WEB_CONCURRENCY
+def test_gunicorn_exits_non_zero_naming_a_bad_server_setting(tmp_path, name):
+    result = run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app.wsgi:app"],
+                 {"PORT": "0", "DIFFERENTIAL_DATA_DIR": str(tmp_path), name: "many"})
+    assert result.returncode != 0
+    assert f"{name} must be a whole number above 0 (got 'many')" in result.stderr
+
+
 MIGRATE = textwrap.dedent("""
     import sys
     from app import db, migrations, settings
