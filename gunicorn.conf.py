@@ -21,7 +21,7 @@ def _positive_int(name: str, default: int) -> int:
 
 bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '4000')}"
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))  # gunicorn itself parses it first, and says so
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))  # gunicorn itself reads it first (a bad value fails there)
 threads = _positive_int("GUNICORN_THREADS", 256)
 # Long polls last up to 20 s; a worker is only killed if silent much longer than that.
 timeout = 60
