@@ -178,10 +178,11 @@ class _ParkedPolls:
     every outstanding id (minus the ones it has seen finish). A newer poll that asks for everything
     a parked poll still waits for (all its ids, or all but ones that finished since it parked) makes
     the parked one answer `[]` at once and takes over what it knew: the ids it had read as
-    unfinished, minus those that finished since. So one machine parks one poll, each new poll
-    reads only its new ids from the database, and the check costs one set operation per parked
-    poll (superseded polls leave the list at once). Our own SDK's concurrent polls carry disjoint
-    ids, so they never supersede each other."""
+    unfinished, minus those that finished since. A poll that asks for fewer ids than a parked one
+    (a stale poll that got its turn late) answers `[]` at once. So one machine parks one poll,
+    each new poll reads only its new ids from the database, and the check costs one set operation
+    per parked poll (superseded polls leave the list at once). Our own SDK's concurrent polls carry
+    disjoint ids, so they never supersede each other."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -192,8 +193,14 @@ class _ParkedPolls:
         poll = _Parked(ids, sub)
         prefix = len(job_topic(key[0], ""))
         with self._lock:
+            parked = self._polls.get(key, ())
+            if any(ids < old.ids for old in parked):
+                # A poll that arrives (or got its turn) after a wider one from the same machine:
+                # that one already waits for all of these ids, so this one answers `[]` at once.
+                poll.superseded.set()
+                return poll
             kept = []
-            for old in self._polls.get(key, ()):
+            for old in parked:
                 fired = old.sub.fired_ever()
                 finished = None if fired is None else {t[prefix:] for t in fired}
                 if not _asks_for_all_of(ids, old, finished):

@@ -425,3 +425,23 @@ def test_the_sweeper_analyzes_a_table_that_grew_so_status_reads_look_ids_up_by_i
     plan = "\n".join(r[0] for r in db.unit_of_work(lambda: db.execute(
         "EXPLAIN " + statements._STATUS + "id = ANY(%s)", (c["id"], ["job-00001", "job-00002"])).fetchall()))
     assert "jobs_cluster_recent" not in plan and "Seq Scan" not in plan, plan
+
+
+def test_a_poll_for_fewer_ids_than_a_parked_one_from_its_machine_answers_at_once():
+    """A stale poll that got its turn after a wider one: the wider one already waits for its ids."""
+    from app.engine.jobs import _ParkedPolls
+    from app.engine.signals import Hub
+
+    hub, parked, key = Hub(), _ParkedPolls(), ("c1", "m1")
+    with hub.subscribe_jobs("c1", frozenset({"a", "b"})) as wide_sub:
+        wide = parked.park(key, frozenset({"a", "b"}), wide_sub)
+        with hub.subscribe_jobs("c1", frozenset({"a"})) as stale_sub:
+            stale = parked.park(key, frozenset({"a"}), stale_sub)
+            assert stale.superseded.is_set() and not wide.superseded.is_set()
+            parked.leave(key, stale)
+        with hub.subscribe_jobs("c1", frozenset({"a", "b"})) as same_sub:  # the same ids: the newer one wins
+            same = parked.park(key, frozenset({"a", "b"}), same_sub)
+            assert wide.superseded.is_set() and not same.superseded.is_set()
+            parked.leave(key, same)
+        parked.leave(key, wide)
+    assert parked._polls == {}
