@@ -242,10 +242,12 @@ def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stoppi
         return []
     deadline = time.monotonic() + ttl_seconds
     prefix = len(job_topic(cluster_id, ""))
-    key = (cluster_id, machine_id or "")
+    # Only polls that name their machine take part in supersession: callers without an
+    # x-machine-id (curl, dashboards) would otherwise release each other's polls in a loop.
+    key = (cluster_id, machine_id) if machine_id else None
     ids = frozenset(job_ids)
     with hub.subscribe_jobs(cluster_id, ids) as sub:
-        poll = _parked.park(key, ids, sub)
+        poll = _parked.park(key, ids, sub) if key else _Parked(ids, sub)
         try:
             to_check = [i for i in job_ids if i not in poll.inherited] if poll.inherited else job_ids
             while True:
@@ -270,7 +272,8 @@ def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stoppi
                 else:
                     to_check = [t[prefix:] for t in fired]
         finally:
-            _parked.leave(key, poll)
+            if key:
+                _parked.leave(key, poll)
 
 
 def _linger(cluster_id, job_ids, sub, prefix, finished, remaining) -> list[dict]:

@@ -445,3 +445,23 @@ def test_a_poll_for_fewer_ids_than_a_parked_one_from_its_machine_answers_at_once
             parked.leave(key, same)
         parked.leave(key, wide)
     assert parked._polls == {}
+
+
+def test_polls_without_a_machine_id_never_release_each_other(api):
+    c = api.new_cluster()
+    ids = [api.call(c) for _ in range(2)]
+    answers = {}
+
+    def poll(name, job_ids):
+        r = api.client.post("/batch-jobs-status-request", headers=api.headers(c, machine=None),
+                            json={"jobIds": job_ids, "ttl": 1500})
+        answers[name] = (r.status_code, r.json, time.monotonic())
+
+    started = time.monotonic()
+    narrow = threading.Thread(target=poll, args=("narrow", ids[:1]))
+    narrow.start()
+    time.sleep(0.3)
+    poll("wide", ids)  # a superset from another caller without x-machine-id
+    narrow.join(timeout=5)
+    assert answers["narrow"][0] == 200 and [r["status"] for r in answers["narrow"][1]] == ["pending"]
+    assert answers["narrow"][2] - started > 1.2  # it waited its ttl out instead of answering [] at once
