@@ -17,7 +17,6 @@ from .. import auth
 from ..engine import machines
 from ..errors import BadRequest
 from . import validation
-from .admission import BigBodyAdmission
 
 
 @dataclass
@@ -32,7 +31,6 @@ class RouteSpec:
     responses: dict[int, dict | None]
     tag: str
     path_params: list[str] = field(default_factory=list)
-    admission: BigBodyAdmission | None = None
 
 
 ROUTES: list[RouteSpec] = []
@@ -44,11 +42,9 @@ def state():
 
 def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str | None, tag: str,
           responses: dict[int, dict | None], body: dict | None = None, body_required: bool = True,
-          query: dict | None = None, admission: BigBodyAdmission | None = None) -> Callable:
-    """`admission`: big bodies of this route wait for a slot before they are read; the view may
-    give the slot back early with `release_admission()`, else it is given back when the view ends."""
+          query: dict | None = None) -> Callable:
     spec = RouteSpec(method, path, summary, auth_kind, body, body_required, query, responses, tag,
-                     re.findall(r"<(?:\w+:)?(\w+)>", path), admission)
+                     re.findall(r"<(?:\w+:)?(\w+)>", path))
     ROUTES.append(spec)
 
     def decorate(view: Callable) -> Callable:
@@ -60,17 +56,11 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
                     raise BadRequest(f"path parameter {name} must not contain NUL characters or unpaired surrogates",
                                      {"parameter": name})
             kwargs = dict(path_args)
-            release = spec.admission.enter(request.content_length) if spec.admission else None
-            g.release_admission = release
-            try:
-                if spec.body is not None:
-                    kwargs["body"] = _parse_body(spec)
-                if spec.query is not None:
-                    kwargs["query"] = validation.coerce_query(spec.query, request.args.to_dict())
-                return view(**kwargs)
-            finally:
-                if release is not None:
-                    release()
+            if spec.body is not None:
+                kwargs["body"] = _parse_body(spec)
+            if spec.query is not None:
+                kwargs["query"] = validation.coerce_query(spec.query, request.args.to_dict())
+            return view(**kwargs)
 
         bp.add_url_rule(path, endpoint=view.__name__, view_func=handler, methods=[method])
         return handler
@@ -105,13 +95,6 @@ def _parse_body(spec: RouteSpec):
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}", code="malformed_json")
     return validation.validate(spec.body, value)
-
-
-def release_admission() -> None:
-    """Give back this request's admission slot now (e.g. once a long poll is parked)."""
-    release = g.get("release_admission")
-    if release is not None:
-        release()
 
 
 def require_machine_id() -> str:
