@@ -124,8 +124,11 @@ def _cache_hit(cluster_id: str, service: str, target_fn: str, key: str, ttl_seco
 _status_slots = threading.BoundedSemaphore(8)
 
 
-def statuses(cluster_id: str, job_ids: list[str]) -> list[dict]:
-    """Current status of the known ids of this cluster, in request order; unknown ids are absent."""
+def statuses(cluster_id: str, job_ids: list[str], cancelled: threading.Event | None = None) -> list[dict] | None:
+    """Current status of the known ids of this cluster, in request order; unknown ids are absent.
+
+    None if `cancelled` was set by the time a read slot came free: under the published SDK's storm
+    many superseded polls queue for a slot, and each would otherwise still read all its ids."""
     found: dict[str, dict] = {}
     unique = list(dict.fromkeys(job_ids))
 
@@ -137,6 +140,8 @@ def statuses(cluster_id: str, job_ids: list[str]) -> list[dict]:
                                  "service": service}
 
     with _status_slots:
+        if cancelled is not None and cancelled.is_set():
+            return None
         db.unit_of_work(read, transaction=False)  # reads; finished rows never change, so no snapshot needed
     return [found[i] for i in unique if i in found]
 
@@ -252,7 +257,9 @@ def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stoppi
             while True:
                 if poll.superseded.is_set():
                     return []
-                rows = statuses(cluster_id, to_check) if to_check else []
+                rows = statuses(cluster_id, to_check, cancelled=poll.superseded) if to_check else []
+                if rows is None:  # superseded while it queued for a read
+                    return []
                 finished = [r for r in rows if r["status"] in TERMINAL]
                 remaining = deadline - time.monotonic()
                 if finished:

@@ -465,3 +465,44 @@ def test_polls_without_a_machine_id_never_release_each_other(api):
     narrow.join(timeout=5)
     assert answers["narrow"][0] == 200 and [r["status"] for r in answers["narrow"][1]] == ["pending"]
     assert answers["narrow"][2] - started > 1.2  # it waited its ttl out instead of answering [] at once
+
+
+def test_a_poll_superseded_while_it_queues_for_a_read_slot_does_not_read(api, monkeypatch):
+    """Under the SDK storm many polls queue for the status-read slots; the superseded ones must
+    give up without reading all their ids."""
+    from app.engine import jobs as engine_jobs, statements
+
+    c = api.new_cluster()
+    ids = [api.call(c) for _ in range(3)]
+    reads = []
+    real_read = statements.read_statuses
+    monkeypatch.setattr(statements, "read_statuses", lambda cid, job_ids: reads.append(set(job_ids)) or real_read(cid, job_ids))
+    answers = {}
+
+    def poll(name, job_ids):
+        r = api.client.post("/batch-jobs-status-request", headers=api.headers(c, "caller"),
+                            json={"jobIds": job_ids, "ttl": 10000})
+        answers[name] = (r.status_code, [row["id"] for row in r.json])
+
+    slots = engine_jobs._status_slots
+    held = 0
+    while slots.acquire(blocking=False):  # every read slot taken, as in a storm
+        held += 1
+    try:
+        first = threading.Thread(target=poll, args=("first", ids[:2]))
+        first.start()
+        time.sleep(0.3)  # parked, queued for a slot
+        second = threading.Thread(target=poll, args=("second", ids))
+        second.start()
+        time.sleep(0.3)  # supersedes the first, queued too
+        assert "first" not in answers
+    finally:
+        for _ in range(held):
+            slots.release()
+    first.join(timeout=5)
+    assert answers["first"] == (200, [])
+    assert set(ids[:2]) not in reads  # the superseded poll never read its ids
+    api.claim(c, limit=3)
+    api.result(c, ids[2])
+    second.join(timeout=5)
+    assert answers["second"] == (200, [ids[2]])
