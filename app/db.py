@@ -28,6 +28,11 @@ database = peewee.DatabaseProxy()
 CONNECTION_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 
 
+def is_data_error(exc: Exception) -> bool:
+    """Whether a failed write may be the fault of one row, rather than of the connection."""
+    return not isinstance(exc, CONNECTION_ERRORS)
+
+
 def is_postgres() -> bool:
     return isinstance(database.obj, peewee.PostgresqlDatabase)
 

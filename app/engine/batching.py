@@ -40,11 +40,14 @@ class GroupCommit(Generic[T, R]):
 
     `write_many(values)` writes a batch and returns one result per value, in order. `key(value)`,
     when given, keeps two values with the same key out of one batch (the later waits for the next).
+    `isolate(exc)` says whether a failed batch is worth retrying value by value.
     """
 
     def __init__(self, write_many: Callable[[list[T]], list[R]], *, max_batch: int = 100,
-                 key: Callable[[T], Hashable] | None = None) -> None:
+                 key: Callable[[T], Hashable] | None = None,
+                 isolate: Callable[[Exception], bool] = lambda exc: True) -> None:
         self._write_many = write_many
+        self._isolate = isolate
         self._max_batch = max_batch
         self._key = key
         self._lock = threading.Lock()
@@ -92,8 +95,9 @@ class GroupCommit(Generic[T, R]):
             for item, result in zip(batch, results, strict=True):
                 item.result = result
         except Exception as exc:
-            if len(batch) == 1:
-                batch[0].error = exc
+            if len(batch) == 1 or not self._isolate(exc):
+                for item in batch:  # e.g. the database is down: one by one would only fail slower
+                    item.error = exc
             else:  # find the bad one: the rest must not fail with it
                 log.warning("a batch of %d writes failed (%s); retrying them one by one", len(batch), exc)
                 for item in batch:

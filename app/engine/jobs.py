@@ -85,7 +85,7 @@ def _insert_batch(new_jobs: list[statements.NewJob]) -> list[bool]:
 
 
 # Plain creates share statements and commits (on PostgreSQL one multi-row INSERT per batch).
-_creates = GroupCommit(_insert_batch, max_batch=200)
+_creates = GroupCommit(_insert_batch, max_batch=200, isolate=db.is_data_error)
 
 
 def _find(cluster_id: str, job_id: str) -> Job | None:

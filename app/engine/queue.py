@@ -56,7 +56,8 @@ def _store_batch(results: list[statements.Result]) -> list[bool]:
 
 # Results share statements and commits; two results for one job never share a batch (the fence
 # must see the first one's write).
-_results = GroupCommit(_store_batch, max_batch=200, key=lambda r: (r.cluster_id, r.job_id))
+_results = GroupCommit(_store_batch, max_batch=200, key=lambda r: (r.cluster_id, r.job_id),
+                       isolate=db.is_data_error)
 
 
 def persist_result(cluster_id: str, job_id: str, machine_id: str, result: str, result_type: str,

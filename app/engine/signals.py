@@ -27,6 +27,12 @@ def queue_topic(cluster_id: str, service: str) -> str:
     return f"q/{cluster_id}/{service}"
 
 
+def topic_sql(kind: str, cluster_column: str, name_column: str) -> str:
+    """The SQL expression that builds the topic `queue_topic` ("q") or `job_topic` ("j") builds,
+    from a row's columns: for NOTIFYs sent from inside a statement."""
+    return f"'{kind}/' || {cluster_column} || '/' || {name_column}"
+
+
 def job_topic(cluster_id: str, job_id: str) -> str:
     return f"j/{cluster_id}/{job_id}"
 

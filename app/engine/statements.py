@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 from .. import db
 from ..models import Job
-from .signals import CHANNEL
+from .signals import CHANNEL, topic_sql
 
 _JOB_COLUMNS = ("cluster_id", "id", "service", "target_fn", "target_args", "status", "cache_key",
                 "attempts_allowed", "attempt", "timeout_seconds", "created_at", "deployment_id", "predictive_retries")
 _INSERT_HEAD = f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES "
 _ROW = f"({', '.join(['%s'] * len(_JOB_COLUMNS))})"
+_QUEUE_TOPIC = topic_sql("q", "cluster_id", "service")
 _INSERT_SQLITE = "INSERT OR IGNORE INTO" + _INSERT_HEAD[len("INSERT INTO"):] + _ROW
 
 _RESULT_SQLITE = ("UPDATE jobs SET status = 'success', result = %s, result_type = %s, resulted_at = %s,"
@@ -31,8 +32,8 @@ UPDATE jobs SET status = 'success', result = v.result, result_type = v.result_ty
        execution_time_ms = v.execution_time_ms, deadline_ms = NULL
 FROM (VALUES {rows}) AS v(cluster_id, id, machine_id, result, result_type, resulted_at, execution_time_ms)
 WHERE jobs.cluster_id = v.cluster_id AND jobs.id = v.id AND jobs.status = 'running' AND jobs.machine_id = v.machine_id
-RETURNING jobs.cluster_id, jobs.id, pg_notify(%s, 'j/' || jobs.cluster_id || '/' || jobs.id)
-"""
+RETURNING jobs.cluster_id, jobs.id, pg_notify(%s, {topic})
+""".replace("{topic}", topic_sql("j", "jobs.cluster_id", "jobs.id"))
 
 # One statement claims up to `limit` jobs, oldest first. SKIP LOCKED lets concurrent pollers take
 # different rows instead of queueing behind each other, and the status test is repeated in the
@@ -93,7 +94,7 @@ def insert_jobs(jobs: list[NewJob]) -> list[bool]:
     (PostgreSQL sends one notification per distinct topic and transaction)."""
     if db.is_postgres():
         sql = (_INSERT_HEAD + ", ".join([_ROW] * len(jobs))
-               + " ON CONFLICT DO NOTHING RETURNING cluster_id, id, pg_notify(%s, 'q/' || cluster_id || '/' || service)")
+               + f" ON CONFLICT DO NOTHING RETURNING cluster_id, id, pg_notify(%s, {_QUEUE_TOPIC})")
         params = [v for job in jobs for v in job.values()]
         params.append(CHANNEL)
         inserted = {(row[0], row[1]) for row in db.execute(sql, params).fetchall()}

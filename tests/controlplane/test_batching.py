@@ -85,3 +85,17 @@ def test_a_result_count_mismatch_is_an_error_not_a_silent_none():
     gc = GroupCommit(lambda values: [])
     with pytest.raises(ValueError):
         gc.submit(1)
+
+
+def test_a_failure_that_is_not_one_rows_fault_fails_the_batch_without_retrying_each():
+    calls = []
+
+    def write_many(values):
+        calls.append(list(values))
+        time.sleep(0.01)
+        raise ConnectionError("the database is down")
+
+    gc = GroupCommit(write_many, isolate=lambda exc: not isinstance(exc, ConnectionError))
+    _out, errors = _run_threads(20, gc.submit)
+    assert all(isinstance(e, ConnectionError) for e in errors)
+    assert sum(len(c) for c in calls) == 20  # each value tried once, none alone a second time

@@ -89,3 +89,36 @@ def test_pooled_connections_are_known_as_our_own_backends_until_closed(app):
     assert db.is_own_backend(pid)
     db.database.obj.close_all()
     assert not db.is_own_backend(pid)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_batched_writes_notify_the_topics_the_waiters_subscribe_to(app, fresh_pg_url):
+    """The NOTIFY payloads built in SQL must equal queue_topic/job_topic, or other processes never wake."""
+    import datetime as dt
+
+    from app import db
+    from app.engine import statements
+    from app.engine.signals import job_topic, queue_topic
+
+    with closing(psycopg2.connect(fresh_pg_url)) as listener:
+        listener.autocommit = True
+        with listener.cursor() as cur:
+            cur.execute(f"LISTEN {CHANNEL}")
+        now = dt.datetime.utcnow()
+        new = statements.NewJob(cluster_id="c1", job_id="j1", service="svc", target_fn="f", target_args="kQ==",
+                                cache_key=None, attempts_allowed=1, timeout_seconds=60, created_at=now,
+                                deployment_id=None, predictive_retries=False)
+        assert db.unit_of_work(lambda: statements.insert_jobs([new]), transaction=False) == [True]
+        db.unit_of_work(lambda: db.execute("UPDATE jobs SET status = 'running', machine_id = 'm1'"),
+                        transaction=False)
+        stored = db.unit_of_work(lambda: statements.store_results([statements.Result(
+            cluster_id="c1", job_id="j1", machine_id="m1", result="kQ==", result_type="resolution",
+            execution_time_ms=None, resulted_at=now)]), transaction=False)
+        assert stored == [True]
+        payloads, deadline = [], time.monotonic() + 5
+        while len(payloads) < 2 and time.monotonic() < deadline:
+            listener.poll()
+            payloads += [n.payload for n in listener.notifies]
+            listener.notifies.clear()
+            time.sleep(0.05)
+        assert payloads == [queue_topic("c1", "svc"), job_topic("c1", "j1")]
