@@ -73,6 +73,8 @@ def worker_exit(server, worker):
 def on_starting(server):
     # Check the settings once in the master, so a bad variable stops the server with its name
     # instead of workers failing to boot over and over.
-    from app import settings
+    from app import allocator, settings
 
     settings.load_or_exit()
+    # Before any worker exists, so every worker and its threads inherit it (app/allocator.py).
+    allocator.tune()
