@@ -9,7 +9,8 @@ from ..engine import jobs, machines, queue
 from ..engine.jobs import CallConfig
 from ..observability.events import events
 from . import schemas as s
-from .routing import require_machine_id, route, state
+from .admission import BigBodyAdmission
+from .routing import release_admission, require_machine_id, route, state
 
 bp = Blueprint("jobs", __name__)
 
@@ -105,10 +106,22 @@ def job_status(job_id, query):
                                      stopping=state().stopping)), 200
 
 
+# About 2,000 ids and up: the published SDK's storm of overlapping polls (see admission.py). A
+# poll refused because 64 already wait gets `[]`, as a superseded poll does: the SDK asks again
+# for ids missing from an answer, and its newer polls carry them.
+_BIG_STATUS_POLLS = BigBodyAdmission(threshold_bytes=64 * 1024, slots=4, max_waiting=64)
+
+
+def _no_statuses_yet():
+    return jsonify([]), 200
+
+
 @route(bp, "POST", "/batch-jobs-status-request",
        summary="Statuses of many jobs (long poll: returns the finished ones as soon as any is)",
-       auth_kind="cluster", tag="caller", body=s.BATCH_STATUS_REQUEST, responses={200: s.JOB_STATUSES, **ERRORS})
+       auth_kind="cluster", tag="caller", body=s.BATCH_STATUS_REQUEST, responses={200: s.JOB_STATUSES, **ERRORS},
+       admission=_BIG_STATUS_POLLS, refused=_no_statuses_yet)
 def batch_status(body):
     # No 1,000-id cap: the published SDK sends every outstanding call's id in one request.
     return jsonify(jobs.wait_for_any(g.cluster_id, body["jobIds"], _wait_seconds(body.get("ttl")),
-                                     stopping=state().stopping, machine_id=g.machine_id)), 200
+                                     stopping=state().stopping, machine_id=g.machine_id,
+                                     on_parked=release_admission)), 200

@@ -17,6 +17,7 @@ from .. import auth
 from ..engine import machines
 from ..errors import BadRequest
 from . import validation
+from .admission import BigBodyAdmission
 
 
 @dataclass
@@ -31,6 +32,8 @@ class RouteSpec:
     responses: dict[int, dict | None]
     tag: str
     path_params: list[str] = field(default_factory=list)
+    admission: BigBodyAdmission | None = None
+    refused: Callable | None = None  # the answer when admission refuses (too many big bodies wait)
 
 
 ROUTES: list[RouteSpec] = []
@@ -42,9 +45,15 @@ def state():
 
 def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str | None, tag: str,
           responses: dict[int, dict | None], body: dict | None = None, body_required: bool = True,
-          query: dict | None = None) -> Callable:
+          query: dict | None = None, admission: BigBodyAdmission | None = None,
+          refused: Callable | None = None) -> Callable:
+    """`admission`: big bodies of this route wait their turn before they are read (or get
+    `refused()` when too many wait); the view may give the slot back early with
+    `release_admission()`, else it is given back when the view ends."""
+    if (admission is None) != (refused is None):
+        raise TypeError("admission and refused go together")
     spec = RouteSpec(method, path, summary, auth_kind, body, body_required, query, responses, tag,
-                     re.findall(r"<(?:\w+:)?(\w+)>", path))
+                     re.findall(r"<(?:\w+:)?(\w+)>", path), admission, refused)
     ROUTES.append(spec)
 
     def decorate(view: Callable) -> Callable:
@@ -56,11 +65,19 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
                     raise BadRequest(f"path parameter {name} must not contain NUL characters or unpaired surrogates",
                                      {"parameter": name})
             kwargs = dict(path_args)
-            if spec.body is not None:
-                kwargs["body"] = _parse_body(spec)
-            if spec.query is not None:
-                kwargs["query"] = validation.coerce_query(spec.query, request.args.to_dict())
-            return view(**kwargs)
+            ticket = spec.admission.enter(request.content_length) if spec.admission else None
+            if spec.admission and ticket is None:
+                return spec.refused()
+            g.admission = ticket
+            try:
+                if spec.body is not None:
+                    kwargs["body"] = _parse_body(spec)
+                if spec.query is not None:
+                    kwargs["query"] = validation.coerce_query(spec.query, request.args.to_dict())
+                return view(**kwargs)
+            finally:
+                if ticket is not None:
+                    ticket.release()
 
         bp.add_url_rule(path, endpoint=view.__name__, view_func=handler, methods=[method])
         return handler
@@ -95,6 +112,13 @@ def _parse_body(spec: RouteSpec):
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}", code="malformed_json")
     return validation.validate(spec.body, value)
+
+
+def release_admission() -> None:
+    """Give this request's admission slot back now (a long poll that has parked)."""
+    ticket = g.get("admission")
+    if ticket is not None:
+        ticket.release()
 
 
 def require_machine_id() -> str:

@@ -5,6 +5,7 @@ import datetime as dt
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from .. import db
 from ..errors import Conflict, NotFound
@@ -239,9 +240,9 @@ _parked = _ParkedPolls()
 
 
 def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stopping=None,
-                 machine_id: str | None = None) -> list[dict]:
+                 machine_id: str | None = None, on_parked: Callable[[], None] | None = None) -> list[dict]:
     """Long poll a batch: return the finished ones as soon as any is, else every status after ttl
-    (or at once when the server is shutting down)."""
+    (or at once when the server is shutting down). `on_parked` is called before the first wait."""
     if not job_ids:
         return []
     deadline = time.monotonic() + ttl_seconds
@@ -268,6 +269,9 @@ def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stoppi
                     poll.unfinished = poll.inherited | {r["id"] for r in rows}
                 if remaining <= 0 or (stopping is not None and stopping.is_set()):
                     return statuses(cluster_id, job_ids)
+                if on_parked is not None:
+                    on_parked()
+                    on_parked = None
                 fired = sub.wait(remaining)
                 # Finished is final, so only the jobs whose topics fired can have become finished.
                 if fired is None:

@@ -1,0 +1,133 @@
+"""Admission of big request bodies (app/api/admission.py), alone and on the batch status route."""
+from __future__ import annotations
+
+import threading
+import time
+
+from app.api.admission import BigBodyAdmission
+from app.api.routing import ROUTES
+
+
+def _enter_in_thread(adm, length, got, name):
+    t = threading.Thread(target=lambda: got.append((name, adm.enter(length))))
+    t.start()
+    return t
+
+
+def _wait_until(predicate, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_small_bodies_pass_and_big_ones_take_turns_first_come_first_served():
+    adm = BigBodyAdmission(threshold_bytes=100, slots=1, max_waiting=10, max_wait_seconds=10)
+    small = adm.enter(99)
+    assert not small.admitted  # a small body never takes a slot
+    first = adm.enter(100)
+    assert first.admitted
+    got = []
+    waiting = []
+    for name in ("second", "third"):
+        waiting.append(_enter_in_thread(adm, 5000, got, name))
+        assert _wait_until(lambda: len(adm._waiting) == len(waiting))  # queued in this order
+    time.sleep(0.1)
+    assert got == []  # the only slot is taken
+    small.release()
+    first.release()
+    first.release()  # a second release must not free a second slot
+    waiting[0].join(timeout=5)
+    assert [name for name, _ in got] == ["second"]
+    # A newcomer cannot overtake "third", which waits for the slot "second" holds.
+    late = []
+    t_late = _enter_in_thread(adm, 5000, late, "late")
+    assert _wait_until(lambda: len(adm._waiting) == 2)
+    got[0][1].release()
+    waiting[1].join(timeout=5)
+    assert [name for name, _ in got] == ["second", "third"] and late == []
+    got[1][1].release()
+    t_late.join(timeout=5)
+    assert late[0][1].admitted
+    late[0][1].release()
+    assert adm._free == 1 and not adm._waiting
+
+
+def test_refused_when_too_many_wait():
+    adm = BigBodyAdmission(threshold_bytes=1, slots=1, max_waiting=1, max_wait_seconds=10)
+    held = adm.enter(10)
+    got = []
+    t = _enter_in_thread(adm, 10, got, "waiter")
+    assert _wait_until(lambda: len(adm._waiting) == 1)
+    assert adm.enter(10) is None  # one waits already: the route answers without reading the body
+    held.release()
+    t.join(timeout=5)
+    got[0][1].release()
+
+
+def test_a_request_that_cannot_get_a_slot_goes_ahead_after_the_wait():
+    adm = BigBodyAdmission(threshold_bytes=1, slots=1, max_waiting=5, max_wait_seconds=0.2)
+    held = adm.enter(10)
+    started = time.monotonic()
+    ticket = adm.enter(10)
+    assert not ticket.admitted and 0.15 < time.monotonic() - started < 3
+    assert not adm._waiting  # it left the queue, so a release does not hand the slot to nobody
+    held.release()
+    assert adm._free == 1
+
+
+def _big_poll_body(job_id):
+    padding = [f"unknown-{i:04d}-{'x' * 20}" for i in range(100)]  # unknown ids are absent from answers
+    return [job_id, *padding]
+
+
+def test_a_parked_big_status_poll_gives_its_slot_back(api, monkeypatch):
+    """With one slot, a second big poll is answered while the first is parked only if the first gave
+    the slot back when it parked."""
+    spec = next(r for r in ROUTES if r.path == "/batch-jobs-status-request")
+    monkeypatch.setattr(spec, "admission", BigBodyAdmission(threshold_bytes=1000, slots=1, max_waiting=8,
+                                                            max_wait_seconds=30))
+    c = api.new_cluster()
+    job = api.call(c)
+    answers = {}
+
+    def poll(machine, ttl):
+        r = api.client.post("/batch-jobs-status-request", headers=api.headers(c, machine),
+                            json={"jobIds": _big_poll_body(job), "ttl": ttl})
+        answers[machine] = (r.status_code, [(row["id"], row["status"]) for row in r.json], time.monotonic())
+
+    first = threading.Thread(target=poll, args=("m1", 15000))
+    first.start()
+    assert _wait_until(lambda: spec.admission._free == 1)  # m1 parked and gave its slot back
+    started = time.monotonic()
+    poll("m2", 1000)  # admitted at once, parked, answered at its ttl
+    assert answers["m2"][:2] == (200, [(job, "pending")])
+    assert answers["m2"][2] - started < 4
+    assert "m1" not in answers
+    api.claim(c)
+    api.result(c, job)
+    first.join(timeout=10)
+    assert answers["m1"][:2] == (200, [(job, "success")])
+    assert spec.admission._free == 1
+
+
+def test_a_refused_big_status_poll_is_answered_empty_at_once(api, monkeypatch):
+    spec = next(r for r in ROUTES if r.path == "/batch-jobs-status-request")
+    # No slot and no room to wait: every big poll is refused; small ones are not affected.
+    monkeypatch.setattr(spec, "admission", BigBodyAdmission(threshold_bytes=1000, slots=0, max_waiting=0))
+    c = api.new_cluster()
+    job = api.call(c)
+    api.claim(c)
+    api.result(c, job)
+    started = time.monotonic()
+    r = api.client.post("/batch-jobs-status-request", headers=api.headers(c), json={"jobIds": _big_poll_body(job)})
+    assert (r.status_code, r.json) == (200, [])  # the SDK asks again for ids missing from an answer
+    assert time.monotonic() - started < 2
+    r = api.client.post("/batch-jobs-status-request", headers=api.headers(c), json={"jobIds": [job]})
+    assert r.status_code == 200 and [row["status"] for row in r.json] == ["success"]
+    # Credentials are still checked first.
+    r = api.client.post("/batch-jobs-status-request", headers={"Authorization": "Basic nope"},
+                        json={"jobIds": _big_poll_body(job)})
+    assert r.status_code == 401
