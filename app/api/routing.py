@@ -67,6 +67,7 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
             kwargs = dict(path_args)
             ticket = spec.admission.enter(request.content_length) if spec.admission else None
             if spec.admission and ticket is None:
+                _discard_body()
                 return spec.refused()
             g.admission = ticket
             try:
@@ -99,6 +100,14 @@ def _guard(spec: RouteSpec) -> None:
                 raise BadRequest("x-machine-id must be at most 200 characters", {"header": "x-machine-id"})
             machines.ping(g.cluster_id, g.machine_id, ip=request.remote_addr, deployment_id=g.deployment_id,
                           machine_timeout_seconds=settings.machine_timeout_seconds)
+
+
+def _discard_body() -> None:
+    """Read the body without keeping it. gunicorn drains at most 64 KiB of an unread body before
+    it reuses a kept-alive connection and closes it otherwise; the published SDK dies on the
+    "other side closed" that follows (a node10k run did, on a refused 300 KB poll)."""
+    while request.stream.read(64 * 1024):
+        pass
 
 
 def _parse_body(spec: RouteSpec):
