@@ -6,7 +6,7 @@ thread parsing one, a worker reached 337 MB of live Python objects (tracemalloc)
 gain nothing from parsing more than a few at once. A big body waits here unread, first come first
 served, so each poll still supersedes the one before it; the route gives its slot back once the
 request is parked (it then holds one parsed copy and no CPU) or answered. When too many already
-wait, the route answers at once without reading the body (`refused`).
+wait, the route answers at once (`refused`), reading the body off the socket without parsing it.
 """
 from __future__ import annotations
 
