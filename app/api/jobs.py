@@ -109,7 +109,7 @@ def job_status(job_id, query):
 # About 2,000 ids and up: the published SDK's storm of overlapping polls (see admission.py). A
 # poll refused because 64 already wait gets `[]`, as a superseded poll does: the SDK asks again
 # for ids missing from an answer, and its newer polls carry them.
-_BIG_STATUS_POLLS = BigBodyAdmission(threshold_bytes=64 * 1024, slots=4, max_waiting=64)
+_BIG_STATUS_POLLS = BigBodyAdmission(threshold_bytes=64 * 1024, slots=1, max_waiting=64)
 
 
 def _no_statuses_yet():

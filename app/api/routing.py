@@ -71,8 +71,12 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
                 return spec.refused()
             g.admission = ticket
             try:
+                raw = None
+                if ticket is not None and ticket.big:
+                    raw = request.get_data(cache=False)  # read while in line, parsed in turn
+                    ticket.wait()
                 if spec.body is not None:
-                    kwargs["body"] = _parse_body(spec)
+                    kwargs["body"] = _parse_body(spec, raw)
                 if spec.query is not None:
                     kwargs["query"] = validation.coerce_query(spec.query, request.args.to_dict())
                 return view(**kwargs)
@@ -110,8 +114,9 @@ def _discard_body() -> None:
         pass
 
 
-def _parse_body(spec: RouteSpec):
-    raw = request.get_data(cache=False)
+def _parse_body(spec: RouteSpec, raw: bytes | None = None):
+    if raw is None:
+        raw = request.get_data(cache=False)
     if not raw.strip():
         if spec.body_required:
             raise BadRequest("the request body is empty; send a JSON object", code="empty_body")

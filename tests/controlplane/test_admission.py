@@ -11,7 +11,14 @@ from app.api.routing import ROUTES
 
 
 def _enter_in_thread(adm, length, got, name):
-    t = threading.Thread(target=lambda: got.append((name, adm.enter(length))))
+    """Take a place in line now (in this thread, so the order is known), wait for the turn in another."""
+    ticket = adm.enter(length)
+
+    def wait():
+        ticket.wait()
+        got.append((name, ticket))
+
+    t = threading.Thread(target=wait)
     t.start()
     return t
 
@@ -28,16 +35,14 @@ def _wait_until(predicate, timeout=5.0):
 def test_small_bodies_pass_and_big_ones_take_turns_first_come_first_served():
     adm = BigBodyAdmission(threshold_bytes=100, slots=1, max_waiting=10, max_wait_seconds=10)
     small = adm.enter(99)
-    assert not small.admitted  # a small body never takes a slot
+    assert not small.big  # a small body never takes a slot
+    small.wait()
     first = adm.enter(100)
-    assert first.admitted
+    first.wait()  # the free slot: no waiting
     got = []
-    waiting = []
-    for name in ("second", "third"):
-        waiting.append(_enter_in_thread(adm, 5000, got, name))
-        assert _wait_until(lambda: len(adm._waiting) == len(waiting))  # queued in this order
+    waiting = [_enter_in_thread(adm, 5000, got, name) for name in ("second", "third")]
     time.sleep(0.1)
-    assert got == []  # the only slot is taken
+    assert got == [] and len(adm._waiting) == 2  # the only slot is taken
     small.release()
     first.release()
     first.release()  # a second release must not free a second slot
@@ -46,13 +51,11 @@ def test_small_bodies_pass_and_big_ones_take_turns_first_come_first_served():
     # A newcomer cannot overtake "third", which waits for the slot "second" holds.
     late = []
     t_late = _enter_in_thread(adm, 5000, late, "late")
-    assert _wait_until(lambda: len(adm._waiting) == 2)
     got[0][1].release()
     waiting[1].join(timeout=5)
     assert [name for name, _ in got] == ["second", "third"] and late == []
     got[1][1].release()
     t_late.join(timeout=5)
-    assert late[0][1].admitted
     late[0][1].release()
     assert adm._free == 1 and not adm._waiting
 
@@ -60,22 +63,23 @@ def test_small_bodies_pass_and_big_ones_take_turns_first_come_first_served():
 def test_refused_when_too_many_wait():
     adm = BigBodyAdmission(threshold_bytes=1, slots=1, max_waiting=1, max_wait_seconds=10)
     held = adm.enter(10)
-    got = []
-    t = _enter_in_thread(adm, 10, got, "waiter")
-    assert _wait_until(lambda: len(adm._waiting) == 1)
-    assert adm.enter(10) is None  # one waits already: the route answers without reading the body
+    waiter = adm.enter(10)
+    assert adm.enter(10) is None  # one waits already: the route answers without parsing the body
+    waiter.release()  # leaving the line before its turn frees the place, not a slot
+    assert not adm._waiting and adm._free == 0
     held.release()
-    t.join(timeout=5)
-    got[0][1].release()
+    assert adm._free == 1
 
 
 def test_a_request_that_cannot_get_a_slot_goes_ahead_after_the_wait():
     adm = BigBodyAdmission(threshold_bytes=1, slots=1, max_waiting=5, max_wait_seconds=0.2)
     held = adm.enter(10)
-    started = time.monotonic()
     ticket = adm.enter(10)
-    assert not ticket.admitted and 0.15 < time.monotonic() - started < 3
-    assert not adm._waiting  # it left the queue, so a release does not hand the slot to nobody
+    started = time.monotonic()
+    ticket.wait()
+    assert 0.15 < time.monotonic() - started < 3
+    assert not ticket.big and not adm._waiting  # it left the line: a release hands no slot to nobody
+    ticket.release()
     held.release()
     assert adm._free == 1
 
@@ -140,3 +144,34 @@ def test_a_refused_big_status_poll_is_answered_empty_at_once(api, monkeypatch):
     r = api.client.post("/batch-jobs-status-request", headers={"Authorization": "Basic nope"},
                         json={"jobIds": _big_poll_body(job)})
     assert r.status_code == 401
+
+
+def test_a_big_poll_reads_its_body_while_it_waits_its_turn(api, monkeypatch):
+    """A client sending slowly must not hold a slot: the body is read in line, parsed in turn."""
+    spec = next(r for r in ROUTES if r.path == "/batch-jobs-status-request")
+    adm = BigBodyAdmission(threshold_bytes=1000, slots=1, max_waiting=8, max_wait_seconds=30)
+    monkeypatch.setattr(spec, "admission", adm)
+    c = api.new_cluster()
+    job = api.call(c)
+    api.claim(c)
+    api.result(c, job)
+    held = adm.enter(5000)  # someone else's turn
+    body = json.dumps({"jobIds": _big_poll_body(job)}).encode()
+    stream = io.BytesIO(body)
+    answers = []
+
+    def poll():
+        r = api.client.post("/batch-jobs-status-request", input_stream=stream,
+                            headers={**api.headers(c), "Content-Type": "application/json",
+                                     "Content-Length": str(len(body))})
+        answers.append((r.status_code, [row["status"] for row in r.json]))
+
+    t = threading.Thread(target=poll)
+    t.start()
+    assert _wait_until(lambda: stream.tell() == len(body))  # read while it waits
+    time.sleep(0.2)
+    assert answers == [] and len(adm._waiting) == 1
+    held.release()
+    t.join(timeout=10)
+    assert answers == [(200, ["success"])]
+    assert adm._free == 1
