@@ -1,14 +1,14 @@
-"""Admission for big request bodies: a few are read and worked on at once per process, in order.
+"""Admission for big request bodies: few are parsed and worked on at once per process, in order.
 
 The published SDK sends a status poll for every call made while one is open, each carrying every
 outstanding id (about 300 KB for 10,000 calls). Parsed, one holds about 1.5 MB; with every request
 thread parsing one, a worker reached 337 MB of live Python objects (tracemalloc) though 2 cores
-gain nothing from parsing more than a few at once. A big body waits here unread, first come first
-served, so each poll still supersedes the one before it. The body is read off the socket while it
-waits (raw bytes are a fifth of the parsed size, and a client sending slowly holds no slot) and
-parsed in its turn. The route gives its slot back once the request is parked (it then holds one
-parsed copy and no CPU) or answered. When too many already wait, the route answers at once
-(`refused`), reading the body without parsing it.
+gain nothing from parsing more than one at a time. A big body waits here for its turn, first come
+first served. With one slot, each poll parks before the next one is parsed, so the next one
+inherits what it read and reads only its new ids. The body is read off the socket while it waits
+(raw bytes are a fifth of the parsed size, and a client sending slowly holds no slot) and parsed
+in its turn. The route gives its slot back once the request is parked or answered. When too many
+already wait, the route answers at once (`refused`), reading the body without parsing it.
 """
 from __future__ import annotations
 
