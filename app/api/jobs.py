@@ -124,4 +124,4 @@ def batch_status(body):
     # No 1,000-id cap: the published SDK sends every outstanding call's id in one request.
     return jsonify(jobs.wait_for_any(g.cluster_id, body["jobIds"], _wait_seconds(body.get("ttl")),
                                      stopping=state().stopping, machine_id=g.machine_id,
-                                     on_parked=release_admission)), 200
+                                     after_reading=release_admission)), 200

@@ -47,7 +47,7 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
           responses: dict[int, dict | None], body: dict | None = None, body_required: bool = True,
           query: dict | None = None, admission: BigBodyAdmission | None = None,
           refused: Callable | None = None) -> Callable:
-    """`admission`: big bodies of this route wait their turn before they are read (or get
+    """`admission`: big bodies of this route are read, then wait their turn to be parsed (or get
     `refused()` when too many wait); the view may give the slot back early with
     `release_admission()`, else it is given back when the view ends."""
     if (admission is None) != (refused is None):
@@ -129,7 +129,7 @@ def _parse_body(spec: RouteSpec, raw: bytes | None = None):
 
 
 def release_admission() -> None:
-    """Give this request's admission slot back now (a long poll that has parked)."""
+    """Give this request's admission slot back now (a long poll done with its reading)."""
     ticket = g.get("admission")
     if ticket is not None:
         ticket.release()

@@ -240,10 +240,11 @@ _parked = _ParkedPolls()
 
 
 def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stopping=None,
-                 machine_id: str | None = None, on_parked: Callable[[], None] | None = None) -> list[dict]:
+                 machine_id: str | None = None,
+                 after_reading: Callable[[], None] | None = None) -> list[dict]:
     """Long poll a batch: return the finished ones as soon as any is, else every status after ttl
-    (or at once when the server is shutting down). `on_parked` is called before the first wait (or
-    the linger of an answer), once the poll's reading is done."""
+    (or at once when the server is shutting down). `after_reading` is called once the poll's
+    database reading is done: before its first wait, or before the linger of an answer."""
     if not job_ids:
         return []
     deadline = time.monotonic() + ttl_seconds
@@ -265,16 +266,16 @@ def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stoppi
                 finished = [r for r in rows if r["status"] in TERMINAL]
                 remaining = deadline - time.monotonic()
                 if finished:
-                    if on_parked is not None:
-                        on_parked()  # what is left is a short linger: no CPU, nothing more parsed
+                    if after_reading is not None:
+                        after_reading()  # what is left is a short linger: no CPU, nothing more parsed
                     return finished + _linger(cluster_id, job_ids, sub, prefix, finished, remaining)
                 if to_check is job_ids or poll.unfinished is None:
                     poll.unfinished = poll.inherited | {r["id"] for r in rows}
                 if remaining <= 0 or (stopping is not None and stopping.is_set()):
                     return statuses(cluster_id, job_ids)
-                if on_parked is not None:
-                    on_parked()
-                    on_parked = None
+                if after_reading is not None:
+                    after_reading()
+                    after_reading = None
                 fired = sub.wait(remaining)
                 # Finished is final, so only the jobs whose topics fired can have become finished.
                 if fired is None:
