@@ -21,7 +21,6 @@ import base64
 import collections
 import json
 import math
-import os
 import secrets
 import statistics
 import sys

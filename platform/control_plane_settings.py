@@ -1,5 +1,5 @@
 """The control-plane's configuration built from the stack's resources, under the exact names
-that app/settings.py reads (DESIGN.md section 6). The tests prove the names against VARIABLES."""
+that app/settings.py reads (its VARIABLES). The tests prove the names against VARIABLES."""
 from __future__ import annotations
 
 import pulumi

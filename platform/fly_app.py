@@ -1,8 +1,7 @@
 """The control-plane app on fly.io, deployed from this repository's Dockerfile and fly.toml.
 
 Why pulumi-command running `fly` (flyctl) rather than a fly.io provider: the fly providers for
-Pulumi are 0.0.x single-maintainer packages that do not build images (original-infrastructure.md,
-section 8), while `fly deploy` is the documented path that already reads fly.toml (checks,
+Pulumi are 0.0.x single-maintainer packages that do not build images, while `fly deploy` is the documented path that already reads fly.toml (checks,
 concurrency, VM size) and builds the Dockerfile on fly's remote builder, so no local Docker is
 needed. The cost is that `fly` must be installed and logged in (or FLY_API_TOKEN set) where
 `pulumi up` runs.
@@ -111,7 +110,7 @@ class ControlPlaneApp(pulumi.ComponentResource):
 
         names = sorted(args.settings)
         values = pulumi.Output.all(*[args.settings[n] for n in names])
-        dotenv = pulumi.Output.secret(values.apply(lambda vs: secrets_dotenv(dict(zip(names, vs)))))
+        dotenv = pulumi.Output.secret(values.apply(lambda vs: secrets_dotenv(dict(zip(names, vs, strict=True)))))
         settings_hash = pulumi.Output.secret(dotenv.apply(lambda text: hashlib.sha256(text.encode()).hexdigest()))
         self.source_hash = source_hash(args.repo_root)
 

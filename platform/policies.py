@@ -1,6 +1,6 @@
 """IAM policy documents of the platform, as plain functions of ARNs (no Pulumi inside).
 
-Least privilege, fixing the original's grants (original-infrastructure.md, section 1):
+Least privilege, fixing the original's grants (the original's infrastructure/cfn.yaml):
 no wildcard actions; every statement names its resources, scoped to this stack's buckets and
 topic and to the `differential-deployment-*` stacks, functions and log groups in this account
 and region; no cloudformation:ValidateTemplate (it cannot be scoped and the control-plane never
@@ -12,6 +12,7 @@ from typing import Any
 
 # Stacks, functions and log groups that the control-plane creates are all named like this.
 DEPLOYMENT_PREFIX = "differential-deployment-"
+# Where service bundles live in the asset bucket; storage.py's lifecycle rule uses the same prefix.
 SERVICE_BUNDLE_PREFIX = "service_bundle/"
 
 Document = dict[str, Any]

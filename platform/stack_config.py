@@ -1,4 +1,7 @@
-"""The stack's settings, read once from Pulumi config and validated (Pulumi.<stack>.yaml)."""
+"""The stack's settings, read once from Pulumi config and validated (Pulumi.<stack>.yaml).
+
+A bad setting raises `pulumi.RunError`, which `pulumi up` prints as one clean message instead of
+a Python traceback (the stack-level twin of app/settings.py's `load_or_exit`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,23 +35,23 @@ def load() -> StackConfig:
     fly_app = config.get("flyApp")
     if deploy_app:
         if not fly_app:
-            raise ValueError("differential:flyApp is required while differential:deployApp is true")
+            raise pulumi.RunError("differential:flyApp is required while differential:deployApp is true")
         control_plane_url = f"https://{fly_app}.fly.dev"
     else:
         control_plane_url = config.get("controlPlaneUrl") or ""
         if not control_plane_url:
-            raise ValueError(
+            raise pulumi.RunError(
                 "differential:controlPlaneUrl is required when differential:deployApp is false "
                 "(the https URL where your control-plane runs)"
             )
     control_plane_url = control_plane_url.rstrip("/")
     if not control_plane_url.startswith("https://"):
-        raise ValueError("differential:controlPlaneUrl must be an https:// URL (SNS delivers over https)")
+        raise pulumi.RunError("differential:controlPlaneUrl must be an https:// URL (SNS delivers over https)")
 
     retention = config.get_int("bundleRetentionDays")
     retention = 90 if retention is None else retention
     if retention < 1:
-        raise ValueError("differential:bundleRetentionDays must be at least 1")
+        raise pulumi.RunError("differential:bundleRetentionDays must be at least 1")
 
     subscribe = config.get_bool("subscribeEvents")
     return StackConfig(

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
-
-# Keys under which the control-plane stores service bundles (zips) in the asset bucket.
-SERVICE_BUNDLE_PREFIX = "service_bundle/"
+from policies import SERVICE_BUNDLE_PREFIX  # service bundles (zips) live under it in the asset bucket
 
 
 @dataclass(frozen=True)

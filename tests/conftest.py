@@ -43,7 +43,7 @@ def make_pg_database(pg_admin_url):
         try:
             postgres.drop_database(url)
         except Exception as exc:  # a fault test may have left the server odd; never fail teardown
-            warnings.warn(f"could not drop {url}: {exc}")
+            warnings.warn(f"could not drop {url}: {exc}", stacklevel=1)
 
 
 @pytest.fixture

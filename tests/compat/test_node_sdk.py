@@ -6,6 +6,7 @@ import base64
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import msgpack
@@ -109,7 +110,7 @@ def test_background_calls_return_an_id_and_the_job_runs(cp, cluster, service, wo
         job_id = out[field]["id"]
         assert isinstance(job_id, str) and job_id and set(out[field]) == {"id"}
         # The caller exited without waiting; the job still runs and its result is kept.
-        job = wait_until(lambda: (j := get_job(cp, cluster, job_id, ttl_ms=5000))["status"] == "success" and j,
+        job = wait_until(lambda job_id=job_id: (j := get_job(cp, cluster, job_id, ttl_ms=5000))["status"] == "success" and j,
                          timeout=40, what=f"background job {job_id} to succeed")
         assert job["id"] == job_id and job["resultType"] == "resolution" and job["service"] == service
         assert msgpack.unpackb(base64.b64decode(job["result"])) == value
@@ -187,8 +188,9 @@ def test_sigkilled_worker_job_is_finished_by_a_second_worker(fast_stall_cp, serv
         recovered_in = time.monotonic() - killed_at
         print(f"\nkill_after={kill_after}: job finished by B {recovered_in:.1f}s after SIGKILL of A")
         assert recovered_in < 12
-        lines = [x for x in json_lines(open(caller.log_path).read()) if x.get("scenario") == "stalled"]
-        assert caller.returncode == 0 and lines, open(caller.log_path).read()[-3000:]
+        log_text = Path(caller.log_path).read_text()
+        lines = [x for x in json_lines(log_text) if x.get("scenario") == "stalled"]
+        assert caller.returncode == 0 and lines, log_text[-3000:]
         assert lines[-1]["result"] == "done by B: job-1"
     finally:
         if caller.poll() is None:

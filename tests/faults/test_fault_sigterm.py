@@ -103,7 +103,7 @@ def _sigterm_under_load(database_url: str) -> Run:
             while not stop_callers.is_set():
                 i += 1
                 body = {"service": "svc", "targetFn": "fn", "targetArgs": b64([n, i])}
-                r = out.run("create", lambda: http.post("/jobs", json=body))
+                r = out.run("create", lambda body=body: http.post("/jobs", json=body))
                 if r is not None and r.status_code == 201:
                     with out.lock:
                         accepted.append(r.json()["id"])
@@ -125,7 +125,7 @@ def _sigterm_under_load(database_url: str) -> Run:
                     # A result must get through: retry while the server is away (refused).
                     deadline = time.monotonic() + 60
                     while time.monotonic() < deadline:
-                        res = out.run("result", lambda: http.post(
+                        res = out.run("result", lambda job=job: http.post(
                             f"/jobs/{job['id']}/result", json={"result": job["targetArgs"], "resultType": "resolution"}))
                         if res is not None and res.status_code == 204:
                             break

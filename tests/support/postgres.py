@@ -146,16 +146,13 @@ def _initdb(c: _Cluster) -> None:
 
 def _start(c: _Cluster) -> None:
     """Start the postmaster and wait (bounded) until it accepts connections."""
-    log = open(c.log, "ab")
-    try:
+    with open(c.log, "ab") as log:  # the child keeps its own copy of the descriptor
         c.proc = subprocess.Popen(
             [str(_bindir() / "postgres"), "-D", str(c.data)],
             cwd=c.base, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C at the terminal must not shut it down under the tests
             **_as_user_kwargs(c),
         )
-    finally:
-        log.close()
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if c.proc.poll() is not None:
