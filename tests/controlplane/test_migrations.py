@@ -292,7 +292,7 @@ def test_every_earlier_version_upgrades_with_its_rows_intact(make_db, version):
     assert schema_differences(describe(database), describe(reference)) == []
 
 
-def _v2_note(database, dialect):
+def _fill_note(database, dialect):
     # A migration written as code: the rare one that must read or fill rows.
     database.execute_sql("UPDATE jobs SET note = status WHERE status IN ('success', 'failure')")
 
@@ -302,7 +302,7 @@ def test_a_two_step_history_applies_to_a_v1_database_with_rows(make_db):
     adds_a_column = {dialect: ("ALTER TABLE jobs ADD COLUMN note VARCHAR(100)",
                                "CREATE INDEX jobs_note ON jobs (cluster_id, note) WHERE note IS NOT NULL")
                      for dialect in ("postgres", "sqlite")}
-    history = [migrations.MIGRATIONS[0], (2, "add jobs.note", adds_a_column), (3, "fill jobs.note", _v2_note)]
+    history = [migrations.MIGRATIONS[0], (2, "add jobs.note", adds_a_column), (3, "fill jobs.note", _fill_note)]
     database = make_db()
     assert migrations.migrate(database, history, target=1) == [1]
     insert_fixture(database, FIXTURES[1])
