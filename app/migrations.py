@@ -1,16 +1,102 @@
-"""Versioned schema migrations, applied at start-up by `db.migrate` (exactly once across replicas).
+"""Versioned schema migrations and their runner, applied at start-up (exactly once across replicas).
 
-Migration 1 creates the tables from the models as they were at version 1; later changes to the
-schema must be new migrations (playhouse.migrate or raw SQL), never edits of an applied one.
+A migration is `(version, name, steps)`. `steps` is literal DDL per dialect,
+`{"postgres": (...), "sqlite": (...)}`, or, for the rare one that needs code, a callable
+`apply(database, dialect)` with dialect "postgres" or "sqlite". Every version is text as it was
+released, never derived from the models: the models describe the head, the migrations how each
+database got there, and tests/controlplane/test_migrations.py proves the two agree.
+
+To add migration N:
+1. Change the model, then append `(N, "what it does", {"postgres": (...), "sqlite": (...)})` to
+   MIGRATIONS with the literal statements for each dialect (SQLite has no
+   `ADD COLUMN IF NOT EXISTS`; it needs none, since each version runs exactly once).
+2. Never edit a released migration, not even to fix it: fix it in a new one.
+3. Add a fixture row set for version N to `FIXTURES` in the test, so later migrations prove they
+   keep those rows.
 """
 from __future__ import annotations
 
+import logging
+from typing import Callable, Sequence, Union
+
 import peewee
 
-from . import models
+log = logging.getLogger(__name__)
+
+Steps = Union[dict[str, tuple[str, ...]], Callable[[peewee.Database, str], None]]
+Migration = tuple[int, str, Steps]
+
+# Version 1 exactly as `create_tables(models.ALL_MODELS, safe=True)` emitted it when frozen, table by
+# table with the models' own indexes, then the partial indexes below.
+_V1_POSTGRES = (
+    'CREATE TABLE IF NOT EXISTS "clusters" ("id" VARCHAR(100) NOT NULL PRIMARY KEY,'
+    ' "api_secret" VARCHAR(200) NOT NULL, "api_secret_hash" VARCHAR(64) NOT NULL, "description" VARCHAR(1024),'
+    ' "created_at" TIMESTAMP NOT NULL, "predictive_retries_enabled" BOOLEAN NOT NULL,'
+    ' "cloud_enabled" BOOLEAN NOT NULL)',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "clusters_api_secret_hash" ON "clusters" ("api_secret_hash")',
+    'CREATE TABLE IF NOT EXISTS "events" ("seq" BIGSERIAL NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+    ' "type" VARCHAR(64) NOT NULL, "job_id" VARCHAR(200), "machine_id" VARCHAR(200), "deployment_id" VARCHAR(200),'
+    ' "service" VARCHAR(200), "created_at" TIMESTAMP NOT NULL, "meta" TEXT)',
+    'CREATE INDEX IF NOT EXISTS "events_cluster_id_seq" ON "events" ("cluster_id", "seq")',
+    'CREATE INDEX IF NOT EXISTS "events_cluster_id_job_id" ON "events" ("cluster_id", "job_id")',
+    'CREATE INDEX IF NOT EXISTS "events_created_at" ON "events" ("created_at")',
+    'CREATE TABLE IF NOT EXISTS "jobs" ("seq" BIGSERIAL NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+    ' "id" VARCHAR(200) NOT NULL, "service" VARCHAR(200) NOT NULL, "target_fn" VARCHAR(200) NOT NULL,'
+    ' "target_args" TEXT NOT NULL, "status" VARCHAR(16) NOT NULL, "result" TEXT, "result_type" VARCHAR(16),'
+    ' "cache_key" VARCHAR(1024), "attempts_allowed" INTEGER NOT NULL, "attempt" INTEGER NOT NULL,'
+    ' "machine_id" VARCHAR(200), "timeout_seconds" INTEGER NOT NULL, "deadline_ms" BIGINT,'
+    ' "created_at" TIMESTAMP NOT NULL, "claimed_at" TIMESTAMP, "resulted_at" TIMESTAMP,'
+    ' "execution_time_ms" INTEGER, "deployment_id" VARCHAR(200), "predictive_retries" BOOLEAN NOT NULL)',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "jobs_cluster_id_id" ON "jobs" ("cluster_id", "id")',
+    'CREATE TABLE IF NOT EXISTS "leases" ("name" VARCHAR(64) NOT NULL PRIMARY KEY, "holder" VARCHAR(200),'
+    ' "expires_at" TIMESTAMP, "acquired_at" TIMESTAMP)',
+    'CREATE TABLE IF NOT EXISTS "machines" ("pk" BIGSERIAL NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+    ' "id" VARCHAR(200) NOT NULL, "ip" VARCHAR(100), "deployment_id" VARCHAR(200), "status" VARCHAR(16) NOT NULL,'
+    ' "first_seen_at" TIMESTAMP NOT NULL, "last_ping_at" TIMESTAMP NOT NULL)',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "machines_cluster_id_id" ON "machines" ("cluster_id", "id")',
+    'CREATE INDEX IF NOT EXISTS "machines_status_last_ping_at" ON "machines" ("status", "last_ping_at")',
+    'CREATE TABLE IF NOT EXISTS "services" ("pk" BIGSERIAL NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+    ' "name" VARCHAR(200) NOT NULL, "definition" TEXT, "definition_hash" VARCHAR(64),'
+    ' "updated_at" TIMESTAMP NOT NULL)',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "services_cluster_id_name" ON "services" ("cluster_id", "name")',
+)
+
+_V1_SQLITE = (
+    'CREATE TABLE IF NOT EXISTS "clusters" ("id" VARCHAR(100) NOT NULL PRIMARY KEY,'
+    ' "api_secret" VARCHAR(200) NOT NULL, "api_secret_hash" VARCHAR(64) NOT NULL, "description" VARCHAR(1024),'
+    ' "created_at" DATETIME NOT NULL, "predictive_retries_enabled" INTEGER NOT NULL,'
+    ' "cloud_enabled" INTEGER NOT NULL)',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "clusters_api_secret_hash" ON "clusters" ("api_secret_hash")',
+    'CREATE TABLE IF NOT EXISTS "events" ("seq" INTEGER NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+    ' "type" VARCHAR(64) NOT NULL, "job_id" VARCHAR(200), "machine_id" VARCHAR(200), "deployment_id" VARCHAR(200),'
+    ' "service" VARCHAR(200), "created_at" DATETIME NOT NULL, "meta" TEXT)',
+    'CREATE INDEX IF NOT EXISTS "events_cluster_id_seq" ON "events" ("cluster_id", "seq")',
+    'CREATE INDEX IF NOT EXISTS "events_cluster_id_job_id" ON "events" ("cluster_id", "job_id")',
+    'CREATE INDEX IF NOT EXISTS "events_created_at" ON "events" ("created_at")',
+    'CREATE TABLE IF NOT EXISTS "jobs" ("seq" INTEGER NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+    ' "id" VARCHAR(200) NOT NULL, "service" VARCHAR(200) NOT NULL, "target_fn" VARCHAR(200) NOT NULL,'
+    ' "target_args" TEXT NOT NULL, "status" VARCHAR(16) NOT NULL, "result" TEXT, "result_type" VARCHAR(16),'
+    ' "cache_key" VARCHAR(1024), "attempts_allowed" INTEGER NOT NULL, "attempt" INTEGER NOT NULL,'
+    ' "machine_id" VARCHAR(200), "timeout_seconds" INTEGER NOT NULL, "deadline_ms" INTEGER,'
+    ' "created_at" DATETIME NOT NULL, "claimed_at" DATETIME, "resulted_at" DATETIME,'
+    ' "execution_time_ms" INTEGER, "deployment_id" VARCHAR(200), "predictive_retries" INTEGER NOT NULL)',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "jobs_cluster_id_id" ON "jobs" ("cluster_id", "id")',
+    'CREATE TABLE IF NOT EXISTS "leases" ("name" VARCHAR(64) NOT NULL PRIMARY KEY, "holder" VARCHAR(200),'
+    ' "expires_at" DATETIME, "acquired_at" DATETIME)',
+    'CREATE TABLE IF NOT EXISTS "machines" ("pk" INTEGER NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+    ' "id" VARCHAR(200) NOT NULL, "ip" VARCHAR(100), "deployment_id" VARCHAR(200), "status" VARCHAR(16) NOT NULL,'
+    ' "first_seen_at" DATETIME NOT NULL, "last_ping_at" DATETIME NOT NULL)',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "machines_cluster_id_id" ON "machines" ("cluster_id", "id")',
+    'CREATE INDEX IF NOT EXISTS "machines_status_last_ping_at" ON "machines" ("status", "last_ping_at")',
+    'CREATE TABLE IF NOT EXISTS "services" ("pk" INTEGER NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+    ' "name" VARCHAR(200) NOT NULL, "definition" TEXT, "definition_hash" VARCHAR(64),'
+    ' "updated_at" DATETIME NOT NULL)',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "services_cluster_id_name" ON "services" ("cluster_id", "name")',
+)
 
 # Partial indexes serve the hot queries: the claim (oldest pending job of a cluster+service), the
 # sweeper (running jobs past their deadline or on a silent machine), the cache lookup and pruning.
+# The same text on both databases.
 _V1_INDEXES = (
     "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (cluster_id, service, seq) WHERE status = 'pending'",
     "CREATE INDEX IF NOT EXISTS jobs_running_deadline ON jobs (deadline_ms) WHERE status = 'running'",
@@ -22,13 +108,67 @@ _V1_INDEXES = (
     "CREATE INDEX IF NOT EXISTS jobs_service_recent ON jobs (cluster_id, service, seq)",
 )
 
-
-def _v1_initial(db: peewee.Database) -> None:
-    db.create_tables(models.ALL_MODELS, safe=True)
-    for statement in _V1_INDEXES:
-        db.execute_sql(statement)
+MIGRATIONS: tuple[Migration, ...] = (
+    (1, "initial schema", {"postgres": _V1_POSTGRES + _V1_INDEXES, "sqlite": _V1_SQLITE + _V1_INDEXES}),
+)
 
 
-MIGRATIONS = [
-    (1, "initial schema", _v1_initial),
-]
+# --- runner ---------------------------------------------------------------------------------
+# All pending migrations run in one transaction under a lock, so several replicas starting at once
+# apply each exactly once: PostgreSQL takes a transaction-scoped advisory lock (released at commit,
+# never leaked through a pool); SQLite's BEGIN IMMEDIATE serialises writers.
+
+MIGRATION_LOCK_KEY = 0x646966666D6967  # "diffmig"; the same key as before the runner moved here
+
+_SCHEMA_MIGRATIONS = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " version INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL,"
+    " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+)
+
+
+def _dialect_name(database: peewee.Database) -> str:
+    return "postgres" if isinstance(database, peewee.PostgresqlDatabase) else "sqlite"
+
+
+def migrate(database: peewee.Database, migrations: Sequence[Migration] = MIGRATIONS,
+            target: int | None = None) -> list[int]:
+    """Apply the migrations not yet recorded, up to `target` (default: all); return the versions applied now.
+
+    Uses the caller's connection when one is open, else opens one for the call and closes it.
+    """
+    versions = [m[0] for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"duplicate migration versions in {versions}")
+    dialect = _dialect_name(database)
+    opened = database.is_closed()
+    if opened:
+        database.connect()
+    try:
+        with database.atomic() if dialect == "postgres" else database.atomic("IMMEDIATE"):
+            return _apply_pending(database, dialect, migrations, target)
+    finally:
+        if opened and not database.is_closed():
+            database.close()
+
+
+def _apply_pending(database: peewee.Database, dialect: str, migrations: Sequence[Migration],
+                   target: int | None) -> list[int]:
+    if dialect == "postgres":
+        database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+    database.execute_sql(_SCHEMA_MIGRATIONS)
+    done = {row[0] for row in database.execute_sql("SELECT version FROM schema_migrations").fetchall()}
+    applied = []
+    for version, name, steps in sorted(migrations, key=lambda m: m[0]):
+        if version in done or (target is not None and version > target):
+            continue
+        log.info("applying migration %s %s", version, name)
+        if callable(steps):
+            steps(database, dialect)
+        else:
+            for statement in steps[dialect]:
+                database.execute_sql(statement)
+        p = database.param
+        database.execute_sql(f"INSERT INTO schema_migrations (version, name) VALUES ({p}, {p})", (version, name))
+        applied.append(version)
+    return applied

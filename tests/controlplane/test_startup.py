@@ -70,8 +70,7 @@ def test_gunicorn_exits_non_zero_naming_a_bad_server_setting(tmp_path, name):
 MIGRATE = textwrap.dedent("""
     import sys
     from app import db, migrations, settings
-    db.bind(settings.load({"DATABASE_URL": sys.argv[1]}))
-    print(db.migrate(migrations.MIGRATIONS))
+    print(migrations.migrate(db.bind(settings.load({"DATABASE_URL": sys.argv[1]}))))
 """)
 
 
