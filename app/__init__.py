@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or settings_module.load_or_exit()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     database = db.bind(settings)
-    db.migrate(migrations.MIGRATIONS)
+    migrations.migrate(database)
     hub.configure(_listen_params(database) if settings.uses_postgres else None)
 
     sweeper = None

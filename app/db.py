@@ -175,38 +175,3 @@ def _looks_like_lost_connection(exc: Exception) -> bool:
     text = str(exc).lower()
     markers = ("server closed", "connection", "terminating", "shutdown", "could not connect", "ssl")
     return isinstance(exc, peewee.InterfaceError) or any(m in text for m in markers)
-
-
-
-# --- migrations runner ----------------------------------------------------------------------
-# A migration is (version, name, apply(db)). They run in one transaction under a lock, so several
-# replicas starting at once apply each exactly once: PostgreSQL takes a transaction-scoped advisory
-# lock (released at commit, never leaked through the pool); SQLite's BEGIN IMMEDIATE serialises.
-
-MIGRATION_LOCK_KEY = 0x646966666D6967  # "diffmig"
-
-
-def migrate(migrations: list[tuple[int, str, Callable[[peewee.Database], None]]]) -> list[int]:
-    """Apply the migrations not yet recorded; return the versions applied now."""
-
-    def run() -> list[int]:
-        db = database.obj
-        if is_postgres():
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-        db.execute_sql(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL,"
-            " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-        )
-        done = {row[0] for row in db.execute_sql("SELECT version FROM schema_migrations").fetchall()}
-        applied = []
-        for version, name, apply in sorted(migrations, key=lambda m: m[0]):
-            if version in done:
-                continue
-            log.info("applying migration %s %s", version, name)
-            apply(db)
-            execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
-            applied.append(version)
-        return applied
-
-    return unit_of_work(run, retries=2)
