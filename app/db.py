@@ -210,3 +210,17 @@ def migrate(migrations: list[tuple[int, str, Callable[[peewee.Database], None]]]
         return applied
 
     return unit_of_work(run, retries=2)
+
+
+# --- for the api layer: health, and telling "the database is unavailable" from a bug ------------
+
+def ping() -> None:
+    """Raise unless the database answers now (GET /live)."""
+    unit_of_work(lambda: execute("SELECT 1").fetchall(), transaction=False)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether exc means the database is unreachable or its pool has no free connection (a 503, not a 500)."""
+    from playhouse.pool import MaxConnectionsExceeded
+
+    return isinstance(exc, CONNECTION_ERRORS + (MaxConnectionsExceeded,))
