@@ -15,7 +15,7 @@ from typing import Callable, Iterator, TypeVar
 from urllib.parse import unquote, urlparse
 
 import peewee
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from .settings import Settings
 
@@ -175,3 +175,15 @@ def _looks_like_lost_connection(exc: Exception) -> bool:
     text = str(exc).lower()
     markers = ("server closed", "connection", "terminating", "shutdown", "could not connect", "ssl")
     return isinstance(exc, peewee.InterfaceError) or any(m in text for m in markers)
+
+
+# --- for the api layer: health, and telling "the database is unavailable" from a bug ------------
+
+def ping() -> None:
+    """Raise unless the database answers now (GET /live)."""
+    unit_of_work(lambda: execute("SELECT 1").fetchall(), transaction=False)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether exc means the database is unreachable or its pool has no free connection (a 503, not a 500)."""
+    return isinstance(exc, CONNECTION_ERRORS + (MaxConnectionsExceeded,))

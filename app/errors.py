@@ -47,5 +47,10 @@ class NotImplementedFeature(ApiError):
     status, code = 501, "not_configured"
 
 
+class UpstreamFailed(ApiError):
+    """A request we made to a cloud service (AWS) on the client's behalf failed."""
+    status, code = 502, "aws_request_failed"
+
+
 class Unavailable(ApiError):
     status, code = 503, "unavailable"

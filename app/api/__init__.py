@@ -6,7 +6,9 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from .. import db
 from ..errors import ApiError
+from . import events, jobs, management, system
 
 log = logging.getLogger(__name__)
 
@@ -15,8 +17,6 @@ _HTTP_CODES = {400: "bad_request", 404: "route_not_found", 405: "method_not_allo
 
 
 def register(app: Flask) -> None:
-    from . import events, jobs, management, system
-
     for module in (system, management, jobs, events):
         app.register_blueprint(module.bp)
 
@@ -43,11 +43,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("unhandled error")
-        from playhouse.pool import MaxConnectionsExceeded
-
-        from .. import db
-
-        if isinstance(exc, db.CONNECTION_ERRORS + (MaxConnectionsExceeded,)):
+        if db.is_unavailable(exc):
             body = {"error": {"code": "database_unavailable",
                               "message": "the database is not reachable or too busy right now; retry shortly",
                               "details": None}}

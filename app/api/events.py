@@ -6,16 +6,12 @@ import logging
 from flask import Blueprint, jsonify
 
 from ..cloud import aws, sns
-from ..errors import ApiError, BadRequest, NotImplementedFeature
+from ..errors import BadRequest, NotImplementedFeature, UpstreamFailed
 from . import schemas as s
 from .routing import route, state
 
 bp = Blueprint("events", __name__)
 log = logging.getLogger(__name__)
-
-
-class UpstreamFailed(ApiError):
-    status, code = 502, "aws_request_failed"
 
 
 @route(bp, "POST", "/events/sns", summary="SNS deliveries (subscription confirmation, stack events)",
@@ -33,7 +29,7 @@ def sns_event(body):
         try:
             state().sns_verifier.verify(body)
         except (sns.InvalidMessage, OSError) as exc:
-            raise BadRequest(f"the SNS message could not be verified: {exc}", code="invalid_sns_signature")
+            raise BadRequest(f"the SNS message could not be verified: {exc}", code="invalid_sns_signature") from exc
     if body["Type"] == "SubscriptionConfirmation":
         if not body.get("Token"):
             raise BadRequest("a SubscriptionConfirmation needs its Token", {"field": "Token"})
@@ -41,7 +37,7 @@ def sns_event(body):
             aws.client("sns", settings).confirm_subscription(
                 TopicArn=body["TopicArn"], Token=body["Token"], AuthenticateOnUnsubscribe="true")
         except Exception as exc:  # botocore raises many types; all mean the same thing here
-            raise UpstreamFailed(f"confirming the SNS subscription failed: {exc}")
+            raise UpstreamFailed(f"confirming the SNS subscription failed: {exc}") from exc
         log.info("confirmed the SNS subscription to %s", body["TopicArn"])
         return jsonify({"type": body["Type"], "stack": None, "outcome": "confirmed"}), 200
     if body["Type"] == "Notification" and body.get("Subject") == "AWS CloudFormation Notification":

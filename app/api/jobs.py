@@ -14,7 +14,6 @@ from .routing import release_admission, require_machine_id, route, state
 
 bp = Blueprint("jobs", __name__)
 
-MAX_WAIT_MS = 20_000
 _MAX_EXECUTION_MS = 2**31 - 1
 ERRORS = {400: s.ERROR, 401: s.ERROR}
 
@@ -31,8 +30,8 @@ def _disconnected(sock) -> bool:
         return True
 
 
-def _wait_seconds(ttl_ms: int | None) -> float:
-    return min(MAX_WAIT_MS if ttl_ms is None else ttl_ms, MAX_WAIT_MS) / 1000
+def _wait_seconds(ttl_ms: int) -> float:
+    return min(ttl_ms, s.MAX_WAIT_MS) / 1000
 
 
 @route(bp, "POST", "/jobs-request", summary="Claim jobs for this machine (long poll) and register the service",
@@ -48,8 +47,8 @@ def jobs_request(body):
         machines.ping(cluster_id, machine_id, ip=ip, deployment_id=deployment_id, machine_timeout_seconds=timeout)
 
     # A dead (e.g. SIGKILLed) worker's orphaned poll neither claims jobs nor keeps the machine alive.
-    claimed = queue.wait_and_claim(g.cluster_id, body["service"], machine_id, body.get("limit", 1),
-                                   _wait_seconds(body.get("ttl")), stopping=state().stopping,
+    claimed = queue.wait_and_claim(g.cluster_id, body["service"], machine_id, body["limit"],
+                                   _wait_seconds(body["ttl"]), stopping=state().stopping,
                                    alive=lambda: not _disconnected(client),
                                    heartbeat=heartbeat, heartbeat_every=timeout / 4)
     return jsonify(claimed), 200  # always 200 with an array: a 204 kills the published SDK's worker
@@ -83,16 +82,12 @@ def client_metrics(body):
 @route(bp, "POST", "/jobs", summary="Create a job (a call)", auth_kind="cluster", tag="caller",
        body=s.CREATE_JOB, responses={201: s.CREATED_JOB, 409: s.ERROR, **ERRORS})
 def create_job(body):
-    cfg = body.get("callConfig") or {}
+    cfg = body["callConfig"]  # the schema's defaults (CallConfig's own) are filled in
     cache = cfg.get("cache") or {}
-    config = CallConfig(
-        retry_count_on_stall=cfg.get("retryCountOnStall", 3),
-        timeout_seconds=cfg.get("timeoutSeconds", 300),
-        predictive_retries=cfg.get("predictiveRetriesOnRejection", False),
-        cache_key=cache.get("key") or None,
-        cache_ttl_seconds=cache.get("ttlSeconds", 0) if cache.get("key") else 0,
-        execution_id=cfg.get("executionId"),
-    )
+    caching = {"cache_key": cache["key"], "cache_ttl_seconds": cache["ttlSeconds"]} if cache.get("key") else {}
+    config = CallConfig(retry_count_on_stall=cfg["retryCountOnStall"], timeout_seconds=cfg["timeoutSeconds"],
+                        predictive_retries=cfg["predictiveRetriesOnRejection"], execution_id=cfg.get("executionId"),
+                        **caching)
     job_id, _created = jobs.create_job(g.cluster_id, body["service"], body["targetFn"], body["targetArgs"], config,
                                        machine_id=g.machine_id, deployment_id=g.deployment_id)
     return jsonify({"id": job_id}), 201
@@ -102,7 +97,7 @@ def create_job(body):
        auth_kind="cluster", tag="caller", query=s.JOB_STATUS_QUERY,
        responses={200: s.JOB_STATUS, 404: s.ERROR, **ERRORS})
 def job_status(job_id, query):
-    return jsonify(jobs.wait_for_job(g.cluster_id, job_id, _wait_seconds(query.get("ttl")),
+    return jsonify(jobs.wait_for_job(g.cluster_id, job_id, _wait_seconds(query["ttl"]),
                                      stopping=state().stopping)), 200
 
 
@@ -122,6 +117,6 @@ def _no_statuses_yet():
        admission=_BIG_STATUS_POLLS, refused=_no_statuses_yet)
 def batch_status(body):
     # No 1,000-id cap: the published SDK sends every outstanding call's id in one request.
-    return jsonify(jobs.wait_for_any(g.cluster_id, body["jobIds"], _wait_seconds(body.get("ttl")),
+    return jsonify(jobs.wait_for_any(g.cluster_id, body["jobIds"], _wait_seconds(body["ttl"]),
                                      stopping=state().stopping, machine_id=g.machine_id,
                                      after_reading=release_admission)), 200

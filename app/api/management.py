@@ -29,14 +29,14 @@ def list_clusters():
        auth_kind="management", tag="management", query=s.LIST_QUERY,
        responses={200: s.CLUSTER_DETAILS, 404: s.ERROR, **ERRORS})
 def cluster_details(cluster_id, query):
-    return jsonify(clusters.cluster_details(cluster_id, query.get("limit", 100))), 200
+    return jsonify(clusters.cluster_details(cluster_id, query["limit"])), 200
 
 
 @route(bp, "GET", "/clusters/<cluster_id>/service/<service_name>", summary="A service: definition and recent jobs",
        auth_kind="management", tag="management", query=s.LIST_QUERY,
        responses={200: s.SERVICE_DETAILS, 404: s.ERROR, **ERRORS})
 def service_details(cluster_id, service_name, query):
-    return jsonify(clusters.service_details(cluster_id, service_name, query.get("limit", 100))), 200
+    return jsonify(clusters.service_details(cluster_id, service_name, query["limit"])), 200
 
 
 @route(bp, "GET", "/clusters/<cluster_id>/settings", summary="A cluster's settings", auth_kind="management",
@@ -56,5 +56,5 @@ def put_settings(cluster_id, body):
        auth_kind="management", tag="management", query=s.ACTIVITY_QUERY,
        responses={200: s.ACTIVITY, 404: s.ERROR, **ERRORS})
 def activity(cluster_id, query):
-    return jsonify(clusters.activity(cluster_id, job_id=query.get("jobId"), limit=query.get("limit", 100),
+    return jsonify(clusters.activity(cluster_id, job_id=query.get("jobId"), limit=query["limit"],
                                      before=query.get("before"))), 200

@@ -13,10 +13,9 @@ from typing import Callable
 
 from flask import Blueprint, current_app, g, request
 
-from .. import auth
 from ..engine import machines
 from ..errors import BadRequest
-from . import validation
+from . import auth, validation
 from .admission import BigBodyAdmission
 
 
@@ -120,11 +119,11 @@ def _parse_body(spec: RouteSpec, raw: bytes | None = None):
     if not raw.strip():
         if spec.body_required:
             raise BadRequest("the request body is empty; send a JSON object", code="empty_body")
-        return {}
+        return validation.validate(spec.body, {})  # an optional body's defaults apply too
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}", code="malformed_json")
+        raise BadRequest(f"the request body is not valid JSON: {exc}", code="malformed_json") from None
     return validation.validate(spec.body, value)
 
 

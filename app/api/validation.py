@@ -1,10 +1,13 @@
 """A small JSON Schema validator for the subset our request schemas use.
 
 The same schema dicts validate requests and are published in /openapi.json, so the description
-can never drift from what is enforced. Errors name the field path and what was expected.
+can never drift from what is enforced. Errors name the field path and what was expected. A valid
+value gets the schema's `"default"`s filled in, so a view reads `body["limit"]` and the default
+it gets is the one the document publishes.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -104,16 +107,40 @@ def _join(path: str, name: str) -> str:
 
 
 def validate(schema: dict, value: Any, what: str = "request body") -> Any:
+    """value with its defaults filled in (in place), or ValidationFailed naming every problem."""
     problems = errors(schema, value)
     if problems:
         first = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ValidationFailed(f"invalid {what}: {first['field']} {first['message']}{more}", {"fields": problems})
+    fill_defaults(schema, value)
     return value
 
 
+def fill_defaults(schema: dict, value: Any) -> None:
+    """Give each absent property that declares a `"default"` a copy of it, at every depth.
+
+    An absent object gets its properties' defaults only if the object itself declares a default
+    (`"default": {}`): then it is filled in, and so are its own defaults. Call on a valid value."""
+    if isinstance(value, dict):
+        for name, prop in schema.get("properties", {}).items():
+            if name not in value and "default" in prop:
+                value[name] = copy.deepcopy(prop["default"])
+            if name in value and _has_defaults(prop):
+                fill_defaults(prop, value[name])
+    elif isinstance(value, list) and "items" in schema and _has_defaults(schema["items"]):
+        for item in value:
+            fill_defaults(schema["items"], item)
+
+
+def _has_defaults(schema: dict) -> bool:
+    """Whether anything below schema declares a default (a big id list is not walked for nothing)."""
+    return any("default" in prop or _has_defaults(prop) for prop in schema.get("properties", {}).values()) or (
+        "items" in schema and _has_defaults(schema["items"]))
+
+
 def coerce_query(schema: dict, args: dict[str, str]) -> dict:
-    """Query strings arrive as text: convert declared integers before validating."""
+    """Query strings arrive as text: convert declared integers before validating (and filling defaults)."""
     props = schema.get("properties", {})
     out: dict[str, Any] = {}
     for name, raw in args.items():
@@ -123,7 +150,7 @@ def coerce_query(schema: dict, args: dict[str, str]) -> dict:
                 out[name] = int(raw)
             except ValueError:
                 raise ValidationFailed(f"invalid query: {name} must be a whole number",
-                                       {"fields": [{"field": name, "message": "must be a whole number"}]})
+                                       {"fields": [{"field": name, "message": "must be a whole number"}]}) from None
         else:
             out[name] = raw
     return validate(schema, out, "query")

@@ -82,12 +82,12 @@ class Verifier:
         try:
             signature = base64.b64decode(message.get("Signature") or "", validate=True)
         except ValueError:
-            raise InvalidMessage("the Signature is not base64")
+            raise InvalidMessage("the Signature is not base64") from None
         key = self._public_key(str(message.get("SigningCertURL") or ""))
         try:
             key.verify(signature, string_to_sign(message), padding.PKCS1v15(), algorithm)
         except InvalidSignature:
-            raise InvalidMessage("the SNS signature does not match the message")
+            raise InvalidMessage("the SNS signature does not match the message") from None
 
 
 def parse_cloudformation(text: str) -> dict[str, str]:

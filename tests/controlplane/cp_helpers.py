@@ -2,7 +2,9 @@
 conftest, so `from conftest import ...` would pick whichever was imported first)."""
 from __future__ import annotations
 
-MANAGEMENT_SECRET = "sk_management_" + "t" * 40
+from app.settings import MANAGEMENT_SECRET_PREFIX
+
+MANAGEMENT_SECRET = MANAGEMENT_SECRET_PREFIX + "t" * 40
 
 
 class Api:

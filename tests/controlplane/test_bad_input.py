@@ -182,3 +182,22 @@ def test_openapi_lists_every_route_with_its_schemas(api):
 
     assert create["requestBody"]["content"]["application/json"]["schema"] == schemas.CREATE_JOB
     assert "401" in create["responses"] and "413" in create["responses"]
+
+
+def test_put_settings_takes_exactly_the_settings_get_reports(api):
+    from app.api import schemas
+
+    assert set(schemas.PUT_SETTINGS["properties"]) == set(schemas.CLUSTER_SETTINGS["properties"])
+    cluster = api.new_cluster()
+    path = f"/clusters/{cluster['id']}/settings"
+    initial = api.client.get(path, headers=api.mgmt).json
+    assert initial == {"predictiveRetriesEnabled": False, "cloudEnabled": False}
+    for name in initial:  # each one alone, and it sticks
+        r = api.client.put(path, headers=api.mgmt, json={name: True})
+        assert r.status_code == 200 and r.json[name] is True, r.json
+        assert api.client.get(path, headers=api.mgmt).json[name] is True
+    r = api.client.put(path, headers=api.mgmt, json={"predictiveRetriesEnabled": False, "cloudEnabled": False})
+    assert r.status_code == 200 and r.json == initial
+    r = api.client.put(path, headers=api.mgmt, json={"cloudEnabled": "yes"})
+    assert_error(r, 400, "validation_failed")
+    assert api.client.get(path, headers=api.mgmt).json == initial

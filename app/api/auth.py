@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hmac
 
-from .engine import clusters
-from .errors import Unauthorized, Unavailable
+from ..engine import clusters
+from ..errors import Unauthorized, Unavailable
+from ..settings import MANAGEMENT_SECRET_MIN_LENGTH, MANAGEMENT_SECRET_PREFIX
 
 
 def token_from_header(header: str | None) -> str | None:
@@ -18,9 +19,10 @@ def token_from_header(header: str | None) -> str | None:
 
 def require_management(header: str | None, management_secret: str | None) -> None:
     if not management_secret:
-        raise Unavailable("the management API is off: set MANAGEMENT_SECRET (sk_management_ followed by at least "
-                          "18 characters) in the control-plane's environment and restart it",
-                          code="management_secret_not_set")
+        raise Unavailable(f"the management API is off: set MANAGEMENT_SECRET (it starts with "
+                          f"{MANAGEMENT_SECRET_PREFIX} and is at least {MANAGEMENT_SECRET_MIN_LENGTH} characters "
+                          f"long, e.g. {MANAGEMENT_SECRET_PREFIX}$(openssl rand -base64 32)) in the control-plane's "
+                          "environment and restart it", code="management_secret_not_set")
     token = token_from_header(header)
     if token is None:
         raise Unauthorized("missing credential: send 'Authorization: Basic <management secret>'",
