@@ -43,7 +43,7 @@ EXPECTED = [
     ['"Hello from Python, Ada!"'],                                  # differential call greeter ...
     ['"Hello from TypeScript, Ada!"'],                              # differential call ts-greeter ...
 ]
-COMMAND_TIMEOUT = 60.0  # a caller of a service nobody serves would wait forever
+COMMAND_TIMEOUT = 30.0  # a caller of a service nobody serves would wait forever
 POLL_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
@@ -131,6 +131,20 @@ class Job:
             pass
 
 
+def _run(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """bash -c script in a session of its own; on timeout the whole session is killed (a caller
+    waiting on a service nobody serves would otherwise outlive the test)."""
+    proc = subprocess.Popen(["bash", "-c", script], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=COMMAND_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=10)
+        pytest.fail(f"`{script}` still running after {COMMAND_TIMEOUT:.0f}s:\n{stdout}\n{stderr}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
 def _services(cp: ControlPlane, cluster_id: str) -> set[str]:
     r = httpx.get(f"{cp.url}/clusters/{cluster_id}", headers=cp.management_headers, timeout=10.0)
     r.raise_for_status()
@@ -154,9 +168,7 @@ def test_the_local_loop_as_written(node_sdk):
         try:
             # cluster.sh: the CLI makes a cluster; the shell keeps its secret for what follows.
             env_dump = work / "after-cluster.env"
-            r = subprocess.run(["bash", "-c", (work / "cluster.sh").read_text() + f'\nenv -0 > "{env_dump}"'],
-                               cwd=work, env=_clean_env(), capture_output=True, text=True,
-                               timeout=COMMAND_TIMEOUT)
+            r = _run((work / "cluster.sh").read_text() + f'\nenv -0 > "{env_dump}"', work, _clean_env())
             assert r.returncode == 0 and env_dump.exists(), r.stdout + r.stderr
             env = _read_env(env_dump)
             clusters = httpx.get(f"{cp.url}/clusters", headers=cp.management_headers, timeout=10.0).json()
@@ -200,8 +212,7 @@ def test_the_local_loop_as_written(node_sdk):
                     _wait(lambda: all(j.alive() for j in jobs) and _services(cp, cluster["id"]) >= SERVICES,
                           POLL_TIMEOUT, f"services {sorted(SERVICES)} to poll")
                     polled = True
-                r = subprocess.run(["bash", "-c", line], cwd=work, env=env, capture_output=True, text=True,
-                                   timeout=COMMAND_TIMEOUT)
+                r = _run(line, work, env)
                 foreground.append((line, r))
                 assert r.returncode == 0, f"`{line}` exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
                 expected = EXPECTED[len(foreground) - 1] if len(foreground) <= len(EXPECTED) else None
