@@ -172,7 +172,7 @@ def test_the_local_loop_as_written(node_sdk):
             assert r.returncode == 0 and env_dump.exists(), r.stdout + r.stderr
             env = _read_env(env_dump)
             clusters = httpx.get(f"{cp.url}/clusters", headers=cp.management_headers, timeout=10.0).json()
-            assert len(clusters) == 1, clusters
+            assert len(clusters) == 1, f"cluster.sh made {len(clusters)} clusters:\n{r.stdout}\n{r.stderr}"
             cluster = clusters[0]
             assert env.get("DIFFERENTIAL_API_SECRET") == cluster["apiSecret"], r.stderr
             assert env.get("DIFFERENTIAL_ENDPOINT") == cp.url
