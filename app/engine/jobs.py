@@ -14,9 +14,8 @@ from ..observability.events import events
 from . import ids, statements
 from .batching import GroupCommit
 from .signals import hub, job_topic, queue_topic
+from .states import IN_FLIGHT, TERMINAL, EventType, JobStatus, ResultType
 
-TERMINAL = ("success", "failure")
-IN_FLIGHT = ("pending", "running", "stalled")
 _ID_CHUNK = 5000  # ids per IN (...) list: well under both databases' parameter limits
 # A batch poll over many calls lingers this long after the first result, so one answer carries
 # the results that finish together instead of one request per result.
@@ -45,9 +44,8 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
                 _check_same_call(existing, service, target_fn)
                 return existing.id, False
         if config.cache_key and config.cache_ttl_seconds > 0:
-            if db.is_postgres():  # concurrent misses of one key must not both create a job
-                db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                           (f"{cluster_id}/{service}/{target_fn}/{config.cache_key}",))
+            # Concurrent misses of one key must not both create a job.
+            db.dialect.lock_key(f"{cluster_id}/{service}/{target_fn}/{config.cache_key}")
             hit = _cache_hit(cluster_id, service, target_fn, config.cache_key, config.cache_ttl_seconds)
             if hit is not None:
                 return hit, False
@@ -76,13 +74,14 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
             raise RuntimeError(f"job id {job_id!r} was generated twice")
     if created:
         hub.wake([queue_topic(cluster_id, service)])
-    events.record(cluster_id, "jobCreated" if created else "jobJoined", job_id=job_id, machine_id=machine_id,
+    events.record(cluster_id, EventType.JOB_CREATED if created else EventType.JOB_JOINED, job_id=job_id, machine_id=machine_id,
                   service=service, targetFn=target_fn)
     return job_id, created
 
 
 def _insert_batch(new_jobs: list[statements.NewJob]) -> list[bool]:
-    return db.unit_of_work(lambda: statements.insert_jobs(new_jobs), transaction=not db.is_postgres())
+    return db.unit_of_work(lambda: statements.insert_jobs(new_jobs),
+                           transaction=not db.dialect.batch_in_one_statement)
 
 
 # Plain creates share statements and commits (on PostgreSQL one multi-row INSERT per batch).
@@ -107,7 +106,7 @@ def _check_same_call(existing: Job, service: str, target_fn: str) -> None:
 def _cache_hit(cluster_id: str, service: str, target_fn: str, key: str, ttl_seconds: int) -> str | None:
     """Newest fresh successful resolution with this key, else a call with it still in flight."""
     since = utcnow() - dt.timedelta(seconds=ttl_seconds)
-    fresh = (Job.status == "success") & (Job.result_type == "resolution") & (Job.resulted_at >= since)
+    fresh = (Job.status == JobStatus.SUCCESS) & (Job.result_type == ResultType.RESOLUTION) & (Job.resulted_at >= since)
     row = (
         Job.select(Job.id)
         .where((Job.cluster_id == cluster_id) & (Job.service == service) & (Job.target_fn == target_fn)

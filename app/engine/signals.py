@@ -247,7 +247,5 @@ hub = Hub()
 
 
 def notify_in_transaction(topics: Iterable[str]) -> None:
-    """Queue NOTIFYs that PostgreSQL delivers when the current transaction commits."""
-    if db.is_postgres():
-        for payload in Hub.notify_payloads(topics):
-            db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+    """Queue NOTIFYs delivered when the current transaction commits (PostgreSQL; else nothing)."""
+    db.dialect.notify(CHANNEL, Hub.notify_payloads(topics))
