@@ -13,7 +13,7 @@ from ..models import Job, utcnow
 from ..observability.events import events
 from . import ids, statements
 from .batching import GroupCommit
-from .signals import hub, job_topic, queue_topic
+from .signals import hub, job_ids_of, job_topic, queue_topic
 from .states import IN_FLIGHT, TERMINAL, EventType, JobStatus, ResultType
 
 _ID_CHUNK = 5000  # ids per IN (...) list: well under both databases' parameter limits
@@ -195,7 +195,6 @@ class _ParkedPolls:
     def park(self, key: tuple[str, str], ids: frozenset, sub) -> _Parked:
         """Call with `sub` already subscribed, so nothing finishing from now on can be missed."""
         poll = _Parked(ids, sub)
-        prefix = len(job_topic(key[0], ""))
         with self._lock:
             parked = self._polls.get(key, ())
             if any(ids < old.ids for old in parked):
@@ -206,7 +205,7 @@ class _ParkedPolls:
             kept = []
             for old in parked:
                 fired = old.sub.fired_ever()
-                finished = None if fired is None else {t[prefix:] for t in fired}
+                finished = None if fired is None else job_ids_of(fired)
                 if not _asks_for_all_of(ids, old, finished):
                     kept.append(old)
                     continue
@@ -247,7 +246,6 @@ def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stoppi
     if not job_ids:
         return []
     deadline = time.monotonic() + ttl_seconds
-    prefix = len(job_topic(cluster_id, ""))
     # Only polls that name their machine take part in supersession: callers without an
     # x-machine-id (curl, dashboards) would otherwise release each other's polls in a loop.
     key = (cluster_id, machine_id) if machine_id else None
@@ -267,7 +265,7 @@ def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stoppi
                 if finished:
                     if after_reading is not None:
                         after_reading()  # what is left is a short linger: no CPU, nothing more parsed
-                    return finished + _linger(cluster_id, job_ids, sub, prefix, finished, remaining)
+                    return finished + _linger(cluster_id, job_ids, sub, finished, remaining)
                 if to_check is job_ids or poll.unfinished is None:
                     poll.unfinished = poll.inherited | {r["id"] for r in rows}
                 if remaining <= 0 or (stopping is not None and stopping.is_set()):
@@ -280,18 +278,18 @@ def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stoppi
                 if fired is None:
                     to_check, poll.inherited = job_ids, frozenset()
                 else:
-                    to_check = [t[prefix:] for t in fired]
+                    to_check = list(job_ids_of(fired))
         finally:
             if key:
                 _parked.leave(key, poll)
 
 
-def _linger(cluster_id, job_ids, sub, prefix, finished, remaining) -> list[dict]:
+def _linger(cluster_id, job_ids, sub, finished, remaining) -> list[dict]:
     """On a big batch, wait a moment for results finishing together, so they share one answer."""
     if len(job_ids) < _BATCH_LINGER_MIN_IDS or remaining <= 0:
         return []
     time.sleep(min(_BATCH_LINGER_SECONDS, remaining))
     fired = sub.wait(0) or set()
     seen = {r["id"] for r in finished}
-    more = [t[prefix:] for t in fired if t[prefix:] not in seen]
+    more = list(job_ids_of(fired) - seen)
     return [r for r in statuses(cluster_id, more) if r["status"] in TERMINAL] if more else []
