@@ -512,3 +512,16 @@ def test_a_poll_superseded_while_it_queues_for_a_read_slot_does_not_read(api, mo
     api.result(c, ids[2])
     second.join(timeout=5)
     assert answers["second"] == (200, [ids[2]])
+
+
+def test_begin_shutdown_answers_long_polls_at_once(api):
+    c = api.new_cluster()
+    job_id = api.call(c)
+    answers = []
+    poll = threading.Thread(target=lambda: answers.append(api.status(c, job_id, ttl=10000)))
+    poll.start()
+    time.sleep(0.3)  # parked
+    started = time.monotonic()
+    api.app.extensions["differential"].begin_shutdown()
+    poll.join(timeout=5)
+    assert [a["status"] for a in answers] == ["pending"] and time.monotonic() - started < 2
