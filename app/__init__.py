@@ -9,8 +9,9 @@ from flask import Flask
 
 from . import db, migrations, settings as settings_module
 from .cloud.sns import Verifier
+from .engine import statements
+from .engine.maintenance import Maintainer
 from .engine.signals import hub
-from .engine.sweeper import Sweeper
 from .observability.events import events
 from .settings import Settings
 
@@ -18,16 +19,20 @@ from .settings import Settings
 @dataclass
 class AppState:
     settings: Settings
-    sweeper: Sweeper | None
+    maintainer: Maintainer | None
     stopping: threading.Event = field(default_factory=threading.Event)
     sns_verifier: Verifier = field(default_factory=Verifier)
 
-    def shutdown(self) -> None:
-        """Begin a graceful stop: long polls return now, the sweeper lets go, events are written."""
+    def begin_shutdown(self) -> None:
+        """Long polls answer now with what they have (a SIGTERM handler calls this first)."""
         self.stopping.set()
         hub.wake_all()
-        if self.sweeper:
-            self.sweeper.stop()
+
+    def shutdown(self) -> None:
+        """A graceful stop: long polls return now, maintenance lets go of its lease, events are written."""
+        self.begin_shutdown()
+        if self.maintainer:
+            self.maintainer.stop()
         events.close()
 
     def close(self) -> None:
@@ -44,20 +49,21 @@ class AppState:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or settings_module.load_or_exit()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    database = db.bind(settings)
+    database = db.bind(settings, statements.DIALECTS)
     migrations.migrate(database)
     hub.configure(_listen_params(database) if settings.uses_postgres else None)
 
-    sweeper = None
+    maintainer = None
     if settings.sweeper_enabled:
-        sweeper = Sweeper(interval=settings.sweep_interval_seconds, machine_timeout=settings.machine_timeout_seconds,
-                          retention_days=settings.retention_days)
-        sweeper.start()
+        maintainer = Maintainer.for_settings(interval=settings.sweep_interval_seconds,
+                                             machine_timeout=settings.machine_timeout_seconds,
+                                             retention_days=settings.retention_days)
+        maintainer.start()
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
-    app.extensions["differential"] = AppState(settings, sweeper)
+    app.extensions["differential"] = AppState(settings, maintainer)
 
     from . import api
 

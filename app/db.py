@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Mapping, TypeVar
 from urllib.parse import unquote, urlparse
 
 import peewee
@@ -33,16 +33,83 @@ def is_data_error(exc: Exception) -> bool:
     return not isinstance(exc, CONNECTION_ERRORS)
 
 
-def is_postgres() -> bool:
-    return isinstance(database.obj, peewee.PostgresqlDatabase)
+def dialect_name(db: peewee.Database) -> str:
+    """The one place that tells the databases apart: bind() picks the dialect by it, and the
+    migrations runner, which is also handed databases that are not bound (tests), reads it."""
+    return "postgres" if isinstance(db, peewee.PostgresqlDatabase) else "sqlite"
 
 
 def execute(sql: str, params: tuple | list = ()):
     """Run raw SQL written with %s placeholders on either database; returns the cursor."""
-    db = database.obj
-    if not is_postgres():
-        sql = sql.replace("%s", "?")
-    return db.execute_sql(sql, params)
+    return database.obj.execute_sql(dialect.translate(sql), params)
+
+
+# --- the dialect --------------------------------------------------------------------------------
+# Everything that differs between the two databases is an attribute of the one dialect object that
+# bind() picks (huey's storage subclasses, River's driver): callers never ask which database it is.
+# The engine's hot statements extend these classes in app/engine/statements.py, where both
+# databases' SQL reads side by side, and create_app binds with those.
+
+
+class Dialect:
+    name: str
+    # A batch write is one statement (it commits by itself: no BEGIN/COMMIT round trips), or one
+    # statement per row (it needs a transaction).
+    batch_in_one_statement: bool
+    skip_locked: str  # appended to a SELECT whose rows the transaction then updates
+    refreshes_statistics: bool  # whether maintenance ANALYZEs tables that changed a lot
+
+    def translate(self, sql: str) -> str:
+        """SQL written with %s placeholders, in this database's placeholder style."""
+        return sql
+
+    def transaction(self, db: peewee.Database):
+        return db.atomic()
+
+    def lock_key(self, key: str) -> None:
+        """Serialise the rest of this transaction with every other one locking the same key."""
+
+    def notify(self, channel: str, payloads: list[str]) -> None:
+        """Queue notifications delivered when the current transaction commits."""
+
+
+class PostgresDialect(Dialect):
+    name = "postgres"
+    batch_in_one_statement = True
+    skip_locked = " FOR UPDATE SKIP LOCKED"  # concurrent sweeps and claims take different rows
+    refreshes_statistics = True
+
+    def lock_key(self, key: str) -> None:
+        # Transaction-scoped: released at commit, never leaked through the pool.
+        execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+    def notify(self, channel: str, payloads: list[str]) -> None:
+        for payload in payloads:
+            execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+
+class SqliteDialect(Dialect):
+    name = "sqlite"
+    batch_in_one_statement = False
+    skip_locked = ""  # one writer at a time: there is nothing to skip
+    refreshes_statistics = False
+
+    def translate(self, sql: str) -> str:
+        return sql.replace("%s", "?")
+
+    def transaction(self, db: peewee.Database):
+        # Take the write lock up front so two writers never deadlock upgrading.
+        return db.atomic("IMMEDIATE")
+
+    def lock_key(self, key: str) -> None:
+        pass  # BEGIN IMMEDIATE already serialises every writing transaction
+
+    def notify(self, channel: str, payloads: list[str]) -> None:
+        pass  # no listener: writers wake this process's waiters, the others short-poll
+
+
+DIALECTS: Mapping[str, type[Dialect]] = {"postgres": PostgresDialect, "sqlite": SqliteDialect}
+dialect: Dialect | None = None  # set by bind(), with the database
 
 
 # Server process ids of this process's pooled connections. Our own NOTIFYs come back to our
@@ -109,9 +176,12 @@ def _sqlite(settings: Settings) -> peewee.Database:
     )
 
 
-def bind(settings: Settings) -> peewee.Database:
-    """Open the configured database and point the models at it."""
+def bind(settings: Settings, dialects: Mapping[str, type[Dialect]] = DIALECTS) -> peewee.Database:
+    """Open the configured database, point the models at it and pick its dialect (from
+    `dialects`: the engine passes its own, which add the hot statements)."""
+    global dialect
     db = _postgres(settings) if settings.uses_postgres else _sqlite(settings)
+    dialect = dialects[dialect_name(db)]()
     database.initialize(db)
     return db
 
@@ -161,8 +231,7 @@ def unit_of_work(fn: Callable[[], T], retries: int = 1, transaction: bool = True
             with connection() as db:
                 if db.in_transaction() or not transaction:
                     return fn()
-                # SQLite: take the write lock up front so two writers never deadlock upgrading.
-                with db.atomic() if is_postgres() else db.atomic("IMMEDIATE"):
+                with dialect.transaction(db):
                     return fn()
         except CONNECTION_ERRORS as exc:
             attempt += 1

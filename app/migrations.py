@@ -21,6 +21,8 @@ from typing import Callable, Sequence, Union
 
 import peewee
 
+from . import db
+
 log = logging.getLogger(__name__)
 
 Steps = Union[dict[str, tuple[str, ...]], Callable[[peewee.Database, str], None]]
@@ -127,10 +129,6 @@ _SCHEMA_MIGRATIONS = (
 )
 
 
-def _dialect_name(database: peewee.Database) -> str:
-    return "postgres" if isinstance(database, peewee.PostgresqlDatabase) else "sqlite"
-
-
 def migrate(database: peewee.Database, migrations: Sequence[Migration] = MIGRATIONS,
             target: int | None = None) -> list[int]:
     """Apply the migrations not yet recorded, up to `target` (default: all); return the versions applied now.
@@ -140,7 +138,7 @@ def migrate(database: peewee.Database, migrations: Sequence[Migration] = MIGRATI
     versions = [m[0] for m in migrations]
     if len(set(versions)) != len(versions):
         raise ValueError(f"duplicate migration versions in {versions}")
-    dialect = _dialect_name(database)
+    dialect = db.dialect_name(database)
     opened = database.is_closed()
     if opened:
         database.connect()

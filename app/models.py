@@ -6,6 +6,7 @@ import datetime as dt
 import peewee
 
 from .db import database
+from .engine.states import JobStatus, MachineStatus
 
 
 def utcnow() -> dt.datetime:
@@ -42,7 +43,7 @@ class Job(BaseModel):
     service = peewee.CharField(max_length=200)
     target_fn = peewee.CharField(max_length=200)
     target_args = peewee.TextField()
-    status = peewee.CharField(max_length=16, default="pending")
+    status = peewee.CharField(max_length=16, default=JobStatus.PENDING)
     result = peewee.TextField(null=True)
     result_type = peewee.CharField(max_length=16, null=True)
     cache_key = peewee.CharField(max_length=1024, null=True)
@@ -71,7 +72,7 @@ class Machine(BaseModel):
     id = peewee.CharField(max_length=200)
     ip = peewee.CharField(max_length=100, null=True)
     deployment_id = peewee.CharField(max_length=200, null=True)
-    status = peewee.CharField(max_length=16, default="active")
+    status = peewee.CharField(max_length=16, default=MachineStatus.ACTIVE)
     first_seen_at = peewee.DateTimeField(default=utcnow)
     last_ping_at = peewee.DateTimeField(default=utcnow)
 

@@ -1,1 +1,1 @@
-"""The job engine: create, claim, results, waiting, sweeping. Knows nothing of HTTP."""
+"""The job engine: create, claim, results, waiting, maintenance. Knows nothing of HTTP."""

@@ -5,23 +5,18 @@ import datetime as dt
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 from .. import db
 from ..errors import Conflict, NotFound
 from ..models import Job, utcnow
 from ..observability.events import events
 from . import ids, statements
+from .batch_poll import BatchPolls, _ParkedPolls  # noqa: F401  (_ParkedPolls: the tests' handle)
 from .batching import GroupCommit
 from .signals import hub, job_topic, queue_topic
+from .states import IN_FLIGHT, TERMINAL, EventType, JobStatus, ResultType
 
-TERMINAL = ("success", "failure")
-IN_FLIGHT = ("pending", "running", "stalled")
 _ID_CHUNK = 5000  # ids per IN (...) list: well under both databases' parameter limits
-# A batch poll over many calls lingers this long after the first result, so one answer carries
-# the results that finish together instead of one request per result.
-_BATCH_LINGER_SECONDS = 0.02
-_BATCH_LINGER_MIN_IDS = 50
 
 
 @dataclass(frozen=True)
@@ -45,9 +40,8 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
                 _check_same_call(existing, service, target_fn)
                 return existing.id, False
         if config.cache_key and config.cache_ttl_seconds > 0:
-            if db.is_postgres():  # concurrent misses of one key must not both create a job
-                db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                           (f"{cluster_id}/{service}/{target_fn}/{config.cache_key}",))
+            # Concurrent misses of one key must not both create a job.
+            db.dialect.lock_key(f"{cluster_id}/{service}/{target_fn}/{config.cache_key}")
             hit = _cache_hit(cluster_id, service, target_fn, config.cache_key, config.cache_ttl_seconds)
             if hit is not None:
                 return hit, False
@@ -76,13 +70,14 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
             raise RuntimeError(f"job id {job_id!r} was generated twice")
     if created:
         hub.wake([queue_topic(cluster_id, service)])
-    events.record(cluster_id, "jobCreated" if created else "jobJoined", job_id=job_id, machine_id=machine_id,
+    events.record(cluster_id, EventType.JOB_CREATED if created else EventType.JOB_JOINED, job_id=job_id, machine_id=machine_id,
                   service=service, targetFn=target_fn)
     return job_id, created
 
 
 def _insert_batch(new_jobs: list[statements.NewJob]) -> list[bool]:
-    return db.unit_of_work(lambda: statements.insert_jobs(new_jobs), transaction=not db.is_postgres())
+    return db.unit_of_work(lambda: statements.insert_jobs(new_jobs),
+                           transaction=not db.dialect.batch_in_one_statement)
 
 
 # Plain creates share statements and commits (on PostgreSQL one multi-row INSERT per batch).
@@ -107,7 +102,7 @@ def _check_same_call(existing: Job, service: str, target_fn: str) -> None:
 def _cache_hit(cluster_id: str, service: str, target_fn: str, key: str, ttl_seconds: int) -> str | None:
     """Newest fresh successful resolution with this key, else a call with it still in flight."""
     since = utcnow() - dt.timedelta(seconds=ttl_seconds)
-    fresh = (Job.status == "success") & (Job.result_type == "resolution") & (Job.resulted_at >= since)
+    fresh = (Job.status == JobStatus.SUCCESS) & (Job.result_type == ResultType.RESOLUTION) & (Job.resulted_at >= since)
     row = (
         Job.select(Job.id)
         .where((Job.cluster_id == cluster_id) & (Job.service == service) & (Job.target_fn == target_fn)
@@ -166,133 +161,6 @@ def wait_for_job(cluster_id: str, job_id: str, ttl_seconds: float, stopping=None
             sub.wait(remaining)
 
 
-class _Parked:
-    """A batch poll waiting in this process."""
-
-    def __init__(self, ids: frozenset, sub) -> None:
-        self.ids, self.sub = ids, sub
-        self.superseded = threading.Event()
-        self.unfinished: frozenset | None = None  # ids seen unfinished by a read made after sub began
-        self.inherited: frozenset = frozenset()  # ids a superseded poll vouched for
-
-
-class _ParkedPolls:
-    """Batch polls waiting per (cluster, machine) in this process.
-
-    The published SDK opens a new batch poll for every call made while one is open, each carrying
-    every outstanding id (minus the ones it has seen finish). A newer poll that asks for everything
-    a parked poll still waits for (all its ids, or all but ones that finished since it parked) makes
-    the parked one answer `[]` at once and takes over what it knew: the ids it had read as
-    unfinished, minus those that finished since. A poll that asks for fewer ids than a parked one
-    (a stale poll that got its turn late) answers `[]` at once. So one machine parks one poll,
-    each new poll reads only its new ids from the database, and the check costs one set operation
-    per parked poll (superseded polls leave the list at once). Our own SDK's concurrent polls carry
-    disjoint ids, so they never supersede each other."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._polls: dict[tuple[str, str], list[_Parked]] = {}
-
-    def park(self, key: tuple[str, str], ids: frozenset, sub) -> _Parked:
-        """Call with `sub` already subscribed, so nothing finishing from now on can be missed."""
-        poll = _Parked(ids, sub)
-        prefix = len(job_topic(key[0], ""))
-        with self._lock:
-            parked = self._polls.get(key, ())
-            if any(ids < old.ids for old in parked):
-                # A poll that arrives (or got its turn) after a wider one from the same machine:
-                # that one already waits for all of these ids, so this one answers `[]` at once.
-                poll.superseded.set()
-                return poll
-            kept = []
-            for old in parked:
-                fired = old.sub.fired_ever()
-                finished = None if fired is None else {t[prefix:] for t in fired}
-                if not _asks_for_all_of(ids, old, finished):
-                    kept.append(old)
-                    continue
-                if old.unfinished is not None and finished is not None and not poll.inherited:
-                    poll.inherited = old.unfinished - finished
-                old.superseded.set()
-                old.sub.wake()
-            kept.append(poll)
-            self._polls[key] = kept
-        return poll
-
-    def leave(self, key: tuple[str, str], poll: _Parked) -> None:
-        with self._lock:
-            polls = [p for p in self._polls.get(key, []) if p is not poll]
-            if polls:
-                self._polls[key] = polls
-            else:
-                self._polls.pop(key, None)
-
-
-def _asks_for_all_of(ids: frozenset, old: _Parked, finished: set[str] | None) -> bool:
-    """Whether a poll for `ids` covers what `old` still waits for."""
-    if old.ids <= ids:
-        return True
-    # The rest of old's ids must have finished since old read them all as unfinished.
-    return old.unfinished is not None and finished is not None and old.ids - ids <= finished
-
-
-_parked = _ParkedPolls()
-
-
-def wait_for_any(cluster_id: str, job_ids: list[str], ttl_seconds: float, stopping=None,
-                 machine_id: str | None = None,
-                 after_reading: Callable[[], None] | None = None) -> list[dict]:
-    """Long poll a batch: return the finished ones as soon as any is, else every status after ttl
-    (or at once when the server is shutting down). `after_reading` is called once the poll's
-    database reading is done: before its first wait, or before the linger of an answer."""
-    if not job_ids:
-        return []
-    deadline = time.monotonic() + ttl_seconds
-    prefix = len(job_topic(cluster_id, ""))
-    # Only polls that name their machine take part in supersession: callers without an
-    # x-machine-id (curl, dashboards) would otherwise release each other's polls in a loop.
-    key = (cluster_id, machine_id) if machine_id else None
-    ids = frozenset(job_ids)
-    with hub.subscribe_jobs(cluster_id, ids) as sub:
-        poll = _parked.park(key, ids, sub) if key else _Parked(ids, sub)
-        try:
-            to_check = [i for i in job_ids if i not in poll.inherited] if poll.inherited else job_ids
-            while True:
-                if poll.superseded.is_set():
-                    return []
-                rows = statuses(cluster_id, to_check, cancelled=poll.superseded) if to_check else []
-                if rows is None:  # superseded while it queued for a read
-                    return []
-                finished = [r for r in rows if r["status"] in TERMINAL]
-                remaining = deadline - time.monotonic()
-                if finished:
-                    if after_reading is not None:
-                        after_reading()  # what is left is a short linger: no CPU, nothing more parsed
-                    return finished + _linger(cluster_id, job_ids, sub, prefix, finished, remaining)
-                if to_check is job_ids or poll.unfinished is None:
-                    poll.unfinished = poll.inherited | {r["id"] for r in rows}
-                if remaining <= 0 or (stopping is not None and stopping.is_set()):
-                    return statuses(cluster_id, job_ids)
-                if after_reading is not None:
-                    after_reading()
-                    after_reading = None
-                fired = sub.wait(remaining)
-                # Finished is final, so only the jobs whose topics fired can have become finished.
-                if fired is None:
-                    to_check, poll.inherited = job_ids, frozenset()
-                else:
-                    to_check = [t[prefix:] for t in fired]
-        finally:
-            if key:
-                _parked.leave(key, poll)
-
-
-def _linger(cluster_id, job_ids, sub, prefix, finished, remaining) -> list[dict]:
-    """On a big batch, wait a moment for results finishing together, so they share one answer."""
-    if len(job_ids) < _BATCH_LINGER_MIN_IDS or remaining <= 0:
-        return []
-    time.sleep(min(_BATCH_LINGER_SECONDS, remaining))
-    fired = sub.wait(0) or set()
-    seen = {r["id"] for r in finished}
-    more = [t[prefix:] for t in fired if t[prefix:] not in seen]
-    return [r for r in statuses(cluster_id, more) if r["status"] in TERMINAL] if more else []
+# Batch polls (the published SDK's storm of overlapping status polls): see batch_poll.py.
+_batch_polls = BatchPolls(statuses)
+wait_for_any = _batch_polls.wait_for_any

@@ -8,6 +8,7 @@ import time
 
 from .. import db
 from ..models import Machine, Service, utcnow
+from .states import MachineStatus
 
 
 class _Throttle:
@@ -53,10 +54,11 @@ def ping(cluster_id: str, machine_id: str, *, ip: str | None, deployment_id: str
     now = utcnow()
 
     def tx():
-        (Machine.insert(cluster_id=cluster_id, id=machine_id, ip=ip, deployment_id=deployment_id, status="active",
+        (Machine.insert(cluster_id=cluster_id, id=machine_id, ip=ip, deployment_id=deployment_id,
+                        status=MachineStatus.ACTIVE,
                         first_seen_at=now, last_ping_at=now)
          .on_conflict(conflict_target=[Machine.cluster_id, Machine.id],
-                      update={Machine.last_ping_at: now, Machine.status: "active", Machine.ip: ip})
+                      update={Machine.last_ping_at: now, Machine.status: MachineStatus.ACTIVE, Machine.ip: ip})
          .execute())
 
     _write_or_forget(_pings, key, tx)

@@ -9,6 +9,7 @@ from ..observability.events import events
 from . import statements
 from .batching import GroupCommit
 from .signals import hub, job_topic, queue_topic
+from .states import EventType, JobStatus
 
 
 def claim(cluster_id: str, service: str, machine_id: str, limit: int) -> list[dict]:
@@ -19,8 +20,8 @@ def claim(cluster_id: str, service: str, machine_id: str, limit: int) -> list[di
         cluster_id=cluster_id, service=service, machine_id=machine_id, limit=limit,
         claimed_at=utcnow(), now_ms=int(time.time() * 1000)), transaction=False))  # one statement: atomic by itself
     claimed = [{"id": r[1], "targetFn": r[2], "targetArgs": r[3]} for r in rows]
-    for seq, job_id, target_fn, _args, attempt in rows:
-        events.record(cluster_id, "jobReceived", job_id=job_id, machine_id=machine_id, service=service,
+    for _seq, job_id, target_fn, _args, attempt in rows:
+        events.record(cluster_id, EventType.JOB_RECEIVED, job_id=job_id, machine_id=machine_id, service=service,
                       targetFn=target_fn, attempt=attempt)
     return claimed
 
@@ -51,7 +52,8 @@ def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, t
 
 
 def _store_batch(results: list[statements.Result]) -> list[bool]:
-    return db.unit_of_work(lambda: statements.store_results(results), transaction=not db.is_postgres())
+    return db.unit_of_work(lambda: statements.store_results(results),
+                           transaction=not db.dialect.batch_in_one_statement)
 
 
 # Results share statements and commits; two results for one job never share a batch (the fence
@@ -72,10 +74,10 @@ def persist_result(cluster_id: str, job_id: str, machine_id: str, result: str, r
         execution_time_ms=execution_time_ms, resulted_at=utcnow()))
     if stored:
         hub.wake([job_topic(cluster_id, job_id)])
-        events.record(cluster_id, "jobResulted", job_id=job_id, machine_id=machine_id, deployment_id=deployment_id,
+        events.record(cluster_id, EventType.JOB_RESULTED, job_id=job_id, machine_id=machine_id, deployment_id=deployment_id,
                       resultType=result_type, functionExecutionTime=execution_time_ms)
     else:
-        events.record(cluster_id, "jobResultedButNotPersisted", job_id=job_id, machine_id=machine_id,
+        events.record(cluster_id, EventType.JOB_RESULTED_BUT_NOT_PERSISTED, job_id=job_id, machine_id=machine_id,
                       deployment_id=deployment_id, resultType=result_type, reason=_why_fenced(cluster_id, job_id, machine_id))
     return stored
 
@@ -85,6 +87,6 @@ def _why_fenced(cluster_id: str, job_id: str, machine_id: str) -> str:
                           .where((Job.cluster_id == cluster_id) & (Job.id == job_id)).first())
     if job is None:
         return "unknown job"
-    if job.status != "running":
+    if job.status != JobStatus.RUNNING:
         return f"job is {job.status}"
     return f"attempt is held by another machine ({job.machine_id})"

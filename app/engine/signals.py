@@ -1,7 +1,7 @@
 """Wake-ups for long polls: in-process subscriptions fed by PostgreSQL LISTEN/NOTIFY.
 
 A topic names something a poll waits for: `q/<cluster>/<service>` (a job became claimable) or
-`j/<cluster>/<job id>` (a job finished). NOTIFY is only a hint: waiters always re-read the
+`j/<cluster>/<job id>` (a job finished); this module is the only code that knows the format. NOTIFY is only a hint: waiters always re-read the
 table, and wake on a fallback timer too, so a missed notification costs one short delay, never a
 lost job. One LISTEN connection per process (opened lazily, after gunicorn forks) feeds every
 waiter; it reconnects after a database restart and then wakes everyone to re-check. On SQLite the
@@ -35,6 +35,20 @@ def topic_sql(kind: str, cluster_column: str, name_column: str) -> str:
 
 def job_topic(cluster_id: str, job_id: str) -> str:
     return f"j/{cluster_id}/{job_id}"
+
+
+def job_of(topic: str) -> tuple[str, str] | None:
+    """(cluster id, job id) of a job topic; None for any other topic. Cluster ids hold no "/";
+    a job id may."""
+    if not topic.startswith("j/"):
+        return None
+    _, cluster_id, job_id = topic.split("/", 2)
+    return cluster_id, job_id
+
+
+def job_ids_of(topics: Iterable[str]) -> set[str]:
+    """The job ids of the job topics among these (the callers' topics are of one cluster)."""
+    return {topic.split("/", 2)[2] for topic in topics if topic.startswith("j/")}
 
 
 class Subscription:
@@ -165,10 +179,10 @@ class Hub:
             targets = []
             for topic in topics:
                 targets.extend((sub, topic) for sub in self._subscribers.get(topic, ()))
-                if topic.startswith("j/") and self._job_watchers:
-                    _, cluster_id, job_id = topic.split("/", 2)
-                    targets.extend((sub, topic) for sub in self._job_watchers.get(cluster_id, ())
-                                   if job_id in sub.jobs[1])
+                job = job_of(topic) if self._job_watchers else None
+                if job is not None:
+                    targets.extend((sub, topic) for sub in self._job_watchers.get(job[0], ())
+                                   if job[1] in sub.jobs[1])
         for sub, topic in targets:
             sub.wake(topic)
 
@@ -247,7 +261,5 @@ hub = Hub()
 
 
 def notify_in_transaction(topics: Iterable[str]) -> None:
-    """Queue NOTIFYs that PostgreSQL delivers when the current transaction commits."""
-    if db.is_postgres():
-        for payload in Hub.notify_payloads(topics):
-            db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+    """Queue NOTIFYs delivered when the current transaction commits (PostgreSQL; else nothing)."""
+    db.dialect.notify(CHANNEL, Hub.notify_payloads(topics))

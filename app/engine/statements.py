@@ -1,10 +1,16 @@
-"""The hot statements (create, claim, result, status) as plain SQL, for both databases.
+"""Every write of a job's status, as plain SQL, for both databases side by side.
 
-A call runs these on every create, result and status poll; building them with the query builder
-cost more CPU than the database spent running them (profiled under load). Creates and results come
-in batches (see `batching.py`): one statement writes many rows. On PostgreSQL the NOTIFY rides in
-the same statement (RETURNING pg_notify), so it is delivered exactly when the change commits, at no
-extra round trip.
+Each transition of app/engine/states.py is one function here: insert_jobs (-> pending), claim_jobs
+(pending -> running), store_results (running -> success), requeue_stalled (running -> pending) and
+fail_stalled (running -> failure). The first four run on every call; building them with the query
+builder cost more CPU than the database spent running them (profiled under load). Creates and
+results come in batches (see `batching.py`): one statement writes many rows. On PostgreSQL the
+NOTIFY rides in the same statement (RETURNING pg_notify), so it is delivered exactly when the
+change commits, at no extra round trip.
+
+The two databases' hot statements are the methods of `PostgresDialect` and `SqliteDialect`, which
+extend db.py's dialects; `db.bind(settings, DIALECTS)` picks one, and the module functions below
+call through it, so nothing here asks which database it is.
 """
 from __future__ import annotations
 
@@ -14,57 +20,82 @@ from dataclasses import dataclass
 from .. import db
 from ..models import Job
 from .signals import CHANNEL, topic_sql
+from .states import JobStatus, MachineStatus
+
+# Statuses in the SQL are literals, not parameters: the planner matches the partial indexes of
+# migration 1 (`WHERE status = 'pending'`, `'running'`) only against literals.
+_PENDING, _RUNNING, _SUCCESS, _FAILURE = (f"'{s}'" for s in (
+    JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCESS, JobStatus.FAILURE))
+_INACTIVE = f"'{MachineStatus.INACTIVE}'"
 
 _JOB_COLUMNS = ("cluster_id", "id", "service", "target_fn", "target_args", "status", "cache_key",
                 "attempts_allowed", "attempt", "timeout_seconds", "created_at", "deployment_id", "predictive_retries")
 _INSERT_HEAD = f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES "
 _ROW = f"({', '.join(['%s'] * len(_JOB_COLUMNS))})"
 _QUEUE_TOPIC = topic_sql("q", "cluster_id", "service")
+_INSERT_POSTGRES = " ON CONFLICT DO NOTHING RETURNING cluster_id, id, pg_notify(%s, " + _QUEUE_TOPIC + ")"
 _INSERT_SQLITE = "INSERT OR IGNORE INTO" + _INSERT_HEAD[len("INSERT INTO"):] + _ROW
 
-_RESULT_SQLITE = ("UPDATE jobs SET status = 'success', result = %s, result_type = %s, resulted_at = %s,"
+_RESULT_SQLITE = (f"UPDATE jobs SET status = {_SUCCESS}, result = %s, result_type = %s, resulted_at = %s,"
                   " execution_time_ms = %s, deadline_ms = NULL"
-                  " WHERE cluster_id = %s AND id = %s AND status = 'running' AND machine_id = %s")
+                  f" WHERE cluster_id = %s AND id = %s AND status = {_RUNNING} AND machine_id = %s")
 # The casts type the VALUES columns whatever the first row holds (a NULL would make them text).
 _RESULT_ROW = "(%s, %s, %s, %s, %s, %s::timestamp, %s::integer)"
-_RESULTS_POSTGRES = """
-UPDATE jobs SET status = 'success', result = v.result, result_type = v.result_type, resulted_at = v.resulted_at,
+_RESULTS_POSTGRES = f"""
+UPDATE jobs SET status = {_SUCCESS}, result = v.result, result_type = v.result_type, resulted_at = v.resulted_at,
        execution_time_ms = v.execution_time_ms, deadline_ms = NULL
-FROM (VALUES {rows}) AS v(cluster_id, id, machine_id, result, result_type, resulted_at, execution_time_ms)
-WHERE jobs.cluster_id = v.cluster_id AND jobs.id = v.id AND jobs.status = 'running' AND jobs.machine_id = v.machine_id
-RETURNING jobs.cluster_id, jobs.id, pg_notify(%s, {topic})
-""".replace("{topic}", topic_sql("j", "jobs.cluster_id", "jobs.id"))
+FROM (VALUES {{rows}}) AS v(cluster_id, id, machine_id, result, result_type, resulted_at, execution_time_ms)
+WHERE jobs.cluster_id = v.cluster_id AND jobs.id = v.id AND jobs.status = {_RUNNING} AND jobs.machine_id = v.machine_id
+RETURNING jobs.cluster_id, jobs.id, pg_notify(%s, {topic_sql("j", "jobs.cluster_id", "jobs.id")})
+"""
 
 # One statement claims up to `limit` jobs, oldest first. SKIP LOCKED lets concurrent pollers take
 # different rows instead of queueing behind each other, and the status test is repeated in the
 # UPDATE so a row that changed after it was picked is never claimed twice.
-_CLAIM_POSTGRES = """
+_CLAIM_POSTGRES = f"""
 WITH picked AS (
     SELECT seq FROM jobs
-    WHERE cluster_id = %s AND service = %s AND status = 'pending'
+    WHERE cluster_id = %s AND service = %s AND status = {_PENDING}
     ORDER BY seq LIMIT %s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE jobs SET status = 'running', attempt = jobs.attempt + 1, machine_id = %s,
+UPDATE jobs SET status = {_RUNNING}, attempt = jobs.attempt + 1, machine_id = %s,
        claimed_at = %s, deadline_ms = %s + jobs.timeout_seconds * 1000
 FROM picked
-WHERE jobs.seq = picked.seq AND jobs.status = 'pending'
+WHERE jobs.seq = picked.seq AND jobs.status = {_PENDING}
 RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
 """
 
 # SQLite runs one writing statement at a time, so the plain form cannot claim a row twice.
-_CLAIM_SQLITE = """
-UPDATE jobs SET status = 'running', attempt = attempt + 1, machine_id = %s,
+_CLAIM_SQLITE = f"""
+UPDATE jobs SET status = {_RUNNING}, attempt = attempt + 1, machine_id = %s,
        claimed_at = %s, deadline_ms = %s + timeout_seconds * 1000
 WHERE seq IN (
     SELECT seq FROM jobs
-    WHERE cluster_id = %s AND service = %s AND status = 'pending'
+    WHERE cluster_id = %s AND service = %s AND status = {_PENDING}
     ORDER BY seq LIMIT %s
-) AND status = 'pending'
+) AND status = {_PENDING}
 RETURNING seq, id, target_fn, target_args, attempt
 """
 
 _STATUS = "SELECT id, status, result, result_type, service FROM jobs WHERE cluster_id = %s AND "
+_STATUS_POSTGRES = _STATUS + "id = ANY(%s)"  # one array parameter instead of thousands of placeholders
+
+# Maintenance: running jobs whose attempt timed out or whose machine went silent, oldest first.
+# The dialect appends FOR UPDATE SKIP LOCKED on PostgreSQL (nothing on SQLite: BEGIN IMMEDIATE).
+_STALLED = f"""
+SELECT seq, cluster_id, id, service, attempt, attempts_allowed, machine_id, deadline_ms FROM jobs
+WHERE status = {_RUNNING} AND (deadline_ms < %s OR EXISTS (
+    SELECT 1 FROM machines WHERE machines.cluster_id = jobs.cluster_id AND machines.id = jobs.machine_id
+    AND machines.status = {_INACTIVE}))
+ORDER BY seq LIMIT %s"""
+# `status = running` is the fence of both maintenance transitions: the rows were read by
+# find_stalled in the same transaction, locked FOR UPDATE on PostgreSQL (a result or claim waits,
+# then sees the new status and is fenced off) and under BEGIN IMMEDIATE's write lock on SQLite,
+# so no other writer can have moved them in between. The attempt needs no fence of its own.
+_REQUEUE = (f"UPDATE jobs SET status = {_PENDING}, machine_id = NULL, deadline_ms = NULL, claimed_at = NULL"
+            f" WHERE status = {_RUNNING} AND seq IN ")
+_FAIL = f"UPDATE jobs SET status = {_FAILURE}, deadline_ms = NULL, resulted_at = %s WHERE status = {_RUNNING} AND seq IN "
 
 
 @dataclass(frozen=True)
@@ -82,33 +113,9 @@ class NewJob:
     predictive_retries: bool
 
     def values(self) -> tuple:
-        return (self.cluster_id, self.job_id, self.service, self.target_fn, self.target_args, "pending",
+        return (self.cluster_id, self.job_id, self.service, self.target_fn, self.target_args, JobStatus.PENDING,
                 self.cache_key, self.attempts_allowed, 0, self.timeout_seconds, Job.created_at.db_value(self.created_at),
                 self.deployment_id, Job.predictive_retries.db_value(self.predictive_retries))
-
-
-def insert_jobs(jobs: list[NewJob]) -> list[bool]:
-    """Insert pending jobs unless their (cluster, id) exists; per job, whether it was inserted.
-
-    On PostgreSQL one statement inserts them all, and its RETURNING notifies each queue topic
-    (PostgreSQL sends one notification per distinct topic and transaction)."""
-    if db.is_postgres():
-        sql = (_INSERT_HEAD + ", ".join([_ROW] * len(jobs))
-               + f" ON CONFLICT DO NOTHING RETURNING cluster_id, id, pg_notify(%s, {_QUEUE_TOPIC})")
-        params = [v for job in jobs for v in job.values()]
-        params.append(CHANNEL)
-        inserted = {(row[0], row[1]) for row in db.execute(sql, params).fetchall()}
-        return [(job.cluster_id, job.job_id) in inserted for job in jobs]
-    return [db.execute(_INSERT_SQLITE, job.values()).rowcount > 0 for job in jobs]
-
-
-def claim_jobs(*, cluster_id: str, service: str, machine_id: str, limit: int, claimed_at: dt.datetime,
-               now_ms: int) -> list[tuple]:
-    """Move up to `limit` pending jobs to running; rows (seq, id, target_fn, target_args, attempt)."""
-    claimed = Job.claimed_at.db_value(claimed_at)
-    if db.is_postgres():
-        return db.execute(_CLAIM_POSTGRES, (cluster_id, service, limit, machine_id, claimed, now_ms)).fetchall()
-    return db.execute(_CLAIM_SQLITE, (machine_id, claimed, now_ms, cluster_id, service, limit)).fetchall()
 
 
 @dataclass(frozen=True)
@@ -122,24 +129,107 @@ class Result:
     resulted_at: dt.datetime
 
 
-def store_results(results: list[Result]) -> list[bool]:
-    """The fenced result writes: only the running attempt's machine can finish a job. Per result,
-    whether it was stored. A batch must not name one job twice (the caller keeps them apart)."""
-    if db.is_postgres():
+class PostgresDialect(db.PostgresDialect):
+    def insert_jobs(self, jobs: list[NewJob]) -> list[bool]:
+        # One statement inserts them all, and its RETURNING notifies each queue topic (PostgreSQL
+        # sends one notification per distinct topic and transaction).
+        params = [v for job in jobs for v in job.values()]
+        params.append(CHANNEL)
+        rows = db.execute(_INSERT_HEAD + ", ".join([_ROW] * len(jobs)) + _INSERT_POSTGRES, params).fetchall()
+        inserted = {(row[0], row[1]) for row in rows}
+        return [(job.cluster_id, job.job_id) in inserted for job in jobs]
+
+    def claim_jobs(self, cluster_id: str, service: str, machine_id: str, limit: int, claimed: object,
+                   now_ms: int) -> list[tuple]:
+        return db.execute(_CLAIM_POSTGRES, (cluster_id, service, limit, machine_id, claimed, now_ms)).fetchall()
+
+    def store_results(self, results: list[Result]) -> list[bool]:
         sql = _RESULTS_POSTGRES.format(rows=", ".join([_RESULT_ROW] * len(results)))
         params = [v for r in results for v in (r.cluster_id, r.job_id, r.machine_id, r.result, r.result_type,
                                                Job.resulted_at.db_value(r.resulted_at), r.execution_time_ms)]
         params.append(CHANNEL)
         stored = {(row[0], row[1]) for row in db.execute(sql, params).fetchall()}
         return [(r.cluster_id, r.job_id) in stored for r in results]
-    return [db.execute(_RESULT_SQLITE, (r.result, r.result_type, Job.resulted_at.db_value(r.resulted_at),
-                                        r.execution_time_ms, r.cluster_id, r.job_id, r.machine_id)).rowcount > 0
-            for r in results]
+
+    def read_statuses(self, cluster_id: str, job_ids: list[str]) -> list[tuple]:
+        return db.execute(_STATUS_POSTGRES, (cluster_id, job_ids)).fetchall()
+
+
+class SqliteDialect(db.SqliteDialect):
+    def insert_jobs(self, jobs: list[NewJob]) -> list[bool]:
+        return [db.execute(_INSERT_SQLITE, job.values()).rowcount > 0 for job in jobs]
+
+    def claim_jobs(self, cluster_id: str, service: str, machine_id: str, limit: int, claimed: object,
+                   now_ms: int) -> list[tuple]:
+        return db.execute(_CLAIM_SQLITE, (machine_id, claimed, now_ms, cluster_id, service, limit)).fetchall()
+
+    def store_results(self, results: list[Result]) -> list[bool]:
+        return [db.execute(_RESULT_SQLITE, (r.result, r.result_type, Job.resulted_at.db_value(r.resulted_at),
+                                            r.execution_time_ms, r.cluster_id, r.job_id, r.machine_id)).rowcount > 0
+                for r in results]
+
+    def read_statuses(self, cluster_id: str, job_ids: list[str]) -> list[tuple]:
+        placeholders = ", ".join(["%s"] * len(job_ids))
+        return db.execute(_STATUS + f"id IN ({placeholders})", (cluster_id, *job_ids)).fetchall()
+
+
+DIALECTS = {"postgres": PostgresDialect, "sqlite": SqliteDialect}
+
+
+# --- the transitions ------------------------------------------------------------------------------
+
+def insert_jobs(jobs: list[NewJob]) -> list[bool]:
+    """-> pending: insert jobs unless their (cluster, id) exists; per job, whether it was inserted."""
+    return db.dialect.insert_jobs(jobs)
+
+
+def claim_jobs(*, cluster_id: str, service: str, machine_id: str, limit: int, claimed_at: dt.datetime,
+               now_ms: int) -> list[tuple]:
+    """pending -> running: up to `limit` jobs, oldest first; rows (seq, id, target_fn, target_args, attempt)."""
+    return db.dialect.claim_jobs(cluster_id, service, machine_id, limit, Job.claimed_at.db_value(claimed_at), now_ms)
+
+
+def store_results(results: list[Result]) -> list[bool]:
+    """running -> success, fenced: only the running attempt's machine can finish a job. Per result,
+    whether it was stored. A batch must not name one job twice (the caller keeps them apart)."""
+    return db.dialect.store_results(results)
 
 
 def read_statuses(cluster_id: str, job_ids: list[str]) -> list[tuple]:
     """(id, status, result, result_type, service) of those ids that exist in this cluster."""
-    if db.is_postgres():  # one array parameter instead of thousands of placeholders
-        return db.execute(_STATUS + "id = ANY(%s)", (cluster_id, job_ids)).fetchall()
-    placeholders = ", ".join(["%s"] * len(job_ids))
-    return db.execute(_STATUS + f"id IN ({placeholders})", (cluster_id, *job_ids)).fetchall()
+    return db.dialect.read_statuses(cluster_id, job_ids)
+
+
+@dataclass(frozen=True)
+class StalledJob:
+    seq: int
+    cluster_id: str
+    id: str
+    service: str
+    attempt: int
+    attempts_allowed: int
+    machine_id: str | None
+    deadline_ms: int | None
+
+
+def find_stalled(now_ms: int, limit: int) -> list[StalledJob]:
+    """Running jobs past their deadline or on an inactive machine, locked for this transaction."""
+    return [StalledJob(*row) for row in db.execute(_STALLED + db.dialect.skip_locked, (now_ms, limit)).fetchall()]
+
+
+def requeue_stalled(seqs: list[int]) -> int:
+    """running -> pending (the caller checked attempt < attempts_allowed): claimable again."""
+    if not seqs:
+        return 0
+    return db.execute(_REQUEUE + _in(seqs), seqs).rowcount
+
+
+def fail_stalled(seqs: list[int], resulted_at: dt.datetime) -> int:
+    """running -> failure (the caller checked attempt >= attempts_allowed): the control-plane gives up."""
+    if not seqs:
+        return 0
+    return db.execute(_FAIL + _in(seqs), (Job.resulted_at.db_value(resulted_at), *seqs)).rowcount
+
+
+def _in(values: list) -> str:
+    return f"({', '.join(['%s'] * len(values))})"

@@ -59,7 +59,7 @@ class EventLog:
             for start in range(0, len(rows), _CHUNK):
                 chunk = rows[start:start + _CHUNK]
                 try:
-                    db.unit_of_work(lambda: _insert(chunk), retries=1, transaction=False)
+                    db.unit_of_work(lambda chunk=chunk: _insert(chunk), retries=1, transaction=False)
                     written += len(chunk)
                 except Exception:
                     self.dropped += len(chunk)

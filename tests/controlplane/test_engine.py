@@ -1,23 +1,35 @@
 """The engine rules of DESIGN.md section 3, on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 
 import pytest
 
-from app.engine.sweeper import Sweeper
-from app.models import Job
+from app import db
+from app.engine import machines
+from app.engine.maintenance import Maintainer, Prune, RefreshStatistics
+from app.models import Job, Machine, utcnow
 from cp_helpers import Api
 
 
-def sweeper(machine_timeout=60.0):
-    return Sweeper(interval=0.2, machine_timeout=machine_timeout, retention_days=7)
+def maintainer(machine_timeout=60.0):
+    return Maintainer.for_settings(interval=0.2, machine_timeout=machine_timeout, retention_days=7)
+
+
+def later(seconds: float) -> dt.datetime:
+    """A `now` for the maintenance tasks, this far ahead of the clock: time passes without a sleep."""
+    return utcnow() + dt.timedelta(seconds=seconds)
+
+
+def went_silent(cluster, machine_id, seconds_ago=10.0):
+    """Set up a machine that has said nothing for a while (its last ping that long ago)."""
+    db.unit_of_work(lambda: Machine.update(last_ping_at=utcnow() - dt.timedelta(seconds=seconds_ago))
+                    .where((Machine.cluster_id == cluster["id"]) & (Machine.id == machine_id)).execute())
 
 
 def job_row(api, job_id):
-    from app import db
-
     return db.unit_of_work(lambda: Job.get(Job.id == job_id))
 
 
@@ -74,16 +86,15 @@ def test_result_for_a_pending_job_is_fenced(api):
 def test_timed_out_attempt_is_retried_then_fails_when_attempts_are_spent(api):
     c = api.new_cluster()
     job_id = api.call(c, retryCountOnStall=1, timeoutSeconds=1)
-    sw = sweeper()
+    m = maintainer()
     assert [j["id"] for j in api.claim(c, machine="m1")] == [job_id]
-    time.sleep(1.1)
-    assert sw.sweep_once()["retried"] == 1
+    assert m.tick(now=later(0.5)).get("recover_stalled_jobs") == {"retried": 0, "failed": 0}  # not yet
+    assert m.tick(now=later(2))["recover_stalled_jobs"]["retried"] == 1
     row = job_row(api, job_id)
     assert (row.status, row.attempt, row.machine_id) == ("pending", 1, None)
     assert [j["id"] for j in api.claim(c, machine="m2")] == [job_id]
     assert job_row(api, job_id).attempt == 2  # counted once per claim, never on recovery
-    time.sleep(1.1)
-    assert sw.sweep_once()["failed"] == 1
+    assert m.tick(now=later(2))["recover_stalled_jobs"]["failed"] == 1
     status = api.status(c, job_id)
     assert (status["status"], status["result"], status["resultType"]) == ("failure", None, None)
     api.result(c, job_id, machine="m2")  # the late result of the last attempt is fenced off
@@ -96,8 +107,7 @@ def test_retry_count_zero_means_one_attempt(api):
     c = api.new_cluster()
     job_id = api.call(c, retryCountOnStall=0, timeoutSeconds=1)
     api.claim(c)
-    time.sleep(1.1)
-    assert sweeper().sweep_once()["failed"] == 1
+    assert maintainer().tick(now=later(2))["recover_stalled_jobs"]["failed"] == 1
     assert api.status(c, job_id)["status"] == "failure"
 
 
@@ -106,13 +116,11 @@ def test_silent_machine_is_stalled_and_its_job_goes_to_another(make_app):
     c = api.new_cluster()
     job_id = api.call(c, retryCountOnStall=2, timeoutSeconds=300)
     api.claim(c, machine="doomed")
-    sw = sweeper(machine_timeout=0.5)
-    time.sleep(0.2)
+    m = maintainer(machine_timeout=0.5)
     api.claim(c, machine="alive")  # keeps "alive" fresh; "doomed" says nothing more
-    time.sleep(0.5)
-    api.claim(c, machine="alive")
-    outcome = sw.sweep_once()
-    assert outcome["retried"] == 1
+    went_silent(c, "doomed")
+    outcome = m.tick(now=utcnow())
+    assert outcome["recover_stalled_jobs"]["retried"] == 1
     stalled = {e["machineId"] for e in api.activity(c) if e["type"] == "machineStalled"}
     assert "doomed" in stalled and "alive" not in stalled
     assert [j["id"] for j in api.claim(c, machine="alive")] == [job_id]
@@ -127,11 +135,12 @@ def test_any_request_with_a_machine_id_is_a_ping(make_app):
     c = api.new_cluster()
     job_id = api.call(c, timeoutSeconds=300)
     api.claim(c, machine="busy")
-    sw = sweeper(machine_timeout=0.6)
-    for _ in range(4):  # busy with the job, not polling, but its other requests count
-        time.sleep(0.25)
-        api.client.get(f"/jobs/{job_id}?ttl=0", headers=api.headers(c, "busy"))
-    sw.sweep_once()
+    m = maintainer(machine_timeout=0.6)
+    went_silent(c, "busy")  # its claim was long ago...
+    machines._pings.forget((c["id"], "busy"))  # ...so this process's ping throttle has let it go
+    # Busy with the job, not polling, but its other requests count.
+    api.client.get(f"/jobs/{job_id}?ttl=0", headers=api.headers(c, "busy"))
+    m.tick(now=utcnow())
     assert "busy" not in {e["machineId"] for e in api.activity(c) if e["type"] == "machineStalled"}
     assert api.status(c, job_id)["status"] == "running"
 
@@ -159,7 +168,8 @@ def test_cache_skips_rejections_and_expired_entries(api):
     expired = api.call(c, cache={"key": "e", "ttlSeconds": 1})
     api.claim(c)
     api.result(c, expired)
-    time.sleep(1.1)
+    resolved_long_ago = utcnow() - dt.timedelta(seconds=2)  # more than the ttl ago
+    db.unit_of_work(lambda: Job.update(resulted_at=resolved_long_ago).where(Job.id == expired).execute())
     assert api.call(c, cache={"key": "e", "ttlSeconds": 1}) != expired
 
 
@@ -263,10 +273,6 @@ def test_client_metrics_are_stored(api):
 
 
 def test_retention_prunes_old_finished_jobs_only(api):
-    import datetime as dt
-
-    from app import db
-
     c = api.new_cluster()
     old, fresh, running = api.call(c), api.call(c), api.call(c)
     api.claim(c)
@@ -274,19 +280,20 @@ def test_retention_prunes_old_finished_jobs_only(api):
     api.result(c, fresh)
     long_ago = dt.datetime(2020, 1, 1)
     db.unit_of_work(lambda: Job.update(resulted_at=long_ago).where(Job.id == old).execute())
-    assert sweeper().prune() >= 1
+    assert Prune(retention_days=7).run_once(now=utcnow())["pruned"] >= 1
     remaining = db.unit_of_work(lambda: sorted(j.id for j in Job.select(Job.id)))
     assert remaining == sorted([fresh, running])
 
 
-def test_sweeper_lease_is_held_by_one_sweeper_at_a_time(api):
-    first, second = sweeper(), sweeper()
-    assert first.try_lease() is True
-    assert second.try_lease() is False
-    assert first.try_lease() is True  # renewal
+def test_maintenance_lease_is_held_by_one_maintainer_at_a_time(api):
+    first, second = maintainer().lease, maintainer().lease
+    now = utcnow()
+    assert first.take(now) is True
+    assert second.take(now) is False
+    assert first.take(now) is True  # renewal
     first.release()
-    assert second.try_lease() is True
-    assert first.try_lease() is False
+    assert second.take(now) is True
+    assert first.take(now) is False
 
 
 def test_a_newer_batch_poll_from_the_same_machine_releases_the_parked_one(api):
@@ -401,13 +408,10 @@ def test_an_unread_parked_poll_is_superseded_only_by_a_superset():
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
-def test_the_sweeper_analyzes_a_table_that_grew_so_status_reads_look_ids_up_by_index(api):
+def test_maintenance_analyzes_a_table_that_grew_so_status_reads_look_ids_up_by_index(api):
     """A fresh jobs table keeps the planner's empty-table estimate until analyzed; the status
     read then filtered every job of the cluster instead of looking its ids up."""
-    import datetime as dt
-
-    from app import db
-    from app.engine import statements, sweeper as sweeper_module
+    from app.engine import statements
 
     c = api.new_cluster()
     now = dt.datetime.utcnow()
@@ -417,11 +421,13 @@ def test_the_sweeper_analyzes_a_table_that_grew_so_status_reads_look_ids_up_by_i
     assert all(db.unit_of_work(lambda: statements.insert_jobs(new), transaction=False))
     deadline = time.monotonic() + 10  # the statistics counters reach pg_stat_user_tables within a second or so
     analyzed = []
+    task = RefreshStatistics()
     while "jobs" not in analyzed and time.monotonic() < deadline:
-        analyzed = sweeper_module.refresh_statistics()
+        analyzed = task.analyze_stale()
         time.sleep(0.2)
     assert "jobs" in analyzed
-    assert sweeper_module.refresh_statistics() == []  # nothing changed since
+    assert task.analyze_stale() == []  # nothing changed since
+    assert task.run_once(now=utcnow()) == {"analyzed": 0}
     plan = "\n".join(r[0] for r in db.unit_of_work(lambda: db.execute(
         "EXPLAIN " + statements._STATUS + "id = ANY(%s)", (c["id"], ["job-00001", "job-00002"])).fetchall()))
     assert "jobs_cluster_recent" not in plan and "Seq Scan" not in plan, plan
@@ -506,3 +512,16 @@ def test_a_poll_superseded_while_it_queues_for_a_read_slot_does_not_read(api, mo
     api.result(c, ids[2])
     second.join(timeout=5)
     assert answers["second"] == (200, [ids[2]])
+
+
+def test_begin_shutdown_answers_long_polls_at_once(api):
+    c = api.new_cluster()
+    job_id = api.call(c)
+    answers = []
+    poll = threading.Thread(target=lambda: answers.append(api.status(c, job_id, ttl=10000)))
+    poll.start()
+    time.sleep(0.3)  # parked
+    started = time.monotonic()
+    api.app.extensions["differential"].begin_shutdown()
+    poll.join(timeout=5)
+    assert [a["status"] for a in answers] == ["pending"] and time.monotonic() - started < 2

@@ -122,3 +122,12 @@ def test_batched_writes_notify_the_topics_the_waiters_subscribe_to(app, fresh_pg
             listener.notifies.clear()
             time.sleep(0.05)
         assert payloads == [queue_topic("c1", "svc"), job_topic("c1", "j1")]
+
+
+def test_topics_are_parsed_in_one_place():
+    from app.engine.signals import job_ids_of, job_of, job_topic, queue_topic
+
+    topics = [job_topic("c1", "a"), job_topic("c1", "with/slash"), queue_topic("c1", "svc")]
+    assert job_ids_of(topics) == {"a", "with/slash"}
+    assert job_of(job_topic("c1", "with/slash")) == ("c1", "with/slash")
+    assert job_of(queue_topic("c1", "svc")) is None

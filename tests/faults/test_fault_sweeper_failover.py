@@ -15,7 +15,7 @@ from support.server import ControlPlane
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(120)]
 
 ENV = {"WEB_CONCURRENCY": "1", "SWEEP_INTERVAL_SECONDS": "0.3", "MACHINE_TIMEOUT_SECONDS": "2"}
-LEASE_SECONDS = 3.0  # max(3 * interval, 3.0) in app/engine/sweeper.py
+LEASE_SECONDS = 3.0  # max(3 * interval, 3.0) in app/engine/maintenance.py (Maintainer.for_settings)
 
 
 def _pids(cp: ControlPlane) -> set[int]:
