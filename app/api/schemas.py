@@ -5,6 +5,7 @@ call configuration's defaults come from the engine's `CallConfig`, their one hom
 """
 from __future__ import annotations
 
+from ..engine import states
 from ..engine.jobs import CallConfig
 
 _CALL = CallConfig()
@@ -69,10 +70,9 @@ CREATED_JOB = obj({"id": ID}, required=("id",))
 
 JOB_STATUS = obj({
     "id": ID,
-    # The statuses' home is app/engine/states.py (the lead points this at its constants at merge).
-    "status": {"type": "string", "enum": ["pending", "running", "success", "failure"]},
+    "status": {"type": "string", "enum": list(states.ALL)},
     "result": NULLABLE_TEXT,
-    "resultType": {"type": ["string", "null"], "enum": ["resolution", "rejection", None]},
+    "resultType": {"type": ["string", "null"], "enum": [states.ResultType.RESOLUTION, states.ResultType.REJECTION, None]},
     "service": {"type": "string"},
 }, required=("id", "status", "result", "resultType", "service"))
 
@@ -87,7 +87,7 @@ JOB_STATUSES = {"type": "array", "items": JOB_STATUS}
 
 JOB_RESULT = obj({
     "result": PAYLOAD,
-    "resultType": {"type": "string", "enum": ["resolution", "rejection"]},
+    "resultType": {"type": "string", "enum": [states.ResultType.RESOLUTION, states.ResultType.REJECTION]},
     "functionExecutionTime": {"type": "number", "minimum": 0},
 }, required=("result", "resultType"))
 
