@@ -207,6 +207,7 @@ class _ResultPoller:
                     self._settle(job_id, None, e)
                 pending = []
         finally:
+            self.polls.discard(asyncio.current_task())  # before _run looks at the count again
             self.uncovered.update(j for j in pending if j in self.waiters)
             self.wake.set()
 
