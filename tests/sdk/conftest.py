@@ -2,9 +2,7 @@
 tests (each test gets its own cluster, so they cannot see each other's jobs), and helpers."""
 from __future__ import annotations
 
-import os
 import sys
-import time
 import uuid
 from pathlib import Path
 

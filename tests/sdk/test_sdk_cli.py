@@ -2,9 +2,12 @@
 control-plane, checking output and exit codes (run as a real subprocess)."""
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,14 +16,20 @@ import pytest
 from sdk_helpers import subprocess_env
 
 
+# Run from a folder with no .differential/ above it, so a local server's secret (say, from
+# `make run` in this checkout) is never found by accident.
+_NEUTRAL_CWD = tempfile.mkdtemp(prefix="differential-cli-")
+atexit.register(shutil.rmtree, _NEUTRAL_CWD, True)
+
+
 def cli(*args, env=None, timeout=60):
     base = subprocess_env()
     for name in ("DIFFERENTIAL_ENDPOINT", "DIFFERENTIAL_API_SECRET", "DIFFERENTIAL_MANAGEMENT_SECRET",
-                 "DIFFERENTIAL_MANAGEMENT_SECRET_FILE"):
+                 "DIFFERENTIAL_MANAGEMENT_SECRET_FILE", "DIFFERENTIAL_DATA_DIR"):
         base.pop(name, None)
     base.update(env or {})
     return subprocess.run([sys.executable, "-m", "differential.cli", *args], env=base, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, cwd=_NEUTRAL_CWD)
 
 
 # -- offline ------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import math
 import subprocess
-import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -84,7 +84,7 @@ def test_python_calls_typescript_service(node_sdk, sdk_control_plane, cluster, d
     proc = start_node(TS_SERVICE, env=_env(sdk_control_plane, cluster, service_name))
     try:
         def registered():
-            assert proc.poll() is None, open(proc.log_path).read()
+            assert proc.poll() is None, Path(proc.log_path).read_text()
             r = httpx.get(f"{sdk_control_plane.url}/clusters/{cluster['id']}/service/{service_name}",
                           headers=sdk_control_plane.management_headers, timeout=10)
             return r.status_code == 200
@@ -172,10 +172,10 @@ def test_typescript_calls_python_service(node_sdk, sdk_control_plane, cluster, d
         n(2**40), n(-7), {"t": "string", "v": "日本🎉"},
     ]}
     assert out["big"] == {"t": "bigint", "v": str(2**40)}
-    fail = out["fail"]
-    assert fail["isError"] and fail["name"] == "Overdrawn" and fail["message"] == "cannot pay: no reason"
-    assert fail["code"] == "E_OVERDRAWN" and fail["balance"] == -5
-    assert "Traceback (most recent call last)" in fail["stack"] and "in fail" in fail["stack"]
+    failed = out["fail"]
+    assert failed["isError"] and failed["name"] == "Overdrawn" and failed["message"] == "cannot pay: no reason"
+    assert failed["code"] == "E_OVERDRAWN" and failed["balance"] == -5
+    assert "Traceback (most recent call last)" in failed["stack"] and "in fail" in failed["stack"]
     # A background job created by TypeScript, whose result Python fetches by id.
     job_id = out["background"]["id"]
     svc = d.service(service_name)  # the first one is stopped: serve greet again

@@ -129,8 +129,8 @@ def test_worker_killed_mid_job_the_call_completes_on_another_worker(fast_cp, tmp
     script.write_text(WORKER_A)
     env = subprocess_env(DIFFERENTIAL_API_SECRET=cluster["apiSecret"], DIFFERENTIAL_ENDPOINT=fast_cp.url,
                          SERVICE="killable", MARKER=str(marker))
-    log = open(tmp_path / "worker_a.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / "worker_a.log", "wb") as log:  # the child keeps its own copy of the file
+        proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=log, stderr=subprocess.STDOUT)
     d = Differential(cluster["apiSecret"], endpoint=fast_cp.url)
     try:
         call = Call(d.client("killable", timeout=90, retry_count_on_stall=2).work, 5)
@@ -160,7 +160,6 @@ def test_worker_killed_mid_job_the_call_completes_on_another_worker(fast_cp, tmp
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        log.close()
         d.close()
 
 

@@ -255,7 +255,7 @@ def test_python_packed_values_read_by_real_msgpackr(node_sdk):
     r = run_node(PY_TO_NODE, input=stdin, timeout=60)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    for value, got in zip(values, out):
+    for value, got in zip(values, out, strict=False):  # out ends with the error's entry
         want = py_describe(value)
         if value == 3.0 and isinstance(value, float):
             want = {"t": "number", "v": 3, "neg0": False}

@@ -154,7 +154,7 @@ def test_one_poll_outstanding_limit_is_free_slots_and_headers_are_constant(fake,
     # Back-to-back polls: the next one starts right after the previous one ended (no sleeps).
     tail = polls[-4:-1]  # (the last one may have been cut short by stop)
     assert all(p[2]["limit"] == 3 for p in tail)
-    gaps = [b[3] - a[4] for a, b in zip(tail, tail[1:])]
+    gaps = [b[3] - a[4] for a, b in zip(tail, tail[1:], strict=False)]
     assert gaps and max(gaps) < 0.25, gaps
     r = fake.results["j2"]
     assert r["resultType"] == "resolution" and unpack(r["result"]) == 2

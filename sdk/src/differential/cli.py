@@ -9,7 +9,9 @@
 
 Options (before or after the command): --endpoint (DIFFERENTIAL_ENDPOINT), --api-secret
 (DIFFERENTIAL_API_SECRET), --management-secret (DIFFERENTIAL_MANAGEMENT_SECRET) or
---management-secret-file (DIFFERENTIAL_MANAGEMENT_SECRET_FILE), --json.
+--management-secret-file (DIFFERENTIAL_MANAGEMENT_SECRET_FILE), --json, --version. Without a
+management secret, a command for a local endpoint reads the local server's
+.differential/management-secret.txt (see management_secret.py).
 
 Exit codes (stable, for scripts):
     0  success
@@ -29,8 +31,9 @@ import datetime as _dt
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
+from . import __version__, management_secret
 from .client import CallOptions, Differential, JobStatus
 from .errors import (
     AuthenticationError,
@@ -100,19 +103,11 @@ def _endpoint(args: argparse.Namespace) -> Optional[str]:
 
 
 def _management(args: argparse.Namespace) -> SyncTransport:
-    secret = getattr(args, "management_secret", None) or os.environ.get("DIFFERENTIAL_MANAGEMENT_SECRET")
-    path = getattr(args, "management_secret_file", None) or os.environ.get("DIFFERENTIAL_MANAGEMENT_SECRET_FILE")
-    if not secret and path:
-        try:
-            secret = open(path, encoding="utf-8").read().strip()
-        except OSError as e:
-            raise UsageError(f"cannot read the management secret file {path}: {e.strerror}") from None
-    if not secret:
-        raise UsageError(
-            "no management secret: pass --management-secret / --management-secret-file or set "
-            "DIFFERENTIAL_MANAGEMENT_SECRET"
-        )
-    return SyncTransport(Config.from_env(api_secret=secret, endpoint=_endpoint(args)), secret=secret)
+    """A transport with the management secret; the command closes it (`with`)."""
+    config = Config.from_env(endpoint=_endpoint(args))
+    secret = management_secret.find(config.endpoint, getattr(args, "management_secret", None),
+                                    getattr(args, "management_secret_file", None))
+    return SyncTransport(config, secret=secret)
 
 
 def _differential(args: argparse.Namespace) -> Differential:
@@ -126,9 +121,9 @@ def _differential(args: argparse.Namespace) -> Differential:
 # -- commands ------------------------------------------------------------------------------------
 
 def cmd_clusters_create(args: argparse.Namespace) -> int:
-    http = _management(args)
     body = {"description": args.description} if args.description is not None else {}
-    cluster = http.request("POST", "/clusters", json=body)
+    with _management(args) as http:
+        cluster = http.request("POST", "/clusters", json=body)
     if args.json:
         _out(_dump(cluster))
     else:
@@ -146,7 +141,8 @@ def _mask(secret: Optional[str]) -> str:
 
 
 def cmd_clusters_list(args: argparse.Namespace) -> int:
-    clusters = _management(args).request("GET", "/clusters") or []
+    with _management(args) as http:
+        clusters = http.request("GET", "/clusters") or []
     if args.json:
         _out(_dump(clusters))
         return EXIT_OK
@@ -158,8 +154,15 @@ def cmd_clusters_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _services_table(defs: List[Dict[str, Any]]) -> str:
+    rows = [{"name": d.get("name"), "functions": ", ".join(f.get("name", "") for f in d.get("functions") or [])}
+            for d in defs]
+    return _table(rows, ["name", "functions"], ["SERVICE", "FUNCTIONS"])
+
+
 def cmd_clusters_show(args: argparse.Namespace) -> int:
-    c = _management(args).request("GET", f"/clusters/{args.cluster_id}")
+    with _management(args) as http:
+        c = http.request("GET", f"/clusters/{args.cluster_id}")
     if args.json:
         _out(_dump(c))
         return EXIT_OK
@@ -170,8 +173,7 @@ def cmd_clusters_show(args: argparse.Namespace) -> int:
     defs = c.get("definitions") or []
     _out(f"\nServices ({len(defs)}):")
     if defs:
-        _out(_table([{"name": d.get("name"), "functions": ", ".join(f.get("name", "") for f in d.get("functions") or [])}
-                     for d in defs], ["name", "functions"], ["SERVICE", "FUNCTIONS"]))
+        _out(_services_table(defs))
     machines = c.get("machines") or []
     _out(f"\nMachines ({len(machines)}):")
     if machines:
@@ -185,7 +187,8 @@ def cmd_clusters_show(args: argparse.Namespace) -> int:
 
 
 def cmd_services_list(args: argparse.Namespace) -> int:
-    c = _management(args).request("GET", f"/clusters/{args.cluster}")
+    with _management(args) as http:
+        c = http.request("GET", f"/clusters/{args.cluster}")
     defs = c.get("definitions") or []
     if args.json:
         _out(_dump(defs))
@@ -193,8 +196,7 @@ def cmd_services_list(args: argparse.Namespace) -> int:
     if not defs:
         _out("No services.")
         return EXIT_OK
-    _out(_table([{"name": d.get("name"), "functions": ", ".join(f.get("name", "") for f in d.get("functions") or [])}
-                 for d in defs], ["name", "functions"], ["SERVICE", "FUNCTIONS"]))
+    _out(_services_table(defs))
     return EXIT_OK
 
 
@@ -296,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="differential", description="Differential control-plane command line.",
                      parents=[_common(suppress=False)], epilog=__doc__.split("Exit codes", 1)[1].join(["Exit codes", ""]),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"differential {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -341,40 +344,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_Exit = Union[int, Callable[[Any], int]]
+
+# How main() ends on each error: (exit code, or a function of the error; message). Looked up along
+# the error's MRO, so the most specific class listed wins.
+FAILURES: Dict[Type[BaseException], Tuple[_Exit, Optional[str]]] = {
+    UsageError: (EXIT_USAGE, "differential: {e}"),
+    management_secret.SecretNotFound: (EXIT_USAGE, "differential: {e}"),
+    SerializationError: (EXIT_USAGE, "differential: {e}"),
+    CallTimeoutError: (EXIT_TIMEOUT, "differential: {e}"),
+    JobFailedError: (EXIT_REMOTE, "differential: {e}"),
+    AuthenticationError: (EXIT_AUTH, "differential: authentication failed: {e.message}"),
+    NotFoundError: (EXIT_NOT_FOUND, "differential: not found: {e.message}"),
+    ControlPlaneError: (lambda e: EXIT_UNAVAILABLE if e.status >= 500 else EXIT_REFUSED, "differential: {e}"),
+    ConnectionFailedError: (EXIT_UNAVAILABLE, "differential: {e}"),
+    DifferentialError: (lambda e: EXIT_USAGE if e.code == "UNAUTHORISED" else EXIT_UNAVAILABLE, "differential: {e}"),
+    KeyboardInterrupt: (130, None),
+}
+
+
+def _failure(e: BaseException) -> Optional[Tuple[int, Optional[str]]]:
+    for cls in type(e).__mro__:
+        if cls in FAILURES:
+            code, message = FAILURES[cls]
+            return (code if isinstance(code, int) else code(e)), (message and message.format(e=e))
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except UsageError as e:
-        _err(f"differential: {e}")
-        return EXIT_USAGE
-    except SerializationError as e:
-        _err(f"differential: {e}")
-        return EXIT_USAGE
-    except CallTimeoutError as e:
-        _err(f"differential: {e}")
-        return EXIT_TIMEOUT
-    except JobFailedError as e:
-        _err(f"differential: {e}")
-        return EXIT_REMOTE
-    except AuthenticationError as e:
-        _err(f"differential: authentication failed: {e.message}")
-        return EXIT_AUTH
-    except NotFoundError as e:
-        _err(f"differential: not found: {e.message}")
-        return EXIT_NOT_FOUND
-    except ControlPlaneError as e:
-        _err(f"differential: {e}")
-        return EXIT_UNAVAILABLE if e.status >= 500 else EXIT_REFUSED
-    except ConnectionFailedError as e:
-        _err(f"differential: {e}")
-        return EXIT_UNAVAILABLE
-    except DifferentialError as e:
-        _err(f"differential: {e}")
-        return EXIT_USAGE if e.code == "UNAUTHORISED" else EXIT_UNAVAILABLE
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as e:  # noqa: B902 - looked up in FAILURES; anything else propagates
+        failure = _failure(e)
+        if failure is None:
+            raise
+        code, message = failure
+        if message is not None:
+            _err(message)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

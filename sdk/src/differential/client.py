@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import math
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
+from . import retry
 from .errors import (
     CallTimeoutError,
     ControlPlaneError,
@@ -27,10 +30,13 @@ from .errors import (
     JobFailedError,
 )
 from .serialize import deserialize_error, pack_args, unpack
-from .transport import LONG_POLL_MS, AsyncTransport, Backoff, Config, SyncTransport, is_retryable
+from .transport import LONG_POLL_MS, AsyncTransport, Config, SyncTransport
+from .worker import Service
+
+log = logging.getLogger("differential.client")
 
 TERMINAL = ("success", "failure")
-_BATCH_MAX = 1000  # server limit on jobIds per batch request
+_BATCH_MAX = 1000  # job ids per batch long poll: the server takes up to 100,000; 1,000 keeps each poll small
 _MAX_POLLS = 8  # concurrent batch long polls per instance
 _CREATE_RETRY_SECONDS = 60.0  # how long a job creation keeps retrying network errors by default
 
@@ -63,6 +69,12 @@ class CallOptions:
         if unknown:
             raise TypeError(f"unknown call option(s): {', '.join(sorted(unknown))}")
         return replace(self, **changes)
+
+    @classmethod
+    def resolve(cls, options: "Optional[CallOptions]", changes: Mapping[str, Any]) -> "CallOptions":
+        """`options` (or the defaults) with the keyword options of one call applied."""
+        base = options or cls()
+        return base.merged(**changes) if changes else base
 
     def call_config(self) -> Dict[str, Any]:
         timeout = 300 if self.timeout is None else max(1, math.ceil(self.timeout))
@@ -127,9 +139,9 @@ class _ResultPoller:
         self.transport = transport
         self.waiters: Dict[str, List[asyncio.Future]] = {}
         self.uncovered: Set[str] = set()
-        self.polls = 0
+        self.polls: Set[asyncio.Task] = set()  # the batch long polls in flight
         self.wake = asyncio.Event()
-        self.backoff = Backoff(base=0.2, cap=5.0)
+        self.backoff = retry.Backoff(*retry.RESULT_POLL)
         self.task: Optional[asyncio.Task] = None
         self.closed = False
 
@@ -156,11 +168,12 @@ class _ResultPoller:
             await self.wake.wait()
             self.wake.clear()
             await asyncio.sleep(0.002)  # let a burst of calls land in one batch
-            while self.uncovered and self.polls < _MAX_POLLS:
+            while self.uncovered and len(self.polls) < _MAX_POLLS and not self.closed:
                 batch = list(self.uncovered)[:_BATCH_MAX]
                 self.uncovered.difference_update(batch)
-                self.polls += 1
-                asyncio.ensure_future(self._poll(batch))
+                task = asyncio.ensure_future(self._poll(batch))
+                self.polls.add(task)
+                task.add_done_callback(self.polls.discard)
 
     def _settle(self, job_id: str, status: Optional[JobStatus], exc: Optional[BaseException] = None) -> None:
         for fut in self.waiters.pop(job_id, []):
@@ -187,24 +200,30 @@ class _ResultPoller:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # never let the poller die: back off, or fail these calls
-            if is_retryable(e):
+            if retry.is_retryable(e):
                 await asyncio.sleep(self.backoff.next_delay())
             else:
                 for job_id in pending:
                     self._settle(job_id, None, e)
                 pending = []
         finally:
-            self.polls -= 1
+            self.polls.discard(asyncio.current_task())  # before _run looks at the count again
             self.uncovered.update(j for j in pending if j in self.waiters)
             self.wake.set()
 
     async def close(self) -> None:
+        """Fail the waiting calls and end every task of the poller (none is left pending)."""
         self.closed = True
-        self.wake.set()
-        if self.task is not None:
-            self.task.cancel()
         for job_id in list(self.waiters):
             self._settle(job_id, None, DifferentialError("the Differential instance was closed"))
+        tasks = [t for t in (self.task, *self.polls) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.close()
+        await self.transport.aclose()
 
 
 class _LoopThread:
@@ -221,12 +240,36 @@ class _LoopThread:
     def run(self, coro: Any, timeout: Optional[float] = None) -> Any:
         return self.submit(coro).result(timeout)
 
-    def stop(self) -> None:
+    async def _end_tasks(self) -> None:
+        me = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not me]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+        await self.loop.shutdown_asyncgens()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the loop's tasks, then the loop and its thread (bounded by `timeout`)."""
         if self.loop.is_running():
+            try:
+                self.run(self._end_tasks(), timeout)
+            except Exception as e:  # stopping must not fail; the loop is stopped below regardless
+                log.debug("ending the background tasks: %r", e)
             self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
+        self.thread.join(timeout)
         if not self.thread.is_alive():
             self.loop.close()
+
+
+def _shut_down(bg: _LoopThread, poller: _ResultPoller) -> None:
+    """Stop a `Differential`'s result poller and loop thread. Runs from close(), or (through a
+    weakref finalizer) when an instance nobody closed is collected or the interpreter exits, so
+    that asyncio never finds the poller's tasks pending and destroyed."""
+    try:
+        bg.run(poller.aclose(), timeout=5)
+    except Exception as e:  # closing must not fail: the loop is stopped below regardless
+        log.debug("closing the result poller: %r", e)
+    bg.stop()
 
 
 class _RemoteFunction:
@@ -262,74 +305,106 @@ class ServiceClient:
         return ServiceClient(self._owner, self._service, self._options.merged(**options))
 
 
-class Differential:
-    """Entry point (blocking API). `api_secret` and `endpoint` default to the environment
-    variables DIFFERENTIAL_API_SECRET and DIFFERENTIAL_ENDPOINT; `x-deployment-id` comes from
-    DIFFERENTIAL_DEPLOYMENT_ID. One machine id per instance, shared by its services and calls."""
+class _Caller:
+    """What the blocking and the asyncio callers share: configuration, the proxies, and the
+    rules of one call (its create body and retry schedule, the wait left, the timeout error)."""
 
     def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
                  *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None,
                  create_retry_seconds: float = _CREATE_RETRY_SECONDS) -> None:
         self.config = Config.from_env(api_secret, endpoint, deployment_id, machine_id)
         self.create_retry_seconds = create_retry_seconds  # job creation retries network errors this long
-        self._http = SyncTransport(self.config)
-        self._lock = threading.Lock()
-        self._bg: Optional[_LoopThread] = None
-        self._poller: Optional[_ResultPoller] = None
-        self._services: List[Any] = []
-
-    # -- services -----------------------------------------------------------------------------
-
-    def service(self, name: str, **worker_options: Any) -> Any:
-        """A service to register functions on (`@svc.function` or `svc.register(fn)`)."""
-        from .worker import Service
-
-        svc = Service(name, differential=self, **worker_options)
-        self._services.append(svc)
-        return svc
-
-    # -- calls --------------------------------------------------------------------------------
 
     def client(self, service: str, **options: Any) -> ServiceClient:
         """Typed-by-convention proxy: `d.client("svc", timeout=10).fn(1, 2)`."""
         return ServiceClient(self, service, CallOptions().merged(**options))
 
+    def _create_plan(self, service: str, fn: str, args: Tuple[Any, ...],
+                     options: Optional[CallOptions]) -> Tuple[Dict[str, Any], Iterator[float]]:
+        """The POST /jobs body and the delays between its retries (within the call's timeout)."""
+        options = options or CallOptions()
+        budget = self.create_retry_seconds
+        if options.timeout is not None:
+            budget = min(options.timeout, budget)
+        return _create_body(service, fn, args, options), retry.delays(budget, retry.CREATE)
+
+    @staticmethod
+    def _remaining(options: CallOptions, started: float) -> Optional[float]:
+        return None if options.timeout is None else max(0.0, options.timeout - (time.monotonic() - started))
+
+    @staticmethod
+    def _timeout_error(job_id: str, timeout: Optional[float]) -> CallTimeoutError:
+        return CallTimeoutError(
+            f"job {job_id} did not finish within {timeout or 0:.1f}s (it may still finish; "
+            "fetch it later with result(job_id))", job_id=job_id,
+        )
+
+    @staticmethod
+    def _status_ttl_ms(wait: float) -> int:
+        return int(min(20.0, max(0.0, wait)) * 1000)
+
+
+class Differential(_Caller):
+    """Entry point (blocking API). `api_secret` and `endpoint` default to the environment
+    variables DIFFERENTIAL_API_SECRET and DIFFERENTIAL_ENDPOINT; `x-deployment-id` comes from
+    DIFFERENTIAL_DEPLOYMENT_ID. One machine id per instance, shared by its calls (each started
+    service gets its own). Close it (`close()` or `with`) to stop its services; an instance that
+    is never closed still ends its background poller quietly at exit."""
+
+    def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
+                 *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None,
+                 create_retry_seconds: float = _CREATE_RETRY_SECONDS) -> None:
+        super().__init__(api_secret, endpoint, deployment_id=deployment_id, machine_id=machine_id,
+                         create_retry_seconds=create_retry_seconds)
+        self._http = SyncTransport(self.config)
+        self._lock = threading.Lock()
+        self._bg: Optional[Tuple[_LoopThread, _ResultPoller]] = None
+        self._finalizer: Optional[weakref.finalize] = None
+        self._services: List[Service] = []
+
+    # -- services -----------------------------------------------------------------------------
+
+    def service(self, name: str, **worker_options: Any) -> Service:
+        """A service to register functions on (`@svc.function` or `svc.register(fn)`)."""
+        svc = Service(name, self.config, **worker_options)
+        self._services.append(svc)
+        return svc
+
+    # -- calls --------------------------------------------------------------------------------
+
     def _background(self) -> Tuple[_LoopThread, _ResultPoller]:
         with self._lock:
             if self._bg is None:
-                self._bg = _LoopThread(f"differential-results-{self.config.machine_id}")
+                bg = _LoopThread(f"differential-results-{self.config.machine_id}")
 
                 async def make() -> _ResultPoller:
                     return _ResultPoller(AsyncTransport(self.config))
 
-                self._poller = self._bg.run(make())
-            return self._bg, self._poller  # type: ignore[return-value]
+                poller = bg.run(make())
+                self._bg = (bg, poller)
+                self._finalizer = weakref.finalize(self, _shut_down, bg, poller)
+            return self._bg
 
     def create_job(self, service: str, fn: str, *args: Any, options: Optional[CallOptions] = None) -> str:
         """POST /jobs (retried on network errors and 5xx; idempotent through executionId)."""
-        options = options or CallOptions()
-        body = _create_body(service, fn, args, options)
-        limit = min(options.timeout, self.create_retry_seconds) if options.timeout is not None else self.create_retry_seconds
-        deadline = time.monotonic() + limit
-        backoff = Backoff(base=0.1, cap=3.0)
+        body, schedule = self._create_plan(service, fn, args, options)
         while True:
             try:
                 return str(self._http.request("POST", "/jobs", json=body)["id"])
             except DifferentialError as e:
-                delay = backoff.next_delay()
-                if not is_retryable(e) or time.monotonic() + delay > deadline:
+                delay = retry.next_delay(e, schedule)
+                if delay is None:
                     raise
                 time.sleep(delay)
 
     def call(self, service: str, fn: str, *args: Any, options: Optional[CallOptions] = None, **opts: Any) -> Any:
         """Call `service.fn(*args)` and return its result (or the job id for background calls)."""
-        options = (options or CallOptions()).merged(**opts) if opts else (options or CallOptions())
+        options = CallOptions.resolve(options, opts)
         started = time.monotonic()
         job_id = self.create_job(service, fn, *args, options=options)
         if options.background:
             return job_id
-        remaining = None if options.timeout is None else max(0.0, options.timeout - (time.monotonic() - started))
-        return self.result(job_id, timeout=remaining)
+        return self.result(job_id, timeout=self._remaining(options, started))
 
     def wait(self, job_id: str, timeout: Optional[float] = None) -> JobStatus:
         """Wait until the job is finished; returns its JobStatus (raises CallTimeoutError)."""
@@ -339,10 +414,7 @@ class Differential:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
             fut.cancel()
-            raise CallTimeoutError(
-                f"job {job_id} did not finish within {timeout:.1f}s (it may still finish; "
-                "fetch it later with result(job_id))", job_id=job_id,
-            ) from None
+            raise self._timeout_error(job_id, timeout) from None
 
     def result(self, job_id: str, timeout: Optional[float] = None) -> Any:
         """The result of a (background) job by id: returns the value or raises the remote error."""
@@ -351,7 +423,7 @@ class Differential:
     def job(self, job_id: str, wait: float = 0.0) -> JobStatus:
         """One status read (`GET /jobs/:id`); the server holds it up to `wait` seconds (0-20)
         while the job is not finished. Raises NotFoundError for unknown ids."""
-        ttl = int(min(20.0, max(0.0, wait)) * 1000)
+        ttl = self._status_ttl_ms(wait)
         row = self._http.request("GET", f"/jobs/{job_id}", params={"ttl": ttl}, long_poll_ms=ttl)
         return JobStatus.from_row(row or {}, job_id)
 
@@ -361,14 +433,9 @@ class Differential:
             if svc.running:
                 svc.stop()
         with self._lock:
-            if self._bg is not None:
-                try:
-                    self._bg.run(self._poller.close(), timeout=5)  # type: ignore[union-attr]
-                    self._bg.run(self._poller.transport.aclose(), timeout=5)  # type: ignore[union-attr]
-                except Exception:
-                    pass
-                self._bg.stop()
-                self._bg = None
+            if self._finalizer is not None:
+                self._finalizer()  # _shut_down, once
+            self._bg = self._finalizer = None
         self._http.close()
 
     def __enter__(self) -> "Differential":
@@ -378,73 +445,63 @@ class Differential:
         self.close()
 
 
-class AsyncDifferential:
+class AsyncDifferential(_Caller):
     """The asyncio caller: `await d.client("svc").fn(*args)`. Use it from one event loop."""
 
     def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
                  *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None,
                  create_retry_seconds: float = _CREATE_RETRY_SECONDS) -> None:
-        self.config = Config.from_env(api_secret, endpoint, deployment_id, machine_id)
-        self.create_retry_seconds = create_retry_seconds
+        super().__init__(api_secret, endpoint, deployment_id=deployment_id, machine_id=machine_id,
+                         create_retry_seconds=create_retry_seconds)
         self._http: Optional[AsyncTransport] = None
         self._poller: Optional[_ResultPoller] = None
 
-    def _transport(self) -> AsyncTransport:
-        if self._http is None:
+    def _transport(self) -> Tuple[AsyncTransport, _ResultPoller]:
+        if self._http is None or self._poller is None:
             self._http = AsyncTransport(self.config)
             self._poller = _ResultPoller(self._http)
-        return self._http
-
-    def client(self, service: str, **options: Any) -> ServiceClient:
-        return ServiceClient(self, service, CallOptions().merged(**options))
+        return self._http, self._poller
 
     async def create_job(self, service: str, fn: str, *args: Any, options: Optional[CallOptions] = None) -> str:
-        options = options or CallOptions()
-        body = _create_body(service, fn, args, options)
-        http = self._transport()
-        limit = min(options.timeout, self.create_retry_seconds) if options.timeout is not None else self.create_retry_seconds
-        deadline = time.monotonic() + limit
-        backoff = Backoff(base=0.1, cap=3.0)
+        body, schedule = self._create_plan(service, fn, args, options)
+        http, _ = self._transport()
         while True:
             try:
                 return str((await http.request("POST", "/jobs", json=body))["id"])
             except DifferentialError as e:
-                delay = backoff.next_delay()
-                if not is_retryable(e) or time.monotonic() + delay > deadline:
+                delay = retry.next_delay(e, schedule)
+                if delay is None:
                     raise
                 await asyncio.sleep(delay)
 
     async def call(self, service: str, fn: str, *args: Any, options: Optional[CallOptions] = None, **opts: Any) -> Any:
-        options = (options or CallOptions()).merged(**opts) if opts else (options or CallOptions())
+        options = CallOptions.resolve(options, opts)
         started = time.monotonic()
         job_id = await self.create_job(service, fn, *args, options=options)
         if options.background:
             return job_id
-        remaining = None if options.timeout is None else max(0.0, options.timeout - (time.monotonic() - started))
-        return await self.result(job_id, timeout=remaining)
+        return await self.result(job_id, timeout=self._remaining(options, started))
 
     async def wait(self, job_id: str, timeout: Optional[float] = None) -> JobStatus:
-        self._transport()
+        _, poller = self._transport()
         try:
-            return await asyncio.wait_for(self._poller.wait(job_id), timeout)  # type: ignore[union-attr]
+            return await asyncio.wait_for(poller.wait(job_id), timeout)
         except asyncio.TimeoutError:
-            raise CallTimeoutError(
-                f"job {job_id} did not finish within {timeout:.1f}s (it may still finish; "
-                "fetch it later with result(job_id))", job_id=job_id,
-            ) from None
+            raise self._timeout_error(job_id, timeout) from None
 
     async def result(self, job_id: str, timeout: Optional[float] = None) -> Any:
         return (await self.wait(job_id, timeout)).outcome()
 
     async def job(self, job_id: str, wait: float = 0.0) -> JobStatus:
-        ttl = int(min(20.0, max(0.0, wait)) * 1000)
-        row = await self._transport().request("GET", f"/jobs/{job_id}", params={"ttl": ttl}, long_poll_ms=ttl)
+        ttl = self._status_ttl_ms(wait)
+        http, _ = self._transport()
+        row = await http.request("GET", f"/jobs/{job_id}", params={"ttl": ttl}, long_poll_ms=ttl)
         return JobStatus.from_row(row or {}, job_id)
 
     async def aclose(self) -> None:
         if self._poller is not None:
-            await self._poller.close()
-        if self._http is not None:
+            await self._poller.aclose()
+        elif self._http is not None:
             await self._http.aclose()
         self._http = self._poller = None
 

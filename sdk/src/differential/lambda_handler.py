@@ -1,14 +1,17 @@
 """AWS Lambda entry point for Python services: `differential.lambda_handler.handler`.
 
-The control-plane invokes the function (asynchronously, empty payload) when a deployment has
-pending jobs and no machine running. The handler starts the user's service, which long-polls for
-jobs, and stops it after it runs idle (two consecutive empty polls, as the TypeScript SDK does
+Each invocation (any payload) starts the user's service, which long-polls for jobs, and stops it
+after it runs idle (two consecutive empty polls, as the TypeScript SDK does
 under DIFFERENTIAL_DEPLOYMENT_PROVIDER=lambda) or when the invocation is about to time out.
+This control-plane never invokes the function itself (it has no scheduler): whoever deploys the
+service decides when it runs.
 
 Environment:
   DIFFERENTIAL_ENDPOINT          the control-plane's URL
   DIFFERENTIAL_API_SECRET        the cluster's API secret
-  DIFFERENTIAL_DEPLOYMENT_ID     sent as x-deployment-id, so the scheduler sees this deployment's machine
+  DIFFERENTIAL_DEPLOYMENT_ID     sent as x-deployment-id: the control-plane records it on the
+                                 machine (`deploymentId` in GET /clusters/:id), on jobs the machine
+                                 creates and in the activity log; nothing else reads it today
   DIFFERENTIAL_SERVICE_MODULE    `package.module:attribute`, the attribute being a Service (or a
                                  callable returning one); default attribute name: `service`
   DIFFERENTIAL_MAX_IDLE_CYCLES   optional, default 2
@@ -23,7 +26,6 @@ import os
 import time
 from typing import Any, Dict, Optional
 
-from .client import Differential
 from .errors import DifferentialError
 from .worker import Service
 
@@ -52,9 +54,7 @@ def handler(event: Any = None, context: Any = None) -> Dict[str, Any]:
     spec = os.environ.get("DIFFERENTIAL_SERVICE_MODULE")
     if not spec:
         raise DifferentialError("set DIFFERENTIAL_SERVICE_MODULE to 'package.module:service'")
-    service = load_service(spec)
-    if service.differential is None:
-        service.differential = Differential()  # endpoint, secret and deployment id from the env
+    service = load_service(spec)  # without a config of its own, start() reads the environment
     max_idle = int(os.environ.get("DIFFERENTIAL_MAX_IDLE_CYCLES", "2"))
     service.poll_ttl_ms = min(20000, max(5000, int(os.environ.get("DIFFERENTIAL_POLL_TTL_MS", "5000"))))
     started = time.monotonic()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as _dt
-import math
+import os
 import struct
 import traceback
 from typing import Any, List, Mapping, Optional
@@ -243,7 +243,7 @@ def _wire_safe(value: Any) -> bool:
         return False
 
 
-_PACKAGE_DIR = __file__.rsplit("/", 1)[0] + "/"
+_PACKAGE_DIR = os.path.dirname(__file__) + os.sep
 
 
 def _format_stack(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""HTTP to the control-plane: headers, error mapping and retry back-off, sync and async.
+"""HTTP to the control-plane: headers and error mapping, sync and async (retries: retry.py).
 
 Every request carries `Authorization: Basic <secret>` (the raw secret, as the published SDK sends
 it), `x-machine-id` (constant for one Differential instance: the server fences results by it and
@@ -7,7 +7,6 @@ counts any request carrying it as a ping) and, when deploying, `x-deployment-id`
 from __future__ import annotations
 
 import os
-import random
 import secrets
 import string
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ def new_machine_id() -> str:
 
 @dataclass
 class Config:
+    """Where the control-plane is and who we are to it: what callers and workers are built from."""
+
     api_secret: Optional[str]
     endpoint: str
     machine_id: str = field(default_factory=new_machine_id)
@@ -87,30 +88,6 @@ def error_from_response(resp: httpx.Response) -> ControlPlaneError:
     return cls(resp.status_code, str(message), code=code, details=details)
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Network errors, timeouts, 5xx and 429 are worth retrying; other 4xx are not."""
-    if isinstance(exc, (httpx.TransportError, ConnectionFailedError)):
-        return True
-    if isinstance(exc, ControlPlaneError):
-        return exc.status >= 500 or exc.status in (408, 429)
-    return False
-
-
-class Backoff:
-    """Capped exponential back-off with full jitter; `reset()` after a success."""
-
-    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 20)))
-        self.attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 def _timeout(long_poll_ms: Optional[int]) -> httpx.Timeout:
     read = (long_poll_ms / 1000.0 + _LONG_POLL_SLACK) if long_poll_ms else 30.0
     return httpx.Timeout(connect=5.0, read=read, write=30.0, pool=read + 5.0)
@@ -127,54 +104,68 @@ def _check(resp: httpx.Response) -> Any:
         raise ControlPlaneError(resp.status_code, f"expected JSON, got {resp.text[:200]!r}") from None
 
 
-class SyncTransport:
-    """Thread-safe (httpx.Client is): used by callers, the CLI and management helpers."""
+class _Transport:
+    """What the sync and async transports share: the client's settings and each request's
+    arguments. Subclasses only add the call itself (blocking or awaited)."""
 
     def __init__(self, config: Config, secret: Optional[str] = None) -> None:
         self.config = config
         self.secret = secret
-        self.client = httpx.Client(
-            base_url=config.endpoint,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
-            timeout=_timeout(None),
-        )
+
+    def _client_kwargs(self) -> Dict[str, Any]:
+        return {
+            "base_url": self.config.endpoint,
+            "limits": httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            "timeout": _timeout(None),
+        }
+
+    def _send_kwargs(self, method: str, path: str, json: Any, params: Any,
+                     long_poll_ms: Optional[int]) -> Dict[str, Any]:
+        return {"method": method, "url": path, "json": json, "params": params,
+                "headers": self.config.headers(self.secret), "timeout": _timeout(long_poll_ms)}
+
+    def _unreachable(self, e: httpx.TransportError) -> ConnectionFailedError:
+        return ConnectionFailedError(f"cannot reach the control-plane at {self.config.endpoint}: {e!r}")
+
+
+class SyncTransport(_Transport):
+    """Thread-safe (httpx.Client is): used by callers, the CLI and management helpers."""
+
+    def __init__(self, config: Config, secret: Optional[str] = None) -> None:
+        super().__init__(config, secret)
+        self.client = httpx.Client(**self._client_kwargs())
 
     def request(self, method: str, path: str, json: Any = None, params: Any = None,
                 long_poll_ms: Optional[int] = None) -> Any:
         try:
-            resp = self.client.request(
-                method, path, json=json, params=params, headers=self.config.headers(self.secret),
-                timeout=_timeout(long_poll_ms),
-            )
+            resp = self.client.request(**self._send_kwargs(method, path, json, params, long_poll_ms))
         except httpx.TransportError as e:
-            raise ConnectionFailedError(f"cannot reach the control-plane at {self.config.endpoint}: {e!r}") from e
+            raise self._unreachable(e) from e
         return _check(resp)
 
     def close(self) -> None:
         self.client.close()
 
+    def __enter__(self) -> "SyncTransport":
+        return self
 
-class AsyncTransport:
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncTransport(_Transport):
     """For the worker loop, the result poller and the asyncio caller."""
 
     def __init__(self, config: Config, secret: Optional[str] = None) -> None:
-        self.config = config
-        self.secret = secret
-        self.client = httpx.AsyncClient(
-            base_url=config.endpoint,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
-            timeout=_timeout(None),
-        )
+        super().__init__(config, secret)
+        self.client = httpx.AsyncClient(**self._client_kwargs())
 
     async def request(self, method: str, path: str, json: Any = None, params: Any = None,
                       long_poll_ms: Optional[int] = None) -> Any:
         try:
-            resp = await self.client.request(
-                method, path, json=json, params=params, headers=self.config.headers(self.secret),
-                timeout=_timeout(long_poll_ms),
-            )
+            resp = await self.client.request(**self._send_kwargs(method, path, json, params, long_poll_ms))
         except httpx.TransportError as e:
-            raise ConnectionFailedError(f"cannot reach the control-plane at {self.config.endpoint}: {e!r}") from e
+            raise self._unreachable(e) from e
         return _check(resp)
 
     async def aclose(self) -> None:

@@ -34,12 +34,13 @@ import logging
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
+from . import retry
 from .errors import AuthenticationError, ControlPlaneError, DifferentialError, SerializationError
 from .schema import function_schema_json
 from .serialize import pack, serialize_error, unpack_args
-from .transport import LONG_POLL_MS, AsyncTransport, Backoff, is_retryable, new_machine_id
+from .transport import LONG_POLL_MS, AsyncTransport, Config, new_machine_id
 
 log = logging.getLogger("differential.worker")
 
@@ -50,12 +51,15 @@ DEFAULT_RESULT_RETRY_SECONDS = 300.0  # keep trying to report a result for this 
 
 class Service:
     """A named set of functions. Define with `@svc.function` or `svc.register(fn)`; run with
-    `svc.start()` (background) and `svc.stop()`, or `svc.run()` (blocks until SIGINT/SIGTERM)."""
+    `svc.start()` (background) and `svc.stop()`, or `svc.run()` (blocks until SIGINT/SIGTERM).
+
+    `config` says where the control-plane is and with which secret (`Differential.service`
+    passes its own); without one, `start()` reads the environment (`Config.from_env()`)."""
 
     def __init__(
         self,
         name: str,
-        differential: Any = None,
+        config: Optional[Config] = None,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         poll_ttl_ms: int = LONG_POLL_MS,
@@ -69,7 +73,7 @@ class Service:
         if not 5000 <= poll_ttl_ms <= 20000:
             raise ValueError("poll_ttl_ms must be within 5000..20000 (the control-plane's range)")
         self.name = name
-        self.differential = differential
+        self.config = config
         self.concurrency = concurrency
         self.poll_ttl_ms = poll_ttl_ms
         self.ping_interval = ping_interval
@@ -132,13 +136,15 @@ class Service:
             return self
         if not self._functions:
             raise DifferentialError(f"service {self.name!r} has no functions")
-        if self.differential is None:
-            from .client import Differential
-
-            self.differential = Differential()
-        self.differential.config.headers()  # fail now, not in the thread, if there is no secret
+        if self.config is None:
+            self.config = Config.from_env()
+        self.config.headers()  # fail now, not in the thread, if there is no secret
         self._ready.clear()
-        self._worker = _Worker(self, max_idle_cycles)
+        self._worker = _Worker(
+            self.name, self.config, dict(self._functions), self.definition(), self._ready,
+            concurrency=self.concurrency, poll_ttl_ms=self.poll_ttl_ms, ping_interval=self.ping_interval,
+            result_retry_seconds=self.result_retry_seconds, max_idle_cycles=max_idle_cycles,
+        )
         self._thread = threading.Thread(
             target=self._worker.thread_main, name=f"differential-worker-{self.name}", daemon=True,
         )
@@ -193,42 +199,74 @@ class Service:
 
 
 class _Worker:
-    def __init__(self, service: Service, max_idle_cycles: Optional[int]) -> None:
-        self.service = service
+    """One started run of a service: its loop, its pool of threads, its own machine id."""
+
+    def __init__(
+        self,
+        name: str,
+        config: Config,
+        functions: Mapping[str, Callable[..., Any]],
+        definition: List[Dict[str, str]],
+        ready: threading.Event,
+        *,
+        concurrency: int,
+        poll_ttl_ms: int,
+        ping_interval: float,
+        result_retry_seconds: float,
+        max_idle_cycles: Optional[int],
+    ) -> None:
+        self.name = name
+        self.functions = functions
+        self.definition = definition
+        self.ready = ready  # set once the loop is bound (start() waits for it)
+        self.concurrency = concurrency
+        self.poll_ttl_ms = poll_ttl_ms
+        self.ping_interval = ping_interval
+        self.result_retry_seconds = result_retry_seconds
         self.max_idle_cycles = max_idle_cycles
-        self.loop: Optional[asyncio.AbstractEventLoop] = None
-        self.stats = {"polls": 0, "claimed": 0, "reported": 0, "report_failures": 0, "poll_errors": 0, "pings": 0}
-        self.in_flight: Dict[str, asyncio.Task] = {}
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=service.concurrency, thread_name_prefix=f"differential-fn-{service.name}",
-        )
         # Each started worker has its own machine id (the control-plane fences results by it): if
         # stop() abandons a long poll that the server then answers with a claim nobody reads, that
         # job is re-queued once this id goes silent, even while the instance keeps making calls.
-        self.config = dataclasses.replace(service.differential.config, machine_id=new_machine_id())
+        self.config = dataclasses.replace(config, machine_id=new_machine_id())
+        self.stats = {"polls": 0, "claimed": 0, "reported": 0, "report_failures": 0, "poll_errors": 0, "pings": 0}
+        self.in_flight: Dict[str, asyncio.Task] = {}
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix=f"differential-fn-{name}",
+        )
         self.stopping = False
         self.claim_seq = 0
         self.abandoned = 0
         self.hard_deadline: Optional[float] = None
+        # Bound to the worker's loop by _bind_loop() (asyncio objects must be made on their loop
+        # on Python 3.9); None until then.
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.stop_event: Optional[asyncio.Event] = None
+        self.slot_freed: Optional[asyncio.Event] = None
+        self.http: Optional[AsyncTransport] = None
+        self.poll_task: Optional[asyncio.Task] = None
 
     # Runs on the worker thread.
     def thread_main(self) -> None:
         loop = asyncio.new_event_loop()
-        self.loop = loop
         try:
             loop.run_until_complete(self._main())
         finally:
             self.executor.shutdown(wait=False)
             loop.close()
 
-    async def _main(self) -> None:
+    def _bind_loop(self) -> None:
+        """Create what belongs to the running loop, then publish the loop (request_stop uses it)."""
         self.stop_event = asyncio.Event()
         self.slot_freed = asyncio.Event()
-        self.all_done = asyncio.Event()
         self.http = AsyncTransport(self.config)
-        self.service._ready.set()
+        self.loop = asyncio.get_running_loop()
+        if self.stopping:  # stop was asked before the loop existed
+            self._begin_stop()
+        self.ready.set()
+
+    async def _main(self) -> None:
+        self._bind_loop()
         try:
-            self.poll_task: Optional[asyncio.Task] = None
             await self._poll_loop()
             await self._drain()
         finally:
@@ -241,23 +279,22 @@ class _Worker:
             pass
 
     async def _poll_loop(self) -> None:
-        svc = self.service
-        backoff = Backoff(base=0.2, cap=10.0)
+        backoff = retry.Backoff(*retry.WORKER_POLL)
         idle = 0
-        functions = svc.definition()
         while not self.stopping:
-            free = svc.concurrency - len(self.in_flight)
+            free = self.concurrency - len(self.in_flight)
             if free <= 0:
                 # Busy: wait for a slot, pinging so the control-plane knows we are alive.
                 self.slot_freed.clear()
                 try:
-                    await asyncio.wait_for(self.slot_freed.wait(), svc.ping_interval)
+                    await asyncio.wait_for(self.slot_freed.wait(), self.ping_interval)
                 except asyncio.TimeoutError:
                     await self._ping()
                 continue
-            body = {"limit": min(free, 1000), "ttl": svc.poll_ttl_ms, "service": svc.name, "functions": functions}
+            body = {"limit": min(free, 1000), "ttl": self.poll_ttl_ms, "service": self.name,
+                    "functions": self.definition}
             self.poll_task = asyncio.ensure_future(
-                self.http.request("POST", "/jobs-request", json=body, long_poll_ms=svc.poll_ttl_ms)
+                self.http.request("POST", "/jobs-request", json=body, long_poll_ms=self.poll_ttl_ms)
             )
             try:
                 jobs = await self.poll_task
@@ -271,7 +308,7 @@ class _Worker:
                 if isinstance(e, AuthenticationError):
                     delay = max(delay, 5.0)
                 level = logging.WARNING if backoff.attempt <= 3 or backoff.attempt % 20 == 0 else logging.DEBUG
-                log.log(level, "service %s: poll failed (%s); retrying in %.1fs", svc.name, e, delay)
+                log.log(level, "service %s: poll failed (%s); retrying in %.1fs", self.name, e, delay)
                 await self._sleep_unless_stopping(delay)
                 continue
             finally:
@@ -291,7 +328,7 @@ class _Worker:
             else:
                 idle += 1
                 if self.max_idle_cycles is not None and idle >= self.max_idle_cycles:
-                    log.info("service %s: %d empty polls, stopping", svc.name, idle)
+                    log.info("service %s: %d empty polls, stopping", self.name, idle)
                     self.stopping = True
 
     async def _ping(self) -> None:
@@ -312,7 +349,7 @@ class _Worker:
         tasks = list(self.in_flight.values())
         for task in tasks:
             log.error("service %s: stop timed out; a job is still running and will not be reported "
-                      "(the control-plane retries it after its timeout)", self.service.name)
+                      "(the control-plane retries it after its timeout)", self.name)
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
@@ -333,7 +370,7 @@ class _Worker:
         target = str(job.get("targetFn"))
         started = time.monotonic()
         try:
-            fn = self.service._functions.get(target)
+            fn = self.functions.get(target)
             try:
                 if fn is None:
                     raise DifferentialError(f"Function was not registered. name='{target}'", code="FUNCTION_NOT_FOUND")
@@ -341,7 +378,7 @@ class _Worker:
                 try:
                     result, result_type = pack(value, "return value"), "resolution"
                 except SerializationError as e:
-                    raise SerializationError(f"{self.service.name}.{target}: {e}") from None
+                    raise SerializationError(f"{self.name}.{target}: {e}") from None
             except asyncio.CancelledError:
                 raise
             except BaseException as e:  # noqa: B902 - anything the function raises is its result
@@ -354,8 +391,8 @@ class _Worker:
 
     async def _report(self, job_id: str, result: str, result_type: str, elapsed_ms: int) -> None:
         body = {"result": result, "resultType": result_type, "functionExecutionTime": elapsed_ms}
-        backoff = Backoff(base=0.1, cap=5.0)
-        deadline = time.monotonic() + self.service.result_retry_seconds
+        backoff = retry.Backoff(*retry.REPORT)
+        deadline = time.monotonic() + self.result_retry_seconds
         while True:
             try:
                 await self.http.request("POST", f"/jobs/{job_id}/result", json=body)
@@ -370,28 +407,28 @@ class _Worker:
                 delay = backoff.next_delay()
                 now = time.monotonic()
                 out_of_time = now + delay > deadline or (self.hard_deadline is not None and now + delay > self.hard_deadline)
-                if not is_retryable(e) or out_of_time:
+                if not retry.is_retryable(e) or out_of_time:
                     self.stats["report_failures"] += 1
                     log.error("job %s: could not report its result: %s", job_id, e)
                     return
                 log.warning("job %s: reporting the result failed (%s); retrying in %.1fs", job_id, e, delay)
                 await asyncio.sleep(delay)
 
-    # Called from any thread: schedules the stop on the worker's loop.
+    # Called from any thread: the stop itself happens on the worker's loop.
     def request_stop(self, timeout: float) -> None:
+        self.hard_deadline = time.monotonic() + timeout
+        self.stopping = True
         loop = self.loop
-        if loop is None or loop.is_closed():
+        if loop is None:  # not bound yet: _bind_loop() sees `stopping`
             return
-
-        def begin() -> None:
-            self.stopping = True
-            self.hard_deadline = time.monotonic() + timeout
-            self.stop_event.set()
-            self.slot_freed.set()
-            if self.poll_task is not None:
-                self.poll_task.cancel()
-
         try:
-            loop.call_soon_threadsafe(begin)
+            loop.call_soon_threadsafe(self._begin_stop)
         except RuntimeError:  # loop already closed: the worker had stopped by itself
             pass
+
+    def _begin_stop(self) -> None:
+        self.stopping = True
+        self.stop_event.set()
+        self.slot_freed.set()
+        if self.poll_task is not None:
+            self.poll_task.cancel()
