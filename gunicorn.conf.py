@@ -11,7 +11,7 @@ from app import settings as _settings_module
 # naming it, before any worker is started.
 _settings = _settings_module.load_or_exit()
 
-bind = f"{_settings.bind_host}:{_settings.port}"
+bind = f"{_settings.bind_host}:{_settings.port}"  # BIND_HOST:PORT
 worker_class = "gthread"
 # gunicorn reads WEB_CONCURRENCY itself before this file (a non-number fails there first).
 workers = _settings.web_concurrency
