@@ -1,5 +1,7 @@
 # The control-plane image: only the app and its runtime dependencies (requirements/app.txt),
 # run by an unprivileged user with gunicorn on $PORT (4000, the internal_port of fly.toml).
+# It refuses to start without DATABASE_URL: a container's SQLite file would vanish with every
+# deploy. (To keep SQLite anyway, mount a volume and set DATABASE_URL=sqlite:////var/lib/differential/differential.db.)
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -7,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PORT=4000 \
-    DIFFERENTIAL_DATA_DIR=/var/lib/differential
+    DIFFERENTIAL_DATA_DIR=/var/lib/differential \
+    DIFFERENTIAL_REQUIRE_DATABASE_URL=true
 
 WORKDIR /srv
 

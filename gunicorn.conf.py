@@ -3,26 +3,19 @@
 Thread workers: a long poll parks a thread on a condition variable (holding no database
 connection), so a few hundred threads per worker hold that many polls for little memory.
 """
-import os
 import signal
-import sys
 
+from app import settings as _settings_module
 
-def _positive_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        sys.exit(f"{name} must be a whole number above 0 (got {raw!r}); unset it to use {default}")
-    return value
+# Every variable is parsed in app/settings.py (group "server"); a bad one stops the master here,
+# naming it, before any worker is started.
+_settings = _settings_module.load_or_exit()
 
-
-bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '4000')}"
+bind = f"{_settings.bind_host}:{_settings.port}"  # BIND_HOST:PORT
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))  # gunicorn itself reads it first (a bad value fails there)
-threads = _positive_int("GUNICORN_THREADS", 256)
+# gunicorn reads WEB_CONCURRENCY itself before this file (a non-number fails there first).
+workers = _settings.web_concurrency
+threads = _settings.gunicorn_threads
 # Long polls last up to 20 s; a worker is only killed if silent much longer than that.
 timeout = 60
 graceful_timeout = 25
@@ -31,16 +24,16 @@ graceful_timeout = 25
 # poller does not catch fetch errors). Under the SDK's 10,000-call storm Node's fetch kept thousands
 # of connections idle past 75 s and reused one as gunicorn closed it (bench/README.md). 600 s is
 # undici's own longest keep-alive; proxies in front close sooner, which is safe.
-keepalive = _positive_int("KEEPALIVE_SECONDS", 600)
+keepalive = _settings.keepalive_seconds
 # Connections (mostly idle keep-alives and parked polls) per worker; past this gunicorn stops
 # accepting and clients time out connecting (the published SDK opens one per status poll).
 worker_connections = 10000
 backlog = 4096
-accesslog = os.environ.get("ACCESS_LOG") or None
+accesslog = _settings.access_log or None
 errorlog = "-"
 # One shared control socket per user would make concurrent instances (replicas, tests) collide.
 control_socket_disable = True
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = _settings.log_level.lower()
 
 
 def _state(worker):
@@ -71,10 +64,7 @@ def worker_exit(server, worker):
 
 
 def on_starting(server):
-    # Check the settings once in the master, so a bad variable stops the server with its name
-    # instead of workers failing to boot over and over.
-    from app import allocator, settings
+    from app import allocator
 
-    settings.load_or_exit()
     # Before any worker exists, so every worker and its threads inherit it (app/allocator.py).
     allocator.tune()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, Mapping, TypeVar
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlparse
 
 import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
@@ -143,30 +144,67 @@ class _Pool(PooledPostgresqlDatabase):
         super()._close_raw(conn)
 
 
+# Ours first: libpq applies `-c` options in order, so a user's own `options` (from the URL) win.
+_OUR_OPTIONS = "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000"
+
+
+def make_private(path: str, *, folder: bool) -> None:
+    """Create `path` readable only by us (a folder 0700, a file 0600), or tighten it, saying so.
+
+    The data folder and the SQLite file hold the management secret and every cluster's API secret.
+    """
+    mode = 0o700 if folder else 0o600
+    if folder:
+        os.makedirs(path, mode=mode, exist_ok=True)
+    else:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, mode))  # an empty file is an empty database
+    current = stat.S_IMODE(os.stat(path).st_mode)
+    if current & ~mode:
+        try:
+            os.chmod(path, current & mode)
+            log.warning("made %s readable only by its owner (mode %03o -> %03o): it holds secrets",
+                        path, current, current & mode)
+        except PermissionError:
+            log.warning("%s is mode %03o and not ours to tighten: it holds secrets", path, current)
+
+
 def _postgres(settings: Settings) -> peewee.Database:
     url = urlparse(settings.database_url)
-    params = dict(p.split("=", 1) for p in url.query.split("&") if "=" in p)
+    params = dict(parse_qsl(url.query))  # libpq's own keywords (sslmode, host, options, ...)
+    options = " ".join(filter(None, [_OUR_OPTIONS, params.pop("options", "")]))
+    connect = {
+        "user": unquote(url.username) if url.username else None,
+        "password": unquote(url.password) if url.password else None,
+        "host": url.hostname or None,
+        "port": url.port or 5432,
+        "connect_timeout": 5,
+        **params,
+    }
     return _Pool(
         unquote(url.path.lstrip("/")),
-        user=unquote(url.username) if url.username else None,
-        password=unquote(url.password) if url.password else None,
-        host=url.hostname or None,
-        port=url.port or 5432,
         max_connections=settings.database_pool_size,
         stale_timeout=300,
         timeout=30,  # wait this long for a free pooled connection before failing the request
         autoconnect=False,
-        connect_timeout=5,
         # Pooled connections are not pinned to a thread; a hung query must not hold one forever.
-        options="-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000",
-        **params,
+        options=options,
+        **connect,
     )
 
 
 def _sqlite(settings: Settings) -> peewee.Database:
     path = settings.sqlite_path
     if path != ":memory:":
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        folder = os.path.dirname(os.path.abspath(path))
+        if settings.database_url:  # a folder the user chose may be shared (/tmp): create, never chmod
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        else:
+            make_private(folder, folder=True)
+        # Created 0600 before SQLite opens it; SQLite gives its -wal and -shm files the same mode.
+        make_private(path, folder=False)
+        for leftover in (path + "-wal", path + "-shm"):
+            if os.path.exists(leftover):
+                make_private(leftover, folder=False)
     return peewee.SqliteDatabase(
         path,
         pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 10000, "foreign_keys": 1},

@@ -1,7 +1,8 @@
 """Every environment variable the control-plane reads, parsed and validated once.
 
-`VARIABLES` is the single list of names: the app reads them through `load()`, and the Pulumi
-program's tests read the same list to prove that every cloud setting is injected.
+`VARIABLES` is the single list of names: the app and gunicorn.conf.py read them through `load()`,
+the Pulumi program's tests read the same list to prove that every cloud setting is injected, and
+the README's configuration table is generated from it (`scripts/config-table`).
 """
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ from urllib.parse import urlparse
 
 MANAGEMENT_SECRET_PREFIX = "sk_management_"
 MANAGEMENT_SECRET_MIN_LENGTH = 32
+# What the Docker image's users set when they really want SQLite (on a volume they mount there).
+SQLITE_ESCAPE_HATCH = "sqlite:////var/lib/differential/differential.db"
 
 
 class SettingsError(ValueError):
     """A variable is missing or malformed; the message names it and says what is expected."""
 
+
+# Each parser returns the value or raises ValueError with a phrase that follows the variable's
+# name: "PORT must be ...".
 
 def _text(value: str) -> str:
     return value.strip()
@@ -29,29 +35,46 @@ def _truthy(value: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError("expected one of 1/true/yes/on or 0/false/no/off")
+    raise ValueError("must be true or false (expected one of 1/true/yes/on or 0/false/no/off)")
 
 
 def _positive_int(value: str) -> int:
-    number = int(value.strip())
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = 0
     if number <= 0:
-        raise ValueError("expected a whole number greater than 0")
+        raise ValueError("must be a whole number above 0")
     return number
 
 
 def _positive_float(value: str) -> float:
-    number = float(value.strip())
+    try:
+        number = float(value.strip())
+    except ValueError:
+        number = 0.0
     if not number > 0:
-        raise ValueError("expected a number greater than 0")
+        raise ValueError("must be a number greater than 0")
+    return number
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise ValueError("must be a port number from 1 to 65535 (0: any free port)")
     return number
 
 
 def _database_url(value: str) -> str:
     parsed = urlparse(value.strip())
     if parsed.scheme not in ("postgres", "postgresql", "sqlite"):
-        raise ValueError("expected postgresql://user:password@host:port/dbname or sqlite:///path/to/file.db")
+        raise ValueError("must be a database URL (expected postgresql://user:password@host:port/dbname "
+                         "or sqlite:///path/to/file.db)")
     if parsed.scheme != "sqlite" and not parsed.path.strip("/"):
-        raise ValueError("the URL names no database (add /dbname at the end)")
+        raise ValueError("names no database (add /dbname at the end)")
     return value.strip()
 
 
@@ -70,8 +93,11 @@ def _management_secret(value: str) -> str:
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
     return level
+
+
+_SAME = object()  # Variable.local_default when `python -m app` uses the production default
 
 
 @dataclass(frozen=True)
@@ -80,33 +106,68 @@ class Variable:
     field: str
     parse: Callable[[str], Any]
     default: Any
-    group: str  # "core", "cloud" or "tuning"
+    group: str  # a key of GROUPS
     secret: bool
     help: str
+    local_default: Any = _SAME  # the default of `python -m app` (`make run`), if it differs
 
+
+GROUPS = {
+    "core": "Core",
+    "server": "Server (gunicorn; `make run` passes its own defaults on to it)",
+    "cloud": "Cloud features (set by the Pulumi program)",
+    "tuning": "Tuning and tests",
+}
+
+RESERVED = "(reserved for cloud deployments: the app does not use it yet)"
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_URL", "database_url", _database_url, None, "core", True,
-             "PostgreSQL URL; unset means the embedded SQLite file under DIFFERENTIAL_DATA_DIR"),
+             "`postgresql://user:password@host:5432/db` (query options such as `?sslmode=require` or "
+             "`?options=-c%20search_path%3Dx` pass through to the driver), or `sqlite:///path/to/file.db`; "
+             "unset: the SQLite file `differential.db` under `DIFFERENTIAL_DATA_DIR`"),
     Variable("MANAGEMENT_SECRET", "management_secret", _management_secret, None, "core", True,
-             "credential of the management API; starts with sk_management_, at least 32 characters"),
+             "credential of the management API; starts with `sk_management_`, at least 32 characters. "
+             "Unset: the management API answers 503 (`make run` generates one into the data folder)"),
     Variable("DIFFERENTIAL_DATA_DIR", "data_dir", _text, ".differential", "core", False,
-             "folder of the embedded SQLite database (used when DATABASE_URL is unset)"),
+             "folder (mode 0700) of the generated management secret and of the SQLite database "
+             "(used when `DATABASE_URL` is unset)"),
+    Variable("DIFFERENTIAL_REQUIRE_DATABASE_URL", "require_database_url", _truthy, False, "core", False,
+             "refuse to start without `DATABASE_URL` (the Docker image sets it, so that no deploy serves "
+             f"from a throwaway SQLite file); to keep SQLite there anyway, set `DATABASE_URL={SQLITE_ESCAPE_HATCH}` "
+             "on a volume"),
     Variable("PUBLIC_URL", "public_url", _text, "", "core", False,
-             "the URL where services reach this control-plane (given to cloud deployments)"),
-    Variable("LOG_LEVEL", "log_level", _log_level, "INFO", "core", False, "DEBUG, INFO, WARNING or ERROR"),
+             f"the URL where services reach this control-plane {RESERVED}"),
+    # Server: read by gunicorn.conf.py (and by `python -m app`, which passes them on).
+    Variable("BIND_HOST", "bind_host", _text, "0.0.0.0", "server", False,
+             "address gunicorn listens on", local_default="127.0.0.1"),
+    Variable("PORT", "port", _port, 4000, "server", False, "HTTP port"),
+    Variable("WEB_CONCURRENCY", "web_concurrency", _positive_int, 2, "server", False,
+             "gunicorn worker processes", local_default=1),
+    Variable("GUNICORN_THREADS", "gunicorn_threads", _positive_int, 256, "server", False,
+             "threads per worker (a parked long poll holds one thread and no database connection)"),
+    Variable("KEEPALIVE_SECONDS", "keepalive_seconds", _positive_int, 600, "server", False,
+             "how long gunicorn keeps an idle connection open; keep it longer than your clients do "
+             "(see `gunicorn.conf.py`)"),
+    Variable("ACCESS_LOG", "access_log", _text, "", "server", False,
+             "where gunicorn writes one line per request: a file, or `-` for the terminal; unset: none",
+             local_default="-"),
+    Variable("LOG_LEVEL", "log_level", _log_level, "INFO", "server", False,
+             "DEBUG, INFO, WARNING or ERROR (the app's log and gunicorn's)"),
     # Cloud features: each switches on when its variables are set.
     Variable("ASSET_UPLOAD_BUCKET", "asset_upload_bucket", _text, "", "cloud", False,
-             "S3 bucket for service bundles and client libraries"),
+             f"S3 bucket for service bundles and client libraries {RESERVED}"),
     Variable("DEPLOYMENT_TEMPLATE_BUCKET", "deployment_template_bucket", _text, "", "cloud", False,
-             "S3 bucket holding the deployment-templates/ files"),
+             f"S3 bucket holding the deployment-templates/ files {RESERVED}"),
     Variable("DEPLOYMENT_SNS_TOPIC", "deployment_sns_topic", _text, "", "cloud", False,
-             "ARN of the SNS topic that carries CloudFormation stack events"),
+             "ARN of the SNS topic that carries CloudFormation stack events (`POST /events/sns` confirms "
+             "its subscription); unset: that route answers 501"),
     Variable("DEPLOYMENT_DEFAULT_SERVICE_ROLE", "deployment_default_service_role", _text, "", "cloud", False,
-             "ARN of the role CloudFormation assumes to create service stacks"),
+             f"ARN of the role CloudFormation assumes to create service stacks {RESERVED}"),
     Variable("DEPLOYMENT_RUNTIME_ROLE", "deployment_runtime_role", _text, "", "cloud", False,
-             "ARN of the role that deployed service functions (Lambda) run as"),
-    Variable("AWS_ACCESS_KEY_ID", "aws_access_key_id", _text, "", "cloud", True, "access key of the control-plane user"),
+             f"ARN of the role that deployed service functions (Lambda) run as {RESERVED}"),
+    Variable("AWS_ACCESS_KEY_ID", "aws_access_key_id", _text, "", "cloud", True,
+             "access key of the control-plane user (unset: boto3's usual credential chain)"),
     Variable("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", _text, "", "cloud", True,
              "secret of that access key"),
     Variable("AWS_REGION", "aws_region", _text, "us-east-1", "cloud", False, "AWS region of the resources above"),
@@ -137,7 +198,14 @@ class Settings:
     database_url: str | None
     management_secret: str | None
     data_dir: str
+    require_database_url: bool
     public_url: str
+    bind_host: str
+    port: int
+    web_concurrency: int
+    gunicorn_threads: int
+    keepalive_seconds: int
+    access_log: str
     log_level: str
     asset_upload_bucket: str
     deployment_template_bucket: str
@@ -175,31 +243,67 @@ class Settings:
         return bool(self.deployment_template_bucket and self.deployment_sns_topic and self.asset_upload_bucket)
 
 
-def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Parse every variable; raise SettingsError naming each bad one."""
+def load(environ: Mapping[str, str] | None = None, *, local: bool = False, **overrides: Any) -> Settings:
+    """Parse every variable; raise SettingsError naming each bad one.
+
+    `local=True` applies the defaults of `python -m app` (`Variable.local_default`).
+    """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     problems: list[str] = []
     for var in VARIABLES:
         raw = environ.get(var.name)
         if raw is None or raw.strip() == "":
-            values[var.field] = var.default
+            local_default = local and var.local_default is not _SAME
+            values[var.field] = var.local_default if local_default else var.default
             continue
         try:
             values[var.field] = var.parse(raw)
         except ValueError as exc:
             shown = "<hidden>" if var.secret else repr(raw)
-            problems.append(f"{var.name}={shown}: {exc}")
+            problems.append(f"{var.name} {exc} (got {shown})")
+    values.update(overrides)
+    if values.get("require_database_url") and not values.get("database_url"):
+        problems.append(
+            "DATABASE_URL is required here (DIFFERENTIAL_REQUIRE_DATABASE_URL is set, as in the Docker image): "
+            "set DATABASE_URL=postgresql://user:password@host:5432/dbname, or, to really keep the data in "
+            f"an SQLite file on a volume mounted there, DATABASE_URL={SQLITE_ESCAPE_HATCH}"
+        )
     if problems:
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
-    values.update(overrides)
     return Settings(**values)
 
 
-def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
+def load_or_exit(environ: Mapping[str, str] | None = None, *, local: bool = False) -> Settings:
     """For process entry points: print the problem and exit non-zero instead of a traceback."""
     try:
-        return load(environ)
+        return load(environ, local=local)
     except SettingsError as exc:
         print(f"differential: {exc}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
+
+
+def _shown_default(value: Any) -> str:
+    if value is None or value == "":
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"`{value}`"
+
+
+def markdown_table() -> str:
+    """The README's configuration table, one section per group (`scripts/config-table` writes it)."""
+    lines: list[str] = []
+    for group, title in GROUPS.items():
+        lines += [f"**{title}**", "", "| variable | default | meaning |", "|---|---|---|"]
+        for var in VARIABLES:
+            if var.group != group:
+                continue
+            default = _shown_default(var.default)
+            if var.local_default is not _SAME:
+                default += f"; `make run`: {_shown_default(var.local_default)}"
+            lines.append(f"| `{var.name}` | {default} | {var.help.replace('|', '&#124;')} |")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -141,6 +142,36 @@ def test_dockerfile_port_health_check_and_fly_toml_agree():
     conf = REPO_ROOT / "gunicorn.conf.py"
     if conf.exists():
         assert "PORT" in conf.read_text()
+    [port_variable] = [v for v in app_settings.VARIABLES if v.name == "PORT"]
+    assert port_variable.group == "server" and port_variable.default == port
+
+
+def _dockerfile_env() -> dict[str, str]:
+    env = {}
+    for word, rest in _instructions():
+        if word == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(rest))
+    return env
+
+
+def test_dockerfile_requires_a_database_url():
+    env = _dockerfile_env()
+    assert app_settings.load(env | {"DATABASE_URL": "postgresql://u@h/db"}).require_database_url is True
+    with pytest.raises(app_settings.SettingsError, match="DATABASE_URL is required"):
+        app_settings.load(env)
+
+
+def test_the_images_command_without_database_url_exits_naming_it(tmp_path):
+    # The image's CMD with the image's ENV (only PORT and the data folder moved to be harmless here).
+    env = {k: v for k, v in os.environ.items() if k not in {v.name for v in app_settings.VARIABLES}}
+    env |= _dockerfile_env() | {"PORT": "0", "DIFFERENTIAL_DATA_DIR": str(tmp_path / "data")}
+    [cmd] = [rest for word, rest in _instructions() if word == "CMD"]
+    result = subprocess.run([sys.executable, "-m", *_exec_form(cmd)], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "DATABASE_URL is required" in result.stderr
+    assert app_settings.SQLITE_ESCAPE_HATCH in result.stderr
+    assert not (tmp_path / "data").exists(), "it stopped before touching any database"
 
 
 def test_dockerignore_keeps_the_context_small():
