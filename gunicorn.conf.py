@@ -48,10 +48,7 @@ def post_worker_init(worker):
     def handle_exit(sig, frame):
         state = _state(worker)
         if state is not None:
-            state.stopping.set()
-            from app.engine.signals import hub
-
-            hub.wake_all()
+            state.begin_shutdown()
         original(sig, frame)
 
     signal.signal(signal.SIGTERM, handle_exit)
