@@ -1,4 +1,4 @@
-"""The engine rules of DESIGN.md section 3, on SQLite and on PostgreSQL."""
+"""The engine rules (README, "How jobs behave"; docs/state-machine.md), on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt

@@ -148,7 +148,7 @@ def test_every_route_survives_fuzzing(fresh_pg_url):
                         response = case.call(headers=headers, timeout=30)
                         statuses.setdefault((operation.label, name), collections.Counter())[response.status_code] += 1
                         if _cloud_off(response):
-                            return  # DESIGN 6: cloud routes answer 501 cloud_not_configured when cloud is off
+                            return  # cloud routes answer 501 cloud_not_configured when cloud is off
                         if response.status_code in (414, 431):
                             return  # gunicorn's own request-line/header size limits, before the app
                         case.validate_response(response, checks=CHECKS, headers=headers)

@@ -17,7 +17,7 @@ from differential.serialize import (
 UTC = dt.timezone.utc
 
 
-# -- captured bytes (original-sdk-wire-protocol.md §12) -----------------------------------------
+# -- captured bytes (as the published SDK's msgpackr writes them) -----------------------
 
 def test_positional_args_match_capture():
     assert pack_args(("Ada", 3)) == "kqNBZGED"  # 92 a3 41 64 61 03
