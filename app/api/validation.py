@@ -125,7 +125,8 @@ def fill_defaults(schema: dict, value: Any) -> None:
     if isinstance(value, dict):
         for name, prop in schema.get("properties", {}).items():
             if name not in value and "default" in prop:
-                value[name] = copy.deepcopy(prop["default"])
+                default = prop["default"]
+                value[name] = copy.deepcopy(default) if isinstance(default, (dict, list)) else default
             if name in value and _has_defaults(prop):
                 fill_defaults(prop, value[name])
     elif isinstance(value, list) and "items" in schema and _has_defaults(schema["items"]):
@@ -134,9 +135,19 @@ def fill_defaults(schema: dict, value: Any) -> None:
 
 
 def _has_defaults(schema: dict) -> bool:
-    """Whether anything below schema declares a default (a big id list is not walked for nothing)."""
-    return any("default" in prop or _has_defaults(prop) for prop in schema.get("properties", {}).values()) or (
-        "items" in schema and _has_defaults(schema["items"]))
+    """Whether anything below schema declares a default (a big id list is not walked for nothing).
+
+    Asked on every request, of schemas that live as long as the process: remembered by identity
+    (the entry holds the schema, so its id is never reused for another)."""
+    entry = _HAS_DEFAULTS.get(id(schema))
+    if entry is None:
+        known = any("default" in prop or _has_defaults(prop) for prop in schema.get("properties", {}).values()) or (
+            "items" in schema and _has_defaults(schema["items"]))
+        entry = _HAS_DEFAULTS[id(schema)] = (schema, known)
+    return entry[1]
+
+
+_HAS_DEFAULTS: dict[int, tuple[dict, bool]] = {}
 
 
 def coerce_query(schema: dict, args: dict[str, str]) -> dict:
