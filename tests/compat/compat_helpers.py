@@ -5,26 +5,15 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
 from support.node import NODE_DIR, run_node, start_node
+from support.waiting import wait_until
 
 WORKER = NODE_DIR / "compat_worker.mjs"
 CALLER = NODE_DIR / "compat_caller.mjs"
-
-
-def wait_until(check, timeout: float, interval: float = 0.1, what: str = "condition"):
-    """Poll check() until it returns something truthy; fail after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def json_lines(text: str) -> list[dict]:

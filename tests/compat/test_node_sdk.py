@@ -15,7 +15,8 @@ import pytest
 from support import postgres
 from support.server import ControlPlane
 
-from compat_helpers import Worker, get_job, run_caller, start_caller, json_lines, wait_until
+from compat_helpers import Worker, get_job, json_lines, run_caller, start_caller
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.node, pytest.mark.slow]
 

@@ -8,6 +8,7 @@ import time
 
 from app.api.admission import BigBodyAdmission
 from app.api.routing import ROUTES
+from support.waiting import wait_until
 
 
 def _enter_in_thread(adm, length, got, name):
@@ -21,15 +22,6 @@ def _enter_in_thread(adm, length, got, name):
     t = threading.Thread(target=wait)
     t.start()
     return t
-
-
-def _wait_until(predicate, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_small_bodies_pass_and_big_ones_take_turns_first_come_first_served():
@@ -106,7 +98,7 @@ def test_a_parked_big_status_poll_gives_its_slot_back(api, monkeypatch):
 
     first = threading.Thread(target=poll, args=("m1", 15000))
     first.start()
-    assert _wait_until(lambda: spec.admission._free == 1)  # m1 parked and gave its slot back
+    assert wait_until(lambda: spec.admission._free == 1)  # m1 parked and gave its slot back
     started = time.monotonic()
     poll("m2", 1000)  # admitted at once, parked, answered at its ttl
     assert answers["m2"][:2] == (200, [(job, "pending")])
@@ -168,7 +160,7 @@ def test_a_big_poll_reads_its_body_while_it_waits_its_turn(api, monkeypatch):
 
     t = threading.Thread(target=poll)
     t.start()
-    assert _wait_until(lambda: stream.tell() == len(body))  # read while it waits
+    assert wait_until(lambda: stream.tell() == len(body))  # read while it waits
     time.sleep(0.2)
     assert answers == [] and len(adm._waiting) == 1
     held.release()

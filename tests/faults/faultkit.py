@@ -11,11 +11,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from typing import Callable, TypeVar
 
 import httpx
 import psycopg2
+from support import waiting
 
 T = TypeVar("T")
 
@@ -29,20 +29,8 @@ def b64(value) -> str:
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.1, what: str = "condition") -> T:
-    """Poll predicate until it returns something truthy; AssertionError after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # e.g. the server is restarting; keep polling until the deadline
-            last_exc = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}"
-                                 + (f" (last error: {last_exc!r})" if last_exc else ""))
-        time.sleep(interval)
+    """support.waiting.wait_until that keeps polling through errors (the server may be restarting)."""
+    return waiting.wait_until(predicate, timeout, interval, what=what, tolerate=(Exception,))
 
 
 class Wire:

@@ -2,23 +2,7 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-
-import pytest
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):
-    """Poll `predicate` until truthy (bounded); returns its value or fails the test."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
-
 
 SDK_SRC = str(Path(__file__).resolve().parents[2] / "sdk" / "src")
 

@@ -13,7 +13,7 @@ import pytest
 
 from differential import RemoteError
 
-from sdk_helpers import wait_until
+from support.waiting import wait_until
 
 UTC = dt.timezone.utc
 pytestmark = [pytest.mark.postgres, pytest.mark.node, pytest.mark.slow]
@@ -89,7 +89,7 @@ def test_python_calls_typescript_service(node_sdk, sdk_control_plane, cluster, d
                           headers=sdk_control_plane.management_headers, timeout=10)
             return r.status_code == 200
 
-        wait_until(registered, timeout=30, interval=0.2, message="the TypeScript service to poll")
+        wait_until(registered, timeout=30, interval=0.2, what="the TypeScript service to poll")
         client = d.client(service_name, timeout=60)
 
         assert client.greet("Ada", 3) == {

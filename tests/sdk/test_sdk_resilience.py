@@ -17,7 +17,8 @@ from differential import Differential
 from support import postgres
 from support.server import ControlPlane
 
-from sdk_helpers import subprocess_env, wait_until
+from sdk_helpers import subprocess_env
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -135,7 +136,7 @@ def test_worker_killed_mid_job_the_call_completes_on_another_worker(fast_cp, tmp
     try:
         call = Call(d.client("killable", timeout=90, retry_count_on_stall=2).work, 5)
         call.start()
-        wait_until(marker.exists, timeout=30, interval=0.1, message="worker A to start the job")
+        wait_until(marker.exists, timeout=30, interval=0.1, what="worker A to start the job")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
@@ -207,7 +208,7 @@ def test_graceful_stop_in_flight_jobs_report_and_none_is_left_running(fast_cp):
     try:
         bg = d.client("stoppable", background=True)
         ids = [bg.slow(i) for i in range(4)]
-        wait_until(lambda: len(started) == 4, timeout=30, message="all four jobs to start")
+        wait_until(lambda: len(started) == 4, timeout=30, what="all four jobs to start")
 
         t0 = time.monotonic()
         assert svc.stop(timeout=20) is True

@@ -13,7 +13,7 @@ import pytest
 from differential import Differential
 from differential.serialize import pack, unpack
 
-from sdk_helpers import wait_until
+from support.waiting import wait_until
 
 
 class FakeControlPlane:
@@ -125,16 +125,16 @@ def test_one_poll_outstanding_limit_is_free_slots_and_headers_are_constant(fake,
         fake.add_job("j1", "slow", 1)
         fake.add_job("j2", "slow", 2)
         wait_until(lambda: any(p[2]["limit"] == 1 for p in fake.polls()), timeout=10,
-                   message="a poll asking only for the one free slot")
+                   what="a poll asking only for the one free slot")
         fake.add_job("j3", "slow", 3)
-        wait_until(lambda: len(svc._worker.in_flight) == 3, timeout=10, message="three jobs in flight")
+        wait_until(lambda: len(svc._worker.in_flight) == 3, timeout=10, what="three jobs in flight")
         n_polls = len(fake.polls())
         time.sleep(1.0)
         assert len(fake.polls()) <= n_polls + 1  # pool full: no claim polls while busy
         release.set()
-        wait_until(lambda: len(fake.results) == 3, timeout=10, message="three results")
+        wait_until(lambda: len(fake.results) == 3, timeout=10, what="three results")
         wait_until(lambda: any(p[2]["limit"] == 3 for p in fake.polls()[n_polls:]), timeout=10,
-                   message="polling for three slots again")
+                   what="polling for three slots again")
         time.sleep(1.0)  # idle: a few empty 0.3 s polls
     finally:
         release.set()
@@ -170,12 +170,12 @@ def test_worker_survives_500s_401s_and_retries_result_posts(fake):
     svc.start()
     try:
         fake.add_job("k1", "double", 21)
-        wait_until(lambda: "k1" in fake.results, timeout=20, message="the result after injected failures")
+        wait_until(lambda: "k1" in fake.results, timeout=20, what="the result after injected failures")
         assert unpack(fake.results["k1"]["result"]) == 42
         assert svc.stats["poll_errors"] == 4
         fake.fail_status["/jobs-request"] = (401, 2)
         fake.add_job("k2", "double", 5)
-        wait_until(lambda: "k2" in fake.results, timeout=30, message="the result after 401s")
+        wait_until(lambda: "k2" in fake.results, timeout=30, what="the result after 401s")
         assert svc.running
     finally:
         assert svc.stop(timeout=5)
@@ -188,7 +188,7 @@ def test_worker_survives_an_unreachable_control_plane():
     svc.register(lambda: None, name="noop")
     svc.start()
     try:
-        wait_until(lambda: svc.stats.get("poll_errors", 0) >= 3, timeout=10, message="a few failed polls")
+        wait_until(lambda: svc.stats.get("poll_errors", 0) >= 3, timeout=10, what="a few failed polls")
         assert svc.running
     finally:
         t0 = time.monotonic()
