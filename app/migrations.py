@@ -143,7 +143,7 @@ def migrate(database: peewee.Database, migrations: Sequence[Migration] = MIGRATI
     if opened:
         database.connect()
     try:
-        with database.atomic() if dialect == "postgres" else database.atomic("IMMEDIATE"):
+        with db.DIALECTS[dialect]().transaction(database):  # SQLite: BEGIN IMMEDIATE serialises
             return _apply_pending(database, dialect, migrations, target)
     finally:
         if opened and not database.is_closed():

@@ -38,34 +38,24 @@ def _truthy(value: str) -> bool:
     raise ValueError("must be true or false (expected one of 1/true/yes/on or 0/false/no/off)")
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value.strip())
-    except ValueError:
-        number = 0
-    if number <= 0:
-        raise ValueError("must be a whole number above 0")
-    return number
+def _number(convert: Callable[[str], Any], ok: Callable[[Any], bool], message: str) -> Callable[[str], Any]:
+    """A parser of numbers: `convert` the text, and refuse what is not a number or not `ok`."""
+
+    def parse(value: str) -> Any:
+        try:
+            number = convert(value.strip())
+        except ValueError:
+            raise ValueError(message) from None
+        if not ok(number):
+            raise ValueError(message)
+        return number
+
+    return parse
 
 
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value.strip())
-    except ValueError:
-        number = 0.0
-    if not number > 0:
-        raise ValueError("must be a number greater than 0")
-    return number
-
-
-def _port(value: str) -> int:
-    try:
-        number = int(value.strip())
-    except ValueError:
-        number = -1
-    if not 0 <= number <= 65535:
-        raise ValueError("must be a port number from 1 to 65535 (0: any free port)")
-    return number
+_positive_int = _number(int, lambda n: n > 0, "must be a whole number above 0")
+_positive_float = _number(float, lambda n: n > 0, "must be a number greater than 0")  # NaN is refused too
+_port = _number(int, lambda n: 0 <= n <= 65535, "must be a port number from 1 to 65535 (0: any free port)")
 
 
 def _database_url(value: str) -> str:

@@ -11,7 +11,7 @@ from ..errors import Conflict, NotFound
 from ..models import Job, utcnow
 from ..observability.events import events
 from . import ids, statements
-from .batch_poll import BatchPolls, _ParkedPolls  # noqa: F401  (_ParkedPolls: the tests' handle)
+from .batch_poll import BatchPolls
 from .batching import GroupCommit
 from .signals import hub, job_topic, queue_topic
 from .states import IN_FLIGHT, TERMINAL, EventType, JobStatus, ResultType

@@ -1,11 +1,12 @@
 """Wake-ups for long polls: in-process subscriptions fed by PostgreSQL LISTEN/NOTIFY.
 
 A topic names something a poll waits for: `q/<cluster>/<service>` (a job became claimable) or
-`j/<cluster>/<job id>` (a job finished); this module is the only code that knows the format. NOTIFY is only a hint: waiters always re-read the
-table, and wake on a fallback timer too, so a missed notification costs one short delay, never a
-lost job. One LISTEN connection per process (opened lazily, after gunicorn forks) feeds every
-waiter; it reconnects after a database restart and then wakes everyone to re-check. On SQLite the
-same interface works by waking waiters of this process directly and short-polling for the rest.
+`j/<cluster>/<job id>` (a job finished); this module is the only code that knows the format.
+NOTIFY is only a hint: waiters always re-read the table, and wake on a fallback timer too, so a
+missed notification costs one short delay, never a lost job. One LISTEN connection per process
+(opened lazily, after gunicorn forks) feeds every waiter; it reconnects after a database restart
+and then wakes everyone to re-check. On SQLite the same interface works by waking waiters of this
+process directly and short-polling for the rest.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def job_of(topic: str) -> tuple[str, str] | None:
 
 def job_ids_of(topics: Iterable[str]) -> set[str]:
     """The job ids of the job topics among these (the callers' topics are of one cluster)."""
-    return {topic.split("/", 2)[2] for topic in topics if topic.startswith("j/")}
+    return {job[1] for job in map(job_of, topics) if job is not None}
 
 
 class Subscription:

@@ -347,7 +347,7 @@ def test_a_big_batch_poll_rereads_what_fired_and_gathers_results_finishing_toget
 
 
 def test_a_superseding_poll_inherits_only_what_is_still_unfinished():
-    from app.engine.jobs import _ParkedPolls
+    from app.engine.batch_poll import _ParkedPolls
     from app.engine.signals import Hub, job_topic
 
     hub, parked, key = Hub(), _ParkedPolls(), ("c1", "m1")
@@ -371,7 +371,7 @@ def test_a_superseding_poll_inherits_only_what_is_still_unfinished():
 def test_a_poll_without_ids_that_finished_since_still_supersedes_and_disjoint_polls_never_do():
     """The published SDK drops the ids it has seen finish from its next poll; our SDK's concurrent
     polls carry disjoint ids, and must not release each other (they would poll in a loop)."""
-    from app.engine.jobs import _ParkedPolls
+    from app.engine.batch_poll import _ParkedPolls
     from app.engine.signals import Hub, job_topic
 
     hub, parked, key = Hub(), _ParkedPolls(), ("c1", "m1")
@@ -393,7 +393,7 @@ def test_a_poll_without_ids_that_finished_since_still_supersedes_and_disjoint_po
 
 
 def test_an_unread_parked_poll_is_superseded_only_by_a_superset():
-    from app.engine.jobs import _ParkedPolls
+    from app.engine.batch_poll import _ParkedPolls
     from app.engine.signals import Hub, job_topic
 
     hub, parked, key = Hub(), _ParkedPolls(), ("c1", "m1")
@@ -435,7 +435,7 @@ def test_maintenance_analyzes_a_table_that_grew_so_status_reads_look_ids_up_by_i
 
 def test_a_poll_for_fewer_ids_than_a_parked_one_from_its_machine_answers_at_once():
     """A stale poll that got its turn after a wider one: the wider one already waits for its ids."""
-    from app.engine.jobs import _ParkedPolls
+    from app.engine.batch_poll import _ParkedPolls
     from app.engine.signals import Hub
 
     hub, parked, key = Hub(), _ParkedPolls(), ("c1", "m1")
