@@ -43,6 +43,10 @@ class Conflict(ApiError):
     status, code = 409, "conflict"
 
 
+class TooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
 class NotImplementedFeature(ApiError):
     status, code = 501, "not_configured"
 

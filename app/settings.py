@@ -178,6 +178,17 @@ VARIABLES: tuple[Variable, ...] = (
              "connections per process in the PostgreSQL pool"),
     Variable("SWEEPER_ENABLED", "sweeper_enabled", _truthy, True, "tuning", False,
              "run the sweeper in this process (exactly one process sweeps at a time anyway)"),
+    Variable("MAX_ARGS_BYTES", "max_args_bytes", _positive_int, 4 * 1024 * 1024, "tuning", False,
+             "largest `targetArgs` of a call (larger answers 413 naming the field)"),
+    Variable("MAX_RESULT_BYTES", "max_result_bytes", _positive_int, 4 * 1024 * 1024, "tuning", False,
+             "largest result a worker may report; a larger one ends the call as a rejection that names "
+             "this limit (the worker gets its 204)"),
+    Variable("MAX_STATUS_RESULT_BYTES", "max_status_result_bytes", _positive_int, 16 * 1024 * 1024, "tuning",
+             False, "result bytes one status answer carries at most; finished jobs past it are left out, "
+             "and the SDKs ask for them again"),
+    Variable("BODY_BUDGET_BYTES", "body_budget_bytes", _positive_int, 64 * 1024 * 1024, "tuning", False,
+             "bytes of big request bodies (64 KiB and up) read or held at once per process; past it a "
+             "request waits up to 2 s, then answers 503 with Retry-After"),
 )
 
 CLOUD_VARIABLES = tuple(v.name for v in VARIABLES if v.group == "cloud")
@@ -213,6 +224,10 @@ class Settings:
     max_body_bytes: int
     database_pool_size: int
     sweeper_enabled: bool
+    max_args_bytes: int
+    max_result_bytes: int
+    max_status_result_bytes: int
+    body_budget_bytes: int
 
     @property
     def uses_postgres(self) -> bool:

@@ -14,14 +14,22 @@ bp = Blueprint("events", __name__)
 log = logging.getLogger(__name__)
 
 
+# SNS messages are at most 256 KB; this route needs no credential, so it reads no more than that.
+MAX_SNS_BODY_BYTES = 300_000
+
+
+def _sns_configured() -> None:
+    """Checked before the body is read: with cloud features off, nobody's body is parsed here."""
+    if not state().settings.deployment_sns_topic:
+        raise NotImplementedFeature("cloud deployments are off: set DEPLOYMENT_SNS_TOPIC (and the other cloud "
+                                    "settings) to receive SNS notifications", code="cloud_not_configured")
+
+
 @route(bp, "POST", "/events/sns", summary="SNS deliveries (subscription confirmation, stack events)",
-       auth_kind=None, tag="cloud", body=s.SNS_MESSAGE,
+       auth_kind=None, tag="cloud", body=s.SNS_MESSAGE, max_body=MAX_SNS_BODY_BYTES, precondition=_sns_configured,
        responses={200: s.SNS_ACCEPTED, 400: s.ERROR, 501: s.ERROR, 502: s.ERROR})
 def sns_event(body):
     settings = state().settings
-    if not settings.deployment_sns_topic:
-        raise NotImplementedFeature("cloud deployments are off: set DEPLOYMENT_SNS_TOPIC (and the other cloud "
-                                    "settings) to receive SNS notifications", code="cloud_not_configured")
     if body["TopicArn"] != settings.deployment_sns_topic:
         raise BadRequest("the message is from another SNS topic than DEPLOYMENT_SNS_TOPIC",
                          {"topicArn": body["TopicArn"]}, code="unknown_topic")

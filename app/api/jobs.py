@@ -5,8 +5,10 @@ import socket
 
 from flask import Blueprint, g, jsonify, request
 
-from ..engine import jobs, machines, queue
+from ..engine import jobs, machines, payloads, queue
 from ..engine.jobs import CallConfig
+from ..engine.states import ResultType
+from ..errors import TooLarge
 from ..observability.events import events
 from . import schemas as s
 from .admission import BigBodyAdmission
@@ -59,9 +61,13 @@ def jobs_request(body):
 def job_result(job_id, body):
     machine_id = require_machine_id()
     elapsed = body.get("functionExecutionTime")
+    result, result_type = body["result"], body["resultType"]
+    limit = state().settings.max_result_bytes
+    if len(result) > limit:  # stored as the call's rejection naming the limit; the worker still gets 204
+        result, result_type = payloads.result_too_large(len(result), limit), ResultType.REJECTION
     # Clamped to the column's range (int32 ms, ~24 days): an absurd client value must not turn a
     # result into a 500 (and a 400 would make the published SDK kill its process).
-    queue.persist_result(g.cluster_id, job_id, machine_id, body["result"], body["resultType"],
+    queue.persist_result(g.cluster_id, job_id, machine_id, result, result_type,
                          None if elapsed is None else min(int(elapsed), _MAX_EXECUTION_MS), deployment_id=g.deployment_id)
     # A fenced (late, duplicate, foreign) result also answers 204: the published SDK kills its
     # process on any other answer. The activity log records why it was dropped.
@@ -82,6 +88,10 @@ def client_metrics(body):
 @route(bp, "POST", "/jobs", summary="Create a job (a call)", auth_kind="cluster", tag="caller",
        body=s.CREATE_JOB, responses={201: s.CREATED_JOB, 409: s.ERROR, **ERRORS})
 def create_job(body):
+    limit = state().settings.max_args_bytes
+    if len(body["targetArgs"]) > limit:
+        raise TooLarge(f"targetArgs is {len(body['targetArgs'])} bytes, more than the {limit} (MAX_ARGS_BYTES) "
+                       "a call may carry", {"field": "targetArgs", "limitBytes": limit})
     cfg = body["callConfig"]  # the schema's defaults (CallConfig's own) are filled in
     cache = cfg.get("cache") or {}
     caching = {"cache_key": cache["key"], "cache_ttl_seconds": cache["ttlSeconds"]} if cache.get("key") else {}
@@ -119,4 +129,5 @@ def batch_status(body):
     # No 1,000-id cap: the published SDK sends every outstanding call's id in one request.
     return jsonify(jobs.wait_for_any(g.cluster_id, body["jobIds"], _wait_seconds(body["ttl"]),
                                      stopping=state().stopping, machine_id=g.machine_id,
-                                     after_reading=release_admission)), 200
+                                     after_reading=release_admission,
+                                     result_bytes=state().settings.max_status_result_bytes)), 200

@@ -33,10 +33,18 @@ def document() -> dict:
             op["requestBody"] = {"required": spec.body_required,
                                  "content": {"application/json": {"schema": spec.body}}}
         responses = dict(spec.responses)
-        if spec.body is not None:
+        if spec.body is not None:  # every body has a limit and takes its bytes from the body budget
             responses.setdefault(413, s.ERROR)
+            if spec.refused is None:
+                responses.setdefault(503, s.ERROR)
         for status, schema in sorted(responses.items()):
             response: dict = {"description": _DESCRIPTIONS.get(status, str(status))}
+            if status == 413:
+                response["description"] = (f"Body larger than {spec.max_body} bytes" if spec.max_body
+                                           else "Body larger than MAX_BODY_BYTES, or a field over its own limit "
+                                                "(targetArgs: MAX_ARGS_BYTES)")
+            elif status == 503 and spec.body is not None:
+                response["description"] = "Unavailable (e.g. too many big bodies at once: see Retry-After)"
             if schema is not None:
                 response["content"] = {"application/json": {"schema": schema}}
             op["responses"][str(status)] = response

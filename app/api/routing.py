@@ -2,6 +2,10 @@
 
 The declaration does the parsing and guarding before the view runs, and it is also what
 /openapi.json is generated from, so every documented route is validated exactly as documented.
+A body is read only after the route's guards (credential, `precondition`) pass, and never past the
+route's limit (`max_body`, at most MAX_BODY_BYTES): checked against Content-Length before reading
+and against the bytes read, so a chunked body over it answers 413 instead of being cut and parsed.
+Big bodies take their bytes from the process's body budget (body_budget.py) while their request runs.
 """
 from __future__ import annotations
 
@@ -11,12 +15,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from ..engine import machines
-from ..errors import BadRequest
+from ..errors import BadRequest, TooLarge, Unavailable
 from . import auth, validation
 from .admission import BigBodyAdmission
+from .body_budget import BodyBudget, Grant
+
+_READ_CHUNK = 64 * 1024
+# Bodies from this size on take their bytes from the body budget (smaller ones are bounded by the
+# thread count); the same size as the big-status-poll admission's threshold.
+BIG_BODY_BYTES = 64 * 1024
+_BUDGET_WAIT_SECONDS = 2.0
 
 
 @dataclass
@@ -32,7 +43,9 @@ class RouteSpec:
     tag: str
     path_params: list[str] = field(default_factory=list)
     admission: BigBodyAdmission | None = None
-    refused: Callable | None = None  # the answer when admission refuses (too many big bodies wait)
+    refused: Callable | None = None  # the answer when admission or the body budget refuses
+    max_body: int | None = None  # this route's body limit in bytes (None: MAX_BODY_BYTES)
+    precondition: Callable[[], None] | None = None  # raises when the route cannot serve; before the body is read
 
 
 ROUTES: list[RouteSpec] = []
@@ -45,14 +58,17 @@ def state():
 def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str | None, tag: str,
           responses: dict[int, dict | None], body: dict | None = None, body_required: bool = True,
           query: dict | None = None, admission: BigBodyAdmission | None = None,
-          refused: Callable | None = None) -> Callable:
+          refused: Callable | None = None, max_body: int | None = None,
+          precondition: Callable[[], None] | None = None) -> Callable:
     """`admission`: big bodies of this route are read, then wait their turn to be parsed (or get
-    `refused()` when too many wait); the view may give the slot back early with
-    `release_admission()`, else it is given back when the view ends."""
+    `refused()` when too many wait, or when the body budget stays spent); the view may give the
+    slot back early with `release_admission()`, else it is given back when the view ends.
+    `max_body`: this route's body limit (below MAX_BODY_BYTES). `precondition()`: raises an
+    ApiError when the route cannot serve now (a feature off), checked before the body is read."""
     if (admission is None) != (refused is None):
         raise TypeError("admission and refused go together")
     spec = RouteSpec(method, path, summary, auth_kind, body, body_required, query, responses, tag,
-                     re.findall(r"<(?:\w+:)?(\w+)>", path), admission, refused)
+                     re.findall(r"<(?:\w+:)?(\w+)>", path), admission, refused, max_body, precondition)
     ROUTES.append(spec)
 
     def decorate(view: Callable) -> Callable:
@@ -63,25 +79,35 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
                 if isinstance(value, str) and not validation.storable_text(value):
                     raise BadRequest(f"path parameter {name} must not contain NUL characters or unpaired surrogates",
                                      {"parameter": name})
+            if spec.precondition is not None:
+                spec.precondition()
             kwargs = dict(path_args)
+            limit = body_limit(spec)
+            grant = _take_budget(limit) if spec.body is not None else None
+            if spec.body is not None and grant is None:
+                _discard_body()
+                return spec.refused() if spec.refused else _budget_spent()
             ticket = spec.admission.enter(request.content_length) if spec.admission else None
             if spec.admission and ticket is None:
+                grant.release()
                 _discard_body()
                 return spec.refused()
             g.admission = ticket
             try:
-                raw = None
-                if ticket is not None and ticket.big:
-                    raw = request.get_data(cache=False)  # read while in line, parsed in turn
-                    ticket.wait()
                 if spec.body is not None:
+                    raw = _read_body(limit)
+                    if ticket is not None and ticket.big:
+                        ticket.wait()  # read while in line, parsed in turn
                     kwargs["body"] = _parse_body(spec, raw)
+                    raw = None  # a parked long poll must not keep its raw body besides the parsed one
                 if spec.query is not None:
                     kwargs["query"] = validation.coerce_query(spec.query, request.args.to_dict())
                 return view(**kwargs)
             finally:
                 if ticket is not None:
                     ticket.release()
+                if grant is not None:
+                    grant.release()
 
         bp.add_url_rule(path, endpoint=view.__name__, view_func=handler, methods=[method])
         return handler
@@ -113,10 +139,56 @@ def _discard_body() -> None:
         pass
 
 
-def _parse_body(spec: RouteSpec, raw: bytes | None = None):
-    if raw is None:
-        raw = request.get_data(cache=False)
-    if not raw.strip():
+def body_limit(spec: RouteSpec) -> int:
+    """The largest body this route reads: its own limit, never above MAX_BODY_BYTES."""
+    largest = state().settings.max_body_bytes
+    return min(spec.max_body, largest) if spec.max_body else largest
+
+
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(f"the request body is larger than the {limit} bytes this route accepts",
+                    {"limitBytes": limit})
+
+
+def _budget() -> BodyBudget:
+    extensions = current_app.extensions
+    budget = extensions.get("differential.body_budget")
+    if budget is None:  # one per app (per process in production); setdefault keeps the first made
+        budget = extensions.setdefault("differential.body_budget", BodyBudget(
+            capacity_bytes=state().settings.body_budget_bytes, threshold_bytes=BIG_BODY_BYTES,
+            max_wait_seconds=_BUDGET_WAIT_SECONDS))
+    return budget
+
+
+def _take_budget(limit: int) -> Grant | None:
+    """A body's bytes from the budget (a body of unknown length, chunked, may be as big as the limit)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit)  # before anything is read or taken
+    return _budget().take(limit if length is None else length)
+
+
+def _budget_spent():
+    error = Unavailable("too many big request bodies are being worked on in this process; retry shortly",
+                        {"retryAfterSeconds": 1}, code="body_budget_spent")
+    response = jsonify(error.body())
+    response.headers["Retry-After"] = "1"
+    return response, 503
+
+
+def _read_body(limit: int) -> bytearray:
+    """The body, never more than `limit` bytes: a longer one (e.g. chunked, with no Content-Length)
+    answers 413 rather than being cut off and parsed (a declared length was checked before)."""
+    raw = bytearray()
+    while chunk := request.stream.read(min(_READ_CHUNK, limit + 1 - len(raw))):
+        raw += chunk
+        if len(raw) > limit:
+            raise _too_large(limit)
+    return raw
+
+
+def _parse_body(spec: RouteSpec, raw: bytearray):
+    if not raw or raw.isspace():
         if spec.body_required:
             raise BadRequest("the request body is empty; send a JSON object", code="empty_body")
         return validation.validate(spec.body, {})  # an optional body's defaults apply too
@@ -124,6 +196,8 @@ def _parse_body(spec: RouteSpec, raw: bytes | None = None):
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}", code="malformed_json") from None
+    except RecursionError:
+        raise BadRequest("the request body is not valid JSON: nested too deeply", code="malformed_json") from None
     return validation.validate(spec.body, value)
 
 

@@ -22,7 +22,8 @@ from .states import TERMINAL
 _BATCH_LINGER_SECONDS = 0.02
 _BATCH_LINGER_MIN_IDS = 50
 
-# statuses(cluster_id, ids, cancelled=None) -> rows, or None when `cancelled` was set first
+# statuses(cluster_id, ids, cancelled=None, result_bytes=None, at_least_one=True) -> rows, or None
+# when `cancelled` was set first (jobs.statuses: rows past `result_bytes` of results are left out)
 ReadStatuses = Callable[..., "list[dict] | None"]
 
 
@@ -131,10 +132,12 @@ class BatchPolls:
 
     def wait_for_any(self, cluster_id: str, job_ids: list[str], ttl_seconds: float, stopping=None,
                      machine_id: str | None = None,
-                     after_reading: Callable[[], None] | None = None) -> list[dict]:
+                     after_reading: Callable[[], None] | None = None,
+                     result_bytes: int | None = None) -> list[dict]:
         """Long poll a batch: return the finished ones as soon as any is, else every status after ttl
         (or at once when the server is shutting down). `after_reading` is called once the poll's
-        database reading is done: before its first wait, or before the linger of an answer."""
+        database reading is done: before its first wait, or before the linger of an answer.
+        `result_bytes`: the most result bytes one answer carries (the rest are asked for again)."""
         if not job_ids:
             return []
         deadline = time.monotonic() + ttl_seconds
@@ -149,7 +152,8 @@ class BatchPolls:
                 while True:
                     if poll.superseded.is_set():
                         return []
-                    rows = self._read(cluster_id, read.ids, cancelled=poll.superseded) if read.ids else []
+                    rows = (self._read(cluster_id, read.ids, cancelled=poll.superseded, result_bytes=result_bytes)
+                            if read.ids else [])
                     if rows is None:  # superseded while it queued for a read
                         return []
                     finished = [r for r in rows if r["status"] in TERMINAL]
@@ -157,10 +161,10 @@ class BatchPolls:
                     if finished:
                         if after_reading is not None:
                             after_reading()  # what is left is a short linger: no CPU, nothing more parsed
-                        return self._answer(cluster_id, job_ids, sub, finished, remaining)
+                        return self._answer(cluster_id, job_ids, sub, finished, remaining, result_bytes)
                     _remember_unfinished(poll, read, rows)
                     if remaining <= 0 or (stopping is not None and stopping.is_set()):
-                        return self._read(cluster_id, job_ids)
+                        return self._read(cluster_id, job_ids, result_bytes=result_bytes)
                     if after_reading is not None:
                         after_reading()
                         after_reading = None
@@ -170,10 +174,17 @@ class BatchPolls:
                     self._parked.leave(key, poll)
 
     def _answer(self, cluster_id: str, job_ids: list[str], sub: Subscription, finished: list[dict],
-                remaining: float) -> list[dict]:
-        """The finished ones; on a big batch, after a moment's wait for results finishing together."""
+                remaining: float, result_bytes: int | None) -> list[dict]:
+        """The finished ones; on a big batch, after a moment's wait for results finishing together
+        (as many as the answer's result bytes leave room for)."""
         if len(job_ids) < _BATCH_LINGER_MIN_IDS or remaining <= 0:
+            return finished
+        left = None if result_bytes is None else result_bytes - sum(len(r["result"] or "") for r in finished)
+        if left is not None and left <= 0:
             return finished
         time.sleep(min(_BATCH_LINGER_SECONDS, remaining))
         more = list(job_ids_of(sub.wait(0) or set()) - {r["id"] for r in finished})
-        return finished + ([r for r in self._read(cluster_id, more) if r["status"] in TERMINAL] if more else [])
+        if not more:
+            return finished
+        rows = self._read(cluster_id, more, result_bytes=left, at_least_one=False)
+        return finished + [r for r in rows if r["status"] in TERMINAL]

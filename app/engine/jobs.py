@@ -120,26 +120,54 @@ def _cache_hit(cluster_id: str, service: str, target_fn: str, key: str, ttl_seco
 _status_slots = threading.BoundedSemaphore(8)
 
 
-def statuses(cluster_id: str, job_ids: list[str], cancelled: threading.Event | None = None) -> list[dict] | None:
+def statuses(cluster_id: str, job_ids: list[str], cancelled: threading.Event | None = None, *,
+             result_bytes: int | None = None, at_least_one: bool = True) -> list[dict] | None:
     """Current status of the known ids of this cluster, in request order; unknown ids are absent.
 
     None if `cancelled` was set by the time a read slot came free: under the published SDK's storm
-    many superseded polls queue for a slot, and each would otherwise still read all its ids."""
+    many superseded polls queue for a slot, and each would otherwise still read all its ids.
+
+    `result_bytes` bounds the result bytes of the answer: finished rows whose results would go past
+    it are left out (both SDKs ask again for ids missing from an answer), except the first one when
+    `at_least_one` (so a single job's status always answers). Only the results kept are read."""
     found: dict[str, dict] = {}
     unique = list(dict.fromkeys(job_ids))
 
     def read() -> None:
+        sizes: dict[str, int] = {}
         for start in range(0, len(unique), _ID_CHUNK):
-            for job_id, status, result, result_type, service in statements.read_statuses(
+            for job_id, status, size, result_type, service in statements.read_statuses(
                     cluster_id, unique[start:start + _ID_CHUNK]):
-                found[job_id] = {"id": job_id, "status": status, "result": result, "resultType": result_type,
+                found[job_id] = {"id": job_id, "status": status, "result": None, "resultType": result_type,
                                  "service": service}
+                if size is not None:
+                    sizes[job_id] = size
+        wanted = _within(unique, sizes, result_bytes, at_least_one)
+        for job_id in sizes.keys() - set(wanted):
+            del found[job_id]
+        for start in range(0, len(wanted), _ID_CHUNK):
+            for job_id, result in statements.read_results(cluster_id, wanted[start:start + _ID_CHUNK]):
+                found[job_id]["result"] = result
 
     with _status_slots:
         if cancelled is not None and cancelled.is_set():
             return None
         db.unit_of_work(read, transaction=False)  # reads; finished rows never change, so no snapshot needed
     return [found[i] for i in unique if i in found]
+
+
+def _within(job_ids: list[str], sizes: dict[str, int], budget: int | None, at_least_one: bool) -> list[str]:
+    """The ids with a result, in order, whose results fit in `budget` bytes together."""
+    wanted, spent = [], 0
+    for job_id in job_ids:
+        size = sizes.get(job_id)
+        if size is None:
+            continue
+        if budget is not None and spent + size > budget and (wanted or not at_least_one):
+            continue  # a smaller one further on may still fit
+        wanted.append(job_id)
+        spent += size
+    return wanted
 
 
 def job_status(cluster_id: str, job_id: str) -> dict:

@@ -78,8 +78,12 @@ WHERE seq IN (
 RETURNING seq, id, target_fn, target_args, attempt
 """
 
-_STATUS = "SELECT id, status, result, result_type, service FROM jobs WHERE cluster_id = %s AND "
-_STATUS_POSTGRES = _STATUS + "id = ANY(%s)"  # one array parameter instead of thousands of placeholders
+# A status read gives each result's size, not the result: a caller picks the results an answer
+# can carry (a bounded total) and reads those (_RESULTS). octet_length needs no de-TOASTing.
+_STATUS = "SELECT id, status, {size}, result_type, service FROM jobs WHERE cluster_id = %s AND "
+_STATUS_POSTGRES = _STATUS.format(size="octet_length(result)") + "id = ANY(%s)"  # one array parameter
+_STATUS_SQLITE = _STATUS.format(size="length(result)")  # base64 text: characters are bytes
+_RESULTS = "SELECT id, result FROM jobs WHERE cluster_id = %s AND "
 
 # Maintenance: running jobs whose attempt timed out or whose machine went silent, oldest first.
 # The dialect appends FOR UPDATE SKIP LOCKED on PostgreSQL (nothing on SQLite: BEGIN IMMEDIATE).
@@ -154,6 +158,9 @@ class PostgresDialect(db.PostgresDialect):
     def read_statuses(self, cluster_id: str, job_ids: list[str]) -> list[tuple]:
         return db.execute(_STATUS_POSTGRES, (cluster_id, job_ids)).fetchall()
 
+    def read_results(self, cluster_id: str, job_ids: list[str]) -> list[tuple]:
+        return db.execute(_RESULTS + "id = ANY(%s)", (cluster_id, job_ids)).fetchall()
+
 
 class SqliteDialect(db.SqliteDialect):
     def insert_jobs(self, jobs: list[NewJob]) -> list[bool]:
@@ -170,7 +177,11 @@ class SqliteDialect(db.SqliteDialect):
 
     def read_statuses(self, cluster_id: str, job_ids: list[str]) -> list[tuple]:
         placeholders = ", ".join(["%s"] * len(job_ids))
-        return db.execute(_STATUS + f"id IN ({placeholders})", (cluster_id, *job_ids)).fetchall()
+        return db.execute(_STATUS_SQLITE + f"id IN ({placeholders})", (cluster_id, *job_ids)).fetchall()
+
+    def read_results(self, cluster_id: str, job_ids: list[str]) -> list[tuple]:
+        placeholders = ", ".join(["%s"] * len(job_ids))
+        return db.execute(_RESULTS + f"id IN ({placeholders})", (cluster_id, *job_ids)).fetchall()
 
 
 DIALECTS = {"postgres": PostgresDialect, "sqlite": SqliteDialect}
@@ -196,8 +207,14 @@ def store_results(results: list[Result]) -> list[bool]:
 
 
 def read_statuses(cluster_id: str, job_ids: list[str]) -> list[tuple]:
-    """(id, status, result, result_type, service) of those ids that exist in this cluster."""
+    """(id, status, result size in bytes or None, result_type, service) of those ids that exist in
+    this cluster."""
     return db.dialect.read_statuses(cluster_id, job_ids)
+
+
+def read_results(cluster_id: str, job_ids: list[str]) -> list[tuple]:
+    """(id, result) of those ids that exist in this cluster."""
+    return db.dialect.read_results(cluster_id, job_ids)
 
 
 @dataclass(frozen=True)
