@@ -80,9 +80,10 @@ RETURNING seq, id, target_fn, target_args, attempt
 
 # A status read gives each result's size, not the result: a caller picks the results an answer
 # can carry (a bounded total) and reads those (_RESULTS). octet_length needs no de-TOASTing.
-_STATUS = "SELECT id, status, {size}, result_type, service FROM jobs WHERE cluster_id = %s AND "
-_STATUS_POSTGRES = _STATUS.format(size="octet_length(result)") + "id = ANY(%s)"  # one array parameter
-_STATUS_SQLITE = _STATUS.format(size="length(result)")  # base64 text: characters are bytes
+_STATUS = "SELECT id, status, octet_length(result), result_type, service FROM jobs WHERE cluster_id = %s AND "
+_STATUS_POSTGRES = _STATUS + "id = ANY(%s)"  # one array parameter instead of thousands of placeholders
+# SQLite before 3.43 has no octet_length; results are base64 text, whose characters are bytes.
+_STATUS_SQLITE = _STATUS.replace("octet_length(", "length(")
 _RESULTS = "SELECT id, result FROM jobs WHERE cluster_id = %s AND "
 
 # Maintenance: running jobs whose attempt timed out or whose machine went silent, oldest first.
