@@ -365,3 +365,48 @@ def test_a_512mb_machines_worker_survives_the_amplification_requests():
         assert httpx.get(cp.url + "/live", timeout=10).status_code == 200
         peak = _vm_hwm_mb(worker)
         assert peak < WORKER_BOUND_MB, f"worker peak RSS {peak:.0f} MB"
+
+
+def test_the_published_sdks_worker_survives_a_result_over_the_limit_and_its_caller_learns_why(node_sdk):
+    """@differentialhq/core 3.18.0 kills its process on any answer but 204 to a result."""
+    import base64
+
+    import msgpack
+
+    from support.node import NODE_DIR, start_node
+    from tests.support.server import ControlPlane
+
+    with ControlPlane(env={"MAX_RESULT_BYTES": "100000", "SWEEPER_ENABLED": "false"}) as cp:
+        cluster = cp.create_cluster()
+        headers = {"Authorization": f"Basic {cluster['apiSecret']}", "x-machine-id": "pytest"}
+        env = {"DIFFERENTIAL_API_SECRET": cluster["apiSecret"], "DIFFERENTIAL_ENDPOINT": cp.url,
+               "SERVICE": "memsvc", "WORKER_NAME": "w"}
+        worker = start_node(NODE_DIR / "compat_worker.mjs", env=env)
+        try:
+            wait_until(lambda: b'"ready"' in Path(worker.log_path).read_bytes(), timeout=30, what="worker ready")
+
+            def call(fn, *args):
+                packed = base64.b64encode(msgpack.packb(list(args))).decode()
+                r = httpx.post(cp.url + "/jobs", headers=headers, timeout=10,
+                               json={"service": "memsvc", "targetFn": fn, "targetArgs": packed})
+                assert r.status_code == 201, r.text
+                job_id = r.json()["id"]
+
+                def finished():
+                    row = httpx.get(f"{cp.url}/jobs/{job_id}", params={"ttl": 5000}, headers=headers,
+                                    timeout=15).json()
+                    return row if row["status"] in ("success", "failure") else None
+
+                return wait_until(finished, timeout=60, what=f"{fn} finished")
+
+            row = call("bigString", 400_000)  # about 530 KB of base64
+            assert (row["status"], row["resultType"]) == ("success", "rejection")
+            error = msgpack.unpackb(base64.b64decode(row["result"]))
+            assert error["code"] == "RESULT_TOO_LARGE" and "MAX_RESULT_BYTES" in error["message"]
+            assert worker.poll() is None, Path(worker.log_path).read_text()[-2000:]
+            row = call("greet", "Ada")  # the same worker still serves
+            assert msgpack.unpackb(base64.b64decode(row["result"])) == "Hello, Ada!"
+            assert worker.poll() is None
+        finally:
+            worker.kill()
+            worker.wait(10)
