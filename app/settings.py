@@ -186,7 +186,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("MAX_STATUS_RESULT_BYTES", "max_status_result_bytes", _positive_int, 16 * 1024 * 1024, "tuning",
              False, "result bytes one status answer carries at most; finished jobs past it are left out, "
              "and the SDKs ask for them again"),
-    Variable("BODY_BUDGET_BYTES", "body_budget_bytes", _positive_int, 64 * 1024 * 1024, "tuning", False,
+    Variable("BODY_BUDGET_BYTES", "body_budget_bytes", _positive_int, 32 * 1024 * 1024, "tuning", False,
              "bytes of big request bodies (64 KiB and up) read or held at once per process; past it a "
              "request waits up to 2 s, then answers 503 with Retry-After"),
 )

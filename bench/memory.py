@@ -3,6 +3,7 @@
     .venv/bin/python bench/memory.py                      # every scenario, one fresh server each
     .venv/bin/python bench/memory.py --only sns8,bigpolls
     .venv/bin/python bench/memory.py --root /tmp/old-tree # the same scenarios against another tree
+    .venv/bin/python bench/memory.py --env BODY_BUDGET_BYTES=33554432 --only bigpolls
 
 Each scenario starts the real gunicorn control-plane (tests/support/server.py, embedded SQLite) as
 the guide's 512 MB fly machine runs it (256 threads, MAX_BODY_BYTES 8 MiB), but with one worker, so
@@ -13,7 +14,7 @@ and prints one table row per scenario (and, with --json, the rows as JSON).
   sns1/4/8     1, 4, 8 concurrent unauthenticated POST /events/sns of 8 MiB `[{},{},...]`
                (cloud features off, the default)
   sns8-cloud   the same with DEPLOYMENT_SNS_TOPIC set, plus 8 concurrent 290 KB `[{},...]` bodies
-  bigpolls     40 concurrent batch polls of 41,000 x 200-character ids (8.3 MB each, ttl 15 s)
+  bigpolls     40 concurrent batch polls of 41,000 x 200-character ids (8.4 MB each, ttl 15 s)
   bigresults   20 jobs with ~8 MB results each, then one small batch status request over them
   limitresults the same with results just under MAX_RESULT_BYTES (4 MiB), so they are stored
 """
@@ -119,10 +120,10 @@ def run_results(cp, secret: str, result_bytes: int) -> str:
             f"{len(body)} B answered {r.status_code}, {len(r.content) / 1e6:.1f} MB, {len(rows)} rows ({kinds})")
 
 
-def scenario(name: str) -> dict:
+def scenario(name: str, extra_env: dict) -> dict:
     from tests.support.server import ControlPlane
 
-    env = dict(FLY_ENV)
+    env = {**FLY_ENV, **extra_env}
     if name == "sns8-cloud":
         env.update({"DEPLOYMENT_SNS_TOPIC": SNS_TOPIC, "SNS_VERIFY_SIGNATURES": "false"})
     with ControlPlane(env=env) as cp:
@@ -148,6 +149,8 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated scenarios: " + ",".join(SCENARIOS))
     parser.add_argument("--root", help="the tree to run (default: this one); its tests/support starts the server")
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the server, e.g. BODY_BUDGET_BYTES=33554432 (repeatable)")
     args = parser.parse_args()
     root = Path(args.root).resolve() if args.root else Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root))
@@ -156,7 +159,7 @@ def main() -> int:
     print("| scenario | worker VmHWM at start | peak | /live after | answers |")
     print("|---|---|---|---|---|")
     for name in names:
-        row = scenario(name)
+        row = scenario(name, dict(item.split("=", 1) for item in args.env))
         rows.append(row)
         print(f"| {name} | {row['vmhwm_start_mb']} MB | {row['vmhwm_peak_mb']} MB | {row['live_after']} | "
               f"{row['notes']} |", flush=True)
