@@ -27,8 +27,8 @@ def sns_event(body):
                          {"topicArn": body["TopicArn"]}, code="unknown_topic")
     if settings.sns_verify_signatures:
         try:
-            state().sns_verifier.verify(body)
-        except (sns.InvalidMessage, OSError) as exc:
+            state().sns_verifier.verify(body, settings.deployment_sns_topic)
+        except (ValueError, TypeError, OSError) as exc:  # InvalidMessage, whatever a hostile input raises, a fetch
             raise BadRequest(f"the SNS message could not be verified: {exc}", code="invalid_sns_signature") from exc
     if body["Type"] == "SubscriptionConfirmation":
         if not body.get("Token"):

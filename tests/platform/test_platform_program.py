@@ -346,6 +346,14 @@ def test_https_subscription_to_the_control_plane(full_run):
     assert delivery["healthyRetryPolicy"]["numRetries"] >= 1
 
 
+
+def test_the_topic_signs_with_sha256_the_only_version_the_control_plane_accepts(full_run):
+    from app.cloud import sns
+
+    topic = full_run.one(TOPIC, "deployments").plain
+    assert topic["signatureVersion"] == 2
+    assert sns.SIGNATURE_VERSIONS == (str(int(topic["signatureVersion"])),)  # numbers come back as floats
+
 def test_subscription_waits_for_the_deployed_app(full_run):
     sub = full_run.one(SUBSCRIPTION)
     release = full_run.one(COMMAND, "fly-release")
