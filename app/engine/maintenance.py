@@ -152,7 +152,8 @@ class RecoverStalledJobs:
 
 
 class Prune:
-    """Delete finished jobs and events older than the retention, a bounded number of batches per run."""
+    """Delete finished jobs and events older than the retention, and machines and services unheard
+    of for that long (statements.py says which), a bounded number of batches per run."""
 
     name = "prune"
     every = 60.0
@@ -169,7 +170,9 @@ class Prune:
             old_jobs = Job.select(Job.seq).where(Job.status.in_(TERMINAL) & (Job.resulted_at < cutoff)).limit(self.batch)
             n = Job.delete().where(Job.seq.in_(old_jobs)).execute()
             old_events = Event.select(Event.seq).where(Event.created_at < cutoff).limit(self.batch)
-            return n + Event.delete().where(Event.seq.in_(old_events)).execute()
+            n += Event.delete().where(Event.seq.in_(old_events)).execute()
+            # After the jobs: a service whose last jobs went in this batch goes with them.
+            return n + statements.prune_machines(cutoff, self.batch) + statements.prune_services(cutoff, self.batch)
 
         total = 0
         for _ in range(self.rounds):  # the next run continues

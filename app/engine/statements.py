@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import peewee
 
 from .. import db
-from ..models import Job
+from ..models import Job, Machine, Service
 from .signals import CHANNEL, topic_sql
 from .states import JobStatus, MachineStatus
 
@@ -104,6 +104,26 @@ ORDER BY seq LIMIT %s"""
 _REQUEUE = (f"UPDATE jobs SET status = {_PENDING}, machine_id = NULL, deadline_ms = NULL, claimed_at = NULL"
             f" WHERE status = {_RUNNING} AND seq IN ")
 _FAIL = f"UPDATE jobs SET status = {_FAILURE}, deadline_ms = NULL, resulted_at = %s WHERE status = {_RUNNING} AND seq IN "
+
+
+# Retention of the rows that requests insert as a side effect (audit L5). A machine goes when it has
+# been inactive longer than the retention and holds no running attempt; a service when no worker
+# has polled for it that long (every poll is a machine's: none of its machines is left) and no job
+# of it is left. Both come back with their next request. The outer WHERE repeats the test, so a
+# row that a ping or a poll refreshed meanwhile stays (PostgreSQL rechecks it on the new version).
+_PRUNE_MACHINES = f"""
+DELETE FROM machines WHERE pk IN (
+    SELECT pk FROM machines AS m WHERE m.status = {_INACTIVE} AND m.last_ping_at < %s
+    AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster_id = m.cluster_id AND jobs.machine_id = m.id
+                    AND jobs.status = {_RUNNING})
+    LIMIT %s
+) AND status = {_INACTIVE} AND last_ping_at < %s"""
+_PRUNE_SERVICES = """
+DELETE FROM services WHERE pk IN (
+    SELECT pk FROM services AS s WHERE s.updated_at < %s
+    AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster_id = s.cluster_id AND jobs.service = s.name)
+    LIMIT %s
+) AND updated_at < %s"""
 
 
 @dataclass(frozen=True)
@@ -267,6 +287,18 @@ def fail_stalled(seqs: list[int], resulted_at: dt.datetime) -> int:
     if not seqs:
         return 0
     return db.execute(_FAIL + _in(seqs), (Job.resulted_at.db_value(resulted_at), *seqs)).rowcount
+
+
+def prune_machines(cutoff: dt.datetime, limit: int) -> int:
+    """Delete up to `limit` machines inactive since before `cutoff` that hold no running attempt."""
+    stamp = Machine.last_ping_at.db_value(cutoff)
+    return db.execute(_PRUNE_MACHINES, (stamp, limit, stamp)).rowcount
+
+
+def prune_services(cutoff: dt.datetime, limit: int) -> int:
+    """Delete up to `limit` services not polled for since before `cutoff` that have no job left."""
+    stamp = Service.updated_at.db_value(cutoff)
+    return db.execute(_PRUNE_SERVICES, (stamp, limit, stamp)).rowcount
 
 
 def _in(values: list) -> str:

@@ -10,7 +10,7 @@ import types
 import pytest
 
 from app import db, models
-from app.engine import maintenance, statements
+from app.engine import machines, maintenance, statements
 from app.engine.maintenance import (Lease, Maintainer, Prune, RecoverStalledJobs, StallSilentMachines,
                                     epoch_ms)
 from app.engine.states import EventType, JobStatus, MachineStatus
@@ -306,3 +306,42 @@ def test_a_tick_whose_lease_was_taken_over_meanwhile_stops(app, monkeypatch):
     a = Maintainer(Lease(seconds=3), [Stuck("stuck", every=0), after], interval=1)
     assert a.tick(now=t0) == {"stuck": {"runs": 1}}
     assert after.runs == []
+
+
+# --- bounded growth: machines and services go too (audit L5) -------------------------------------
+
+def test_prune_removes_machines_inactive_past_the_retention_unless_they_hold_a_running_attempt(api):
+    c = api.new_cluster()
+    for machine in ("gone", "fresh"):
+        api.claim(c, machine=machine)  # nothing to do yet
+    api.call(c, timeoutSeconds=300)
+    api.claim(c, machine="busy")  # holds a running attempt
+    long_ago = utcnow() - dt.timedelta(days=2)
+    db.unit_of_work(lambda: Machine.update(status=MachineStatus.INACTIVE, last_ping_at=long_ago)
+                    .where(Machine.id.in_(["gone", "busy"])).execute())
+    db.unit_of_work(lambda: Machine.update(status=MachineStatus.INACTIVE).where(Machine.id == "fresh").execute())
+    pruned = Prune(retention_days=1).run_once(utcnow())["pruned"]
+    left = db.unit_of_work(lambda: sorted(m.id for m in Machine.select(Machine.id).where(Machine.cluster_id == c["id"])))
+    assert left == ["busy", "fresh", "machine-a"]
+    assert pruned == 1  # nothing else was old
+
+
+def test_prune_removes_services_no_worker_polled_for_past_the_retention_once_no_job_is_left(api):
+    c = api.new_cluster()
+    for service in ("gone", "queued", "live", "finished"):
+        api.claim(c, service=service, machine="m1")  # each poll registers its service
+    api.call(c, service="queued")
+    done = api.call(c, service="finished")
+    api.claim(c, service="finished", machine="m1")
+    api.result(c, done, machine="m1")
+    long_ago = utcnow() - dt.timedelta(days=2)
+    db.unit_of_work(lambda: models.Service.update(updated_at=long_ago)
+                    .where(models.Service.name.in_(["gone", "queued", "finished"])).execute())
+    db.unit_of_work(lambda: Job.update(resulted_at=long_ago).where(Job.id == done).execute())
+    Prune(retention_days=1).run_once(utcnow())
+    left = db.unit_of_work(lambda: sorted(s.name for s in models.Service.select().where(
+        models.Service.cluster_id == c["id"])))
+    assert left == ["live", "queued"]  # "finished" went with its last job, in the same run
+    machines._definitions.forget((c["id"], "gone"))  # its last poll was days ago, not seconds
+    api.claim(c, service="gone", machine="m1")  # a worker that comes back registers it again
+    assert "gone" in db.unit_of_work(lambda: [s.name for s in models.Service.select()])
