@@ -13,6 +13,7 @@ import hmac
 import threading
 import time
 from collections import OrderedDict
+from typing import Callable
 
 from ..engine import clusters
 from ..errors import Unauthorized, Unavailable
@@ -26,8 +27,9 @@ FAILURE_CACHE_SIZE = 4096
 class _RecentFailures:
     """Hashes of recently refused tokens, each for `ttl` seconds; the oldest go first when full."""
 
-    def __init__(self, ttl: float = FAILURE_TTL_SECONDS, size: int = FAILURE_CACHE_SIZE) -> None:
-        self._ttl, self._size = ttl, size
+    def __init__(self, ttl: float = FAILURE_TTL_SECONDS, size: int = FAILURE_CACHE_SIZE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl, self._size, self._clock = ttl, size, clock
         self._items: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -36,14 +38,14 @@ class _RecentFailures:
             expires = self._items.get(key)
             if expires is None:
                 return False
-            if expires < time.monotonic():
+            if expires < self._clock():
                 del self._items[key]
                 return False
             return True
 
     def add(self, key: bytes) -> None:
         with self._lock:
-            self._items[key] = time.monotonic() + self._ttl
+            self._items[key] = self._clock() + self._ttl
             self._items.move_to_end(key)
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
