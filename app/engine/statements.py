@@ -68,13 +68,15 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE jobs SET status = {_RUNNING}, attempt = jobs.attempt + 1, machine_id = %s,
-       claimed_at = COALESCE(%s::timestamp, {{now}}), deadline_ms = COALESCE(%s::bigint, {{now_ms}}) + jobs.timeout_seconds * 1000
+       claimed_at = COALESCE(%s::timestamp, {{now}}),
+       deadline_ms = COALESCE(%s::bigint, {{now_ms}}) + jobs.timeout_seconds * 1000
 FROM picked
 WHERE jobs.seq = picked.seq AND jobs.status = {_PENDING}
 RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
 """
 
 # SQLite runs one writing statement at a time, so the plain form cannot claim a row twice.
+# In both, `{now}` and `{now_ms}` are the dialect's clock, used when the caller gives no time.
 _CLAIM_SQLITE = f"""
 UPDATE jobs SET status = {_RUNNING}, attempt = attempt + 1, machine_id = %s,
        claimed_at = COALESCE(%s, {{now}}), deadline_ms = COALESCE(%s, {{now_ms}}) + timeout_seconds * 1000
