@@ -86,8 +86,8 @@ class Identity(pulumi.ComponentResource):
             "control-plane-deployments",
             user=self.user.name,
             policy=_json(
-                pulumi.Output.all(account, args.topic_arn, self.service_role.arn).apply(
-                    lambda a: policies.control_plane_deployments_policy(region, a[0], a[1], a[2])
+                pulumi.Output.all(account, args.topic_arn, self.service_role.arn, args.template_bucket_arn).apply(
+                    lambda a: policies.control_plane_deployments_policy(region, a[0], a[1], a[2], a[3])
                 )
             ),
             opts=child,

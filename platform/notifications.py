@@ -10,6 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 SNS_PATH = "/events/sns"
+SIGNATURE_VERSION = 2
 
 # SNS posts text/plain by default; ask for JSON so that the body is parsed as such. The retry
 # policy is SNS's default for HTTP(S), written out so that the provider sees no drift.
@@ -44,6 +45,8 @@ class Notifications(pulumi.ComponentResource):
             "deployments",
             name=f"{args.name_prefix}-deployments",
             display_name="Differential deployments",
+            # SHA256 signatures: the control-plane refuses version 1 (SHA1) messages (app/cloud/sns.py).
+            signature_version=SIGNATURE_VERSION,
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.topic_arn: pulumi.Output[str] = self.topic.arn

@@ -5,6 +5,12 @@ no wildcard actions; every statement names its resources, scoped to this stack's
 topic and to the `differential-deployment-*` stacks, functions and log groups in this account
 and region; no cloudformation:ValidateTemplate (it cannot be scoped and the control-plane never
 calls it); the runtime role may write only its functions' logs, not every log group.
+
+Refined after the audit (L10): stacks can be created, updated and deleted only as the service role
+(`cloudformation:RoleArn`) and created or updated only from the template bucket
+(`cloudformation:TemplateUrl`), so a stolen control-plane key cannot run another template or act
+with its own rights; asset objects are writable only under the prefixes the control-plane uses;
+every bucket refuses requests that are not over TLS.
 """
 from __future__ import annotations
 
@@ -12,8 +18,11 @@ from typing import Any
 
 # Stacks, functions and log groups that the control-plane creates are all named like this.
 DEPLOYMENT_PREFIX = "differential-deployment-"
-# Where service bundles live in the asset bucket; storage.py's lifecycle rule uses the same prefix.
+# The asset bucket's keys are `<type>/<id>`, as the original wrote them: service bundles (storage.py's
+# lifecycle rule expires them) and client libraries. The control-plane's object rights stop there.
 SERVICE_BUNDLE_PREFIX = "service_bundle/"
+CLIENT_LIBRARY_PREFIX = "client_library/"
+ASSET_PREFIXES = (SERVICE_BUNDLE_PREFIX, CLIENT_LIBRARY_PREFIX)
 
 Document = dict[str, Any]
 
@@ -42,6 +51,33 @@ def log_group_arn(region: str, account: str) -> str:
     return f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{DEPLOYMENT_PREFIX}*"
 
 
+def bucket_name(bucket_arn: str) -> str:
+    return bucket_arn.removeprefix("arn:aws:s3:::")
+
+
+def template_urls(region: str, template_bucket_arn: str) -> list[str]:
+    """TemplateURL patterns of the objects in the template bucket, in S3's URL forms."""
+    bucket = bucket_name(template_bucket_arn)
+    return [
+        f"https://{bucket}.s3.{region}.amazonaws.com/*",
+        f"https://{bucket}.s3.amazonaws.com/*",
+        f"https://s3.{region}.amazonaws.com/{bucket}/*",
+        f"https://s3.amazonaws.com/{bucket}/*",
+    ]
+
+
+def tls_only_bucket_policy(bucket_arn: str) -> Document:
+    """A bucket policy that refuses every request not made over TLS, whoever makes it."""
+    return _doc({
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    })
+
+
 def assume_role_policy(service: str) -> Document:
     return {
         "Version": "2012-10-17",
@@ -52,7 +88,8 @@ def assume_role_policy(service: str) -> Document:
 def control_plane_assets_policy(asset_bucket_arn: str, template_bucket_arn: str) -> Document:
     """The client-library registry and bundle uploads (presigned by the control-plane)."""
     return _doc(
-        _allow("AssetObjects", ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"], [f"{asset_bucket_arn}/*"]),
+        _allow("AssetObjects", ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+               [f"{asset_bucket_arn}/{prefix}*" for prefix in ASSET_PREFIXES]),
         # Without ListBucket a missing object answers 403 instead of 404.
         _allow("AssetListing", ["s3:ListBucket"], [asset_bucket_arn]),
         _allow("DeploymentTemplates", ["s3:GetObject"], [f"{template_bucket_arn}/*"]),
@@ -60,19 +97,26 @@ def control_plane_assets_policy(asset_bucket_arn: str, template_bucket_arn: str)
 
 
 def control_plane_deployments_policy(
-    region: str, account: str, topic_arn: str, service_role_arn: str
+    region: str, account: str, topic_arn: str, service_role_arn: str, template_bucket_arn: str
 ) -> Document:
-    """Cloud deployments: one CloudFormation stack per service, its status over SNS, its logs."""
+    """Cloud deployments: one CloudFormation stack per service, its status over SNS, its logs.
+
+    The control-plane must pass RoleARN (the service role) to CreateStack, UpdateStack and
+    DeleteStack, and a TemplateURL into the template bucket to CreateStack and UpdateStack: a
+    condition key missing from the request fails the condition (no UsePreviousTemplate, no
+    TemplateBody). Only those three actions carry the keys, so the reads have a statement of their own."""
+    role = {"ArnEquals": {"cloudformation:RoleArn": service_role_arn}}
     return _doc(
         _allow(
             "ServiceStacks",
-            [
-                "cloudformation:CreateStack",
-                "cloudformation:UpdateStack",
-                "cloudformation:DeleteStack",
-                "cloudformation:DescribeStacks",
-                "cloudformation:DescribeStackEvents",
-            ],
+            ["cloudformation:CreateStack", "cloudformation:UpdateStack"],
+            [stack_arn(region, account)],
+            {**role, "StringLike": {"cloudformation:TemplateUrl": template_urls(region, template_bucket_arn)}},
+        ),
+        _allow("ServiceStackDeletion", ["cloudformation:DeleteStack"], [stack_arn(region, account)], role),
+        _allow(
+            "ServiceStackReads",
+            ["cloudformation:DescribeStacks", "cloudformation:DescribeStackEvents"],
             [stack_arn(region, account)],
         ),
         _allow(

@@ -1,12 +1,14 @@
 """Storage: the asset upload bucket and the deployment template bucket with its templates."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
 from policies import SERVICE_BUNDLE_PREFIX  # service bundles (zips) live under it in the asset bucket
+from policies import tls_only_bucket_policy
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ class Storage(pulumi.ComponentResource):
     def _private_bucket(
         self, label: str, args: StorageArgs
     ) -> tuple[aws.s3.Bucket, aws.s3.BucketServerSideEncryptionConfiguration]:
-        """A bucket nobody outside the account can reach: no public access, no ACLs, encrypted."""
+        """A bucket nobody outside the account can reach: no public access, no ACLs, encrypted,
+        TLS only."""
         child = pulumi.ResourceOptions(parent=self)
         bucket = aws.s3.Bucket(
             label,
@@ -100,7 +103,7 @@ class Storage(pulumi.ComponentResource):
             force_destroy=args.force_destroy,
             opts=child,
         )
-        aws.s3.BucketPublicAccessBlock(
+        public_access_block = aws.s3.BucketPublicAccessBlock(
             f"{label}-public-access-block",
             bucket=bucket.id,
             block_public_acls=True,
@@ -108,6 +111,14 @@ class Storage(pulumi.ComponentResource):
             ignore_public_acls=True,
             restrict_public_buckets=True,
             opts=child,
+        )
+        # A Deny is no public grant, so the block above lets it in. Writing both at once can fail
+        # (OperationAborted: a conflicting operation), hence the dependency.
+        aws.s3.BucketPolicy(
+            f"{label}-tls-only",
+            bucket=bucket.id,
+            policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn), indent=2)),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access_block]),
         )
         aws.s3.BucketOwnershipControls(
             f"{label}-ownership",

@@ -1,12 +1,70 @@
 """Credentials: `Authorization: <scheme> <token>`. The scheme word is ignored (the published SDK
-sends `Basic <secret>` with no base64, the CLI `Bearer <jwt>`); a bare token is accepted too."""
+sends `Basic <secret>` with no base64, the CLI `Bearer <jwt>`); a bare token is accepted too.
+
+A refused cluster secret is remembered for a few seconds (by its hash, in a bounded LRU), so that a
+client retrying a wrong secret costs no database lookup per request (audit L5). Creating a cluster
+forgets them all; another process's new cluster is at most `FAILURE_TTL_SECONDS` late, and its
+secret did not exist before, so nobody can have been refused it.
+"""
 from __future__ import annotations
 
+import hashlib
 import hmac
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable
 
 from ..engine import clusters
 from ..errors import Unauthorized, Unavailable
 from ..settings import MANAGEMENT_SECRET_MIN_LENGTH, MANAGEMENT_SECRET_PREFIX
+
+
+FAILURE_TTL_SECONDS = 10.0
+FAILURE_CACHE_SIZE = 4096
+
+
+class _RecentFailures:
+    """Hashes of recently refused tokens, each for `ttl` seconds; the oldest go first when full."""
+
+    def __init__(self, ttl: float = FAILURE_TTL_SECONDS, size: int = FAILURE_CACHE_SIZE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl, self._size, self._clock = ttl, size, clock
+        self._items: OrderedDict[bytes, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: bytes) -> bool:
+        with self._lock:
+            expires = self._items.get(key)
+            if expires is None:
+                return False
+            if expires < self._clock():
+                del self._items[key]
+                return False
+            return True
+
+    def add(self, key: bytes) -> None:
+        with self._lock:
+            self._items[key] = self._clock() + self._ttl
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+_failures = _RecentFailures()
+
+
+def forget_failures() -> None:
+    """A cluster was created: a token refused a moment ago may be its secret now."""
+    _failures.clear()
 
 
 def token_from_header(header: str | None) -> str | None:
@@ -37,7 +95,9 @@ def require_cluster(header: str | None) -> str:
     if token is None:
         raise Unauthorized("missing credential: send 'Authorization: Basic <cluster API secret>'",
                            code="missing_credential")
-    cluster_id = clusters.cluster_for_secret(token)
+    key = hashlib.sha256(token.encode()).digest()
+    cluster_id = None if key in _failures else clusters.cluster_for_secret(token)
     if cluster_id is None:
+        _failures.add(key)
         raise Unauthorized("the API secret does not belong to any cluster", code="invalid_credential")
     return cluster_id

@@ -34,9 +34,11 @@ def sns_event(body):
         raise BadRequest("the message is from another SNS topic than DEPLOYMENT_SNS_TOPIC",
                          {"topicArn": body["TopicArn"]}, code="unknown_topic")
     if settings.sns_verify_signatures:
+        # InvalidMessage is a ValueError; TypeError in case a hostile input slips past it; OSError:
+        # the certificate could not be fetched. Each is the sender's problem: 400, never 500.
         try:
-            state().sns_verifier.verify(body)
-        except (sns.InvalidMessage, OSError) as exc:
+            state().sns_verifier.verify(body, settings.deployment_sns_topic)
+        except (ValueError, TypeError, OSError) as exc:
             raise BadRequest(f"the SNS message could not be verified: {exc}", code="invalid_sns_signature") from exc
     if body["Type"] == "SubscriptionConfirmation":
         if not body.get("Token"):

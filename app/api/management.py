@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from ..engine import clusters
-from . import schemas as s
+from . import auth, schemas as s
 from .routing import route
 
 bp = Blueprint("management", __name__)
@@ -16,7 +16,9 @@ ERRORS = {400: s.ERROR, 401: s.ERROR}
        auth_kind="management", tag="management", body=s.CREATE_CLUSTER, body_required=False,
        responses={201: s.CLUSTER, **ERRORS})
 def create_cluster(body):
-    return jsonify(clusters.create_cluster(body.get("description"))), 201
+    created = clusters.create_cluster(body.get("description"))
+    auth.forget_failures()
+    return jsonify(created), 201
 
 
 @route(bp, "GET", "/clusters", summary="Every cluster with its API secret", auth_kind="management",
@@ -25,7 +27,8 @@ def list_clusters():
     return jsonify(clusters.list_clusters()), 200
 
 
-@route(bp, "GET", "/clusters/<cluster_id>", summary="A cluster: recent machines, recent jobs, service definitions",
+@route(bp, "GET", "/clusters/<cluster_id>", summary="A cluster: recent machines, recent jobs, service definitions "
+       "(at most `limit` of each, newest first; `counts` has the totals)",
        auth_kind="management", tag="management", query=s.LIST_QUERY,
        responses={200: s.CLUSTER_DETAILS, 404: s.ERROR, **ERRORS})
 def cluster_details(cluster_id, query):

@@ -124,7 +124,10 @@ CLUSTER_DETAILS = {**CLUSTER, "properties": {
     "machines": {"type": "array", "items": MACHINE},
     "jobs": {"type": "array", "items": JOB_SUMMARY},
     "definitions": {"type": "array", "items": DEFINITION},
-}, "required": CLUSTER["required"] + ["machines", "jobs", "definitions"]}
+    "limit": {"type": "integer", "description": "the most items each list holds (the `limit` asked for)"},
+    "counts": obj({"machines": {"type": "integer"}, "definitions": {"type": "integer"}},
+                  required=("machines", "definitions")),
+}, "required": CLUSTER["required"] + ["machines", "jobs", "definitions", "limit", "counts"]}
 
 LIST_QUERY = obj({"limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}, extra=False)
 

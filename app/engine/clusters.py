@@ -119,21 +119,28 @@ _SUMMARY_FIELDS = (Job.id, Job.service, Job.target_fn, Job.status, Job.result_ty
                    Job.attempts_allowed, Job.created_at, Job.resulted_at, Job.execution_time_ms, Job.machine_id)
 
 
-def cluster_details(cluster_id: str, job_limit: int = 100) -> dict:
+def cluster_details(cluster_id: str, limit: int = 100) -> dict:
+    """The cluster, and at most `limit` of each list, newest first: machines heard from in the last
+    hour, jobs, service definitions (most recently polled first). `counts` says how many machines
+    and definitions there are in all (a cluster may have many: the lists must stay small)."""
+
     def tx():
         cluster = _get(cluster_id)
         since = utcnow() - dt.timedelta(hours=1)
-        machines = (Machine.select().where((Machine.cluster_id == cluster_id) & (Machine.last_ping_at >= since))
-                    .order_by(Machine.last_ping_at.desc()))
+        recent = Machine.select().where((Machine.cluster_id == cluster_id) & (Machine.last_ping_at >= since))
+        machines = recent.order_by(Machine.last_ping_at.desc(), Machine.id).limit(limit)
         jobs = (Job.select(*_SUMMARY_FIELDS).where(Job.cluster_id == cluster_id)
-                .order_by(Job.seq.desc()).limit(job_limit))
-        services = Service.select().where(Service.cluster_id == cluster_id).order_by(Service.name)
+                .order_by(Job.seq.desc()).limit(limit))
+        known = Service.select().where(Service.cluster_id == cluster_id)
+        services = known.order_by(Service.updated_at.desc(), Service.name).limit(limit)
         return {
             **_public(cluster),
             "machines": [{"id": m.id, "ip": m.ip, "status": m.status, "deploymentId": m.deployment_id,
                           "lastPingAt": _iso(m.last_ping_at)} for m in machines],
             "jobs": [_job_summary(j) for j in jobs],
             "definitions": [_definition(s) for s in services],
+            "limit": limit,
+            "counts": {"machines": recent.count(), "definitions": known.count()},
         }
 
     return db.unit_of_work(tx)

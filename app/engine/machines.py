@@ -8,6 +8,7 @@ import time
 
 from .. import db
 from ..models import Machine, Service, utcnow
+from . import statements
 from .states import MachineStatus
 
 
@@ -51,7 +52,7 @@ def ping(cluster_id: str, machine_id: str, *, ip: str | None, deployment_id: str
     key = (cluster_id, machine_id)
     if not _pings.take(key, None, interval):
         return
-    now = utcnow()
+    now = statements.now_sql()  # the sweeper judges silence on the database's clock too
 
     def tx():
         (Machine.insert(cluster_id=cluster_id, id=machine_id, ip=ip, deployment_id=deployment_id,

@@ -9,7 +9,11 @@ when the holder dies. Each task handles a bounded batch, so a backlog never make
 transaction.
 
 Time is injected (huey's `loop(now=None)`): `tick(now)` hands one `now` to the lease and to every
-task, and none of them reads the clock, so tests move time forward instead of sleeping.
+task, and none of them reads the clock, so tests move time forward instead of sleeping. Left to
+itself, a tick reads `now` from the database (one query), the clock that claims stamp deadlines
+and pings stamp machines with: replicas whose own clocks disagree still judge the lease, the
+deadlines and the silences alike (audit L4). A tick that runs long renews the lease before its
+next task, and stops if another process holds it by then.
 """
 from __future__ import annotations
 
@@ -19,10 +23,11 @@ import os
 import secrets
 import socket
 import threading
+import time
 from typing import Protocol
 
 from .. import db, models
-from ..models import Event, Job, Machine, utcnow
+from ..models import Event, Job, Machine
 from ..observability.events import events
 from . import statements
 from .signals import hub, job_topic, notify_in_transaction, queue_topic
@@ -147,7 +152,8 @@ class RecoverStalledJobs:
 
 
 class Prune:
-    """Delete finished jobs and events older than the retention, a bounded number of batches per run."""
+    """Delete finished jobs and events older than the retention, and machines and services unheard
+    of for that long (statements.py says which), a bounded number of batches per run."""
 
     name = "prune"
     every = 60.0
@@ -164,7 +170,9 @@ class Prune:
             old_jobs = Job.select(Job.seq).where(Job.status.in_(TERMINAL) & (Job.resulted_at < cutoff)).limit(self.batch)
             n = Job.delete().where(Job.seq.in_(old_jobs)).execute()
             old_events = Event.select(Event.seq).where(Event.created_at < cutoff).limit(self.batch)
-            return n + Event.delete().where(Event.seq.in_(old_events)).execute()
+            n += Event.delete().where(Event.seq.in_(old_events)).execute()
+            # After the jobs: a service whose last jobs went in this batch goes with them.
+            return n + statements.prune_machines(cutoff, self.batch) + statements.prune_services(cutoff, self.batch)
 
         total = 0
         for _ in range(self.rounds):  # the next run continues
@@ -236,12 +244,20 @@ class Maintainer:
     def tick(self, now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
         """Take the lease and run the due tasks; per task run, its counts ({} without the lease).
 
-        A task that fails is logged and tried again next tick; the others still run."""
-        now = now or utcnow()
+        `now` defaults to the database's clock. A task that fails is logged and tried again next
+        tick; the others still run."""
+        now = now or statements.database_now()
+        started = time.monotonic()
         if not self.lease.take(now):
             return {}
         done = {}
         for task in self.due(now):
+            elapsed = time.monotonic() - started
+            # Past a third of the lease, renew it (at `now` moved on by the steady clock) before
+            # going on, so a slow tick never overlaps another process's.
+            if elapsed > self.lease.seconds / 3 and not self.lease.renew(now + dt.timedelta(seconds=elapsed)):
+                log.warning("the maintenance lease was taken over during a slow tick; stopping it here")
+                break
             try:
                 done[task.name] = task.run_once(now)
             except Exception:  # a database outage must not stop the loop; the next tick retries

@@ -16,9 +16,9 @@ def claim(cluster_id: str, service: str, machine_id: str, limit: int) -> list[di
     """Move up to `limit` pending jobs to running for this machine; oldest first."""
     if limit <= 0:
         return []
+    # One statement, atomic by itself; its deadlines come from the database's clock (statements.py).
     rows = sorted(db.unit_of_work(lambda: statements.claim_jobs(
-        cluster_id=cluster_id, service=service, machine_id=machine_id, limit=limit,
-        claimed_at=utcnow(), now_ms=int(time.time() * 1000)), transaction=False))  # one statement: atomic by itself
+        cluster_id=cluster_id, service=service, machine_id=machine_id, limit=limit), transaction=False))
     claimed = [{"id": r[1], "targetFn": r[2], "targetArgs": r[3]} for r in rows]
     for _seq, job_id, target_fn, _args, attempt in rows:
         events.record(cluster_id, EventType.JOB_RECEIVED, job_id=job_id, machine_id=machine_id, service=service,

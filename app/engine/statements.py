@@ -11,14 +11,22 @@ change commits, at no extra round trip.
 The two databases' hot statements are the methods of `PostgresDialect` and `SqliteDialect`, which
 extend db.py's dialects; `db.bind(settings, DIALECTS)` picks one, and the module functions below
 call through it, so nothing here asks which database it is.
+
+Time is the database's (audit L4): a claim's deadline, a machine's last ping and the maintenance
+lease are all judged on the database server's clock, never on a replica's, so clock skew or a
+step between replicas cannot time out a healthy attempt or let two replicas hold the lease. The
+claim reads that clock inside its own statement (no extra round trip); maintenance reads it once
+a tick (`database_now`).
 """
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 
+import peewee
+
 from .. import db
-from ..models import Job
+from ..models import Job, Machine, Service
 from .signals import CHANNEL, topic_sql
 from .states import JobStatus, MachineStatus
 
@@ -60,16 +68,18 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE jobs SET status = {_RUNNING}, attempt = jobs.attempt + 1, machine_id = %s,
-       claimed_at = %s, deadline_ms = %s + jobs.timeout_seconds * 1000
+       claimed_at = COALESCE(%s::timestamp, {{now}}),
+       deadline_ms = COALESCE(%s::bigint, {{now_ms}}) + jobs.timeout_seconds * 1000
 FROM picked
 WHERE jobs.seq = picked.seq AND jobs.status = {_PENDING}
 RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
 """
 
 # SQLite runs one writing statement at a time, so the plain form cannot claim a row twice.
+# In both, `{now}` and `{now_ms}` are the dialect's clock, used when the caller gives no time.
 _CLAIM_SQLITE = f"""
 UPDATE jobs SET status = {_RUNNING}, attempt = attempt + 1, machine_id = %s,
-       claimed_at = %s, deadline_ms = %s + timeout_seconds * 1000
+       claimed_at = COALESCE(%s, {{now}}), deadline_ms = COALESCE(%s, {{now_ms}}) + timeout_seconds * 1000
 WHERE seq IN (
     SELECT seq FROM jobs
     WHERE cluster_id = %s AND service = %s AND status = {_PENDING}
@@ -101,6 +111,26 @@ ORDER BY seq LIMIT %s"""
 _REQUEUE = (f"UPDATE jobs SET status = {_PENDING}, machine_id = NULL, deadline_ms = NULL, claimed_at = NULL"
             f" WHERE status = {_RUNNING} AND seq IN ")
 _FAIL = f"UPDATE jobs SET status = {_FAILURE}, deadline_ms = NULL, resulted_at = %s WHERE status = {_RUNNING} AND seq IN "
+
+
+# Retention of the rows that requests insert as a side effect (audit L5). A machine goes when it has
+# been inactive longer than the retention and holds no running attempt; a service when no worker
+# has polled for it that long (every poll is a machine's: none of its machines is left) and no job
+# of it is left. Both come back with their next request. The outer WHERE repeats the test, so a
+# row that a ping or a poll refreshed meanwhile stays (PostgreSQL rechecks it on the new version).
+_PRUNE_MACHINES = f"""
+DELETE FROM machines WHERE pk IN (
+    SELECT pk FROM machines AS m WHERE m.status = {_INACTIVE} AND m.last_ping_at < %s
+    AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster_id = m.cluster_id AND jobs.machine_id = m.id
+                    AND jobs.status = {_RUNNING})
+    LIMIT %s
+) AND status = {_INACTIVE} AND last_ping_at < %s"""
+_PRUNE_SERVICES = """
+DELETE FROM services WHERE pk IN (
+    SELECT pk FROM services AS s WHERE s.updated_at < %s
+    AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster_id = s.cluster_id AND jobs.service = s.name)
+    LIMIT %s
+) AND updated_at < %s"""
 
 
 @dataclass(frozen=True)
@@ -135,6 +165,15 @@ class Result:
 
 
 class PostgresDialect(db.PostgresDialect):
+    # The database's clock, as SQL: statement_timestamp() is one value for the whole statement and
+    # stable, so a comparison against it can still use an index. `now` is a naive UTC timestamp,
+    # as the TIMESTAMP columns hold; `now_ms` is epoch milliseconds, as deadline_ms is.
+    now = "(statement_timestamp() AT TIME ZONE 'UTC')"
+    now_ms = "(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
+
+    def __init__(self) -> None:
+        self._claim = _CLAIM_POSTGRES.format(now=self.now, now_ms=self.now_ms)
+
     def insert_jobs(self, jobs: list[NewJob]) -> list[bool]:
         # One statement inserts them all, and its RETURNING notifies each queue topic (PostgreSQL
         # sends one notification per distinct topic and transaction).
@@ -145,8 +184,8 @@ class PostgresDialect(db.PostgresDialect):
         return [(job.cluster_id, job.job_id) in inserted for job in jobs]
 
     def claim_jobs(self, cluster_id: str, service: str, machine_id: str, limit: int, claimed: object,
-                   now_ms: int) -> list[tuple]:
-        return db.execute(_CLAIM_POSTGRES, (cluster_id, service, limit, machine_id, claimed, now_ms)).fetchall()
+                   now_ms: int | None) -> list[tuple]:
+        return db.execute(self._claim, (cluster_id, service, limit, machine_id, claimed, now_ms)).fetchall()
 
     def store_results(self, results: list[Result]) -> list[bool]:
         sql = _RESULTS_POSTGRES.format(rows=", ".join([_RESULT_ROW] * len(results)))
@@ -164,12 +203,20 @@ class PostgresDialect(db.PostgresDialect):
 
 
 class SqliteDialect(db.SqliteDialect):
+    # 'now' is UTC and one value for the whole statement; the text has the form peewee writes
+    # DATETIME columns in (so comparisons as text keep their order).
+    now = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+    now_ms = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+
+    def __init__(self) -> None:
+        self._claim = _CLAIM_SQLITE.format(now=self.now, now_ms=self.now_ms)
+
     def insert_jobs(self, jobs: list[NewJob]) -> list[bool]:
         return [db.execute(_INSERT_SQLITE, job.values()).rowcount > 0 for job in jobs]
 
     def claim_jobs(self, cluster_id: str, service: str, machine_id: str, limit: int, claimed: object,
-                   now_ms: int) -> list[tuple]:
-        return db.execute(_CLAIM_SQLITE, (machine_id, claimed, now_ms, cluster_id, service, limit)).fetchall()
+                   now_ms: int | None) -> list[tuple]:
+        return db.execute(self._claim, (machine_id, claimed, now_ms, cluster_id, service, limit)).fetchall()
 
     def store_results(self, results: list[Result]) -> list[bool]:
         return [db.execute(_RESULT_SQLITE, (r.result, r.result_type, Job.resulted_at.db_value(r.resulted_at),
@@ -195,10 +242,23 @@ def insert_jobs(jobs: list[NewJob]) -> list[bool]:
     return db.dialect.insert_jobs(jobs)
 
 
-def claim_jobs(*, cluster_id: str, service: str, machine_id: str, limit: int, claimed_at: dt.datetime,
-               now_ms: int) -> list[tuple]:
-    """pending -> running: up to `limit` jobs, oldest first; rows (seq, id, target_fn, target_args, attempt)."""
+def claim_jobs(*, cluster_id: str, service: str, machine_id: str, limit: int, claimed_at: dt.datetime | None = None,
+               now_ms: int | None = None) -> list[tuple]:
+    """pending -> running: up to `limit` jobs, oldest first; rows (seq, id, target_fn, target_args, attempt).
+
+    The deadline is the claim time (`now_ms`, default: the database's clock) + the job's timeout."""
     return db.dialect.claim_jobs(cluster_id, service, machine_id, limit, Job.claimed_at.db_value(claimed_at), now_ms)
+
+
+def now_sql() -> peewee.SQL:
+    """The database's clock as a value for a TIMESTAMP column (a machine's ping)."""
+    return peewee.SQL(db.dialect.now)
+
+
+def database_now() -> dt.datetime:
+    """The database's clock, as a naive UTC datetime (as `models.utcnow()` gives): one query."""
+    now_ms = db.unit_of_work(lambda: db.execute("SELECT " + db.dialect.now_ms).fetchone()[0], transaction=False)
+    return dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=int(now_ms))
 
 
 def store_results(results: list[Result]) -> list[bool]:
@@ -247,6 +307,18 @@ def fail_stalled(seqs: list[int], resulted_at: dt.datetime) -> int:
     if not seqs:
         return 0
     return db.execute(_FAIL + _in(seqs), (Job.resulted_at.db_value(resulted_at), *seqs)).rowcount
+
+
+def prune_machines(cutoff: dt.datetime, limit: int) -> int:
+    """Delete up to `limit` machines inactive since before `cutoff` that hold no running attempt."""
+    stamp = Machine.last_ping_at.db_value(cutoff)
+    return db.execute(_PRUNE_MACHINES, (stamp, limit, stamp)).rowcount
+
+
+def prune_services(cutoff: dt.datetime, limit: int) -> int:
+    """Delete up to `limit` services not polled for since before `cutoff` that have no job left."""
+    stamp = Service.updated_at.db_value(cutoff)
+    return db.execute(_PRUNE_SERVICES, (stamp, limit, stamp)).rowcount
 
 
 def _in(values: list) -> str:

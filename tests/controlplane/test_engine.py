@@ -10,7 +10,7 @@ import pytest
 from app import db
 from app.engine import machines
 from app.engine.maintenance import Maintainer, Prune, RefreshStatistics
-from app.models import Job, Machine, utcnow
+from app.models import Job, Machine, Service, utcnow
 from cp_helpers import Api
 
 
@@ -525,3 +525,23 @@ def test_begin_shutdown_answers_long_polls_at_once(api):
     api.app.extensions["differential"].begin_shutdown()
     poll.join(timeout=5)
     assert [a["status"] for a in answers] == ["pending"] and time.monotonic() - started < 2
+
+
+def test_cluster_details_cap_machines_and_definitions_newest_first_and_count_them(api):
+    c = api.new_cluster()
+    for n in range(5):
+        api.claim(c, service=f"svc{n}", machine=f"m{n}")
+    base = utcnow()
+    for n in range(5):  # m4 spoke last, svc4 was polled last
+        stamp = base - dt.timedelta(seconds=60 - n)
+        db.unit_of_work(lambda n=n, stamp=stamp: Machine.update(last_ping_at=stamp)
+                        .where((Machine.cluster_id == c["id"]) & (Machine.id == f"m{n}")).execute())
+        db.unit_of_work(lambda n=n, stamp=stamp: Service.update(updated_at=stamp)
+                        .where((Service.cluster_id == c["id"]) & (Service.name == f"svc{n}")).execute())
+    r = api.client.get(f"/clusters/{c['id']}?limit=2", headers=api.mgmt)
+    assert r.status_code == 200
+    assert [m["id"] for m in r.json["machines"]] == ["m4", "m3"]
+    assert [d["name"] for d in r.json["definitions"]] == ["svc4", "svc3"]
+    assert (r.json["limit"], r.json["counts"]) == (2, {"machines": 5, "definitions": 5})
+    everything = api.client.get(f"/clusters/{c['id']}", headers=api.mgmt).json
+    assert len(everything["machines"]) == len(everything["definitions"]) == 5 and everything["limit"] == 100

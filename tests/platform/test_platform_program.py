@@ -29,6 +29,7 @@ BUCKET = "aws:s3/bucket:Bucket"
 PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 ENCRYPTION = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
 OWNERSHIP = "aws:s3/bucketOwnershipControls:BucketOwnershipControls"
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
 OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
 TOPIC = "aws:sns/topic:Topic"
@@ -62,11 +63,13 @@ def expected_resources(deploy_app: bool, subscribe: bool = True) -> Counter:
         (STORAGE, "storage", None),
         (BUCKET, "assets", STORAGE),
         (PUBLIC_ACCESS_BLOCK, "assets-public-access-block", STORAGE),
+        (BUCKET_POLICY, "assets-tls-only", STORAGE),
         (OWNERSHIP, "assets-ownership", STORAGE),
         (ENCRYPTION, "assets-encryption", STORAGE),
         (LIFECYCLE, "assets-lifecycle", STORAGE),
         (BUCKET, "templates", STORAGE),
         (PUBLIC_ACCESS_BLOCK, "templates-public-access-block", STORAGE),
+        (BUCKET_POLICY, "templates-tls-only", STORAGE),
         (OWNERSHIP, "templates-ownership", STORAGE),
         (ENCRYPTION, "templates-encryption", STORAGE),
         *[(OBJECT, f"template-{key.replace('/', '-')}", STORAGE) for key in template_files()],
@@ -172,7 +175,7 @@ def arns(run):
 def test_no_policy_has_a_wildcard_action_or_an_unscoped_resource(full_run):
     a = arns(full_run)
     allowed_resources = {
-        a["assets"], a["assets"] + "/*", a["assets"] + "/service_bundle/*", a["templates"] + "/*",
+        a["assets"], a["assets"] + "/service_bundle/*", a["assets"] + "/client_library/*", a["templates"] + "/*",
         a["topic"], a["service_role"], a["runtime_role"], a["stacks"], a["functions"], a["logs"],
     }
     documents = [json.loads(r.plain["policy"]) for r in full_run.of_type(USER_POLICY) + full_run.of_type(ROLE_POLICY)]
@@ -192,18 +195,19 @@ def test_control_plane_user_policies(full_run):
     assert assets == {
         "AssetObjects": {"Sid": "AssetObjects", "Effect": "Allow",
                          "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
-                         "Resource": [a["assets"] + "/*"]},
+                         "Resource": [a["assets"] + "/service_bundle/*", a["assets"] + "/client_library/*"]},
         "AssetListing": {"Sid": "AssetListing", "Effect": "Allow", "Action": ["s3:ListBucket"],
                          "Resource": [a["assets"]]},
         "DeploymentTemplates": {"Sid": "DeploymentTemplates", "Effect": "Allow", "Action": ["s3:GetObject"],
                                 "Resource": [a["templates"] + "/*"]},
     }
     deployments = statements(policy(full_run, USER_POLICY, "control-plane-deployments"))
-    assert set(deployments["ServiceStacks"]["Action"]) == {
+    stacks = {sid: deployments[sid] for sid in ("ServiceStacks", "ServiceStackDeletion", "ServiceStackReads")}
+    assert {action for statement in stacks.values() for action in statement["Action"]} == {
         "cloudformation:CreateStack", "cloudformation:UpdateStack", "cloudformation:DeleteStack",
         "cloudformation:DescribeStacks", "cloudformation:DescribeStackEvents",
     }
-    assert deployments["ServiceStacks"]["Resource"] == [a["stacks"]]
+    assert all(statement["Resource"] == [a["stacks"]] for statement in stacks.values())
     assert deployments["PassServiceRole"]["Action"] == ["iam:PassRole"]
     assert deployments["PassServiceRole"]["Resource"] == [a["service_role"]]
     assert deployments["PassServiceRole"]["Condition"] == {
@@ -216,7 +220,8 @@ def test_control_plane_user_policies(full_run):
     assert deployments["ServiceLogs"]["Action"] == ["logs:FilterLogEvents"]
     assert deployments["ServiceLogs"]["Resource"] == [a["logs"]]
     assert set(deployments) == {
-        "ServiceStacks", "PassServiceRole", "ConfirmDeploymentSubscription", "ServiceFunctions", "ServiceLogs"
+        "ServiceStacks", "ServiceStackDeletion", "ServiceStackReads", "PassServiceRole",
+        "ConfirmDeploymentSubscription", "ServiceFunctions", "ServiceLogs",
     }
     # Both policies belong to the control-plane user, which has exactly one access key.
     user = full_run.one(USER, "control-plane")
@@ -224,6 +229,52 @@ def test_control_plane_user_policies(full_run):
         assert full_run.one(USER_POLICY, name).plain["user"] == user.plain["name"]
     assert full_run.one(ACCESS_KEY).plain["user"] == user.plain["name"]
 
+
+def test_stacks_are_changed_only_as_the_service_role_and_only_from_the_template_bucket(full_run):
+    a = arns(full_run)
+    deployments = statements(policy(full_run, USER_POLICY, "control-plane-deployments"))
+    as_service_role = {"ArnEquals": {"cloudformation:RoleArn": a["service_role"]}}
+    bucket = full_run.outputs["deploymentTemplateBucket"]
+    # Each condition on the actions that carry its key (the Service Authorization Reference):
+    # RoleArn on CreateStack, UpdateStack, DeleteStack; TemplateUrl on CreateStack, UpdateStack.
+    changes = deployments["ServiceStacks"]
+    assert changes["Action"] == ["cloudformation:CreateStack", "cloudformation:UpdateStack"]
+    assert changes["Condition"] == {**as_service_role, "StringLike": {"cloudformation:TemplateUrl": [
+        f"https://{bucket}.s3.{REGION}.amazonaws.com/*", f"https://{bucket}.s3.amazonaws.com/*",
+        f"https://s3.{REGION}.amazonaws.com/{bucket}/*", f"https://s3.amazonaws.com/{bucket}/*"]}}
+    deletion = deployments["ServiceStackDeletion"]
+    assert (deletion["Action"], deletion["Condition"]) == (["cloudformation:DeleteStack"], as_service_role)
+    reads = deployments["ServiceStackReads"]
+    assert "Condition" not in reads  # Describe* carry neither key: a condition would refuse them
+    assert set(reads["Action"]) == {"cloudformation:DescribeStacks", "cloudformation:DescribeStackEvents"}
+
+
+def test_asset_rights_stop_at_the_prefixes_named_in_one_place(full_run):
+    with platform_on_path():
+        policies = importlib.import_module("policies")
+    a = arns(full_run)
+    assets = statements(policy(full_run, USER_POLICY, "control-plane-assets"))
+    assert policies.ASSET_PREFIXES == ("service_bundle/", "client_library/")
+    assert assets["AssetObjects"]["Resource"] == [f"{a['assets']}/{prefix}*" for prefix in policies.ASSET_PREFIXES]
+    lifecycle = full_run.one(LIFECYCLE).plain
+    bundles = {rule["id"]: rule for rule in lifecycle["rules"]}["expire-service-bundles"]
+    assert bundles["filter"] == {"prefix": policies.SERVICE_BUNDLE_PREFIX}
+
+
+def test_every_bucket_refuses_requests_without_tls(full_run):
+    ids = _bucket_ids(full_run)
+    policies = full_run.of_type(BUCKET_POLICY)
+    assert len(policies) == len(ids) == 2
+    for label, bucket in ids.items():
+        attached = full_run.one(BUCKET_POLICY, f"{label}-tls-only")
+        assert attached.plain["bucket"] == bucket
+        assert full_run.one(PUBLIC_ACCESS_BLOCK, f"{label}-public-access-block").urn in attached.dependencies
+        document = json.loads(attached.plain["policy"])
+        assert document == {"Version": "2012-10-17", "Statement": [{
+            "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }]}
 
 def test_cloudformation_service_role(full_run):
     a = arns(full_run)
@@ -345,6 +396,14 @@ def test_https_subscription_to_the_control_plane(full_run):
     assert delivery["requestPolicy"]["headerContentType"] == "application/json; charset=UTF-8"
     assert delivery["healthyRetryPolicy"]["numRetries"] >= 1
 
+
+
+def test_the_topic_signs_with_sha256_the_only_version_the_control_plane_accepts(full_run):
+    from app.cloud import sns
+
+    topic = full_run.one(TOPIC, "deployments").plain
+    assert topic["signatureVersion"] == 2
+    assert sns.SIGNATURE_VERSIONS == (str(int(topic["signatureVersion"])),)  # numbers come back as floats
 
 def test_subscription_waits_for_the_deployed_app(full_run):
     sub = full_run.one(SUBSCRIPTION)
