@@ -214,9 +214,12 @@ def _sqlite(settings: Settings) -> peewee.Database:
         for leftover in (path + "-wal", path + "-shm"):
             if os.path.exists(leftover):
                 make_private(leftover, folder=False)
+    # synchronous=full: a commit is on disk before the answer, so an OS crash or power loss loses no
+    # acknowledged write (normal keeps them through a process crash only). It costs one fsync per
+    # commit, ~0.4 ms here, within the noise of a create (measured for issue 11, audit L7).
     return peewee.SqliteDatabase(
         path,
-        pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 10000, "foreign_keys": 1},
+        pragmas={"journal_mode": "wal", "synchronous": "full", "busy_timeout": 10000, "foreign_keys": 1},
         timeout=10,
         autoconnect=False,
         check_same_thread=False,
