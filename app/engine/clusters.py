@@ -28,7 +28,7 @@ def configure_sealing(box: sealing.Box) -> None:
 
 
 def _secret(cluster: Cluster) -> str:
-    if cluster.api_secret_sealed is None:  # sealed at start-up; a row written since by an older release
+    if cluster.api_secret_sealed is None:  # in clear: written by an older release; sealed at the next start
         return cluster.api_secret
     return _box.unseal(cluster.api_secret_sealed, cluster.api_secret_key)
 
@@ -49,9 +49,9 @@ def seal_stored_secrets() -> dict[str, int]:
                 f"does not hold (it holds {', '.join(box.key_ids)}): start with the key(s) that sealed them, "
                 "after the newest")
         counts = {"sealed": 0, "resealed": 0}
-        stale = Cluster.select(Cluster.id, Cluster.api_secret, Cluster.api_secret_sealed, Cluster.api_secret_key).where(
-            Cluster.api_secret.is_null(False) | Cluster.api_secret_sealed.is_null()
-            | (Cluster.api_secret_key != box.primary_id))
+        stale = list(Cluster.select(Cluster.id, Cluster.api_secret, Cluster.api_secret_sealed, Cluster.api_secret_key)
+                     .where(Cluster.api_secret.is_null(False) | Cluster.api_secret_sealed.is_null()
+                            | (Cluster.api_secret_key != box.primary_id)))
         for row in stale:
             token, key = box.seal(_secret(row))
             Cluster.update(api_secret=None, api_secret_sealed=token, api_secret_key=key).where(
