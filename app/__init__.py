@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 
 from flask import Flask
 
-from . import db, migrations, settings as settings_module
+from . import db, migrations, sealing, settings as settings_module
 from .cloud.sns import Verifier
-from .engine import statements
+from .engine import clusters, statements
 from .engine.maintenance import Maintainer
 from .engine.signals import hub
 from .observability.events import events
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,8 +51,13 @@ class AppState:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or settings_module.load_or_exit()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # peewee logs each statement with its parameters (secrets, job arguments) at DEBUG: only on request.
+    level = logging.getLevelName(settings.log_level)
+    logging.getLogger("peewee").setLevel(logging.DEBUG if settings.sql_debug else max(level, logging.INFO))
     database = db.bind(settings, statements.DIALECTS)
+    clusters.configure_sealing(sealing.Box(_secrets_keys(settings)))
     migrations.migrate(database)
+    _seal_stored_secrets()
     hub.configure(_listen_params(database) if settings.uses_postgres else None)
 
     maintainer = None
@@ -69,6 +76,25 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     api.register(app)
     return app
+
+
+def _secrets_keys(settings: Settings) -> tuple[str, ...]:
+    if settings.secrets_key:
+        return settings.secrets_key
+    db.make_private(settings.data_dir, folder=True)
+    keys, path = sealing.key_file_keys(settings.data_dir)
+    if settings.uses_postgres:
+        log.warning("SECRETS_KEY is unset: cluster secrets are sealed with the key in %s; every process that "
+                    "shares this database needs the same key, so set SECRETS_KEY", path)
+    return keys
+
+
+def _seal_stored_secrets() -> None:
+    counts = clusters.seal_stored_secrets()
+    if counts["sealed"]:
+        db.unit_of_work(db.dialect.scrub, transaction=False)  # the clear secrets' old bytes, from the file too
+    if any(counts.values()):
+        log.info("sealed %(sealed)d cluster secrets kept in clear and %(resealed)d sealed by an older key", counts)
 
 
 def _listen_params(database) -> dict:

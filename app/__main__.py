@@ -1,7 +1,7 @@
 """`python -m app` (`make run`): run the control-plane locally on the embedded default (an SQLite file).
 
-Creates a management secret on first run (kept in the data folder, readable only by you), prints
-the endpoint, where the secret and the database are and how to try it, then serves with gunicorn
+Creates a management secret and the key that seals cluster secrets on first run (kept in the data
+folder, readable only by you), prints the endpoint, where they and the database are and how to try it, then serves with gunicorn
 exactly as production does. Its defaults differ from production's only where
 `Variable.local_default` says so (app/settings.py); it hands gunicorn the resolved values.
 """
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import db, settings as settings_module
+from . import db, sealing, settings as settings_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,14 @@ def _shown_database(settings: settings_module.Settings) -> str:
     return url.geturl()
 
 
-def _banner(endpoint: str, secret_file: Path | None, database: str) -> str:
+def _secrets_key(settings: settings_module.Settings, data_dir: Path) -> str:
+    """Where the key sealing cluster secrets comes from (the app reads the same file, app/sealing.py)."""
+    if settings.secrets_key:
+        return "from the SECRETS_KEY environment variable"
+    return str(sealing.key_file_keys(str(data_dir))[1])
+
+
+def _banner(endpoint: str, secret_file: Path | None, database: str, secrets_key: str) -> str:
     cli = Path(sys.executable).parent / "differential"
     default_endpoint = endpoint == "http://127.0.0.1:4000"
     endpoint_flag = "" if default_endpoint else f" --endpoint {endpoint}"
@@ -78,6 +85,7 @@ def _banner(endpoint: str, secret_file: Path | None, database: str) -> str:
             f"  endpoint:          {endpoint}\n"
             f"  management secret: {where}\n"
             f"  database:          {database}\n"
+            f"  secrets key:       {secrets_key}\n"
             f"  try: curl -X POST -H \"Authorization: Basic {credential}\" {endpoint}/clusters\n"
             f"  cli: {cli_line}")
 
@@ -106,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     secret_file = None
     if not settings.management_secret:
         env["MANAGEMENT_SECRET"], secret_file = _management_secret(data_dir)
-    print(_banner(f"http://{host}:{port}", secret_file, _shown_database(settings)), flush=True)
+    db.make_private(str(data_dir), folder=True)
+    key_source = _secrets_key(settings, data_dir)
+    print(_banner(f"http://{host}:{port}", secret_file, _shown_database(settings), key_source), flush=True)
     os.chdir(ROOT)
     os.execve(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app.wsgi:app"], env)
 

@@ -110,8 +110,34 @@ _V1_INDEXES = (
     "CREATE INDEX IF NOT EXISTS jobs_service_recent ON jobs (cluster_id, service, seq)",
 )
 
+# Version 2: cluster secrets sealed at rest (app/sealing.py). A migration cannot see the key, so
+# this only makes room: the sealed secret and its key's id, and the clear column nullable. The
+# app seals the rows and empties the clear column at start-up (engine/clusters.seal_stored_secrets).
+# SQLite cannot drop a NOT NULL: the table is rebuilt (its only index goes and comes back with it).
+_V2_POSTGRES = (
+    'ALTER TABLE "clusters" ADD COLUMN "api_secret_sealed" TEXT',
+    'ALTER TABLE "clusters" ADD COLUMN "api_secret_key" VARCHAR(16)',
+    'ALTER TABLE "clusters" ALTER COLUMN "api_secret" DROP NOT NULL',
+)
+
+_V2_SQLITE = (
+    'DROP INDEX "clusters_api_secret_hash"',
+    'ALTER TABLE "clusters" RENAME TO "clusters_v1"',
+    'CREATE TABLE "clusters" ("id" VARCHAR(100) NOT NULL PRIMARY KEY,'
+    ' "api_secret" VARCHAR(200), "api_secret_hash" VARCHAR(64) NOT NULL, "description" VARCHAR(1024),'
+    ' "created_at" DATETIME NOT NULL, "predictive_retries_enabled" INTEGER NOT NULL,'
+    ' "cloud_enabled" INTEGER NOT NULL, "api_secret_sealed" TEXT, "api_secret_key" VARCHAR(16))',
+    'INSERT INTO "clusters" ("id", "api_secret", "api_secret_hash", "description", "created_at",'
+    ' "predictive_retries_enabled", "cloud_enabled")'
+    ' SELECT "id", "api_secret", "api_secret_hash", "description", "created_at",'
+    ' "predictive_retries_enabled", "cloud_enabled" FROM "clusters_v1"',
+    'DROP TABLE "clusters_v1"',
+    'CREATE UNIQUE INDEX "clusters_api_secret_hash" ON "clusters" ("api_secret_hash")',
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     (1, "initial schema", {"postgres": _V1_POSTGRES + _V1_INDEXES, "sqlite": _V1_SQLITE + _V1_INDEXES}),
+    (2, "sealed cluster secrets", {"postgres": _V2_POSTGRES, "sqlite": _V2_SQLITE}),
 )
 
 

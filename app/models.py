@@ -21,14 +21,17 @@ class BaseModel(peewee.Model):
 
 class Cluster(BaseModel):
     id = peewee.CharField(max_length=100, primary_key=True)
-    # The secret is shown to its management user; lookups go through its hash (unique index), so
-    # authenticating a request never compares the secret itself against stored rows.
-    api_secret = peewee.CharField(max_length=200)
+    # The secret is shown to its management user, so it is kept, sealed by a key that is not in the
+    # database (app/sealing.py); lookups go through its hash (unique index), so authenticating a
+    # request never compares the secret itself against stored rows.
+    api_secret = peewee.CharField(max_length=200, null=True)  # in clear before migration 2; emptied at start-up
     api_secret_hash = peewee.CharField(max_length=64, unique=True)
     description = peewee.CharField(max_length=1024, null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     predictive_retries_enabled = peewee.BooleanField(default=False)
     cloud_enabled = peewee.BooleanField(default=False)
+    api_secret_sealed = peewee.TextField(null=True)  # Fernet token of the secret
+    api_secret_key = peewee.CharField(max_length=16, null=True)  # sealing.key_id of the key that sealed it
 
     class Meta:
         table_name = "clusters"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
+from . import sealing
+
 MANAGEMENT_SECRET_PREFIX = "sk_management_"
 MANAGEMENT_SECRET_MIN_LENGTH = 32
 # What the Docker image's users set when they really want SQLite (on a volume they mount there).
@@ -128,6 +130,10 @@ VARIABLES: tuple[Variable, ...] = (
              "on a volume"),
     Variable("PUBLIC_URL", "public_url", _text, "", "core", False,
              f"the URL where services reach this control-plane {RESERVED}"),
+    Variable("SECRETS_KEY", "secrets_key", sealing.parse_keys, None, "core", True,
+             "keys that seal cluster API secrets in the database, newest first, comma-separated; each 32 bytes "
+             "in base64 (`openssl rand -base64 32`); required with `DIFFERENTIAL_REQUIRE_DATABASE_URL`. "
+             f"Unset: the key file `{sealing.KEY_FILE}` in `DIFFERENTIAL_DATA_DIR` (made on first run)"),
     # Server: read by gunicorn.conf.py (and by `python -m app`, which passes them on).
     Variable("BIND_HOST", "bind_host", _text, "0.0.0.0", "server", False,
              "address gunicorn listens on", local_default="127.0.0.1"),
@@ -144,6 +150,9 @@ VARIABLES: tuple[Variable, ...] = (
              local_default="-"),
     Variable("LOG_LEVEL", "log_level", _log_level, "INFO", "server", False,
              "DEBUG, INFO, WARNING or ERROR (the app's log and gunicorn's)"),
+    Variable("SQL_DEBUG", "sql_debug", _truthy, False, "server", False,
+             "log every SQL statement with its parameters (job arguments and results included); "
+             "`LOG_LEVEL=DEBUG` alone does not"),
     # Cloud features: each switches on when its variables are set.
     Variable("ASSET_UPLOAD_BUCKET", "asset_upload_bucket", _text, "", "cloud", False,
              f"S3 bucket for service bundles and client libraries {RESERVED}"),
@@ -201,6 +210,7 @@ class Settings:
     data_dir: str
     require_database_url: bool
     public_url: str
+    secrets_key: tuple[str, ...] | None
     bind_host: str
     port: int
     web_concurrency: int
@@ -208,6 +218,7 @@ class Settings:
     keepalive_seconds: int
     access_log: str
     log_level: str
+    sql_debug: bool
     asset_upload_bucket: str
     deployment_template_bucket: str
     deployment_sns_topic: str
@@ -273,6 +284,11 @@ def load(environ: Mapping[str, str] | None = None, *, local: bool = False, **ove
             "DATABASE_URL is required here (DIFFERENTIAL_REQUIRE_DATABASE_URL is set, as in the Docker image): "
             "set DATABASE_URL=postgresql://user:password@host:5432/dbname, or, to really keep the data in "
             f"an SQLite file on a volume mounted there, DATABASE_URL={SQLITE_ESCAPE_HATCH}"
+        )
+    if values.get("require_database_url") and not values.get("secrets_key"):
+        problems.append(
+            "SECRETS_KEY is required here (DIFFERENTIAL_REQUIRE_DATABASE_URL is set, as in the Docker image): "
+            "it seals the cluster secrets in the database; make one with: openssl rand -base64 32"
         )
     if problems:
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -29,7 +29,7 @@ storage = Storage(
         force_destroy=cfg.force_destroy_buckets,
     ),
 )
-secrets = Secrets("secrets", SecretsArgs(database_url=cfg.database_url))
+secrets = Secrets("secrets", SecretsArgs(database_url=cfg.database_url, older_secrets_keys=cfg.older_secrets_keys))
 
 # With the app deployed here, the subscription's endpoint is the app's endpoint output, which
 # resolves only after the deploy: a deferred output breaks the cycle topic -> app -> subscription.
@@ -59,6 +59,7 @@ identity = Identity(
 settings = control_plane_settings(
     public_url=cfg.control_plane_url,
     management_secret=secrets.management_secret,
+    secrets_key=secrets.secrets_key,
     database_url=secrets.database_url,
     asset_bucket=storage.asset_bucket_name,
     template_bucket=storage.template_bucket_name,

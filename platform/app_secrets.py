@@ -1,8 +1,10 @@
-"""Secrets: the management secret, generated once and kept (encrypted) in the stack's state, and
-the database URL from secret stack config. (Not `secrets.py`: that would shadow the stdlib.)"""
+"""Secrets: the management secret and the key that seals cluster secrets in the database (app/sealing.py),
+generated once and kept (encrypted) in the stack's state, and the database URL from secret stack
+config. (Not `secrets.py`: that would shadow the stdlib.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import pulumi
 import pulumi_random as random
@@ -10,11 +12,13 @@ import pulumi_random as random
 # The control-plane's rule (app/settings.py): this prefix and at least 32 characters in all.
 MANAGEMENT_SECRET_PREFIX = "sk_management_"
 RANDOM_LENGTH = 48  # 48 alphanumerics: about 285 bits, 62 characters with the prefix
+SECRETS_KEY_BYTES = 32  # a Fernet key (app/sealing.py)
 
 
 @dataclass(frozen=True)
 class SecretsArgs:
     database_url: pulumi.Input[str]
+    older_secrets_keys: Optional[pulumi.Input[str]] = None  # comma-separated, newest first
 
 
 class Secrets(pulumi.ComponentResource):
@@ -34,5 +38,18 @@ class Secrets(pulumi.ComponentResource):
         self.management_secret: pulumi.Output[str] = pulumi.Output.secret(
             self.management_random.result.apply(lambda value: MANAGEMENT_SECRET_PREFIX + value)
         )
+        # SECRETS_KEY: 32 random bytes in base64, as the app reads it, then the older keys. To rotate:
+        # put the current key in `differential:olderSecretsKeys`, then `pulumi up --replace` this
+        # resource; the app seals every row with the new key at start-up, and the old can go (README).
+        self.secrets_key_bytes = random.RandomBytes(
+            "secrets-key",
+            length=SECRETS_KEY_BYTES,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.secrets_key: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(self.secrets_key_bytes.base64, args.older_secrets_keys or "").apply(
+                lambda keys: ",".join(k for k in keys if k))
+        )
         self.database_url: pulumi.Output[str] = pulumi.Output.secret(args.database_url)
-        self.register_outputs({"managementSecret": self.management_secret, "databaseUrl": self.database_url})
+        self.register_outputs({"managementSecret": self.management_secret, "secretsKey": self.secrets_key,
+                               "databaseUrl": self.database_url})

@@ -9,6 +9,7 @@ def control_plane_settings(
     *,
     public_url: pulumi.Input[str],
     management_secret: pulumi.Input[str],
+    secrets_key: pulumi.Input[str],
     database_url: pulumi.Input[str],
     asset_bucket: pulumi.Input[str],
     template_bucket: pulumi.Input[str],
@@ -24,6 +25,7 @@ def control_plane_settings(
         "PUBLIC_URL": public_url,
         "MANAGEMENT_SECRET": pulumi.Output.secret(management_secret),
         "DATABASE_URL": pulumi.Output.secret(database_url),
+        "SECRETS_KEY": pulumi.Output.secret(secrets_key),
         # cloud
         "ASSET_UPLOAD_BUCKET": asset_bucket,
         "DEPLOYMENT_TEMPLATE_BUCKET": template_bucket,

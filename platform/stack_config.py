@@ -15,6 +15,7 @@ class StackConfig:
     region: str
     name_prefix: str
     database_url: pulumi.Output[str]
+    older_secrets_keys: Optional[pulumi.Output[str]]
     deploy_app: bool
     fly_app: Optional[str]
     fly_org: str
@@ -59,6 +60,8 @@ def load() -> StackConfig:
         name_prefix=name_prefix,
         # Any PostgreSQL provider: the URL is only ever handled as a secret.
         database_url=config.require_secret("databaseUrl"),
+        # Keys that sealed cluster secrets before the generated one was replaced (rotation, README).
+        older_secrets_keys=config.get_secret("olderSecretsKeys"),
         deploy_app=deploy_app,
         fly_app=fly_app,
         fly_org=config.get("flyOrg") or "personal",

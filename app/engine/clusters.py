@@ -7,7 +7,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from .. import db
+from .. import db, sealing
 from ..errors import NotFound
 from ..models import Cluster, Event, Job, Machine, Service, utcnow
 from . import ids
@@ -17,15 +17,61 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.replace(tzinfo=dt.timezone.utc).isoformat().replace("+00:00", "Z") if value else None
 
 
+# --- secrets at rest: sealed by app/sealing.py, looked up by hash -------------------------------
+
+_box: sealing.Box | None = None  # set by configure_sealing() at start-up
+
+
+def configure_sealing(box: sealing.Box) -> None:
+    global _box
+    _box = box
+
+
+def _secret(cluster: Cluster) -> str:
+    if cluster.api_secret_sealed is None:  # in clear: written by an older release; sealed at the next start
+        return cluster.api_secret
+    return _box.unseal(cluster.api_secret_sealed, cluster.api_secret_key)
+
+
+def seal_stored_secrets() -> dict[str, int]:
+    """Seal secrets still in clear, and seal again by the newest key those sealed by an older one;
+    refuse (SealingError) if a row's key is not in SECRETS_KEY. Once per start, under a lock, so
+    replicas starting together do it once; a row is rewritten only if it still needs it."""
+    box = _box
+
+    def tx() -> dict[str, int]:
+        db.dialect.lock_key("differential:seal-secrets")
+        unknown = [k for (k,) in Cluster.select(Cluster.api_secret_key).distinct().tuples()
+                   if k is not None and k not in box.key_ids]
+        if unknown:
+            raise sealing.SealingError(
+                f"cluster secrets in this database are sealed with key(s) {', '.join(unknown)}, which SECRETS_KEY "
+                f"does not hold (it holds {', '.join(box.key_ids)}): start with the key(s) that sealed them, "
+                "after the newest")
+        counts = {"sealed": 0, "resealed": 0}
+        stale = list(Cluster.select(Cluster.id, Cluster.api_secret, Cluster.api_secret_sealed, Cluster.api_secret_key)
+                     .where(Cluster.api_secret.is_null(False) | Cluster.api_secret_sealed.is_null()
+                            | (Cluster.api_secret_key != box.primary_id)))
+        for row in stale:
+            token, key = box.seal(_secret(row))
+            Cluster.update(api_secret=None, api_secret_sealed=token, api_secret_key=key).where(
+                Cluster.id == row.id).execute()
+            counts["sealed" if row.api_secret_sealed is None else "resealed"] += 1
+        return counts
+
+    return db.unit_of_work(tx)
+
+
 def _public(cluster: Cluster) -> dict:
-    return {"id": cluster.id, "apiSecret": cluster.api_secret, "createdAt": _iso(cluster.created_at),
+    return {"id": cluster.id, "apiSecret": _secret(cluster), "createdAt": _iso(cluster.created_at),
             "description": cluster.description}
 
 
 def create_cluster(description: str | None = None) -> dict:
     secret = ids.api_secret()
+    token, key = _box.seal(secret)
     cluster = db.unit_of_work(lambda: Cluster.create(
-        id=ids.cluster_id(), api_secret=secret, api_secret_hash=ids.secret_hash(secret),
+        id=ids.cluster_id(), api_secret_sealed=token, api_secret_key=key, api_secret_hash=ids.secret_hash(secret),
         description=description, created_at=utcnow()))
     return _public(cluster)
 
@@ -76,7 +122,7 @@ def cluster_for_secret(secret: str) -> str | None:
     if cached is not None:
         return cached
     row = db.unit_of_work(lambda: Cluster.select(Cluster.id).where(Cluster.api_secret_hash == digest).first(),
-                         transaction=False)
+                         transaction=False, idempotent=True)
     if row is None:
         return None
     _secrets.put(digest, row.id)

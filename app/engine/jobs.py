@@ -62,7 +62,9 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
             created_at=utcnow(), deployment_id=deployment_id, predictive_retries=config.predictive_retries)
 
     if config.execution_id or (config.cache_key and config.cache_ttl_seconds > 0):
-        job_id, created = db.unit_of_work(tx)  # reads, then writes: one transaction
+        # Reads, then writes: one transaction. Run again after a commit whose answer was lost, it
+        # finds the job the first run made (by executionId, or in flight under its cache key).
+        job_id, created = db.unit_of_work(tx, idempotent=True)
     else:  # a plain call: one row, written in a batch with the other calls arriving now
         job_id = ids.job_id()
         created = _creates.submit(new_job(job_id))
@@ -76,8 +78,29 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
 
 
 def _insert_batch(new_jobs: list[statements.NewJob]) -> list[bool]:
-    return db.unit_of_work(lambda: statements.insert_jobs(new_jobs),
-                           transaction=not db.dialect.batch_in_one_statement)
+    # Idempotent: run again after a commit whose answer was lost, the insert skips the rows the
+    # first run wrote, and _written_before counts them as created.
+    return db.unit_of_work(lambda: _written_before(new_jobs, statements.insert_jobs(new_jobs)),
+                           transaction=not db.dialect.batch_in_one_statement, idempotent=True)
+
+
+# What a create writes and nothing later changes: a row equal in all of them is that create's own.
+_CREATED_AS = (Job.cluster_id, Job.id, Job.service, Job.target_fn, Job.target_args, Job.cache_key,
+               Job.attempts_allowed, Job.timeout_seconds, Job.created_at, Job.deployment_id, Job.predictive_retries)
+
+
+def _written_before(new_jobs: list[statements.NewJob], inserted: list[bool]) -> list[bool]:
+    """`inserted`, where a job that was not inserted counts as created if its row is already there
+    with exactly its content (the same create, committed by an earlier attempt)."""
+    out = list(inserted)
+    for i, job in enumerate(new_jobs):
+        if out[i]:
+            continue
+        row = Job.select(*_CREATED_AS).where((Job.cluster_id == job.cluster_id) & (Job.id == job.job_id)).first()
+        out[i] = row is not None and tuple(getattr(row, f.name) for f in _CREATED_AS) == (
+            job.cluster_id, job.job_id, job.service, job.target_fn, job.target_args, job.cache_key,
+            job.attempts_allowed, job.timeout_seconds, job.created_at, job.deployment_id, job.predictive_retries)
+    return out
 
 
 # Plain creates share statements and commits (on PostgreSQL one multi-row INSERT per batch).
@@ -152,7 +175,7 @@ def statuses(cluster_id: str, job_ids: list[str], cancelled: threading.Event | N
     with _status_slots:
         if cancelled is not None and cancelled.is_set():
             return None
-        db.unit_of_work(read, transaction=False)  # reads; finished rows never change, so no snapshot needed
+        db.unit_of_work(read, transaction=False, idempotent=True)  # reads; finished rows never change, so no snapshot needed
     return [found[i] for i in unique if i in found]
 
 

@@ -65,6 +65,11 @@ FIXTURES: dict[int, dict[str, list[dict]]] = {
                     "deployment_id": "d1", "service": None, "created_at": T1, "meta": None}],
         "leases": [{"name": "sweeper", "holder": "host-1", "expires_at": T1, "acquired_at": T0}],
     },
+    2: {  # the secret sealed (a Fernet token), the clear column emptied
+        "clusters": [{"id": "c2", "api_secret": None, "api_secret_hash": "i" * 64, "description": None,
+                      "created_at": T1, "predictive_retries_enabled": False, "cloud_enabled": True,
+                      "api_secret_sealed": "gAAAAAB" + "x" * 133, "api_secret_key": "0123456789abcdef"}],
+    },
 }
 
 # --- databases ------------------------------------------------------------------------------
@@ -283,7 +288,10 @@ def test_fixtures_cover_every_version_below_the_head():
 def test_every_earlier_version_upgrades_with_its_rows_intact(make_db, version):
     database = make_db()
     assert migrations.migrate(database, target=version) == list(range(1, version + 1))
-    fixture = {table: rows for v in range(version + 1) for table, rows in FIXTURES[v].items()}
+    fixture: dict[str, list[dict]] = {}
+    for v in range(version + 1):
+        for table, rows in FIXTURES[v].items():
+            fixture.setdefault(table, []).extend(rows)
     insert_fixture(database, fixture)
     assert migrations.migrate(database) == list(range(version + 1, HEAD + 1))
     assert_fixture_intact(database, fixture)
@@ -329,9 +337,26 @@ def test_a_failing_migration_applies_nothing(make_db):
 
 # --- databases made before the runner moved -------------------------------------------------
 # Exactly what app.migrations._v1_initial and db.migrate did: create_tables from the models, the
-# partial indexes, version 1 recorded. Such a database must read as version 1. (This holds while
-# the models are at version 1; once a model changes, create_tables no longer builds version 1 and
-# the old way below must stop using today's models.)
+# partial indexes, version 1 recorded. Such a database must read as version 1. The models have
+# moved on since (migration 2 changed Cluster), so the old way builds from the models as they were
+# at version 1: today's, with Cluster as it was then.
+
+
+class _ClusterV1(peewee.Model):
+    id = peewee.CharField(max_length=100, primary_key=True)
+    api_secret = peewee.CharField(max_length=200)
+    api_secret_hash = peewee.CharField(max_length=64, unique=True)
+    description = peewee.CharField(max_length=1024, null=True)
+    created_at = peewee.DateTimeField()
+    predictive_retries_enabled = peewee.BooleanField(default=False)
+    cloud_enabled = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "clusters"
+        legacy_table_names = False
+
+
+_MODELS_V1 = tuple(_ClusterV1 if m is models.Cluster else m for m in models.ALL_MODELS)
 
 _OLD_V1_INDEXES = (
     "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (cluster_id, service, seq) WHERE status = 'pending'",
@@ -347,12 +372,12 @@ _OLD_V1_INDEXES = (
 
 def _build_the_old_way(database):
     p = database.param
-    with database.connection_context(), database.atomic(), database.bind_ctx(models.ALL_MODELS):
+    with database.connection_context(), database.atomic(), database.bind_ctx(_MODELS_V1):
         database.execute_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL,"
             " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)")
-        database.create_tables(models.ALL_MODELS, safe=True)
+        database.create_tables(_MODELS_V1, safe=True)
         for statement in _OLD_V1_INDEXES:
             database.execute_sql(statement)
         database.execute_sql(f"INSERT INTO schema_migrations (version, name) VALUES ({p}, {p})", (1, "initial schema"))

@@ -6,6 +6,7 @@ registered resource with its inputs, parent and dependencies, plus the resolved 
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import itertools
@@ -78,6 +79,9 @@ class PlatformMocks(pulumi_mocks.Mocks):
         elif typ == "random:index/randomPassword:RandomPassword":
             alphabet = "aB3dE5gH7jK9mN1pQ2sT4vW6yZ8"
             state["result"] = (alphabet * 10)[: int(inputs["length"])]
+        elif typ == "random:index/randomBytes:RandomBytes":
+            raw = bytes(range(7, 7 + int(inputs["length"])))
+            state.update(base64=base64.b64encode(raw).decode(), hex=raw.hex())
         elif typ == "command:local:Command":
             state.update(stdout="", stderr="")
         return resource_id, state

@@ -156,9 +156,12 @@ def _dockerfile_env() -> dict[str, str]:
 
 def test_dockerfile_requires_a_database_url():
     env = _dockerfile_env()
-    assert app_settings.load(env | {"DATABASE_URL": "postgresql://u@h/db"}).require_database_url is True
+    key = "T2xkZXJLZXlPbGRlcktleU9sZGVyS2V5T2xkZXJLZXk="  # the image needs a SECRETS_KEY too
+    assert app_settings.load(env | {"DATABASE_URL": "postgresql://u@h/db", "SECRETS_KEY": key}).require_database_url is True
     with pytest.raises(app_settings.SettingsError, match="DATABASE_URL is required"):
-        app_settings.load(env)
+        app_settings.load(env | {"SECRETS_KEY": key})
+    with pytest.raises(app_settings.SettingsError, match="SECRETS_KEY is required"):
+        app_settings.load(env | {"DATABASE_URL": "postgresql://u@h/db"})
 
 
 def test_the_images_command_without_database_url_exits_naming_it(tmp_path):
@@ -170,6 +173,7 @@ def test_the_images_command_without_database_url_exits_naming_it(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "DATABASE_URL is required" in result.stderr
+    assert "SECRETS_KEY is required" in result.stderr
     assert app_settings.SQLITE_ESCAPE_HATCH in result.stderr
     assert not (tmp_path / "data").exists(), "it stopped before touching any database"
 

@@ -40,6 +40,7 @@ ACCESS_KEY = "aws:iam/accessKey:AccessKey"
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 PASSWORD = "random:index/randomPassword:RandomPassword"
+BYTES = "random:index/randomBytes:RandomBytes"
 COMMAND = "command:local:Command"
 
 STORAGE = "differential:platform:Storage"
@@ -75,6 +76,7 @@ def expected_resources(deploy_app: bool, subscribe: bool = True) -> Counter:
         *[(OBJECT, f"template-{key.replace('/', '-')}", STORAGE) for key in template_files()],
         (SECRETS, "secrets", None),
         (PASSWORD, "management-secret", SECRETS),
+        (BYTES, "secrets-key", SECRETS),
         (NOTIFICATIONS, "notifications", None),
         (TOPIC, "deployments", NOTIFICATIONS),
         (IDENTITY, "identity", None),
@@ -442,6 +444,25 @@ def test_management_secret_is_generated_once_long_enough_and_secret(full_run):
     assert len(secret) >= 2 * app_settings.MANAGEMENT_SECRET_MIN_LENGTH - len(app_settings.MANAGEMENT_SECRET_PREFIX)
 
 
+def test_secrets_key_is_generated_once_and_the_app_accepts_it(full_run):
+    key_bytes = full_run.one(BYTES).plain
+    assert key_bytes["length"] == 32
+    settings = injected_settings(full_run)
+    parsed = app_settings.load({**settings, "DIFFERENTIAL_REQUIRE_DATABASE_URL": "true"})  # as in the image
+    assert len(parsed.secrets_key) == 1
+
+
+def test_older_secrets_keys_follow_the_generated_one_for_rotation(full_run):
+    older = "T2xkZXJLZXlPbGRlcktleU9sZGVyS2V5T2xkZXJLZXk="  # 32 bytes in base64
+    run = run_program({"differential:olderSecretsKeys": older})
+    new = injected_settings(full_run)["SECRETS_KEY"]
+    assert injected_settings(run)["SECRETS_KEY"] == f"{new},{older}"
+    parsed = app_settings.load({"SECRETS_KEY": injected_settings(run)["SECRETS_KEY"]}).secrets_key
+    assert len(parsed) == 2  # newest first: the generated key seals, the older one still opens
+    for resource in run.resources:
+        assert not _leaks(resource.inputs, older), (resource.type, resource.name)
+
+
 def _leaks(value, secret_text, path="") -> list[str]:
     """Places where secret_text appears in a value outside a secret marker."""
     if is_secret(value):
@@ -459,6 +480,7 @@ def test_secret_values_never_appear_in_clear(full_run, app_off_run):
         secret_values = {
             "management secret": run.outputs["managementSecret"],
             "access key secret": settings["AWS_SECRET_ACCESS_KEY"],
+            "secrets key": settings["SECRETS_KEY"],
             "database URL": BASE_CONFIG["differential:databaseUrl"],
         }
         assert {"managementSecret", "controlPlaneSettings"} <= run.secret_outputs
