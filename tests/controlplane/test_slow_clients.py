@@ -217,7 +217,7 @@ def test_a_trickled_big_body_is_answered_408_and_closed(short_server):
         sock.sendall(head + b" " * 1000)
         status, body = _trickle_until_answered(sock, b" ", 0.3)
         elapsed = time.monotonic() - started
-        assert status == 408 and body["error"]["message"], body
+        assert status == 408 and body["error"]["code"] == "request_timeout", body  # the app's answer
         assert elapsed < 5.0, elapsed
         assert _closed_by_server(sock, 3.0)
 
@@ -280,6 +280,28 @@ def test_a_poll_whose_client_has_gone_claims_nothing(short_server):
     claim = {"service": "gone-svc", "limit": 1, "ttl": 0, "functions": [{"name": "fn"}]}
     r = httpx.post(cp.url + "/jobs-request", json=claim, headers=_auth(cluster, "m-alive"), timeout=5)
     assert [j["id"] for j in r.json()] == [job.json()["id"]]
+
+
+def test_a_tenant_with_a_thousand_queued_requests_does_not_push_another_tenants_call_back():
+    # One request thread, so that requests queue: tenant A's thousand creates are all waiting when
+    # B's arrives, and B's waits for at most one of them, not for all (gthread's FIFO).
+    with ControlPlane(env={"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "1"}) as cp:
+        tenant_a, tenant_b = cp.create_cluster(), cp.create_cluster()
+        payload = json.dumps(CALL).encode()
+        flood = (f"POST /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {tenant_a['apiSecret']}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n").encode() + payload
+        with _more_descriptors(1000 + 500):
+            socks = [socket.create_connection(("127.0.0.1", cp.port), timeout=10) for _ in range(1000)]
+            try:
+                for sock in socks:
+                    sock.sendall(flood)
+                took = _timed(lambda: httpx.post(cp.url + "/jobs", json=CALL, headers=_auth(tenant_b), timeout=10))
+                assert [_read_answer(sock, 30)[0] for sock in socks] == [201] * 1000  # A was served too
+            finally:
+                for sock in socks:
+                    sock.close()
+    print(f"B's create took {took:.3f}s behind A's 1000")
+    assert took < LIMIT, took
 
 
 @pytest.mark.parametrize("request_bytes,status,code", [
