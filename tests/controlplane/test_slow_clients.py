@@ -326,8 +326,14 @@ def test_the_servers_own_errors_are_json(short_server, request_bytes, status, co
 def test_the_pool_serves_queues_in_turn():
     pool = FairPool(1)
     order: list[str] = []
-    gate = threading.Event()
-    pool.submit("a", gate.wait)  # holds the only thread while the queues fill
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold():
+        holding.set()
+        gate.wait()
+
+    pool.submit("a", hold)  # holds the only thread while the queues fill
+    assert holding.wait(5)
     for i in range(10_000):
         pool.submit("a", order.append, f"a{i}")
     done = pool.submit("b", order.append, "b")
