@@ -1,18 +1,21 @@
 """gunicorn settings for the control-plane (production and `python -m app`).
 
 Thread workers: a long poll parks a thread on a condition variable (holding no database
-connection), so a few hundred threads per worker hold that many polls for little memory.
+connection), so a few hundred threads per worker hold that many polls for little memory. The
+worker is gthread's, changed (app/server/worker.py) so that a thread only gets a request once it
+has arrived: slow and silent clients wait in the event loop, under deadlines, not in threads.
 """
 import signal
 
 from app import settings as _settings_module
+from app.server import fds as _fds, worker as _worker
 
 # Every variable is parsed in app/settings.py (group "server"); a bad one stops the master here,
 # naming it, before any worker is started.
 _settings = _settings_module.load_or_exit()
 
 bind = f"{_settings.bind_host}:{_settings.port}"  # BIND_HOST:PORT
-worker_class = "gthread"
+worker_class = _worker.configured(_worker.Limits.of(_settings))
 # gunicorn reads WEB_CONCURRENCY itself before this file (a non-number fails there first).
 workers = _settings.web_concurrency
 threads = _settings.gunicorn_threads
@@ -27,7 +30,10 @@ graceful_timeout = 25
 keepalive = _settings.keepalive_seconds
 # Connections (mostly idle keep-alives and parked polls) per worker; past this gunicorn stops
 # accepting and clients time out connecting (the published SDK opens one per status poll).
-worker_connections = 10000
+# 10,000 silent sockets from one client must fit beside normal traffic, each one a file
+# descriptor: the soft limit is raised to the hard one here (the workers inherit it), and the
+# count is cut to fit if even that is lower.
+worker_connections = _fds.worker_connections(20000, _fds.raise_soft_limit())
 backlog = 4096
 accesslog = _settings.access_log or None
 errorlog = "-"

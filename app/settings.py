@@ -153,6 +153,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SQL_DEBUG", "sql_debug", _truthy, False, "server", False,
              "log every SQL statement with its parameters (job arguments and results included); "
              "`LOG_LEVEL=DEBUG` alone does not"),
+    Variable("REQUEST_READ_SECONDS", "request_read_seconds", _positive_float, 15.0, "server", False,
+             "deadline for receiving a request's head and body, from its first byte; past it the client gets "
+             "408 and the connection closes (a long poll's wait is not cut: it reads nothing meanwhile)"),
+    Variable("PENDING_CONNECTION_SECONDS", "pending_connection_seconds", _positive_float, 30.0, "server", False,
+             "how long a new connection may stay open without starting a request (kept-alive connections "
+             "wait `KEEPALIVE_SECONDS` for their next one)"),
     # Cloud features: each switches on when its variables are set.
     Variable("ASSET_UPLOAD_BUCKET", "asset_upload_bucket", _text, "", "cloud", False,
              f"S3 bucket for service bundles and client libraries {RESERVED}"),
@@ -219,6 +225,8 @@ class Settings:
     access_log: str
     log_level: str
     sql_debug: bool
+    request_read_seconds: float
+    pending_connection_seconds: float
     asset_upload_bucket: str
     deployment_template_bucket: str
     deployment_sns_topic: str

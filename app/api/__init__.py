@@ -13,7 +13,7 @@ from . import events, jobs, management, system
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {400: "bad_request", 404: "route_not_found", 405: "method_not_allowed", 413: "payload_too_large",
-               415: "unsupported_media_type"}
+               415: "unsupported_media_type", 408: "request_timeout"}
 
 
 def register(app: Flask) -> None:

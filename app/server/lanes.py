@@ -1,0 +1,98 @@
+"""A pool of threads that serves ready requests round-robin over queues, one queue a credential.
+
+A single FIFO (gunicorn's executor) lets one tenant with thousands of quick requests queued push
+everybody else's back by all of them. Here each queue key (a credential's hash; requests without
+one share a queue) waits its turn: a request waits for at most one request of every other queue
+that is ahead of it, however many each holds.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from concurrent.futures import Future
+from typing import Any, Callable, Hashable
+
+
+class FairPool:
+    """Up to `threads` threads, started as work arrives. The interface gthread needs of its
+    executor: `submit` (with a queue key first) returning a Future, and `shutdown`."""
+
+    def __init__(self, threads: int, name: str = "request"):
+        self._max = threads
+        self._name = name
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._queues: dict[Hashable, deque] = {}
+        self._turns: deque = deque()  # the keys that have work, in the order they are served
+        self._queued = 0
+        self._idle = 0
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
+
+    def submit(self, key: Hashable, fn: Callable, *args: Any) -> Future:
+        future: Future = Future()
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the pool is shut down")
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._queues[key] = deque()
+                self._turns.append(key)
+            queue.append((future, fn, args))
+            self._queued += 1
+            if self._queued > self._idle and len(self._threads) < self._max:
+                thread = threading.Thread(target=self._serve, name=f"{self._name}-{len(self._threads)}",
+                                          daemon=True)
+                self._threads.append(thread)
+                thread.start()
+            else:
+                self._work.notify()
+        return future
+
+    def queued(self) -> int:
+        with self._lock:
+            return self._queued
+
+    def shutdown(self, wait: bool = True, **_ignored: Any) -> None:
+        """Threads finish what they run and what is queued, then end."""
+        with self._lock:
+            self._stopped = True
+            self._work.notify_all()
+            threads = list(self._threads)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    def _next(self):
+        """The head of the queue whose turn it is (with the lock held)."""
+        key = self._turns.popleft()
+        queue = self._queues[key]
+        item = queue.popleft()
+        if queue:
+            self._turns.append(key)
+        else:
+            del self._queues[key]
+        self._queued -= 1
+        return item
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                while not self._turns:
+                    if self._stopped:
+                        return
+                    self._idle += 1
+                    try:
+                        self._work.wait()
+                    finally:
+                        self._idle -= 1
+                future, fn, args = self._next()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # the Future carries it to whoever waits on it
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            del future, fn, args  # a finished request's connection must not stay referenced here

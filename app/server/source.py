@@ -1,0 +1,71 @@
+"""What gunicorn's parser reads a request from: the bytes the event loop already read, then the
+socket, but never past the request's read deadline.
+
+The deadline bounds reading the request, not serving it: a long poll reads nothing while it waits,
+so it is not cut, and a body that arrives too slowly ends with 408 instead of holding a thread.
+The WSGI app still gets the real socket as `gunicorn.socket` (app/api/jobs.py peeks it to see
+whether a polling client has gone).
+"""
+from __future__ import annotations
+
+import time
+
+from werkzeug.exceptions import RequestTimeout
+
+
+class ReadDeadline(RequestTimeout):
+    """The request was not read in time. An HTTP error on purpose: raised while the app reads the
+    body, it becomes the app's JSON 408 (werkzeug turns an OSError there into a vague 400)."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"the request was not received within {seconds:g} s; send it faster, or through "
+                         "a buffering proxy")
+
+
+class RequestSource:
+    def __init__(self, sock, clock=time.monotonic):
+        self.sock = sock
+        self._clock = clock
+        self._replay = memoryview(b"")
+        self.deadline: float | None = None
+        self.seconds = 0.0  # the deadline's length, for the message
+        self.expired = False
+
+    def start(self, buffered: bytes, deadline: float, seconds: float) -> None:
+        """The next request: `buffered` bytes first, then the socket until `deadline`."""
+        self._replay = memoryview(buffered)
+        self.deadline, self.seconds, self.expired = deadline, seconds, False
+
+    def take_unread(self) -> bytes:
+        """What was buffered and not read (a pipelined next request), handed back to the loop."""
+        rest, self._replay = bytes(self._replay), memoryview(b"")
+        return rest
+
+    def recv(self, size: int) -> bytes:
+        if self._replay:
+            data, self._replay = self._replay[:size], self._replay[size:]
+            return bytes(data)
+        if self.deadline is None:
+            return self.sock.recv(size)
+        remaining = self.deadline - self._clock()
+        if remaining <= 0:
+            self.expired = True
+            raise ReadDeadline(self.seconds)
+        prior = self.sock.gettimeout()  # gunicorn's body drain sets its own, shorter, timeout
+        self.sock.settimeout(remaining if prior is None else min(prior, remaining))
+        try:
+            return self.sock.recv(size)
+        except TimeoutError:
+            if self._clock() >= self.deadline:
+                self.expired = True
+                raise ReadDeadline(self.seconds) from None
+            raise
+        finally:
+            self.sock.settimeout(prior)
+
+    # gunicorn's parser bounds its drain of an unread body through these.
+    def gettimeout(self):
+        return self.sock.gettimeout()
+
+    def settimeout(self, value) -> None:
+        self.sock.settimeout(value)

@@ -1,0 +1,411 @@
+"""gunicorn's gthread worker, changed so that slow and silent clients cannot hold its threads.
+
+gthread gives a connection a thread once it is readable; the thread then blocks while the client
+trickles its head or body, and every other request, /live too, waits behind it in one FIFO. Here:
+
+- The event loop reads each request's head, and a body of up to BODY_LIMIT, with non-blocking
+  reads into a buffer of the connection; only a complete request goes to a thread, whose parser
+  reads those bytes first (source.RequestSource). A bigger body is read in the thread.
+- Reading a request (head and body, loop and thread alike) has a deadline, REQUEST_READ_SECONDS
+  from its first byte; past it the client gets 408 and the connection closes. Serving has none:
+  a long poll reads nothing while it waits.
+- A connection that never starts a request is closed after PENDING_CONNECTION_SECONDS (kept-alive
+  ones idle for KEEPALIVE_SECONDS), and closing lingers in the loop, not in a blocked call.
+- Ready requests are served round-robin per credential (lanes.FairPool); GET /live has its own
+  two threads, so it never waits behind polls or other tenants.
+- gunicorn's own error answers (400, 414, 431, ...) are JSON in the app's shape (answers.py).
+
+Only plain HTTP/1.x is handled this way (TLS ends at the proxy in front); with TLS, HTTP/2 or the
+PROXY protocol configured, the worker behaves exactly as gthread, and says so.
+"""
+from __future__ import annotations
+
+import errno
+import html
+import re
+import selectors
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
+
+from gunicorn import http, util
+from gunicorn.workers import gthread
+
+from . import answers, head as heads
+from .lanes import FairPool
+from .source import ReadDeadline, RequestSource
+
+# What the loop buffers of one request: a head up to HEAD_LIMIT (past it, 431), a body up to
+# BODY_LIMIT (a bigger one is read in the thread, under the same deadline). The buffers of all
+# connections together stay under BUFFER_BUDGET: a request that would grow them past it gets 503.
+HEAD_LIMIT = 32 * 1024
+BODY_LIMIT = 64 * 1024
+BUFFER_BUDGET = 64 * 1024 * 1024
+RECV_SIZE = 64 * 1024
+ACCEPT_BATCH = 256  # accepts per wake-up: a burst of connects must not wait one select() each
+LIVE_THREADS = 2
+CLOSE_LINGER = 2.0  # how long a closing connection's unread input is drained (as gunicorn does)
+CLOSE_DRAIN_MAX = 64 * 1024
+
+# Connection states. The waiting ones are in the loop's selector and in self.waiting[state],
+# ordered by expiry (each state has one lifetime, so insertion order is expiry order).
+NEW, IDLE, READING, CLOSING = "new", "idle", "reading", "closing"
+BUSY, CLOSED = "busy", "closed"
+
+
+@dataclass(frozen=True)
+class Limits:
+    read_seconds: float  # REQUEST_READ_SECONDS
+    pending_seconds: float  # PENDING_CONNECTION_SECONDS
+
+    @classmethod
+    def of(cls, settings) -> "Limits":
+        return cls(settings.request_read_seconds, settings.pending_connection_seconds)
+
+
+def configured(limits: Limits) -> type:
+    """The worker class with these limits (gunicorn.conf.py sets it as `worker_class`)."""
+    return type("ThreadWorker", (ThreadWorker,), {"limits": limits, "__module__": __name__})
+
+
+class Conn(gthread.TConn):
+    def __init__(self, cfg, sock, client, server):
+        super().__init__(cfg, sock, client, server)  # non-blocking while the loop has it
+        self.data_ready = True  # gthread must not wait for data in the thread: the loop did
+        self.source = RequestSource(sock)
+        self.state = NEW
+        self.expires = 0.0
+        self.read_deadline = 0.0
+        self.buf = bytearray()
+        self.scanned = 0
+        self.head: heads.Head | None = None
+        self.drained = 0
+
+    def init(self):
+        if not self.initialized:  # the parser reads through the source, not the socket
+            self.initialized = True
+            self.parser = http.get_parser(self.cfg, self.source, self.client)
+
+
+class _Sink:
+    """Stands in for the client while gunicorn composes an error answer, which we then reword."""
+
+    def __init__(self):
+        self.data = b""
+
+    def gettimeout(self):
+        return 0.0
+
+    def sendall(self, data):
+        self.data += data
+
+
+_HTML_MESSAGE = re.compile(rb"</h1>(.*)</body>", re.S)
+
+
+class ThreadWorker(gthread.ThreadWorker):
+    limits: Limits | None = None  # None: from the environment, when named by its dotted path
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.limits is None:
+            from .. import settings
+
+            self.limits = Limits.of(settings.load())
+        cfg = self.cfg
+        self.reads_ahead = (not cfg.is_ssl and getattr(cfg, "http2_cleartext", "off") == "off"
+                            and getattr(cfg, "proxy_protocol", "off") == "off"
+                            and getattr(cfg, "protocol", "http") == "http")
+        self.waiting: dict[str, OrderedDict] = {state: OrderedDict() for state in (NEW, IDLE, READING, CLOSING)}
+        if self.reads_ahead:
+            # gthread's handle_request closes instead of keeping alive when these are too many.
+            self.keepalived_conns = self.waiting[IDLE]
+        self.buffered = 0
+        self.live_pool: FairPool | None = None
+        self._accept_paused_until = 0.0
+
+    def init_process(self):
+        if self.reads_ahead:
+            self.live_pool = FairPool(LIVE_THREADS, name="live")
+        else:
+            self.log.warning("TLS, HTTP/2 or the PROXY protocol is configured: requests are read as gthread "
+                             "does, without the read deadline or fair lanes")
+        super().init_process()
+
+    def get_thread_pool(self):
+        return FairPool(self.cfg.threads) if self.reads_ahead else super().get_thread_pool()
+
+    def handle_quit(self, sig, frame):
+        if self.live_pool is not None:
+            self.live_pool.shutdown(wait=False)
+        super().handle_quit(sig, frame)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self):
+        if not self.reads_ahead:
+            return super().run()
+        self.poller.register(self.method_queue.fileno(), selectors.EVENT_READ, self.method_queue.run_callbacks)
+        while self.alive:
+            self.notify()
+            self._accept_if_room()
+            self.wait_for_and_dispatch_events(timeout=self._sleep())
+            if not self.is_parent_alive():
+                break
+            self._expire()
+
+        # Stopping: accept nothing more, give idle connections a short linger (a request that
+        # arrives on one meanwhile is answered with "Connection: close"), finish what runs.
+        self.set_accept_enabled(False)
+        linger = time.monotonic() + gthread.STOP_KEEPALIVE_LINGER
+        for state in (NEW, IDLE):
+            for conn in self.waiting[state]:
+                conn.expires = min(conn.expires, linger)
+        graceful_until = time.monotonic() + self.cfg.graceful_timeout
+        while self.nr_conns > 0 and time.monotonic() < graceful_until:
+            self.notify()
+            self.wait_for_and_dispatch_events(timeout=self._sleep())
+            self._expire()
+
+        for conns in self.waiting.values():
+            for conn in list(conns):
+                self._drop(conn)
+        self.tpool.shutdown(wait=False)
+        self.live_pool.shutdown(wait=False)
+        self.poller.close()
+        self.method_queue.close()
+        for listener in self.sockets:
+            listener.close()
+
+    def _accept_if_room(self):
+        room = self.nr_conns < self.worker_connections and time.monotonic() >= self._accept_paused_until
+        if room != self._accepting:
+            self.set_accept_enabled(room)
+
+    def _sleep(self) -> float:
+        now = time.monotonic()
+        nearest = min((next(iter(conns)).expires for conns in self.waiting.values() if conns), default=now + 1.0)
+        return max(0.0, min(1.0, nearest - now))
+
+    def _expire(self):
+        now = time.monotonic()
+        for state, conns in self.waiting.items():
+            while conns:
+                conn = next(iter(conns))
+                if conn.expires > now:
+                    break
+                if state == READING:
+                    self._refuse(conn, 408, ReadDeadline(self.limits.read_seconds).description)
+                else:
+                    self._drop(conn)
+
+    def accept(self, listener):
+        for _ in range(ACCEPT_BATCH):
+            if self.nr_conns >= self.worker_connections:
+                return
+            try:
+                client, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno == errno.ECONNABORTED:
+                    continue
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop accepting for a moment rather than spin or die.
+                    self.log.warning("cannot accept a connection: %s (%d open); pausing accepts for 1 s",
+                                     exc.strerror, self.nr_conns)
+                    self._accept_paused_until = time.monotonic() + 1.0
+                    return
+                raise
+            self.nr_conns += 1
+            self._wait(Conn(self.cfg, client, addr, listener.getsockname()), NEW, self.limits.pending_seconds)
+
+    def _wait(self, conn: Conn, state: str, lifetime: float):
+        """Put a connection in the loop, in a waiting state."""
+        conn.state = state
+        conn.expires = time.monotonic() + lifetime
+        self.waiting[state][conn] = None
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
+
+    def _unwait(self, conn: Conn):
+        """Take a connection out of the loop (it becomes BUSY unless already out or closed)."""
+        if conn.state not in self.waiting:
+            return
+        del self.waiting[conn.state][conn]
+        conn.state = BUSY
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _release_buffer(self, conn: Conn) -> bytes:
+        data = bytes(conn.buf)
+        self.buffered -= len(data)
+        conn.buf, conn.scanned, conn.head = bytearray(), 0, None
+        return data
+
+    def _drop(self, conn: Conn):
+        """Close at once (expired, gone, or the worker stops)."""
+        if conn.state == CLOSED:
+            return
+        self._unwait(conn)
+        self._release_buffer(conn)
+        conn.state = CLOSED
+        self.nr_conns -= 1
+        util.close(conn.sock)
+
+    def _close_gracefully(self, conn: Conn):
+        """Send FIN, then drain what the client still sends for a moment, in the loop: closing with
+        unread input would make the kernel reset the connection and cut the last answer short."""
+        self._unwait(conn)
+        self._release_buffer(conn)
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._drop(conn)
+            return
+        conn.drained = 0
+        self._wait(conn, CLOSING, CLOSE_LINGER)
+
+    def _refuse(self, conn: Conn, status: int, message: str):
+        try:
+            conn.sock.send(answers.error(status, message))  # non-blocking: a client that reads nothing gets less
+        except OSError:
+            pass
+        self.log.debug("refused a request from %s with %d: %s", conn.client, status, message)
+        self._close_gracefully(conn)
+
+    def _readable(self, conn: Conn, _fileobj):
+        if conn.state not in self.waiting:
+            return  # closed earlier in this round of events
+        if conn.state == CLOSING:
+            self._drain(conn)
+            return
+        # Never more than the head limit, or than the rest of a body being buffered.
+        if conn.head is None:
+            room = HEAD_LIMIT + 1 - len(conn.buf)
+        else:
+            room = conn.head.size + (conn.head.body_length or 0) - len(conn.buf)
+        try:
+            data = conn.sock.recv(max(1, min(RECV_SIZE, room)))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(conn)
+            return
+        if not data:
+            self._drop(conn)  # the client went away before (or instead of) a request
+            return
+        if conn.state != READING:
+            self._begin_request(conn)
+        conn.buf += data
+        self.buffered += len(data)
+        if self.buffered > BUFFER_BUDGET:
+            self._refuse(conn, 503, "the server holds too many unfinished requests right now; retry shortly")
+            return
+        self._advance(conn)
+
+    def _drain(self, conn: Conn):
+        try:
+            data = conn.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.drained += len(data)
+        if not data or conn.drained > CLOSE_DRAIN_MAX:
+            self._drop(conn)
+
+    def _begin_request(self, conn: Conn):
+        """The first byte of a request: its read deadline starts."""
+        self.waiting[conn.state].pop(conn, None)
+        conn.state = READING
+        conn.read_deadline = conn.expires = time.monotonic() + self.limits.read_seconds
+        self.waiting[READING][conn] = None
+
+    def _advance(self, conn: Conn):
+        """Run the request if it is complete (or if gunicorn's parser can refuse it already)."""
+        if conn.head is None:
+            size = heads.find_end(conn.buf, conn.scanned)
+            if size < 0:
+                conn.scanned = len(conn.buf)
+                line_limit = self.cfg.limit_request_line
+                if heads.malformed_so_far(conn.buf) or (
+                        0 < line_limit < len(conn.buf) - 2 and conn.buf.find(b"\r\n") < 0):
+                    self._dispatch(conn)  # the parser answers 400 or 414 from these bytes alone
+                elif len(conn.buf) > HEAD_LIMIT:
+                    self._refuse(conn, 431, f"the request head is larger than {HEAD_LIMIT} bytes")
+                return
+            conn.head = heads.parse(bytes(conn.buf[:size]))
+        body = conn.head.body_length
+        if body is None or body > BODY_LIMIT or len(conn.buf) >= conn.head.size + body:
+            self._dispatch(conn)
+
+    def _dispatch(self, conn: Conn):
+        head = conn.head
+        self._unwait(conn)
+        conn.source.start(self._release_buffer(conn), conn.read_deadline, self.limits.read_seconds)
+        if head is not None and head.is_live:
+            pool, key = self.live_pool, None
+        else:
+            pool, key = self.tpool, head.queue if head is not None else None
+        try:
+            future = pool.submit(key, self.handle, conn)
+        except RuntimeError:  # the pool has shut down: the worker is exiting
+            self._drop(conn)
+            return
+        future.add_done_callback(lambda done: self.method_queue.defer(self.finish_request, conn, done))
+
+    # -- in the threads, and back -----------------------------------------------------------------
+
+    def _keepalive_after(self, conn, keepalive):
+        if conn.source.expired:  # what is left of that request is unknown: do not read on
+            return False
+        try:
+            return super()._keepalive_after(conn, keepalive)
+        except ReadDeadline:  # the drain of an unread body ran out of time
+            return False
+
+    def finish_request(self, conn, fs):
+        if not self.reads_ahead:
+            return super().finish_request(conn, fs)
+        try:
+            keep = bool(fs.result()) if not fs.cancelled() else False
+        except Exception:
+            keep = False
+        try:
+            conn.sock.setblocking(False)
+        except OSError:
+            keep = False
+        if not keep:
+            self._close_gracefully(conn)
+            return
+        # Bytes read past this request (the client pipelined the next one) come back to the loop.
+        leftover = conn.parser.unreader.take_buffered() + conn.source.take_unread()
+        conn.source.deadline = None
+        lifetime = self.cfg.keepalive if self.alive else min(self.cfg.keepalive, gthread.STOP_KEEPALIVE_LINGER)
+        self._wait(conn, IDLE, lifetime)
+        if leftover:
+            self._begin_request(conn)
+            conn.buf += leftover
+            self.buffered += len(leftover)
+            self._advance(conn)
+
+    def handle_error(self, req, client, addr, exc):
+        if isinstance(exc, ReadDeadline):
+            self.log.debug("request from %s not read in time", addr)
+            status, message = 408, exc.description
+        else:
+            sink = _Sink()  # gunicorn classifies the error, logs it and writes the access log line
+            super().handle_error(req, sink, addr, exc)
+            status = answers.status_of(sink.data)
+            found = _HTML_MESSAGE.search(sink.data)
+            message = html.unescape(found.group(1).decode("latin-1")).strip() if found else ""
+            if status >= 500 or not message:
+                message = "the server could not handle this request; it has been logged"
+        try:
+            util.write_nonblock(client, answers.error(status, message))
+        except Exception:
+            self.log.debug("failed to send an error answer")
