@@ -178,6 +178,10 @@ VARIABLES: tuple[Variable, ...] = (
              "connections per process in the PostgreSQL pool"),
     Variable("SWEEPER_ENABLED", "sweeper_enabled", _truthy, True, "tuning", False,
              "run the sweeper in this process (exactly one process sweeps at a time anyway)"),
+    Variable("EVENT_BUFFER_ROWS", "event_buffer_rows", _positive_int, 100_000, "tuning", False,
+             "activity events a process holds between writes (every half second); past it they are dropped, and logged"),
+    Variable("EVENT_BUFFER_CLUSTER_ROWS", "event_buffer_cluster_rows", _positive_int, 10_000, "tuning", False,
+             "the most of that buffer one cluster may hold, so that its flood drops its own events, not another's"),
 )
 
 CLOUD_VARIABLES = tuple(v.name for v in VARIABLES if v.group == "cloud")
@@ -213,6 +217,8 @@ class Settings:
     max_body_bytes: int
     database_pool_size: int
     sweeper_enabled: bool
+    event_buffer_rows: int
+    event_buffer_cluster_rows: int
 
     @property
     def uses_postgres(self) -> bool:
