@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     migrations.migrate(database)
     _seal_stored_secrets()
     hub.configure(_listen_params(database) if settings.uses_postgres else None)
+    events.configure(max_rows=settings.event_buffer_rows, cluster_rows=settings.event_buffer_cluster_rows)
 
     maintainer = None
     if settings.sweeper_enabled:

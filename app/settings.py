@@ -204,6 +204,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BODY_BUDGET_BYTES", "body_budget_bytes", _positive_int, 32 * 1024 * 1024, "tuning", False,
              "bytes of big request bodies (64 KiB and up) read or held at once per process; past it a "
              "request waits up to 2 s, then answers 503 with Retry-After"),
+    Variable("EVENT_BUFFER_ROWS", "event_buffer_rows", _positive_int, 100_000, "tuning", False,
+             "activity events a process holds between writes (every half second); past it they are dropped, and logged"),
+    Variable("EVENT_BUFFER_CLUSTER_ROWS", "event_buffer_cluster_rows", _positive_int, 10_000, "tuning", False,
+             "the most of that buffer one cluster may hold, so that its flood drops its own events, not another's"),
 )
 
 CLOUD_VARIABLES = tuple(v.name for v in VARIABLES if v.group == "cloud")
@@ -247,6 +251,8 @@ class Settings:
     max_result_bytes: int
     max_status_result_bytes: int
     body_budget_bytes: int
+    event_buffer_rows: int
+    event_buffer_cluster_rows: int
 
     @property
     def uses_postgres(self) -> bool:

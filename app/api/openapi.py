@@ -22,8 +22,9 @@ def document() -> dict:
             for name, prop in spec.query.get("properties", {}).items():
                 params.append({"name": name, "in": "query", "required": False, "schema": prop})
         if spec.auth == "cluster":
-            params.append({"name": "x-machine-id", "in": "header", "required": False,
-                           "schema": {"type": "string", "maxLength": 200}})
+            for header in ("x-machine-id", "x-deployment-id"):
+                params.append({"name": header, "in": "header", "required": False,
+                               "schema": {"type": "string", "maxLength": 200}})
             op["security"] = [{"clusterSecret": []}]
         elif spec.auth == "management":
             op["security"] = [{"managementSecret": []}]
@@ -37,6 +38,8 @@ def document() -> dict:
             responses.setdefault(413, s.ERROR)
             if spec.refused is None:
                 responses.setdefault(503, s.ERROR)
+        if spec.path_params:  # an id longer than any stored one (routing.py) is not looked up
+            responses.setdefault(404, s.ERROR)
         for status, schema in sorted(responses.items()):
             response: dict = {"description": _DESCRIPTIONS.get(status, str(status))}
             if status == 413:

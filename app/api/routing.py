@@ -18,7 +18,7 @@ from typing import Callable
 from flask import Blueprint, current_app, g, jsonify, request
 
 from ..engine import machines
-from ..errors import BadRequest, TooLarge, Unavailable
+from ..errors import BadRequest, NotFound, TooLarge, Unavailable
 from . import auth, validation
 from .admission import BigBodyAdmission
 from .body_budget import BodyBudget, Grant
@@ -79,6 +79,10 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
                 if isinstance(value, str) and not validation.storable_text(value):
                     raise BadRequest(f"path parameter {name} must not contain NUL characters or unpaired surrogates",
                                      {"parameter": name})
+                if isinstance(value, str) and len(value) > MAX_ID_LENGTH:  # no such row can exist
+                    raise NotFound(f"no {name.split('_')[0]} has an id of {len(value)} characters "
+                                   f"(at most {MAX_ID_LENGTH})", {"parameter": name},
+                                   code=f"{name.rsplit('_', 1)[0]}_not_found")
             if spec.precondition is not None:
                 spec.precondition()
             kwargs = dict(path_args)
@@ -124,11 +128,22 @@ def _guard(spec: RouteSpec) -> None:
         auth.require_management(header, settings.management_secret)
     elif spec.auth == "cluster":
         g.cluster_id = auth.require_cluster(header)
+        for name in _ID_HEADERS:  # checked before any use: they go to VARCHAR(200) columns
+            _check_header(name, request.headers.get(name))
         if g.machine_id:  # any request from a machine shows it is alive
-            if len(g.machine_id) > 200:
-                raise BadRequest("x-machine-id must be at most 200 characters", {"header": "x-machine-id"})
             machines.ping(g.cluster_id, g.machine_id, ip=request.remote_addr, deployment_id=g.deployment_id,
                           machine_timeout_seconds=settings.machine_timeout_seconds)
+
+
+MAX_ID_LENGTH = 200  # of the id and name columns (models.py): a longer path or header value fits none
+_ID_HEADERS = ("x-machine-id", "x-deployment-id")
+
+
+def _check_header(name: str, value: str | None) -> None:
+    if value and len(value) > MAX_ID_LENGTH:
+        raise BadRequest(f"{name} must be at most {MAX_ID_LENGTH} characters", {"header": name})
+    if value and not validation.storable_text(value):
+        raise BadRequest(f"{name} must not contain NUL characters", {"header": name})
 
 
 def _discard_body() -> None:
@@ -196,8 +211,8 @@ def _parse_body(spec: RouteSpec, raw: bytearray):
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}", code="malformed_json") from None
-    except RecursionError:
-        raise BadRequest("the request body is not valid JSON: nested too deeply", code="malformed_json") from None
+    except RecursionError:  # nested past what json.loads can parse: name the field, as validate would
+        raise validation.nesting_error(raw) from None
     return validation.validate(spec.body, value)
 
 

@@ -18,8 +18,15 @@ def obj(properties: dict, required: tuple = (), extra: bool = True) -> dict:
     return schema
 
 
-NAME = {"type": "string", "minLength": 1, "maxLength": 200}
 ID = {"type": "string", "minLength": 1, "maxLength": 200}
+# What a caller or worker names must round-trip through the URL routes and the NOTIFY topics
+# (signals.py: "\n" separates topics, "/" their parts): no control characters in names, and an id
+# is also one path segment, so neither "/" nor "." nor "..".
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+NAME = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": f"^[^{_CONTROL}]*$",
+        "description": "without control characters"}
+NEW_ID = {**ID, "pattern": rf"^(?!\.{{1,2}}$)[^/{_CONTROL}]*$",
+          "description": "without '/' or control characters, and neither '.' nor '..'"}
 PAYLOAD = {"type": "string", "description": "base64 of MessagePack, stored opaquely"}
 NULLABLE_TEXT = {"type": ["string", "null"]}
 TIMESTAMP = {"type": ["string", "null"], "description": "ISO 8601, UTC"}
@@ -55,7 +62,7 @@ CALL_CONFIG = obj({
     "cache": obj({"key": {"type": "string", "maxLength": 1024},
                   "ttlSeconds": {"type": "integer", "minimum": 0, "maximum": 31536000}},
                  required=("key", "ttlSeconds")),
-    "executionId": ID,
+    "executionId": NEW_ID,
     "background": {"type": "boolean", "description": "accepted; a background call differs only in how the caller waits"},
 })
 
@@ -94,7 +101,7 @@ JOB_RESULT = obj({
 CLIENT_EVENT = obj({
     "timestamp": {"type": "string"},
     "type": {"type": "string", "enum": ["machineResourceProbe", "functionInvocation"]},
-    "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+    "tags": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 200}},  # tags.service: a column
     "intFields": {"type": "object", "additionalProperties": {"type": "number"}},
 }, required=("type",))
 METRICS = obj({"events": {"type": "array", "maxItems": 5000, "items": CLIENT_EVENT}}, required=("events",))

@@ -4,28 +4,47 @@ The same schema dicts validate requests and are published in /openapi.json, so t
 can never drift from what is enforced. Errors name the field path and what was expected. A valid
 value gets the schema's `"default"`s filled in, so a view reads `body["limit"]` and the default
 it gets is the one the document publishes.
+
+No input may make the validator (or what runs after it) fail with anything but a 400 naming the
+field: numbers are checked against what we can store or compute with (an integer fits 64 bits, a
+number fits a double), and no part of a body nests deeper than `MAX_DEPTH`, whether the schema
+describes it or not (json.loads itself gives up near 1,000 levels: `nesting_error` names the field
+then).
 """
 from __future__ import annotations
 
 import copy
+import json
 import math
+import re
+import sys
 from typing import Any
 
 from ..errors import ValidationFailed
+
+MAX_DEPTH = 32  # levels of objects and arrays in one body; ours use at most 5
+_INT64 = (-(2**63), 2**63 - 1)  # every integer we store or compare fits a PostgreSQL bigint
+_DOUBLE = sys.float_info.max  # a JSON number beyond a double is not one any other client can send
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
 
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    "number": lambda v: _numeric(v) and (isinstance(v, int) or math.isfinite(v)),
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
 }
 
 
-def errors(schema: dict, value: Any, path: str = "") -> list[dict]:
-    """Every problem of value against schema, as [{"field", "message"}]."""
+def errors(schema: dict, value: Any, path: str = "", depth: int = 1) -> list[dict]:
+    """Every problem of value against schema, as [{"field", "message"}]; `depth` is value's level
+    in the body (the body itself is level 1)."""
     where = path or "(body)"
     expected = schema.get("type")
     if expected is not None:
@@ -42,19 +61,20 @@ def errors(schema: dict, value: Any, path: str = "") -> list[dict]:
             problems.append({"field": where, "message": f"must be at least {schema['minLength']} characters"})
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             problems.append({"field": where, "message": f"must be at most {schema['maxLength']} characters"})
+        if "pattern" in schema and not _pattern(schema["pattern"]).search(value):
+            problems.append({"field": where, "message": _pattern_message(schema)})
     if _TYPES["number"](value):
-        if "minimum" in schema and value < schema["minimum"]:
-            problems.append({"field": where, "message": f"must be at least {schema['minimum']}"})
-        if "maximum" in schema and value > schema["maximum"]:
-            problems.append({"field": where, "message": f"must be at most {schema['maximum']}"})
+        problems += _range_problems(schema, value, where)
     if isinstance(value, list):
         if len(value) < schema.get("minItems", 0):
             problems.append({"field": where, "message": f"must have at least {schema['minItems']} items"})
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             problems.append({"field": where, "message": f"must have at most {schema['maxItems']} items"})
-        if "items" in schema and not _plain_strings(schema["items"], value):
+        if "items" not in schema:
+            problems += _nesting(value, path, depth)
+        elif not _plain_strings(schema["items"], value):
             for i, item in enumerate(value):
-                problems += errors(schema["items"], item, f"{path}[{i}]")
+                problems += errors(schema["items"], item, f"{path}[{i}]", depth + 1)
     if isinstance(value, dict):
         props = schema.get("properties", {})
         for name in schema.get("required", []):
@@ -63,12 +83,93 @@ def errors(schema: dict, value: Any, path: str = "") -> list[dict]:
         extra = schema.get("additionalProperties", True)
         for name, item in value.items():
             if name in props:
-                problems += errors(props[name], item, _join(path, name))
+                problems += errors(props[name], item, _join(path, name), depth + 1)
             elif extra is False:
                 problems.append({"field": _join(path, name), "message": "is not a known field"})
             elif isinstance(extra, dict):
-                problems += errors(extra, item, _join(path, name))
+                problems += errors(extra, item, _join(path, name), depth + 1)
+            elif isinstance(item, (dict, list)):  # not described, but stored or echoed all the same
+                problems += _nesting(item, _join(path, name), depth + 1)
     return problems
+
+
+def _range_problems(schema: dict, value: int | float, where: str) -> list[dict]:
+    """minimum and maximum, then what we can hold: a huge integer must never reach float() or SQL."""
+    if "minimum" in schema and value < schema["minimum"]:
+        return [{"field": where, "message": f"must be at least {schema['minimum']}"}]
+    if "maximum" in schema and value > schema["maximum"]:
+        return [{"field": where, "message": f"must be at most {schema['maximum']}"}]
+    if isinstance(value, int):
+        allowed = schema.get("type")
+        low, high = _INT64 if allowed == "integer" or (isinstance(allowed, list) and "number" not in allowed) else (
+            -int(_DOUBLE), int(_DOUBLE))
+        if not low <= value <= high:
+            bound = f"{low} to {high}" if high == _INT64[1] else "the range of a double (about 1.8e308)"
+            return [{"field": where, "message": f"must be within {bound}"}]
+    return []
+
+
+def _nesting(value: Any, path: str, depth: int) -> list[dict]:
+    """A problem naming the first container below value that lies deeper than MAX_DEPTH (iterative:
+    the check itself must not run out of stack)."""
+    todo = [(value, path, depth)]
+    while todo:
+        item, where, level = todo.pop()
+        if level > MAX_DEPTH:
+            return [_too_deep(where)]
+        if isinstance(item, dict):
+            todo += [(v, _join(where, k), level + 1) for k, v in item.items() if isinstance(v, (dict, list))]
+        elif isinstance(item, list):
+            todo += [(v, f"{where}[{i}]", level + 1) for i, v in enumerate(item) if isinstance(v, (dict, list))]
+    return []
+
+
+def _too_deep(where: str) -> dict:
+    shown = where if len(where) <= 200 else where[:200] + "…"
+    return {"field": shown or "(body)", "message": f"nests deeper than {MAX_DEPTH} levels"}
+
+
+_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+_TOKENS = re.compile(_STRING + rb"|[{}\[\],:]")
+
+
+def nesting_error(raw: bytes) -> ValidationFailed:
+    """For a body too deep for json.loads (RecursionError): the same 400 as a parsed body nesting
+    too deep gets, naming the field. A scan of the raw text, stopping at the first level past
+    MAX_DEPTH (strings are skipped by the regex, in C)."""
+    stack: list[list] = []  # one [key or index, is_object] per open container
+    last_string = None
+    for match in _TOKENS.finditer(raw):
+        token = match.group()
+        first = token[:1]
+        if first == b'"':
+            last_string = token
+        elif first == b":" and stack and last_string is not None:
+            stack[-1][0] = _decoded(last_string)
+        elif first == b",":
+            if stack and not stack[-1][1]:
+                stack[-1][0] += 1
+        elif first in (b"{", b"["):
+            if len(stack) >= MAX_DEPTH:
+                return _failed([_too_deep(_path_of(stack))])
+            stack.append([None if first == b"{" else 0, first == b"{"])
+        elif stack:  # } or ]
+            stack.pop()
+    return _failed([_too_deep("")])
+
+
+def _decoded(token: bytes) -> str:
+    try:
+        return str(json.loads(token))
+    except ValueError:
+        return token[1:-1].decode("utf-8", "replace")
+
+
+def _path_of(stack: list[list]) -> str:
+    path = ""
+    for key, is_object in stack:  # each container's current member
+        path = _join(path, str(key)) if is_object else f"{path}[{key}]"
+    return path
 
 
 _PLAIN_STRING_KEYS = frozenset({"type", "minLength", "maxLength", "description"})
@@ -110,11 +211,32 @@ def validate(schema: dict, value: Any, what: str = "request body") -> Any:
     """value with its defaults filled in (in place), or ValidationFailed naming every problem."""
     problems = errors(schema, value)
     if problems:
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ValidationFailed(f"invalid {what}: {first['field']} {first['message']}{more}", {"fields": problems})
+        raise _failed(problems, what)
     fill_defaults(schema, value)
     return value
+
+
+def _failed(problems: list[dict], what: str = "request body") -> ValidationFailed:
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return ValidationFailed(f"invalid {what}: {first['field']} {first['message']}{more}", {"fields": problems})
+
+
+_PATTERNS: dict[str, re.Pattern] = {}
+
+
+def _pattern(pattern: str) -> re.Pattern:
+    """A schema pattern, with JSON Schema's (ECMA-262) `$`: the end of the text. Python's `$` also
+    matches before a final newline, which would let "id\\n" through a pattern forbidding newlines."""
+    compiled = _PATTERNS.get(pattern)
+    if compiled is None:
+        compiled = _PATTERNS[pattern] = re.compile(re.sub(r"(?<!\\)\$", r"\\Z", pattern))
+    return compiled
+
+
+def _pattern_message(schema: dict) -> str:
+    rule = schema.get("description")
+    return f"must be {rule}" if rule else f"must match {schema['pattern']}"
 
 
 def fill_defaults(schema: dict, value: Any) -> None:

@@ -205,3 +205,175 @@ def test_put_settings_takes_exactly_the_settings_get_reports(api):
     r = api.client.put(path, headers=api.mgmt, json={"cloudEnabled": "yes"})
     assert_error(r, 400, "validation_failed")
     assert api.client.get(path, headers=api.mgmt).json == initial
+
+
+# --- the audit's M1, M2 and M4 inputs: each once answered 500 or made a job that could not finish --
+
+BIG = "9" * 400  # a whole number past a double's range (and below Python's 4,300-digit limit)
+DEEP = '{"a":' * 5000 + "1" + "}" * 5000
+
+
+def _raw_post(api, path, headers, text):
+    return api.client.post(path, headers=headers, data=text.encode(), content_type="application/json")
+
+
+def _fields(response):
+    return [f["field"] for f in response.json["error"]["details"]["fields"]]
+
+
+@pytest.mark.parametrize("path,text,field", [
+    ("/jobs", '{"service": "s", "targetFn": "f", "targetArgs": "kA==", "callConfig": ' + DEEP + "}", "callConfig.a"),
+    ("/jobs", "[" * 100_000 + "]" * 100_000, "[0]"),
+    ("/jobs", '{"service": "s", "targetFn": "f", "targetArgs": "kA==", "callConfig": {"x": '
+     + "[" * 40 + "]" * 40 + "}}", "callConfig.x"),  # parses, and is deeper than any body of ours
+    ("/jobs-request", '{"service": "s", "functions": [{"name": "f", "extra": ' + "[" * 60 + "]" * 60 + "}]}",
+     "functions[0].extra"),  # would be stored in the service definition, then fail every read of it
+    ("/jobs-request", '{"service": "s", "limit": ' + BIG + "}", "limit"),
+    ("/batch-jobs-status-request", '{"jobIds": ["a"], "ttl": ' + BIG + "}", "ttl"),
+    ("/jobs/x/result", '{"result": "oA==", "resultType": "resolution", "functionExecutionTime": ' + BIG + "}",
+     "functionExecutionTime"),
+    ("/metrics", '{"events": [{"type": "functionInvocation", "intFields": {"n": ' + BIG + "}}]}",
+     "events[0].intFields.n"),
+    ("/metrics", '{"events": [{"type": "functionInvocation", "intFields": {"n": -' + BIG + "}}]}",
+     "events[0].intFields.n"),
+])
+def test_deep_nesting_and_huge_numbers_answer_400_naming_the_field(api, path, text, field):
+    cluster = api.new_cluster()
+    before = stored_counts()
+    r = _raw_post(api, path, api.headers(cluster), text)
+    assert_error(r, 400)
+    assert any(f.startswith(field) for f in _fields(r)), r.json
+    assert field in r.json["error"]["message"]
+    assert stored_counts() == before
+
+
+def test_deep_nesting_without_a_credential_answers_400(api):
+    r = _raw_post(api, "/events/sns", {}, "[" * 100_000 + "]" * 100_000)
+    assert r.status_code in (400, 501), r.data[:300]  # 501 first when cloud features are off
+    assert r.is_json
+
+
+@pytest.mark.parametrize("query,field", [("/jobs/x?ttl=" + BIG, "ttl"), ("/jobs/x?ttl=-" + BIG, "ttl")])
+def test_huge_query_integers_on_the_job_protocol_answer_400(api, query, field):
+    cluster = api.new_cluster()
+    r = api.client.get(query, headers=api.headers(cluster))
+    assert_error(r, 400, "validation_failed")
+    assert field in _fields(r) and field in r.json["error"]["message"]
+
+
+@pytest.mark.parametrize("suffix,field", [("?limit=" + BIG, "limit"), ("/activity?before=" + BIG, "before"),
+                                          ("/activity?before=" + "9" * 19, "before"),  # past a bigint
+                                          ("/activity?limit=" + "9" * 5000, "limit")])
+def test_huge_query_integers_on_management_routes_answer_400(api, suffix, field):
+    cluster = api.new_cluster()
+    r = api.client.get(f"/clusters/{cluster['id']}{suffix}", headers=api.mgmt)
+    assert_error(r, 400)
+    assert field in r.json["error"]["message"]
+
+
+def test_numbers_a_client_can_send_still_pass(api):
+    cluster = api.new_cluster()
+    api.call(cluster)
+    [job] = api.claim(cluster)
+    r = api.client.post(f"/jobs/{job['id']}/result", headers=api.headers(cluster),
+                        json={"result": "oA==", "resultType": "resolution", "functionExecutionTime": 1e300})
+    assert r.status_code == 204  # absurd but a double: clamped, as before
+    r = _raw_post(api, "/metrics", api.headers(cluster),
+                  '{"events": [{"type": "functionInvocation", "intFields": {"n": 1' + "0" * 300 + "}}]}")
+    assert r.status_code == 204, r.data
+
+
+LONG = "x" * 201
+
+
+def test_long_deployment_id_answers_400_before_anything_is_stored(api):
+    cluster = api.new_cluster()
+    before = stored_counts()
+    for machine in ("machine-a", None):
+        headers = {**api.headers(cluster, machine), "x-deployment-id": "d" * 300}
+        r = api.client.post("/jobs", headers=headers, json={"service": "s", "targetFn": "f", "targetArgs": "kA=="})
+        assert_error(r, 400)
+        assert "x-deployment-id" in r.json["error"]["message"]
+        r = api.client.post("/jobs-request", headers=headers, json={"service": "s", "ttl": 0})
+        assert_error(r, 400)
+    assert stored_counts() == before
+    headers = {**api.headers(cluster), "x-deployment-id": "d" * 200}  # the column's size is fine
+    r = api.client.post("/jobs", headers=headers, json={"service": "s", "targetFn": "f", "targetArgs": "kA=="})
+    assert r.status_code == 201, r.json
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("POST", "/jobs/{long}/result", {"result": "oA==", "resultType": "resolution"}),
+    ("GET", "/jobs/{long}?ttl=0", None),
+])
+def test_path_ids_longer_than_any_stored_answer_404_and_record_nothing(api, method, path, body):
+    cluster = api.new_cluster()
+    before = stored_counts()
+    r = api.client.open(path.format(long=LONG), method=method, headers=api.headers(cluster), json=body)
+    assert_error(r, 404, "job_not_found")
+    assert stored_counts() == before  # no jobResultedButNotPersisted event with a 201-char job id
+
+
+def test_long_management_path_ids_answer_404(api):
+    cluster = api.new_cluster()
+    assert_error(api.client.get(f"/clusters/{LONG}", headers=api.mgmt), 404, "cluster_not_found")
+    assert_error(api.client.get(f"/clusters/{cluster['id']}/service/{LONG}", headers=api.mgmt), 404,
+                 "service_not_found")
+
+
+def test_metric_tag_values_fit_their_column(api):
+    cluster = api.new_cluster()
+    before = stored_counts()
+    r = api.client.post("/metrics", headers=api.headers(cluster),
+                        json={"events": [{"type": "functionInvocation", "tags": {"service": "s" * 300}}]})
+    assert_error(r, 400, "validation_failed")
+    assert "events[0].tags.service" in r.json["error"]["message"]
+    assert stored_counts() == before
+
+
+@pytest.mark.parametrize("execution_id", ["a/b", "/", "..", ".", "line\nbreak", "tab\tid", "nul\x00", "del\x7f",
+                                          "trailing\n", "x" * 201, ""])
+def test_execution_ids_that_cannot_round_trip_answer_400(api, execution_id):
+    cluster = api.new_cluster()
+    before = stored_counts()
+    r = api.client.post("/jobs", headers=api.headers(cluster), json={
+        "service": "s", "targetFn": "f", "targetArgs": "kA==", "callConfig": {"executionId": execution_id}})
+    assert_error(r, 400, "validation_failed")
+    assert "callConfig.executionId" in _fields(r)
+    assert "callConfig.executionId" in r.json["error"]["message"]
+    assert stored_counts() == before
+
+
+@pytest.mark.parametrize("where", ["service", "targetFn", "jobs-request service", "functions[0].name"])
+@pytest.mark.parametrize("name", ["x\nj/cluster-other/job", "bell\x07", "c1\x85"])
+def test_names_with_control_characters_answer_400(api, where, name):
+    cluster = api.new_cluster()
+    before = stored_counts()
+    if where in ("service", "targetFn"):
+        body = {"service": "s", "targetFn": "f", "targetArgs": "kA==", where: name}
+        r = api.client.post("/jobs", headers=api.headers(cluster), json=body)
+        field = where
+    elif where == "jobs-request service":
+        r = api.client.post("/jobs-request", headers=api.headers(cluster), json={"service": name, "ttl": 0})
+        field = "service"
+    else:
+        r = api.client.post("/jobs-request", headers=api.headers(cluster),
+                            json={"service": "s", "ttl": 0, "functions": [{"name": name}]})
+        field = where
+    assert_error(r, 400, "validation_failed")
+    assert field in _fields(r) and field in r.json["error"]["message"]
+    assert stored_counts() == before
+
+
+@pytest.mark.parametrize("execution_id", ["q?x=1", "h#frag", "pct%2Fx", "with space", "ünïcødé-✓", "...", "a.b",
+                                          "x" * 200])
+def test_execution_ids_that_round_trip_run_end_to_end(api, execution_id):
+    from urllib.parse import quote
+
+    cluster = api.new_cluster()
+    assert api.call(cluster, executionId=execution_id) == execution_id
+    [job] = api.claim(cluster)
+    assert job["id"] == execution_id
+    api.result(cluster, quote(execution_id, safe=""))
+    status = api.status(cluster, quote(execution_id, safe=""))
+    assert status["id"] == execution_id and status["status"] == "success", status

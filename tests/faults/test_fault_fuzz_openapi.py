@@ -7,20 +7,29 @@ document declares for it (status code, content type, body schema).
 
 Bounded: a few dozen examples per operation and variant, no shrinking (a failure is reported with
 a curl command instead); long-poll waits (`ttl`) are capped at 200 ms so an example never waits 20 s.
+
+Schema-driven generation stays near the schema: it never sent the inputs that once answered 500
+(audit M1, M2). So about half the examples are also made hostile (`HOSTILE`): an integer of 309
+to 4,300 digits in a numeric body field or query parameter, JSON nested up to 100,000 levels
+inside the body, or an id header longer than its column.
 """
 from __future__ import annotations
 
 import collections
+import json
 import time
 import uuid
 
 import hypothesis
 import hypothesis.errors
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -64,6 +73,102 @@ def _cap_ttl(case) -> None:
     ttl = container.get("ttl")
     if "ttl" not in container or (isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > MAX_TTL_MS):
         container["ttl"] = MAX_TTL_MS
+
+
+# (kind, parameter): what a hostile example changes; None leaves the example as generated.
+HOSTILE = st.one_of(
+    st.none(),
+    st.tuples(st.just("huge"), st.integers(309, 4300), st.booleans(), st.integers(0, 1000)),
+    st.tuples(st.just("deep"), st.sampled_from([33, 64, 900, 5000, 100_000]), st.booleans(), st.integers(0, 1000)),
+    st.tuples(st.just("header"), st.sampled_from(["x-deployment-id", "x-machine-id"]), st.integers(201, 6000),
+              st.integers(0, 1000)),
+)
+_DEEP = "__deep_nesting__"
+
+
+def _numeric_paths(schema: dict, path: tuple = ()) -> list[tuple]:
+    """Paths (keys, 0 for an array's first item) to every number the body schema declares."""
+    if not isinstance(schema, dict):
+        return []
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "integer" in kinds or "number" in kinds:
+        return [path]
+    found = []
+    for name, prop in (schema.get("properties") or {}).items():
+        found += _numeric_paths(prop, path + (name,))
+    if isinstance(schema.get("additionalProperties"), dict):
+        found += _numeric_paths(schema["additionalProperties"], path + ("n",))
+    if isinstance(schema.get("items"), dict):
+        found += _numeric_paths(schema["items"], path + (0,))
+    return found
+
+
+def _object_paths(schema: dict, path: tuple = ()) -> list[tuple]:
+    """Paths to every object the body schema declares (the body itself included)."""
+    if not isinstance(schema, dict) or schema.get("type") not in ("object", None) or "properties" not in schema:
+        return []
+    found = [path]
+    for name, prop in schema["properties"].items():
+        found += _object_paths(prop, path + (name,))
+    return found
+
+
+def _put(body, path: tuple, value):
+    """body with value at path, making the containers on the way."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if head == 0:
+        items = body if isinstance(body, list) and body else [{}]
+        items[0] = _put(items[0] if isinstance(items[0], (dict, list)) else {}, rest, value)
+        return items
+    container = body if isinstance(body, dict) else {}
+    container[head] = _put(container.get(head, {}), rest, value)
+    return container
+
+
+def _body_schema(operation) -> dict | None:
+    body = operation.definition.raw.get("requestBody") or {}
+    return ((body.get("content") or {}).get("application/json") or {}).get("schema")
+
+
+def _make_hostile(case, hostile) -> tuple[str | None, dict]:
+    """Apply a HOSTILE draw to case: (a raw JSON body to send instead of case.body, or None;
+    headers to send over the variant's own)."""
+    if hostile is None:
+        return None, {}
+    kind, param, flag, pick = hostile
+    schema = _body_schema(case.operation)
+    if kind == "header":
+        return None, {param: "h" * flag}
+    if kind == "huge":
+        number = int("9" * param) * (-1 if flag else 1)
+        query = [p["name"] for p in case.operation.definition.raw.get("parameters", [])
+                 if p.get("in") == "query" and (p.get("schema") or {}).get("type") in ("integer", "number")]
+        targets = [("query", name) for name in query] + [("body", path) for path in _numeric_paths(schema)]
+        if targets:
+            where, target = targets[pick % len(targets)]
+            if where == "query":
+                case.query = {**(case.query or {}), target: str(number)}
+            else:
+                case.body = _put(case.body if isinstance(case.body, dict) else {}, target, number)
+        return None, {}
+    if schema is None:
+        return None, {}
+    objects = _object_paths(schema) or [()]
+    body = _put(case.body if isinstance(case.body, dict) else {}, objects[pick % len(objects)] + ("deep",), _DEEP)
+    open_, close = ("[", "]") if flag else ('{"a":', "}")
+    return json.dumps(body).replace(json.dumps(_DEEP), open_ * param + "1" + close * param, 1), {}
+
+
+def _send_raw(case, raw: str, base_url: str, headers: dict) -> Response:
+    """case's request with raw as its JSON body (too deep for any JSON encoder to write)."""
+    kwargs = case.as_transport_kwargs(base_url=base_url, headers=headers)
+    for key in ("json", "data"):
+        kwargs.pop(key, None)
+    kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": "application/json"}
+    return Response.from_requests(requests.request(**kwargs, data=raw.encode(), timeout=30), verify=True)
 
 
 def _cloud_off(response) -> bool:
@@ -134,31 +239,37 @@ def test_every_route_survives_fuzzing(fresh_pg_url):
                 @hypothesis.settings(max_examples=max_examples, deadline=None, database=None, derandomize=False,
                                      phases=[Phase.explicit, Phase.generate],
                                      suppress_health_check=list(HealthCheck))
-                @given(case=strategy)
-                def run(case):  # called at once below, inside this iteration (ruff.toml: B023)
+                @given(case=strategy, hostile=HOSTILE)
+                def run(case, hostile):  # called at once below, inside this iteration (ruff.toml: B023)
                     seen.append(1)
                     _cap_ttl(case)
                     if creds == "none" and case.headers:
                         case.headers.pop("Authorization", None)
                         case.headers.pop("authorization", None)
+                    raw, extra = _make_hostile(case, hostile)  # after the ttl cap: a huge ttl stays huge
+                    sent = {**headers, **extra}
                     if time.monotonic() - started > TIME_BUDGET:
                         return  # out of budget: the assertion after this variant reports it
                     t0 = time.monotonic()
                     try:
-                        response = case.call(headers=headers, timeout=30)
+                        if raw is None:
+                            response = case.call(headers=sent, timeout=30)
+                        else:
+                            response = _send_raw(case, raw, cp.url, sent)
                         statuses.setdefault((operation.label, name), collections.Counter())[response.status_code] += 1
                         if _cloud_off(response):
                             return  # cloud routes answer 501 cloud_not_configured when cloud is off
                         if response.status_code in (414, 431):
                             return  # gunicorn's own request-line/header size limits, before the app
-                        case.validate_response(response, checks=CHECKS, headers=headers)
+                        case.validate_response(response, checks=CHECKS, headers=sent)
                     except (AssertionError, BaseExceptionGroup) as exc:  # schemathesis Failure(Group)
                         titles = [getattr(e, "title", type(e).__name__) for e in getattr(exc, "exceptions", [exc])]
                         for title in titles:
                             key = (operation.label, name, title)
                             if key not in failures:
                                 failures[key] = (f"{str(exc)[:1200]}\n    reproduce: "
-                                                 f"{case.as_curl_command(headers=headers, base_url=cp.url)[:1500]}")
+                                                 f"{case.as_curl_command(headers=sent, base_url=cp.url)[:1500]}"
+                                                 + (f" (with the body {raw[:300]}…)" if raw else ""))
                             failure_counts[key] = failure_counts.get(key, 0) + 1
                     took = time.monotonic() - t0
                     if took > slowest[0]:

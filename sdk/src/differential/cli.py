@@ -9,9 +9,12 @@
 
 Options (before or after the command): --endpoint (DIFFERENTIAL_ENDPOINT), --api-secret
 (DIFFERENTIAL_API_SECRET), --management-secret (DIFFERENTIAL_MANAGEMENT_SECRET) or
---management-secret-file (DIFFERENTIAL_MANAGEMENT_SECRET_FILE), --json, --version. Without a
-management secret, a command for a local endpoint reads the local server's
-.differential/management-secret.txt (see management_secret.py).
+--management-secret-file (DIFFERENTIAL_MANAGEMENT_SECRET_FILE), --allow-insecure
+(DIFFERENTIAL_ALLOW_INSECURE), --json, --version. Without a management secret, a command for a
+local endpoint reads the local server's .differential/management-secret.txt (see
+management_secret.py). Prefer the environment or a file to a secret on the command line, which
+other users can see in `ps` and which stays in shell history. A secret is not sent over plain
+http:// to another machine without --allow-insecure.
 
 Exit codes (stable, for scripts):
     0  success
@@ -32,6 +35,7 @@ import json
 import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+from urllib.parse import quote
 
 from . import __version__, management_secret
 from .client import CallOptions, Differential, JobStatus
@@ -102,9 +106,14 @@ def _endpoint(args: argparse.Namespace) -> Optional[str]:
     return getattr(args, "endpoint", None)
 
 
+def _allow_insecure(args: argparse.Namespace) -> Optional[bool]:
+    """True with --allow-insecure; otherwise None: the environment decides (Config.from_env)."""
+    return True if getattr(args, "allow_insecure", False) else None
+
+
 def _management(args: argparse.Namespace) -> SyncTransport:
     """A transport with the management secret; the command closes it (`with`)."""
-    config = Config.from_env(endpoint=_endpoint(args))
+    config = Config.from_env(endpoint=_endpoint(args), allow_insecure=_allow_insecure(args))
     secret = management_secret.find(config.endpoint, getattr(args, "management_secret", None),
                                     getattr(args, "management_secret_file", None))
     return SyncTransport(config, secret=secret)
@@ -115,7 +124,8 @@ def _differential(args: argparse.Namespace) -> Differential:
     if not secret:
         raise UsageError("no API secret: pass --api-secret or set DIFFERENTIAL_API_SECRET")
     # A command line should not sit for a minute when the control-plane is down.
-    return Differential(secret, endpoint=_endpoint(args), create_retry_seconds=CLI_RETRY_SECONDS)
+    return Differential(secret, endpoint=_endpoint(args), create_retry_seconds=CLI_RETRY_SECONDS,
+                        allow_insecure=_allow_insecure(args))
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -162,7 +172,7 @@ def _services_table(defs: List[Dict[str, Any]]) -> str:
 
 def cmd_clusters_show(args: argparse.Namespace) -> int:
     with _management(args) as http:
-        c = http.request("GET", f"/clusters/{args.cluster_id}")
+        c = http.request("GET", f"/clusters/{quote(args.cluster_id, safe='')}")
     if args.json:
         _out(_dump(c))
         return EXIT_OK
@@ -188,7 +198,7 @@ def cmd_clusters_show(args: argparse.Namespace) -> int:
 
 def cmd_services_list(args: argparse.Namespace) -> int:
     with _management(args) as http:
-        c = http.request("GET", f"/clusters/{args.cluster}")
+        c = http.request("GET", f"/clusters/{quote(args.cluster, safe='')}")
     defs = c.get("definitions") or []
     if args.json:
         _out(_dump(defs))
@@ -280,9 +290,13 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     d = argparse.SUPPRESS if suppress else None
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--endpoint", default=d, help="control-plane URL (env DIFFERENTIAL_ENDPOINT; default http://127.0.0.1:4000)")
-    p.add_argument("--api-secret", default=d, help="cluster API secret (env DIFFERENTIAL_API_SECRET)")
-    p.add_argument("--management-secret", default=d, help="management secret (env DIFFERENTIAL_MANAGEMENT_SECRET)")
+    p.add_argument("--api-secret", default=d, help="cluster API secret (prefer env DIFFERENTIAL_API_SECRET: "
+                   "argv shows in ps and shell history)")
+    p.add_argument("--management-secret", default=d, help="management secret (prefer env "
+                   "DIFFERENTIAL_MANAGEMENT_SECRET or --management-secret-file)")
     p.add_argument("--management-secret-file", default=d, help="file holding the management secret (env DIFFERENTIAL_MANAGEMENT_SECRET_FILE)")
+    p.add_argument("--allow-insecure", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                   help="send secrets over plain http:// to another machine (env DIFFERENTIAL_ALLOW_INSECURE=1)")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False, help="machine-readable JSON output")
     return p
 
@@ -358,7 +372,8 @@ FAILURES: Dict[Type[BaseException], Tuple[_Exit, Optional[str]]] = {
     NotFoundError: (EXIT_NOT_FOUND, "differential: not found: {e.message}"),
     ControlPlaneError: (lambda e: EXIT_UNAVAILABLE if e.status >= 500 else EXIT_REFUSED, "differential: {e}"),
     ConnectionFailedError: (EXIT_UNAVAILABLE, "differential: {e}"),
-    DifferentialError: (lambda e: EXIT_USAGE if e.code == "UNAUTHORISED" else EXIT_UNAVAILABLE, "differential: {e}"),
+    DifferentialError: (lambda e: EXIT_USAGE if e.code in ("UNAUTHORISED", "INSECURE_ENDPOINT") else EXIT_UNAVAILABLE,
+                        "differential: {e}"),
     KeyboardInterrupt: (130, None),
 }
 

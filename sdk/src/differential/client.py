@@ -21,6 +21,7 @@ import uuid
 import weakref
 from dataclasses import dataclass, replace
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
+from urllib.parse import quote
 
 from . import retry
 from .errors import (
@@ -311,8 +312,8 @@ class _Caller:
 
     def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
                  *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None,
-                 create_retry_seconds: float = _CREATE_RETRY_SECONDS) -> None:
-        self.config = Config.from_env(api_secret, endpoint, deployment_id, machine_id)
+                 create_retry_seconds: float = _CREATE_RETRY_SECONDS, allow_insecure: Optional[bool] = None) -> None:
+        self.config = Config.from_env(api_secret, endpoint, deployment_id, machine_id, allow_insecure)
         self.create_retry_seconds = create_retry_seconds  # job creation retries network errors this long
 
     def client(self, service: str, **options: Any) -> ServiceClient:
@@ -353,9 +354,9 @@ class Differential(_Caller):
 
     def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
                  *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None,
-                 create_retry_seconds: float = _CREATE_RETRY_SECONDS) -> None:
+                 create_retry_seconds: float = _CREATE_RETRY_SECONDS, allow_insecure: Optional[bool] = None) -> None:
         super().__init__(api_secret, endpoint, deployment_id=deployment_id, machine_id=machine_id,
-                         create_retry_seconds=create_retry_seconds)
+                         create_retry_seconds=create_retry_seconds, allow_insecure=allow_insecure)
         self._http = SyncTransport(self.config)
         self._lock = threading.Lock()
         self._bg: Optional[Tuple[_LoopThread, _ResultPoller]] = None
@@ -424,7 +425,7 @@ class Differential(_Caller):
         """One status read (`GET /jobs/:id`); the server holds it up to `wait` seconds (0-20)
         while the job is not finished. Raises NotFoundError for unknown ids."""
         ttl = self._status_ttl_ms(wait)
-        row = self._http.request("GET", f"/jobs/{job_id}", params={"ttl": ttl}, long_poll_ms=ttl)
+        row = self._http.request("GET", f"/jobs/{quote(job_id, safe='')}", params={"ttl": ttl}, long_poll_ms=ttl)
         return JobStatus.from_row(row or {}, job_id)
 
     def close(self) -> None:
@@ -450,9 +451,9 @@ class AsyncDifferential(_Caller):
 
     def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
                  *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None,
-                 create_retry_seconds: float = _CREATE_RETRY_SECONDS) -> None:
+                 create_retry_seconds: float = _CREATE_RETRY_SECONDS, allow_insecure: Optional[bool] = None) -> None:
         super().__init__(api_secret, endpoint, deployment_id=deployment_id, machine_id=machine_id,
-                         create_retry_seconds=create_retry_seconds)
+                         create_retry_seconds=create_retry_seconds, allow_insecure=allow_insecure)
         self._http: Optional[AsyncTransport] = None
         self._poller: Optional[_ResultPoller] = None
 
@@ -495,7 +496,7 @@ class AsyncDifferential(_Caller):
     async def job(self, job_id: str, wait: float = 0.0) -> JobStatus:
         ttl = self._status_ttl_ms(wait)
         http, _ = self._transport()
-        row = await http.request("GET", f"/jobs/{job_id}", params={"ttl": ttl}, long_poll_ms=ttl)
+        row = await http.request("GET", f"/jobs/{quote(job_id, safe='')}", params={"ttl": ttl}, long_poll_ms=ttl)
         return JobStatus.from_row(row or {}, job_id)
 
     async def aclose(self) -> None:

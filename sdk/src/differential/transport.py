@@ -3,6 +3,10 @@
 Every request carries `Authorization: Basic <secret>` (the raw secret, as the published SDK sends
 it), `x-machine-id` (constant for one Differential instance: the server fences results by it and
 counts any request carrying it as a ping) and, when deploying, `x-deployment-id`.
+
+A secret is never sent in clear to another machine: an `http://` endpoint that is not this
+machine's loopback is refused unless the caller says so (`allow_insecure=True`,
+DIFFERENTIAL_ALLOW_INSECURE=1, `--allow-insecure`), e.g. inside a private network.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Any, Dict, Optional
 
 import httpx
 
+from .management_secret import is_local
 from .errors import (
     AuthenticationError,
     ConnectionFailedError,
@@ -23,6 +28,7 @@ from .errors import (
 )
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4000"
+ALLOW_INSECURE_ENV = "DIFFERENTIAL_ALLOW_INSECURE"
 LONG_POLL_MS = 20000  # the server's maximum long-poll wait
 _LONG_POLL_SLACK = 15.0  # read timeout = server wait + this: the server holds the line for ttl
 
@@ -41,6 +47,7 @@ class Config:
     endpoint: str
     machine_id: str = field(default_factory=new_machine_id)
     deployment_id: Optional[str] = None
+    allow_insecure: bool = False  # send secrets over plain http to another machine
 
     @classmethod
     def from_env(
@@ -49,12 +56,16 @@ class Config:
         endpoint: Optional[str] = None,
         deployment_id: Optional[str] = None,
         machine_id: Optional[str] = None,
+        allow_insecure: Optional[bool] = None,
     ) -> "Config":
+        if allow_insecure is None:
+            allow_insecure = os.environ.get(ALLOW_INSECURE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
         return cls(
             api_secret=api_secret or os.environ.get("DIFFERENTIAL_API_SECRET") or None,
             endpoint=(endpoint or os.environ.get("DIFFERENTIAL_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/"),
             machine_id=machine_id or new_machine_id(),
             deployment_id=deployment_id or os.environ.get("DIFFERENTIAL_DEPLOYMENT_ID") or None,
+            allow_insecure=allow_insecure,
         )
 
     def headers(self, secret: Optional[str] = None) -> Dict[str, str]:
@@ -62,6 +73,12 @@ class Config:
         if not secret:
             raise DifferentialError(
                 "no API secret: pass api_secret=... or set DIFFERENTIAL_API_SECRET", code="UNAUTHORISED"
+            )
+        if not self.allow_insecure and self.endpoint.lower().startswith("http://") and not is_local(self.endpoint):
+            raise DifferentialError(
+                f"refusing to send a secret in clear text to {self.endpoint}: use an https:// endpoint, or, if "
+                f"the network is private, allow it with allow_insecure=True, {ALLOW_INSECURE_ENV}=1 or "
+                "--allow-insecure", code="INSECURE_ENDPOINT",
             )
         h = {"x-machine-id": self.machine_id, "authorization": f"Basic {secret}"}
         if self.deployment_id:

@@ -35,6 +35,7 @@ import signal
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional
+from urllib.parse import quote
 
 from . import retry
 from .errors import AuthenticationError, ControlPlaneError, DifferentialError, SerializationError
@@ -395,7 +396,7 @@ class _Worker:
         deadline = time.monotonic() + self.result_retry_seconds
         while True:
             try:
-                await self.http.request("POST", f"/jobs/{job_id}/result", json=body)
+                await self.http.request("POST", f"/jobs/{quote(job_id, safe='')}/result", json=body)
                 self.stats["reported"] += 1
                 return
             except Exception as e:
