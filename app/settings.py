@@ -178,6 +178,20 @@ VARIABLES: tuple[Variable, ...] = (
              "connections per process in the PostgreSQL pool"),
     Variable("SWEEPER_ENABLED", "sweeper_enabled", _truthy, True, "tuning", False,
              "run the sweeper in this process (exactly one process sweeps at a time anyway)"),
+    Variable("LONG_POLLS_PER_CLUSTER", "long_polls_per_cluster", _positive_int, 64, "tuning", False,
+             "long polls of one cluster that wait their ttl at once, per process; past them a poll answers "
+             "with what it has after a short pause (`LONG_POLL_PAUSE_SECONDS`), or at once"),
+    Variable("LONG_POLLS_PER_MACHINE", "long_polls_per_machine", _positive_int, 16, "tuning", False,
+             "the same, per machine (`x-machine-id`) of a cluster"),
+    Variable("LONG_POLL_THREAD_RESERVE", "long_poll_thread_reserve", _positive_int, 32, "tuning", False,
+             "threads per process that long polls never take, kept for `/live` and short requests "
+             "(polls take at most `GUNICORN_THREADS` minus this, and at least half the threads)"),
+    Variable("LONG_POLL_PAUSE_SECONDS", "long_poll_pause_seconds", _positive_float, 1.0, "tuning", False,
+             "longest wait of a poll past its budget (a few per cluster at once), so that a client "
+             "re-sending it at once does not loop"),
+    Variable("BIG_POLLS_PER_CLUSTER", "big_polls_per_cluster", _positive_int, 8, "tuning", False,
+             "batch status polls with a big body (64 KiB and up) parked at once per cluster and process; "
+             "past them one answers `[]` at once (the SDKs ask again)"),
 )
 
 CLOUD_VARIABLES = tuple(v.name for v in VARIABLES if v.group == "cloud")
@@ -213,6 +227,11 @@ class Settings:
     max_body_bytes: int
     database_pool_size: int
     sweeper_enabled: bool
+    long_polls_per_cluster: int
+    long_polls_per_machine: int
+    long_poll_thread_reserve: int
+    long_poll_pause_seconds: float
+    big_polls_per_cluster: int
 
     @property
     def uses_postgres(self) -> bool:

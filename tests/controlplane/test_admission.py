@@ -34,7 +34,7 @@ def test_small_bodies_pass_and_big_ones_take_turns_first_come_first_served():
     got = []
     waiting = [_enter_in_thread(adm, 5000, got, name) for name in ("second", "third")]
     time.sleep(0.1)
-    assert got == [] and len(adm._waiting) == 2  # the only slot is taken
+    assert got == [] and adm.waiting == 2  # the only slot is taken
     small.release()
     first.release()
     first.release()  # a second release must not free a second slot
@@ -49,7 +49,7 @@ def test_small_bodies_pass_and_big_ones_take_turns_first_come_first_served():
     got[1][1].release()
     t_late.join(timeout=5)
     late[0][1].release()
-    assert adm._free == 1 and not adm._waiting
+    assert adm.free == 1 and adm.waiting == 0
 
 
 def test_refused_when_too_many_wait():
@@ -58,9 +58,9 @@ def test_refused_when_too_many_wait():
     waiter = adm.enter(10)
     assert adm.enter(10) is None  # one waits already: the route answers without parsing the body
     waiter.release()  # leaving the line before its turn frees the place, not a slot
-    assert not adm._waiting and adm._free == 0
+    assert adm.waiting == 0 and adm.free == 0
     held.release()
-    assert adm._free == 1
+    assert adm.free == 1
 
 
 def test_a_request_that_cannot_get_a_slot_goes_ahead_after_the_wait():
@@ -70,10 +70,10 @@ def test_a_request_that_cannot_get_a_slot_goes_ahead_after_the_wait():
     started = time.monotonic()
     ticket.wait()
     assert 0.15 < time.monotonic() - started < 3
-    assert not ticket.big and not adm._waiting  # it left the line: a release hands no slot to nobody
+    assert not ticket.big and adm.waiting == 0  # it left the line: a release hands no slot to nobody
     ticket.release()
     held.release()
-    assert adm._free == 1
+    assert adm.free == 1
 
 
 def _big_poll_body(job_id):
@@ -98,7 +98,7 @@ def test_a_parked_big_status_poll_gives_its_slot_back(api, monkeypatch):
 
     first = threading.Thread(target=poll, args=("m1", 15000))
     first.start()
-    assert wait_until(lambda: spec.admission._free == 1)  # m1 parked and gave its slot back
+    assert wait_until(lambda: spec.admission.free == 1)  # m1 parked and gave its slot back
     started = time.monotonic()
     poll("m2", 1000)  # admitted at once, parked, answered at its ttl
     assert answers["m2"][:2] == (200, [(job, "pending")])
@@ -108,7 +108,7 @@ def test_a_parked_big_status_poll_gives_its_slot_back(api, monkeypatch):
     api.result(c, job)
     first.join(timeout=10)
     assert answers["m1"][:2] == (200, [(job, "success")])
-    assert spec.admission._free == 1
+    assert spec.admission.free == 1
 
 
 def test_a_refused_big_status_poll_is_answered_empty_at_once(api, monkeypatch):
@@ -162,8 +162,8 @@ def test_a_big_poll_reads_its_body_while_it_waits_its_turn(api, monkeypatch):
     t.start()
     assert wait_until(lambda: stream.tell() == len(body))  # read while it waits
     time.sleep(0.2)
-    assert answers == [] and len(adm._waiting) == 1
+    assert answers == [] and adm.waiting == 1
     held.release()
     t.join(timeout=10)
     assert answers == [(200, ["success"])]
-    assert adm._free == 1
+    assert adm.free == 1
