@@ -200,7 +200,8 @@ class BatchPolls:
                         return self._answer(cluster_id, job_ids, sub, finished, remaining)
                     _remember_unfinished(poll, read, rows)
                     if remaining <= 0 or (stopping is not None and stopping.is_set()):
-                        return self._read(cluster_id, job_ids)
+                        # A read of every id just now is the answer (a poll past its budget has ttl 0).
+                        return rows if read.all_ids else self._read(cluster_id, job_ids)
                     if after_reading is not None:
                         after_reading()
                         after_reading = None

@@ -423,3 +423,15 @@ def test_parked_big_polls_are_counted_per_cluster(make_app):
     t2.join(timeout=5)
     assert out2 == [(200, [(job_a, "success")])]
     assert polls.big_polls(a["id"]) == 0 and polls.big_polls(b["id"]) == 0
+
+
+def test_a_batch_poll_answered_at_once_reads_its_ids_once(api, monkeypatch):
+    """A poll past its budget has ttl 0: its first read is the answer, not a second read of all."""
+    c = api.new_cluster()
+    job = api.call(c)
+    reads = []
+    real_read = statements.read_statuses
+    monkeypatch.setattr(statements, "read_statuses", lambda cid, job_ids: reads.append(list(job_ids)) or real_read(cid, job_ids))
+    r = api.client.post("/batch-jobs-status-request", headers=api.headers(c), json={"jobIds": [job, "nope"], "ttl": 0})
+    assert r.status_code == 200 and [(row["id"], row["status"]) for row in r.json] == [(job, "pending")]
+    assert reads == [[job, "nope"]]
