@@ -184,8 +184,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LONG_POLLS_PER_MACHINE", "long_polls_per_machine", _positive_int, 16, "tuning", False,
              "the same, per machine (`x-machine-id`) of a cluster"),
     Variable("LONG_POLL_THREAD_RESERVE", "long_poll_thread_reserve", _positive_int, 32, "tuning", False,
-             "threads per process that long polls never take, kept for `/live` and short requests "
-             "(polls take at most `GUNICORN_THREADS` minus this, and at least half the threads)"),
+             "threads per process that long polls never take, kept for `/live` and short requests (polls take "
+             "at most `GUNICORN_THREADS` minus this and the 65 of big-body admission, and at least half)"),
     Variable("LONG_POLL_PAUSE_SECONDS", "long_poll_pause_seconds", _positive_float, 1.0, "tuning", False,
              "longest wait of a poll past its budget (a few per cluster at once), so that a client "
              "re-sending it at once does not loop"),

@@ -64,6 +64,8 @@ class BigBodyAdmission:
         self.max_wait_seconds = max_wait_seconds
         self._cluster = cluster
         self._slots = FairSlots(slots, max_waiting=max_waiting, max_waiting_per_key=max_waiting_per_cluster)
+        self.capacity = slots + max_waiting  # request threads it can hold at once
+
 
     @property
     def free(self) -> int:

@@ -46,8 +46,10 @@ _POLLS = PollBudget()
 def _poll_place(machine_id: str | None, ttl_ms: int):
     """A place in the poll budget for this request; `with` it to learn how long the poll may wait."""
     st = state().settings
+    # Polls leave alone the threads of short requests and those big bodies can hold in admission.
     limits = PollLimits.for_threads(st.gunicorn_threads, per_cluster=st.long_polls_per_cluster,
-                                    per_machine=st.long_polls_per_machine, reserve=st.long_poll_thread_reserve,
+                                    per_machine=st.long_polls_per_machine,
+                                    reserve=st.long_poll_thread_reserve + _BIG_STATUS_POLLS.capacity,
                                     pause_seconds=st.long_poll_pause_seconds)
     return _POLLS.admit(g.cluster_id, machine_id, _wait_seconds(ttl_ms), limits)
 
