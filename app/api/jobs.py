@@ -119,7 +119,8 @@ def create_job(body):
        responses={200: s.JOB_STATUS, 404: s.ERROR, **ERRORS})
 def job_status(job_id, query):
     with _poll_place(g.machine_id, query["ttl"]) as wait:
-        return jsonify(jobs.wait_for_job(g.cluster_id, job_id, wait, stopping=state().stopping)), 200
+        row = jobs.wait_for_job(g.cluster_id, job_id, wait, stopping=state().stopping)
+    return jsonify(row), 200
 
 
 # About 2,000 ids and up: the published SDK's storm of overlapping polls (see admission.py). A
@@ -141,6 +142,7 @@ def batch_status(body):
     # No 1,000-id cap: the published SDK sends every outstanding call's id in one request.
     big = (request.content_length or 0) >= _BIG_STATUS_POLLS.threshold_bytes
     with _poll_place(g.machine_id, body["ttl"]) as wait:
-        return jsonify(jobs.wait_for_any(g.cluster_id, body["jobIds"], wait, stopping=state().stopping,
-                                         machine_id=g.machine_id, after_reading=release_admission,
-                                         big_budget=state().settings.big_polls_per_cluster if big else None)), 200
+        rows = jobs.wait_for_any(g.cluster_id, body["jobIds"], wait, stopping=state().stopping,
+                                 machine_id=g.machine_id, after_reading=release_admission,
+                                 big_budget=state().settings.big_polls_per_cluster if big else None)
+    return jsonify(rows), 200
