@@ -16,10 +16,17 @@ process, keyed by cluster, and cost a lock and a few dict operations per use:
 from __future__ import annotations
 
 import collections
+import logging
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Hashable, Iterator
+
+
+log = logging.getLogger(__name__)
+
+_WARN_EVERY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class PollBudget:
         self._clusters: collections.Counter[str] = collections.Counter()
         self._machines: collections.Counter[tuple[str, str]] = collections.Counter()
         self._pausing: collections.Counter[str] = collections.Counter()
+        self._warned: dict[str, float] = {}  # cluster -> when it was last logged past its budget
 
     @contextmanager
     def admit(self, cluster_id: str, machine_id: str | None, wait_seconds: float,
@@ -69,6 +77,8 @@ class PollBudget:
                 kind, allowed = None, 0.0
             if kind is not None:
                 self._total += 1
+        if kind != "poll":
+            self._warn(cluster_id, limits)
         try:
             yield allowed
         finally:
@@ -81,6 +91,20 @@ class PollBudget:
                             _decrement(self._machines, machine)
                     else:
                         _decrement(self._pausing, cluster_id)
+
+    def _warn(self, cluster_id: str, limits: PollLimits) -> None:
+        """Say so in the log, at most once a minute per cluster (it can happen thousands of times a second)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._warned.get(cluster_id, -_WARN_EVERY_SECONDS) < _WARN_EVERY_SECONDS:
+                return
+            if len(self._warned) >= 10_000:
+                self._warned.clear()
+            self._warned[cluster_id] = now
+            waiting = self._clusters[cluster_id]
+        log.warning("cluster %s is past its long-poll budget (%d waiting in this process, %d allowed per "
+                    "cluster, %d per machine, %d in all): its further polls answer without waiting their ttl",
+                    cluster_id, waiting, limits.per_cluster, limits.per_machine, limits.total)
 
     def counts(self) -> dict:
         """What waits now (for tests and diagnostics)."""

@@ -435,3 +435,14 @@ def test_a_batch_poll_answered_at_once_reads_its_ids_once(api, monkeypatch):
     r = api.client.post("/batch-jobs-status-request", headers=api.headers(c), json={"jobIds": [job, "nope"], "ttl": 0})
     assert r.status_code == 200 and [(row["id"], row["status"]) for row in r.json] == [(job, "pending")]
     assert reads == [[job, "nope"]]
+
+
+def test_a_cluster_past_its_poll_budget_is_logged_once_a_minute(caplog):
+    budget, limits = PollBudget(), _limits(per_cluster=1, pauses_per_cluster=1)
+    with caplog.at_level("WARNING", logger="app.engine.fairness"), budget.admit("A", "m1", 20.0, limits):
+        for _ in range(3):
+            with budget.admit("A", "m2", 20.0, limits) as wait:
+                assert wait == 0.5
+        with budget.admit("B", "m1", 20.0, limits) as wait:
+            assert wait == 20.0
+    assert [r.getMessage().split(" is past")[0] for r in caplog.records] == ["cluster A"]
