@@ -51,46 +51,54 @@ class PollBudget:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._total = 0
-        self._clusters: collections.Counter[str] = collections.Counter()
-        self._machines: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._pausing: collections.Counter[str] = collections.Counter()
+        self._clusters: dict[str, int] = {}  # polls waiting their ttl
+        self._machines: dict[tuple[str, str], int] = {}
+        self._pausing: dict[str, int] = {}  # polls past their budget, in a pause
         self._warned: dict[str, float] = {}  # cluster -> when it was last logged past its budget
 
-    @contextmanager
     def admit(self, cluster_id: str, machine_id: str | None, wait_seconds: float,
-              limits: PollLimits) -> Iterator[float]:
-        """Hold a place for one long poll; yields how long it may wait: `wait_seconds` within
-        budget, at most the pause past it, 0 when even the pauses are taken."""
-        machine = (cluster_id, machine_id) if machine_id else None
+              limits: PollLimits) -> "_Place":
+        """A place for one long poll, to use as `with budget.admit(...) as wait:`. `wait` is how
+        long the poll may wait: `wait_seconds` within budget, at most the pause past it, 0 when
+        even the pauses are taken."""
+        return _Place(self, cluster_id, (cluster_id, machine_id) if machine_id else None, wait_seconds, limits)
+
+    def _take(self, place: "_Place") -> float:
+        cluster_id, machine, limits = place.cluster_id, place.machine, place.limits
         with self._lock:
-            room = self._total < limits.total
-            if room and self._clusters[cluster_id] < limits.per_cluster and (
-                    machine is None or self._machines[machine] < limits.per_machine):
-                kind, allowed = "poll", wait_seconds
-                self._clusters[cluster_id] += 1
+            if self._total >= limits.total:
+                kind = None
+            elif self._clusters.get(cluster_id, 0) < limits.per_cluster and (
+                    machine is None or self._machines.get(machine, 0) < limits.per_machine):
+                kind = _POLL
+                _add(self._clusters, cluster_id, 1)
                 if machine is not None:
-                    self._machines[machine] += 1
-            elif room and self._pausing[cluster_id] < limits.pauses_per_cluster:
-                kind, allowed = "pause", min(wait_seconds, limits.pause_seconds)
-                self._pausing[cluster_id] += 1
+                    _add(self._machines, machine, 1)
+            elif self._pausing.get(cluster_id, 0) < limits.pauses_per_cluster:
+                kind = _PAUSE
+                _add(self._pausing, cluster_id, 1)
             else:
-                kind, allowed = None, 0.0
+                kind = None
             if kind is not None:
                 self._total += 1
-        if kind != "poll":
-            self._warn(cluster_id, limits)
-        try:
-            yield allowed
-        finally:
-            if kind is not None:
-                with self._lock:
-                    self._total -= 1
-                    if kind == "poll":
-                        _decrement(self._clusters, cluster_id)
-                        if machine is not None:
-                            _decrement(self._machines, machine)
-                    else:
-                        _decrement(self._pausing, cluster_id)
+        place.kind = kind
+        if kind is _POLL:
+            return place.wait_seconds
+        self._warn(cluster_id, limits)
+        return min(place.wait_seconds, limits.pause_seconds) if kind is _PAUSE else 0.0
+
+    def _give_back(self, place: "_Place") -> None:
+        kind, place.kind = place.kind, None
+        if kind is None:
+            return
+        with self._lock:
+            self._total -= 1
+            if kind is _POLL:
+                _add(self._clusters, place.cluster_id, -1)
+                if place.machine is not None:
+                    _add(self._machines, place.machine, -1)
+            else:
+                _add(self._pausing, place.cluster_id, -1)
 
     def _warn(self, cluster_id: str, limits: PollLimits) -> None:
         """Say so in the log, at most once a minute per cluster (it can happen thousands of times a second)."""
@@ -101,7 +109,7 @@ class PollBudget:
             if len(self._warned) >= 10_000:
                 self._warned.clear()
             self._warned[cluster_id] = now
-            waiting = self._clusters[cluster_id]
+            waiting = self._clusters.get(cluster_id, 0)
         log.warning("cluster %s is past its long-poll budget (%d waiting in this process, %d allowed per "
                     "cluster, %d per machine, %d in all): its further polls answer without waiting their ttl",
                     cluster_id, waiting, limits.per_cluster, limits.per_machine, limits.total)
@@ -113,11 +121,30 @@ class PollBudget:
                     "pausing": dict(self._pausing)}
 
 
-def _decrement(counter: collections.Counter, key) -> None:
-    if counter[key] <= 1:
-        del counter[key]  # idle clusters and machines leave no entry behind
+_POLL, _PAUSE = "poll", "pause"
+
+
+class _Place:
+    __slots__ = ("budget", "cluster_id", "machine", "wait_seconds", "limits", "kind")
+
+    def __init__(self, budget: PollBudget, cluster_id: str, machine: tuple[str, str] | None,
+                 wait_seconds: float, limits: PollLimits) -> None:
+        self.budget, self.cluster_id, self.machine = budget, cluster_id, machine
+        self.wait_seconds, self.limits, self.kind = wait_seconds, limits, None
+
+    def __enter__(self) -> float:
+        return self.budget._take(self)
+
+    def __exit__(self, *exc) -> None:
+        self.budget._give_back(self)
+
+
+def _add(counts: dict, key, n: int) -> None:
+    left = counts.get(key, 0) + n
+    if left > 0:
+        counts[key] = left
     else:
-        counter[key] -= 1
+        del counts[key]  # idle clusters and machines leave no entry behind
 
 
 class Turn:
@@ -188,12 +215,12 @@ class FairSlots:
 
     def acquire(self, key: Hashable = None, blocking: bool = True, timeout: float | None = None) -> bool:
         """Like a semaphore's: take a slot (waiting in `key`'s line when `blocking`)."""
+        with self._lock:  # the common case, a free slot, needs no Turn
+            if self._free and not self._waiting:
+                self._free -= 1
+                return True
         if not blocking:
-            with self._lock:
-                if self._free and not self._waiting:
-                    self._free -= 1
-                    return True
-                return False
+            return False
         turn = self.enter(key)
         return turn is not None and turn.wait(timeout)
 
