@@ -208,6 +208,20 @@ VARIABLES: tuple[Variable, ...] = (
              "activity events a process holds between writes (every half second); past it they are dropped, and logged"),
     Variable("EVENT_BUFFER_CLUSTER_ROWS", "event_buffer_cluster_rows", _positive_int, 10_000, "tuning", False,
              "the most of that buffer one cluster may hold, so that its flood drops its own events, not another's"),
+    Variable("LONG_POLLS_PER_CLUSTER", "long_polls_per_cluster", _positive_int, 64, "tuning", False,
+             "long polls of one cluster that wait their ttl at once, per process; past them a poll answers "
+             "with what it has after a short pause (`LONG_POLL_PAUSE_SECONDS`), or at once"),
+    Variable("LONG_POLLS_PER_MACHINE", "long_polls_per_machine", _positive_int, 16, "tuning", False,
+             "the same, per machine (`x-machine-id`) of a cluster"),
+    Variable("LONG_POLL_THREAD_RESERVE", "long_poll_thread_reserve", _positive_int, 32, "tuning", False,
+             "threads per process that long polls never take, kept for `/live` and short requests (polls take "
+             "at most `GUNICORN_THREADS` minus this and the 65 of big-body admission, and at least half)"),
+    Variable("LONG_POLL_PAUSE_SECONDS", "long_poll_pause_seconds", _positive_float, 1.0, "tuning", False,
+             "longest wait of a poll past its budget (a few per cluster at once), so that a client "
+             "re-sending it at once does not loop"),
+    Variable("BIG_POLLS_PER_CLUSTER", "big_polls_per_cluster", _positive_int, 8, "tuning", False,
+             "batch status polls with a big body (64 KiB and up) parked at once per cluster and process; "
+             "past them one answers `[]` at once (the SDKs ask again)"),
 )
 
 CLOUD_VARIABLES = tuple(v.name for v in VARIABLES if v.group == "cloud")
@@ -253,6 +267,11 @@ class Settings:
     body_budget_bytes: int
     event_buffer_rows: int
     event_buffer_cluster_rows: int
+    long_polls_per_cluster: int
+    long_polls_per_machine: int
+    long_poll_thread_reserve: int
+    long_poll_pause_seconds: float
+    big_polls_per_cluster: int
 
     @property
     def uses_postgres(self) -> bool:

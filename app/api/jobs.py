@@ -1,4 +1,9 @@
-"""The job protocol: what workers and callers (the SDKs) speak, authenticated by a cluster secret."""
+"""The job protocol: what workers and callers (the SDKs) speak, authenticated by a cluster secret.
+
+Every long poll holds a place in this process's poll budget (engine/fairness.py) while it waits:
+past its cluster's or machine's share it waits a short pause at most, or answers at once with what
+it has, as at ttl 0, which both SDKs accept (audit H3).
+"""
 from __future__ import annotations
 
 import socket
@@ -6,6 +11,7 @@ import socket
 from flask import Blueprint, g, jsonify, request
 
 from ..engine import jobs, machines, payloads, queue
+from ..engine.fairness import PollBudget, PollLimits
 from ..engine.jobs import CallConfig
 from ..engine.states import ResultType
 from ..errors import TooLarge
@@ -36,6 +42,20 @@ def _wait_seconds(ttl_ms: int) -> float:
     return min(ttl_ms, s.MAX_WAIT_MS) / 1000
 
 
+_POLLS = PollBudget()
+
+
+def _poll_place(machine_id: str | None, ttl_ms: int):
+    """A place in the poll budget for this request; `with` it to learn how long the poll may wait."""
+    st = state().settings
+    # Polls leave alone the threads of short requests and those big bodies can hold in admission.
+    limits = PollLimits.for_threads(st.gunicorn_threads, per_cluster=st.long_polls_per_cluster,
+                                    per_machine=st.long_polls_per_machine,
+                                    reserve=st.long_poll_thread_reserve + _BIG_STATUS_POLLS.capacity,
+                                    pause_seconds=st.long_poll_pause_seconds)
+    return _POLLS.admit(g.cluster_id, machine_id, _wait_seconds(ttl_ms), limits)
+
+
 @route(bp, "POST", "/jobs-request", summary="Claim jobs for this machine (long poll) and register the service",
        auth_kind="cluster", tag="worker", body=s.JOBS_REQUEST, responses={200: s.CLAIMED_JOBS, **ERRORS})
 def jobs_request(body):
@@ -49,10 +69,11 @@ def jobs_request(body):
         machines.ping(cluster_id, machine_id, ip=ip, deployment_id=deployment_id, machine_timeout_seconds=timeout)
 
     # A dead (e.g. SIGKILLed) worker's orphaned poll neither claims jobs nor keeps the machine alive.
-    claimed = queue.wait_and_claim(g.cluster_id, body["service"], machine_id, body["limit"],
-                                   _wait_seconds(body["ttl"]), stopping=state().stopping,
-                                   alive=lambda: not _disconnected(client),
-                                   heartbeat=heartbeat, heartbeat_every=timeout / 4)
+    with _poll_place(machine_id, body["ttl"]) as wait:
+        claimed = queue.wait_and_claim(g.cluster_id, body["service"], machine_id, body["limit"],
+                                       wait, stopping=state().stopping,
+                                       alive=lambda: not _disconnected(client),
+                                       heartbeat=heartbeat, heartbeat_every=timeout / 4)
     return jsonify(claimed), 200  # always 200 with an array: a 204 kills the published SDK's worker
 
 
@@ -107,14 +128,16 @@ def create_job(body):
        auth_kind="cluster", tag="caller", query=s.JOB_STATUS_QUERY,
        responses={200: s.JOB_STATUS, 404: s.ERROR, **ERRORS})
 def job_status(job_id, query):
-    return jsonify(jobs.wait_for_job(g.cluster_id, job_id, _wait_seconds(query["ttl"]),
-                                     stopping=state().stopping)), 200
+    with _poll_place(g.machine_id, query["ttl"]) as wait:
+        row = jobs.wait_for_job(g.cluster_id, job_id, wait, stopping=state().stopping)
+    return jsonify(row), 200
 
 
 # About 2,000 ids and up: the published SDK's storm of overlapping polls (see admission.py). A
-# poll refused because 64 already wait gets `[]`, as a superseded poll does: the SDK asks again
-# for ids missing from an answer, and its newer polls carry them.
-_BIG_STATUS_POLLS = BigBodyAdmission(threshold_bytes=64 * 1024, slots=1, max_waiting=64)
+# poll refused because 64 already wait (16 of its cluster) gets `[]`, as a superseded poll does:
+# the SDK asks again for ids missing from an answer, and its newer polls carry them.
+_BIG_STATUS_POLLS = BigBodyAdmission(threshold_bytes=64 * 1024, slots=1, max_waiting=64, max_waiting_per_cluster=16,
+                                     cluster=lambda: g.cluster_id)
 
 
 def _no_statuses_yet():
@@ -127,7 +150,10 @@ def _no_statuses_yet():
        admission=_BIG_STATUS_POLLS, refused=_no_statuses_yet)
 def batch_status(body):
     # No 1,000-id cap: the published SDK sends every outstanding call's id in one request.
-    return jsonify(jobs.wait_for_any(g.cluster_id, body["jobIds"], _wait_seconds(body["ttl"]),
-                                     stopping=state().stopping, machine_id=g.machine_id,
-                                     after_reading=release_admission,
-                                     result_bytes=state().settings.max_status_result_bytes)), 200
+    big = (request.content_length or 0) >= _BIG_STATUS_POLLS.threshold_bytes
+    with _poll_place(g.machine_id, body["ttl"]) as wait:
+        rows = jobs.wait_for_any(g.cluster_id, body["jobIds"], wait, stopping=state().stopping,
+                                 machine_id=g.machine_id, after_reading=release_admission,
+                                 result_bytes=state().settings.max_status_result_bytes,
+                                 big_budget=state().settings.big_polls_per_cluster if big else None)
+    return jsonify(rows), 200

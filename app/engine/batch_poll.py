@@ -35,6 +35,7 @@ class _Parked:
         self.superseded = threading.Event()
         self.unfinished: frozenset | None = None  # ids seen unfinished by a read made after sub began
         self.inherited: frozenset = frozenset()  # ids a superseded poll vouched for
+        self.big = False  # counted in its cluster's big polls
 
 
 class _ParkedPolls:
@@ -48,44 +49,78 @@ class _ParkedPolls:
     (a stale poll that got its turn late) answers `[]` at once. So one machine parks one poll,
     each new poll reads only its new ids from the database, and the check costs one set operation
     per parked poll (superseded polls leave the list at once). Our own SDK's concurrent polls carry
-    disjoint ids, so they never supersede each other."""
+    disjoint ids, so they never supersede each other. Polls without a machine (key `(cluster,
+    None)`) take no part in supersession.
+
+    Big polls (big bodies: their ids take memory while parked) are counted per cluster; one past
+    the cluster's `big_budget` is refused before it reads anything (audit M5)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._polls: dict[tuple[str, str], list[_Parked]] = {}
+        self._big: dict[str, int] = {}
 
-    def park(self, key: tuple[str, str], ids: frozenset, sub) -> _Parked:
-        """Call with `sub` already subscribed, so nothing finishing from now on can be missed."""
+    def park(self, key: tuple[str, str | None], ids: frozenset, sub, *,
+             big_budget: int | None = None) -> _Parked | None:
+        """Call with `sub` already subscribed, so nothing finishing from now on can be missed.
+        None: refused, the cluster already has `big_budget` big polls parked."""
         poll = _Parked(ids, sub)
+        cluster_id, machine_id = key
         with self._lock:
-            parked = self._polls.get(key, ())
+            parked = self._polls.get(key, ()) if machine_id else ()
             if any(ids < old.ids for old in parked):
                 # A poll that arrives (or got its turn) after a wider one from the same machine:
                 # that one already waits for all of these ids, so this one answers `[]` at once.
                 poll.superseded.set()
                 return poll
-            kept = []
+            kept, covered = [], []
             for old in parked:
                 fired = old.sub.fired_ever()
                 finished = None if fired is None else job_ids_of(fired)
                 if not _asks_for_all_of(ids, old, finished):
                     kept.append(old)
                     continue
+                covered.append(old)
                 if old.unfinished is not None and finished is not None and not poll.inherited:
                     poll.inherited = old.unfinished - finished
+            if big_budget is not None:
+                # The polls this one supersedes give their places to it.
+                if self._big.get(cluster_id, 0) - sum(old.big for old in covered) >= big_budget:
+                    return None
+                poll.big = True
+                self._big[cluster_id] = self._big.get(cluster_id, 0) + 1
+            for old in covered:
+                self._uncount(cluster_id, old)
                 old.superseded.set()
                 old.sub.wake()
-            kept.append(poll)
-            self._polls[key] = kept
+            if machine_id:
+                kept.append(poll)
+                self._polls[key] = kept
         return poll
 
-    def leave(self, key: tuple[str, str], poll: _Parked) -> None:
+    def leave(self, key: tuple[str, str | None], poll: _Parked) -> None:
         with self._lock:
+            self._uncount(key[0], poll)
+            if not key[1]:
+                return
             polls = [p for p in self._polls.get(key, []) if p is not poll]
             if polls:
                 self._polls[key] = polls
             else:
                 self._polls.pop(key, None)
+
+    def big_polls(self, cluster_id: str) -> int:
+        with self._lock:
+            return self._big.get(cluster_id, 0)
+
+    def _uncount(self, cluster_id: str, poll: _Parked) -> None:
+        if poll.big:
+            poll.big = False
+            left = self._big[cluster_id] - 1
+            if left:
+                self._big[cluster_id] = left
+            else:
+                del self._big[cluster_id]
 
 
 def _asks_for_all_of(ids: frozenset, old: _Parked, finished: set[str] | None) -> bool:
@@ -133,20 +168,24 @@ class BatchPolls:
     def wait_for_any(self, cluster_id: str, job_ids: list[str], ttl_seconds: float, stopping=None,
                      machine_id: str | None = None,
                      after_reading: Callable[[], None] | None = None,
-                     result_bytes: int | None = None) -> list[dict]:
+                     result_bytes: int | None = None, big_budget: int | None = None) -> list[dict]:
         """Long poll a batch: return the finished ones as soon as any is, else every status after ttl
         (or at once when the server is shutting down). `after_reading` is called once the poll's
         database reading is done: before its first wait, or before the linger of an answer.
-        `result_bytes`: the most result bytes one answer carries (the rest are asked for again)."""
+        `result_bytes`: the most result bytes one answer carries (the rest are asked for again).
+        `big_budget`: this poll is big, and answers `[]` at once (the SDKs ask again) when its
+        cluster has that many big polls parked already."""
         if not job_ids:
             return []
         deadline = time.monotonic() + ttl_seconds
         # Only polls that name their machine take part in supersession: callers without an
         # x-machine-id (curl, dashboards) would otherwise release each other's polls in a loop.
-        key = (cluster_id, machine_id) if machine_id else None
+        key = (cluster_id, machine_id or None)
         ids = frozenset(job_ids)
         with hub.subscribe_jobs(cluster_id, ids) as sub:
-            poll = self._parked.park(key, ids, sub) if key else _Parked(ids, sub)
+            poll = self._parked.park(key, ids, sub, big_budget=big_budget)
+            if poll is None:
+                return []
             try:
                 read = _first_read(job_ids, poll)
                 while True:
@@ -164,14 +203,15 @@ class BatchPolls:
                         return self._answer(cluster_id, job_ids, sub, finished, remaining, result_bytes)
                     _remember_unfinished(poll, read, rows)
                     if remaining <= 0 or (stopping is not None and stopping.is_set()):
-                        return self._read(cluster_id, job_ids, result_bytes=result_bytes)
+                        # A read of every id just now is the answer (a poll past its budget has
+                        # ttl 0); none of them is finished, so no result bytes to cap.
+                        return rows if read.all_ids else self._read(cluster_id, job_ids, result_bytes=result_bytes)
                     if after_reading is not None:
                         after_reading()
                         after_reading = None
                     read = _on_wake(job_ids, poll, sub.wait(remaining))
             finally:
-                if key:
-                    self._parked.leave(key, poll)
+                self._parked.leave(key, poll)
 
     def _answer(self, cluster_id: str, job_ids: list[str], sub: Subscription, finished: list[dict],
                 remaining: float, result_bytes: int | None) -> list[dict]:

@@ -13,6 +13,7 @@ from ..observability.events import events
 from . import ids, statements
 from .batch_poll import BatchPolls
 from .batching import GroupCommit
+from .fairness import FairSlots
 from .signals import hub, job_topic, queue_topic
 from .states import IN_FLIGHT, TERMINAL, EventType, JobStatus, ResultType
 
@@ -139,8 +140,9 @@ def _cache_hit(cluster_id: str, service: str, target_fn: str, key: str, ttl_seco
 # --- status -------------------------------------------------------------------------------------
 
 # Status reads of big batches must never take every pooled connection from creates and results
-# (the published SDK can send thousands of overlapping batch polls); they queue for these slots.
-_status_slots = threading.BoundedSemaphore(8)
+# (the published SDK can send thousands of overlapping batch polls); they queue for these slots,
+# one line per cluster, the lines taking turns: one cluster's storm cannot hold up another's reads.
+_status_slots = FairSlots(8)
 
 
 def statuses(cluster_id: str, job_ids: list[str], cancelled: threading.Event | None = None, *,
@@ -172,7 +174,7 @@ def statuses(cluster_id: str, job_ids: list[str], cancelled: threading.Event | N
             for job_id, result in statements.read_results(cluster_id, wanted[start:start + _ID_CHUNK]):
                 found[job_id]["result"] = result
 
-    with _status_slots:
+    with _status_slots.hold(cluster_id):
         if cancelled is not None and cancelled.is_set():
             return None
         db.unit_of_work(read, transaction=False, idempotent=True)  # reads; finished rows never change, so no snapshot needed

@@ -1,0 +1,279 @@
+"""Fair sharing of one process's request threads and slots between clusters (tenants).
+
+One cluster, or anyone holding a leaked secret of it, must not take every request thread or every
+read slot from the other clusters and from the health check (audit H3). Both tools here are per
+process, keyed by cluster, and cost a lock and a few dict operations per use:
+
+* `PollBudget` counts the long polls waiting now, per cluster, per (cluster, machine) and in all.
+  A poll within budget waits its whole ttl. Past it, it waits a short pause at most, from a small
+  pool per cluster: the published SDK's results poller re-sends an answered poll 100 ms later and
+  our SDK at once, so a poll answered with nothing at once would come back at once, in a loop.
+  Past that pool too, it answers at once with what it has (ttl 0).
+* `FairSlots` hands a few slots to waiters kept in one line per cluster, served in turn (round
+  robin), so a cluster with a thousand waiters delays another cluster's waiter by one turn, not a
+  thousand.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Hashable, Iterator
+
+
+log = logging.getLogger(__name__)
+
+_WARN_EVERY_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class PollLimits:
+    per_cluster: int  # polls waiting their ttl, per cluster
+    per_machine: int  # and per (cluster, machine)
+    total: int  # all polls of this process, pauses included: the rest of the threads serve short requests
+    pause_seconds: float  # the longest wait of a poll past its budget
+    pauses_per_cluster: int  # polls of one cluster in such a pause at once
+
+    @classmethod
+    def for_threads(cls, threads: int, *, per_cluster: int, per_machine: int, reserve: int,
+                    pause_seconds: float) -> "PollLimits":
+        """`reserve` threads stay free for short requests (`/live`, creates, results). A server
+        with few threads still gives half of them to polls (with none, every poll would loop)."""
+        return cls(per_cluster=per_cluster, per_machine=per_machine,
+                   total=max(threads - reserve, threads // 2, 1), pause_seconds=pause_seconds,
+                   pauses_per_cluster=max(1, per_cluster // 4))
+
+
+class PollBudget:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = 0
+        self._clusters: dict[str, int] = {}  # polls waiting their ttl
+        self._machines: dict[tuple[str, str], int] = {}
+        self._pausing: dict[str, int] = {}  # polls past their budget, in a pause
+        self._warned: dict[str, float] = {}  # cluster -> when it was last logged past its budget
+
+    def admit(self, cluster_id: str, machine_id: str | None, wait_seconds: float,
+              limits: PollLimits) -> "_Place":
+        """A place for one long poll, to use as `with budget.admit(...) as wait:`. `wait` is how
+        long the poll may wait: `wait_seconds` within budget, at most the pause past it, 0 when
+        even the pauses are taken."""
+        return _Place(self, cluster_id, (cluster_id, machine_id) if machine_id else None, wait_seconds, limits)
+
+    def _take(self, place: "_Place") -> float:
+        cluster_id, machine, limits = place.cluster_id, place.machine, place.limits
+        with self._lock:
+            if self._total >= limits.total:
+                kind = None
+            elif self._clusters.get(cluster_id, 0) < limits.per_cluster and (
+                    machine is None or self._machines.get(machine, 0) < limits.per_machine):
+                kind = _POLL
+                _add(self._clusters, cluster_id, 1)
+                if machine is not None:
+                    _add(self._machines, machine, 1)
+            elif self._pausing.get(cluster_id, 0) < limits.pauses_per_cluster:
+                kind = _PAUSE
+                _add(self._pausing, cluster_id, 1)
+            else:
+                kind = None
+            if kind is not None:
+                self._total += 1
+        place.kind = kind
+        if kind is _POLL:
+            return place.wait_seconds
+        self._warn(cluster_id, limits)
+        return min(place.wait_seconds, limits.pause_seconds) if kind is _PAUSE else 0.0
+
+    def _give_back(self, place: "_Place") -> None:
+        kind, place.kind = place.kind, None
+        if kind is None:
+            return
+        with self._lock:
+            self._total -= 1
+            if kind is _POLL:
+                _add(self._clusters, place.cluster_id, -1)
+                if place.machine is not None:
+                    _add(self._machines, place.machine, -1)
+            else:
+                _add(self._pausing, place.cluster_id, -1)
+
+    def _warn(self, cluster_id: str, limits: PollLimits) -> None:
+        """Say so in the log, at most once a minute per cluster (it can happen thousands of times a second)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._warned.get(cluster_id, -_WARN_EVERY_SECONDS) < _WARN_EVERY_SECONDS:
+                return
+            if len(self._warned) >= 10_000:
+                self._warned.clear()
+            self._warned[cluster_id] = now
+            waiting = self._clusters.get(cluster_id, 0)
+        log.warning("cluster %s is past its long-poll budget (%d waiting in this process, %d allowed per "
+                    "cluster, %d per machine, %d in all): its further polls answer without waiting their ttl",
+                    cluster_id, waiting, limits.per_cluster, limits.per_machine, limits.total)
+
+    def counts(self) -> dict:
+        """What waits now (for tests and diagnostics)."""
+        with self._lock:
+            return {"total": self._total, "clusters": dict(self._clusters), "machines": dict(self._machines),
+                    "pausing": dict(self._pausing)}
+
+
+_POLL, _PAUSE = "poll", "pause"
+
+
+class _Place:
+    __slots__ = ("budget", "cluster_id", "machine", "wait_seconds", "limits", "kind")
+
+    def __init__(self, budget: PollBudget, cluster_id: str, machine: tuple[str, str] | None,
+                 wait_seconds: float, limits: PollLimits) -> None:
+        self.budget, self.cluster_id, self.machine = budget, cluster_id, machine
+        self.wait_seconds, self.limits, self.kind = wait_seconds, limits, None
+
+    def __enter__(self) -> float:
+        return self.budget._take(self)
+
+    def __exit__(self, *exc) -> None:
+        self.budget._give_back(self)
+
+
+def _add(counts: dict, key, n: int) -> None:
+    left = counts.get(key, 0) + n
+    if left > 0:
+        counts[key] = left
+    else:
+        del counts[key]  # idle clusters and machines leave no entry behind
+
+
+class Turn:
+    """A place in a `FairSlots` line: `wait()` for the slot, then `release()` it."""
+
+    __slots__ = ("_slots", "_key", "_granted", "_done")
+
+    def __init__(self, slots: "FairSlots", key: Hashable) -> None:
+        self._slots, self._key = slots, key
+        self._granted = threading.Event()
+        self._done = False
+
+    @property
+    def granted(self) -> bool:
+        return self._granted.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until this turn holds a slot; False (and out of the line) after `timeout`."""
+        if self._granted.wait(timeout):
+            return True
+        return self._slots._give_up(self)
+
+    def release(self) -> None:
+        """Give the slot (or the place in line) back; safe to call more than once."""
+        self._slots._leave(self)
+
+
+class FairSlots:
+    """`slots` holders at a time; waiters queue in one line per key, and the lines take turns.
+
+    A free slot goes to a newcomer only when nobody waits. Within one key, first come first served.
+    `max_waiting` (in all) and `max_waiting_per_key` bound the lines: `enter` refuses past them."""
+
+    def __init__(self, slots: int, *, max_waiting: int | None = None, max_waiting_per_key: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self._free = slots
+        self._max_waiting = max_waiting
+        self._max_per_key = max_waiting_per_key
+        self._lines: collections.OrderedDict[Hashable, collections.deque[Turn]] = collections.OrderedDict()
+        self._waiting = 0
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def enter(self, key: Hashable = None) -> Turn | None:
+        """Take a slot if one is free and nobody waits, else a place in `key`'s line, without
+        blocking; None when the line (or all lines) are full."""
+        turn = Turn(self, key)
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                turn._granted.set()
+                return turn
+            line = self._lines.get(key)
+            if (self._max_waiting is not None and self._waiting >= self._max_waiting) or (
+                    self._max_per_key is not None and line is not None and len(line) >= self._max_per_key):
+                return None
+            if line is None:
+                line = self._lines[key] = collections.deque()
+            line.append(turn)
+            self._waiting += 1
+        return turn
+
+    def acquire(self, key: Hashable = None, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Like a semaphore's: take a slot (waiting in `key`'s line when `blocking`)."""
+        with self._lock:  # the common case, a free slot, needs no Turn
+            if self._free and not self._waiting:
+                self._free -= 1
+                return True
+        if not blocking:
+            return False
+        turn = self.enter(key)
+        return turn is not None and turn.wait(timeout)
+
+    def release(self) -> None:
+        """Give back a slot taken with `acquire`."""
+        with self._lock:
+            self._pass_on()
+
+    @contextmanager
+    def hold(self, key: Hashable = None) -> Iterator[None]:
+        """Hold a slot for the block, after waiting for it in `key`'s line as long as it takes."""
+        self.acquire(key)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def _pass_on(self) -> None:
+        """A slot came free: the next line in turn gets it, and goes to the back of the rotation."""
+        if not self._lines:
+            self._free += 1
+            return
+        key, line = next(iter(self._lines.items()))
+        turn = line.popleft()
+        self._waiting -= 1
+        if line:
+            self._lines.move_to_end(key)
+        else:
+            del self._lines[key]
+        turn._granted.set()
+
+    def _remove(self, turn: Turn) -> None:
+        line = self._lines[turn._key]
+        line.remove(turn)
+        self._waiting -= 1
+        if not line:
+            del self._lines[turn._key]
+
+    def _give_up(self, turn: Turn) -> bool:
+        with self._lock:
+            if turn._granted.is_set():  # granted just as the wait ran out
+                return True
+            if not turn._done:
+                turn._done = True
+                self._remove(turn)
+        return False
+
+    def _leave(self, turn: Turn) -> None:
+        with self._lock:
+            if turn._done:
+                return
+            turn._done = True
+            if turn._granted.is_set():
+                self._pass_on()
+            else:  # left the line before its turn
+                self._remove(turn)
