@@ -186,7 +186,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SWEEP_INTERVAL_SECONDS", "sweep_interval_seconds", _positive_float, 2.0, "tuning", False,
              "how often the sweeper looks for stalled jobs"),
     Variable("RETENTION_DAYS", "retention_days", _positive_float, 7.0, "tuning", False,
-             "finished jobs and activity events older than this are pruned"),
+             "finished jobs and activity events older than this are pruned, and so are machines and services "
+             "silent for as long (they come back with their next request)"),
     Variable("MAX_BODY_BYTES", "max_body_bytes", _positive_int, 8 * 1024 * 1024, "tuning", False,
              "largest request body accepted (larger answers 413)"),
     Variable("DATABASE_POOL_SIZE", "database_pool_size", _positive_int, 16, "tuning", False,

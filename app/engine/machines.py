@@ -94,7 +94,7 @@ def register_service(cluster_id: str, service: str, functions: list[dict] | None
 
 def _write_or_forget(throttle: _Throttle, key: tuple, tx) -> None:
     try:
-        db.unit_of_work(tx, transaction=False)
+        db.unit_of_work(tx, transaction=False, idempotent=True)  # an upsert: running it twice is running it once
     except BaseException:
         throttle.forget(key)
         raise

@@ -205,10 +205,11 @@ class RefreshStatistics:
         """ANALYZE the tables that need it; returns their names."""
         rows = db.unit_of_work(lambda: db.execute(
             "SELECT relname, n_mod_since_analyze, n_live_tup FROM pg_stat_user_tables WHERE relname IN %s",
-            (self.tables,)).fetchall(), transaction=False)
+            (self.tables,)).fetchall(), transaction=False, idempotent=True)
         stale = [name for name, changed, live in rows if changed >= max(self.min_changes, self.fraction * live)]
         for name in stale:  # SKIP_LOCKED: if autovacuum is analyzing it right now, that will do
-            db.unit_of_work(lambda name=name: db.execute(f"ANALYZE (SKIP_LOCKED) {name}"), transaction=False)
+            db.unit_of_work(lambda name=name: db.execute(f"ANALYZE (SKIP_LOCKED) {name}"), transaction=False,
+                            idempotent=True)
         return stale
 
 

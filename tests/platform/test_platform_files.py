@@ -204,6 +204,17 @@ def test_fly_toml():
     assert "release_command" not in fly.get("deploy", {})
 
 
+def test_fly_toml_memory_settings_fit_its_vm():
+    # The [env] sizing is what the memory bench measured for a 512 MB VM (bench/README.md): every
+    # value parses, and the per-process budget of big bodies leaves the two workers room.
+    fly = tomllib.loads(FLY_TOML.read_text())
+    key = "T2xkZXJLZXlPbGRlcktleU9sZGVyS2V5T2xkZXJLZXk="
+    loaded = app_settings.load(_dockerfile_env() | fly["env"] | {"DATABASE_URL": "postgresql://u@h/db",
+                                                                 "SECRETS_KEY": key})
+    assert loaded.max_args_bytes < loaded.max_body_bytes and loaded.max_result_bytes < loaded.max_body_bytes
+    assert loaded.web_concurrency * loaded.body_budget_bytes <= 128 * 1024 * 1024
+
+
 # --- Pulumi project, stack and requirements ----------------------------------------------------
 
 
