@@ -30,11 +30,21 @@ class RequestSource:
         self.deadline: float | None = None
         self.seconds = 0.0  # the deadline's length, for the message
         self.expired = False
+        self._queued_at = 0.0
 
     def start(self, buffered: bytes, deadline: float, seconds: float) -> None:
         """The next request: `buffered` bytes first, then the socket until `deadline`."""
         self._replay = memoryview(buffered)
         self.deadline, self.seconds, self.expired = deadline, seconds, False
+        self._queued_at = self._clock()
+
+    def resume(self) -> None:
+        """A thread takes the request up: the time it waited in the server's own queue is the
+        server's, not the client's, so the deadline moves by it. (Under the published SDK's
+        10,000-call storm, big status polls queued past the deadline and were cut: the SDK dies
+        on that.)"""
+        if self.deadline is not None:
+            self.deadline += self._clock() - self._queued_at
 
     def take_unread(self) -> bytes:
         """What was buffered and not read (a pipelined next request), handed back to the loop."""

@@ -360,6 +360,11 @@ class ThreadWorker(gthread.ThreadWorker):
 
     # -- in the threads, and back -----------------------------------------------------------------
 
+    def handle(self, conn):
+        if self.reads_ahead:
+            conn.source.resume()
+        return super().handle(conn)
+
     def _keepalive_after(self, conn, keepalive):
         if conn.source.expired:  # what is left of that request is unknown: do not read on
             return False

@@ -408,6 +408,26 @@ def test_the_source_replays_then_reads_until_its_deadline():
         far.close()
 
 
+def test_time_in_the_servers_own_queue_does_not_count_against_the_client():
+    # A big body waits in the pool's queue after its head was read; the client is not slow for it.
+    near, far = socket.socketpair()
+    now = [100.0]
+    source = RequestSource(near, clock=lambda: now[0])
+    try:
+        source.start(b"head", deadline=100.5, seconds=0.5)
+        now[0] = 130.0  # thirty seconds in the queue behind other requests
+        source.resume()
+        assert source.recv(100) == b"head"
+        far.sendall(b"body")
+        assert source.recv(100) == b"body"
+        now[0] = 130.6  # past the moved deadline: the client's own slowness is still cut
+        with pytest.raises(ReadDeadline):
+            source.recv(100)
+    finally:
+        near.close()
+        far.close()
+
+
 def test_descriptors_are_raised_to_the_hard_limit_and_connections_fit_in_them():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
