@@ -156,9 +156,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("REQUEST_READ_SECONDS", "request_read_seconds", _positive_float, 15.0, "server", False,
              "deadline for receiving a request's head and body, from its first byte; past it the client gets "
              "408 and the connection closes (a long poll's wait is not cut: it reads nothing meanwhile)"),
-    Variable("PENDING_CONNECTION_SECONDS", "pending_connection_seconds", _positive_float, 30.0, "server", False,
-             "how long a new connection may stay open without starting a request (kept-alive connections "
-             "wait `KEEPALIVE_SECONDS` for their next one)"),
+    Variable("PENDING_CONNECTION_SECONDS", "pending_connection_seconds", _positive_float, 600.0, "server", False,
+             "how long a new connection may stay open without starting a request, unless the worker is at "
+             "its connection limit, which closes the oldest such first (a busy published SDK may write its "
+             "first request a minute after connecting: see app/server/worker.py)"),
     # Cloud features: each switches on when its variables are set.
     Variable("ASSET_UPLOAD_BUCKET", "asset_upload_bucket", _text, "", "cloud", False,
              f"S3 bucket for service bundles and client libraries {RESERVED}"),

@@ -10,7 +10,11 @@ trickles its head or body, and every other request, /live too, waits behind it i
   from its first byte; past it the client gets 408 and the connection closes. Serving has none:
   a long poll reads nothing while it waits.
 - A connection that never starts a request is closed after PENDING_CONNECTION_SECONDS (kept-alive
-  ones idle for KEEPALIVE_SECONDS), and closing lingers in the loop, not in a blocked call.
+  ones idle for KEEPALIVE_SECONDS), or sooner, oldest first, when the worker is at its connection
+  limit and needs the room; closing lingers in the loop, not in a blocked call. The lifetime is
+  long on purpose: the published SDK opens connections and, busy, may write its request to one
+  a minute later; closing it first kills the SDK ("other side closed"), as closing an idle
+  kept-alive one would. Waiting costs a descriptor and a few KB, no thread.
 - Ready requests are served round-robin per credential (lanes.FairPool); GET /live has its own
   two threads, so it never waits behind polls or other tenants.
 - gunicorn's own error answers (400, 414, 431, ...) are JSON in the app's shape (answers.py).
@@ -180,7 +184,8 @@ class ThreadWorker(gthread.ThreadWorker):
             listener.close()
 
     def _accept_if_room(self):
-        room = self.nr_conns < self.worker_connections and time.monotonic() >= self._accept_paused_until
+        room = ((self.nr_conns < self.worker_connections or bool(self.waiting[NEW]))
+                and time.monotonic() >= self._accept_paused_until)
         if room != self._accepting:
             self.set_accept_enabled(room)
 
@@ -203,7 +208,7 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def accept(self, listener):
         for _ in range(ACCEPT_BATCH):
-            if self.nr_conns >= self.worker_connections:
+            if self.nr_conns >= self.worker_connections and not self._evict_pending():
                 return
             try:
                 client, addr = listener.accept()
@@ -221,6 +226,15 @@ class ThreadWorker(gthread.ThreadWorker):
                 raise
             self.nr_conns += 1
             self._wait(Conn(self.cfg, client, addr, listener.getsockname()), NEW, self.limits.pending_seconds)
+
+    def _evict_pending(self) -> bool:
+        """At the connection limit, close the oldest connection that never sent a byte, to make
+        room: silent sockets cannot stop the worker from accepting, however long they may wait."""
+        pending = self.waiting[NEW]
+        if not pending:
+            return False
+        self._drop(next(iter(pending)))
+        return True
 
     def _wait(self, conn: Conn, state: str, lifetime: float):
         """Put a connection in the loop, in a waiting state."""

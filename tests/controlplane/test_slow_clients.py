@@ -256,6 +256,22 @@ def test_a_silent_connection_is_closed_after_its_own_lifetime_and_a_kept_alive_o
         assert _read_answer(kept, 5)[0] == 200
 
 
+def test_at_its_connection_limit_the_worker_closes_the_oldest_silent_connections_to_accept_more():
+    # The lifetime of a silent connection is long (a busy SDK may write late), so what keeps
+    # silent sockets from filling the worker is eviction: oldest never-used connection first.
+    with ControlPlane(env={"WEB_CONCURRENCY": "1", "GUNICORN_CMD_ARGS": "--worker-connections 60"}) as cp:
+        cluster = cp.create_cluster()
+        silent = [socket.create_connection(("127.0.0.1", cp.port), timeout=5) for _ in range(100)]
+        try:
+            worst_live, worst_create = _worst_probes(cp, cluster, 2.0)
+            assert worst_live < LIMIT and worst_create < LIMIT, (worst_live, worst_create)
+            assert _closed_by_server(silent[0], 2.0), "the oldest silent connection makes room"
+            assert not _closed_by_server(silent[-1], 0.5), "the newest one waits its lifetime"
+        finally:
+            for sock in silent:
+                sock.close()
+
+
 def test_pipelined_requests_are_answered_in_order(short_server):
     cp, cluster = short_server
     payload = json.dumps(CALL).encode()
