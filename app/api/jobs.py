@@ -18,7 +18,7 @@ from ..errors import TooLarge
 from ..observability.events import events
 from . import schemas as s
 from .admission import BigBodyAdmission
-from .routing import release_admission, require_machine_id, route, state
+from .routing import BIG_BODY_BYTES, release_admission, require_machine_id, route, state
 
 bp = Blueprint("jobs", __name__)
 
@@ -136,7 +136,7 @@ def job_status(job_id, query):
 # About 2,000 ids and up: the published SDK's storm of overlapping polls (see admission.py). A
 # poll refused because 64 already wait (16 of its cluster) gets `[]`, as a superseded poll does:
 # the SDK asks again for ids missing from an answer, and its newer polls carry them.
-_BIG_STATUS_POLLS = BigBodyAdmission(threshold_bytes=64 * 1024, slots=1, max_waiting=64, max_waiting_per_cluster=16,
+_BIG_STATUS_POLLS = BigBodyAdmission(threshold_bytes=BIG_BODY_BYTES, slots=1, max_waiting=64, max_waiting_per_cluster=16,
                                      cluster=lambda: g.cluster_id)
 
 

@@ -25,7 +25,7 @@ from .body_budget import BodyBudget, Grant
 
 _READ_CHUNK = 64 * 1024
 # Bodies from this size on take their bytes from the body budget (smaller ones are bounded by the
-# thread count); the same size as the big-status-poll admission's threshold.
+# thread count); also the big-status-poll admission's threshold (api/jobs.py).
 BIG_BODY_BYTES = 64 * 1024
 _BUDGET_WAIT_SECONDS = 2.0
 
@@ -150,7 +150,7 @@ def _discard_body() -> None:
     """Read the body without keeping it. gunicorn drains at most 64 KiB of an unread body before
     it reuses a kept-alive connection and closes it otherwise; the published SDK dies on the
     "other side closed" that follows (a node10k run did, on a refused 300 KB poll)."""
-    while request.stream.read(64 * 1024):
+    while request.stream.read(_READ_CHUNK):
         pass
 
 

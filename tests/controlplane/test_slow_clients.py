@@ -400,48 +400,49 @@ def test_the_head_reader():
     assert heads.malformed_so_far(b"GET / HTTP/1.1\nHost") and not heads.malformed_so_far(b"GET / HTTP/1.1\r\nHo")
 
 
-def test_the_source_replays_then_reads_until_its_deadline():
+@pytest.fixture
+def source_pair():
+    """A RequestSource over one end of a socket pair, on a clock the test sets: (source, far end, clock)."""
     near, far = socket.socketpair()
     now = [100.0]
-    source = RequestSource(near, clock=lambda: now[0])
     try:
-        source.start(b"buffered", deadline=100.5, seconds=0.5)
-        far.sendall(b"socket")
-        assert source.recv(3) + source.recv(100) + source.recv(100) == b"buffered" + b"socket"
-        now[0] = 100.6
-        with pytest.raises(ReadDeadline) as caught:
-            source.recv(100)
-        assert caught.value.code == 408 and source.expired
-        source.start(b"", deadline=time.monotonic() + 0.3, seconds=0.3)  # a real wait that runs out
-        source._clock = time.monotonic
-        with pytest.raises(ReadDeadline):
-            source.recv(100)
-        assert near.gettimeout() is None  # the socket's own timeout is put back
-        source.start(b"next", deadline=None, seconds=0.3)
-        assert source.recv(100) == b"next" and source.take_unread() == b""
+        yield RequestSource(near, clock=lambda: now[0]), far, now
     finally:
         near.close()
         far.close()
 
 
-def test_time_in_the_servers_own_queue_does_not_count_against_the_client():
+def test_the_source_replays_then_reads_until_its_deadline(source_pair):
+    source, far, now = source_pair
+    near = source.sock
+    source.start(b"buffered", deadline=100.5, seconds=0.5)
+    far.sendall(b"socket")
+    assert source.recv(3) + source.recv(100) + source.recv(100) == b"buffered" + b"socket"
+    now[0] = 100.6
+    with pytest.raises(ReadDeadline) as caught:
+        source.recv(100)
+    assert caught.value.code == 408 and source.expired
+    source.start(b"", deadline=time.monotonic() + 0.3, seconds=0.3)  # a real wait that runs out
+    source._clock = time.monotonic
+    with pytest.raises(ReadDeadline):
+        source.recv(100)
+    assert near.gettimeout() is None  # the socket's own timeout is put back
+    source.start(b"next", deadline=None, seconds=0.3)
+    assert source.recv(100) == b"next" and source.take_unread() == b""
+
+
+def test_time_in_the_servers_own_queue_does_not_count_against_the_client(source_pair):
     # A big body waits in the pool's queue after its head was read; the client is not slow for it.
-    near, far = socket.socketpair()
-    now = [100.0]
-    source = RequestSource(near, clock=lambda: now[0])
-    try:
-        source.start(b"head", deadline=100.5, seconds=0.5)
-        now[0] = 130.0  # thirty seconds in the queue behind other requests
-        source.resume()
-        assert source.recv(100) == b"head"
-        far.sendall(b"body")
-        assert source.recv(100) == b"body"
-        now[0] = 130.6  # past the moved deadline: the client's own slowness is still cut
-        with pytest.raises(ReadDeadline):
-            source.recv(100)
-    finally:
-        near.close()
-        far.close()
+    source, far, now = source_pair
+    source.start(b"head", deadline=100.5, seconds=0.5)
+    now[0] = 130.0  # thirty seconds in the queue behind other requests
+    source.resume()
+    assert source.recv(100) == b"head"
+    far.sendall(b"body")
+    assert source.recv(100) == b"body"
+    now[0] = 130.6  # past the moved deadline: the client's own slowness is still cut
+    with pytest.raises(ReadDeadline):
+        source.recv(100)
 
 
 def test_descriptors_are_raised_to_the_hard_limit_and_connections_fit_in_them():
