@@ -135,9 +135,61 @@ _V2_SQLITE = (
     'CREATE UNIQUE INDEX "clusters_api_secret_hash" ON "clusters" ("api_secret_hash")',
 )
 
+# Version 3: control over calls (issue 14). Jobs gain a due time (delays and back-off: the new
+# `scheduled` status), deadlines, the reason a job ended without a result of its own, and a
+# rejection retry policy; all nullable, so existing rows need no fill. `jobs_finished` is rebuilt
+# to cover the new terminal status (`cancelled`), or pruning could not use it. New tables:
+# schedules (cron ticks) and workers (which machine polls which service, and when it last did).
+def _v3_job_columns(bigint: str) -> tuple[str, ...]:
+    return (
+        f'ALTER TABLE "jobs" ADD COLUMN "run_at_ms" {bigint}',
+        f'ALTER TABLE "jobs" ADD COLUMN "queue_deadline_ms" {bigint}',
+        f'ALTER TABLE "jobs" ADD COLUMN "call_deadline_ms" {bigint}',
+        'ALTER TABLE "jobs" ADD COLUMN "reason" VARCHAR(1024)',
+        'ALTER TABLE "jobs" ADD COLUMN "backoff_attempts" INTEGER',
+        'ALTER TABLE "jobs" ADD COLUMN "backoff_initial_ms" INTEGER',
+        'ALTER TABLE "jobs" ADD COLUMN "backoff_factor" REAL',
+        'ALTER TABLE "jobs" ADD COLUMN "backoff_max_ms" INTEGER',
+        'ALTER TABLE "jobs" ADD COLUMN "backoff_jitter" REAL',
+    )
+
+_V3_INDEXES = (
+    "DROP INDEX jobs_finished",
+    "CREATE INDEX jobs_finished ON jobs (resulted_at) WHERE status IN ('success', 'failure', 'cancelled')",
+    "CREATE INDEX jobs_scheduled_due ON jobs (run_at_ms) WHERE status = 'scheduled'",
+    "CREATE INDEX jobs_waiting_deadline ON jobs (queue_deadline_ms)"
+    " WHERE status IN ('pending', 'scheduled') AND queue_deadline_ms IS NOT NULL",
+    "CREATE INDEX jobs_cluster_status ON jobs (cluster_id, status, seq)",
+    "CREATE INDEX jobs_running_function ON jobs (cluster_id, service, target_fn) WHERE status = 'running'",
+)
+
+
+def _v3_tables(serial: str, timestamp: str, boolean: str, bigint: str) -> tuple[str, ...]:
+    return (
+        f'CREATE TABLE "schedules" ("pk" {serial} NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+        ' "name" VARCHAR(200) NOT NULL, "service" VARCHAR(200) NOT NULL, "target_fn" VARCHAR(200) NOT NULL,'
+        ' "arguments" TEXT NOT NULL, "target_args" TEXT NOT NULL, "cron" VARCHAR(200) NOT NULL,'
+        f' "timezone" VARCHAR(64) NOT NULL, "catch_up" VARCHAR(16) NOT NULL, "call_config" TEXT,'
+        f' "paused" {boolean} NOT NULL, "next_fire_ms" {bigint}, "last_fired_ms" {bigint},'
+        f' "created_at" {timestamp} NOT NULL, "updated_at" {timestamp} NOT NULL)',
+        'CREATE UNIQUE INDEX "schedules_cluster_id_name" ON "schedules" ("cluster_id", "name")',
+        'CREATE INDEX "schedules_next_fire_ms" ON "schedules" ("next_fire_ms")',
+        f'CREATE TABLE "workers" ("pk" {serial} NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+        ' "service" VARCHAR(200) NOT NULL, "machine_id" VARCHAR(200) NOT NULL,'
+        f' "first_poll_at" {timestamp} NOT NULL, "last_poll_at" {timestamp} NOT NULL)',
+        'CREATE UNIQUE INDEX "workers_cluster_id_service_machine_id" ON "workers" ("cluster_id", "service", "machine_id")',
+        'CREATE INDEX "workers_last_poll_at" ON "workers" ("last_poll_at")',
+    )
+
+
+_V3_POSTGRES = _v3_job_columns("BIGINT") + _V3_INDEXES + _v3_tables("BIGSERIAL", "TIMESTAMP", "BOOLEAN", "BIGINT")
+_V3_SQLITE = _v3_job_columns("INTEGER") + _V3_INDEXES + _v3_tables("INTEGER", "DATETIME", "INTEGER", "INTEGER")
+
 MIGRATIONS: tuple[Migration, ...] = (
     (1, "initial schema", {"postgres": _V1_POSTGRES + _V1_INDEXES, "sqlite": _V1_SQLITE + _V1_INDEXES}),
     (2, "sealed cluster secrets", {"postgres": _V2_POSTGRES, "sqlite": _V2_SQLITE}),
+    (3, "call controls: due times, deadlines, back-off, cancel; schedules and workers",
+     {"postgres": _V3_POSTGRES, "sqlite": _V3_SQLITE}),
 )
 
 

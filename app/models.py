@@ -61,6 +61,16 @@ class Job(BaseModel):
     execution_time_ms = peewee.IntegerField(null=True)
     deployment_id = peewee.CharField(max_length=200, null=True)
     predictive_retries = peewee.BooleanField(default=False)
+    # Migration 3 (call controls). Times are epoch ms on the database's clock, as deadline_ms.
+    run_at_ms = peewee.BigIntegerField(null=True)  # scheduled: due then (a delay, a back-off)
+    queue_deadline_ms = peewee.BigIntegerField(null=True)  # must be claimed by then, else it ends
+    call_deadline_ms = peewee.BigIntegerField(null=True)  # the whole call ends by then, across attempts
+    reason = peewee.CharField(max_length=1024, null=True)  # why it ended without a result of its own
+    backoff_attempts = peewee.IntegerField(null=True)  # rejection retries: attempts in all (None: none)
+    backoff_initial_ms = peewee.IntegerField(null=True)
+    backoff_factor = peewee.FloatField(null=True)
+    backoff_max_ms = peewee.IntegerField(null=True)
+    backoff_jitter = peewee.FloatField(null=True)  # 0..1: the share of a delay drawn at random
 
     class Meta:
         table_name = "jobs"
@@ -134,4 +144,44 @@ class Lease(BaseModel):
         table_name = "leases"
 
 
-ALL_MODELS = (Cluster, Job, Machine, Service, Event, Lease)
+class Schedule(BaseModel):
+    """A cron schedule: calls `service.target_fn(arguments)` at each tick of `cron` in `timezone`."""
+
+    pk = peewee.BigAutoField()
+    cluster_id = peewee.CharField(max_length=100)
+    name = peewee.CharField(max_length=200)
+    service = peewee.CharField(max_length=200)
+    target_fn = peewee.CharField(max_length=200)
+    arguments = peewee.TextField()  # JSON, as the user gave it
+    target_args = peewee.TextField()  # the same, in the SDKs' encoding (base64 of MessagePack)
+    cron = peewee.CharField(max_length=200)
+    timezone = peewee.CharField(max_length=64)
+    catch_up = peewee.CharField(max_length=16)  # what happens to ticks missed while nobody maintained
+    call_config = peewee.TextField(null=True)  # JSON: the callConfig of each call it makes
+    paused = peewee.BooleanField(default=False)
+    next_fire_ms = peewee.BigIntegerField(null=True)  # the next tick, epoch ms UTC
+    last_fired_ms = peewee.BigIntegerField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "schedules"
+        indexes = ((("cluster_id", "name"), True), (("next_fire_ms",), False))
+
+
+class Worker(BaseModel):
+    """A machine that polls a service for jobs: what makes a machine a worker of that service."""
+
+    pk = peewee.BigAutoField()
+    cluster_id = peewee.CharField(max_length=100)
+    service = peewee.CharField(max_length=200)
+    machine_id = peewee.CharField(max_length=200)
+    first_poll_at = peewee.DateTimeField(default=utcnow)
+    last_poll_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "workers"
+        indexes = ((("cluster_id", "service", "machine_id"), True), (("last_poll_at",), False))
+
+
+ALL_MODELS = (Cluster, Job, Machine, Service, Event, Lease, Schedule, Worker)

@@ -77,11 +77,14 @@ CREATED_JOB = obj({"id": ID}, required=("id",))
 
 JOB_STATUS = obj({
     "id": ID,
-    "status": {"type": "string", "enum": list(states.ALL)},
+    "status": {"type": "string", "enum": list(states.WIRE_STATUSES),
+               "description": "in the original's vocabulary (engine/states.py, wire_status)"},
     "result": NULLABLE_TEXT,
     "resultType": {"type": ["string", "null"], "enum": [states.ResultType.RESOLUTION, states.ResultType.REJECTION, None]},
     "service": {"type": "string"},
-}, required=("id", "status", "result", "resultType", "service"))
+    "state": {"type": "string", "enum": list(states.ALL), "description": "the job's status in the state machine"},
+    "reason": {"type": ["string", "null"], "description": "why it ended without a result of its own"},
+}, required=("id", "status", "result", "resultType", "service", "state", "reason"))
 
 JOB_STATUS_QUERY = obj({"ttl": {"type": "integer", "minimum": 0, "maximum": 600000, "default": MAX_WAIT_MS}},
                        extra=False)

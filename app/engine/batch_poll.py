@@ -195,7 +195,7 @@ class BatchPolls:
                             if read.ids else [])
                     if rows is None:  # superseded while it queued for a read
                         return []
-                    finished = [r for r in rows if r["status"] in TERMINAL]
+                    finished = [r for r in rows if r["state"] in TERMINAL]
                     remaining = deadline - time.monotonic()
                     if finished:
                         if after_reading is not None:
@@ -227,4 +227,4 @@ class BatchPolls:
         if not more:
             return finished
         rows = self._read(cluster_id, more, result_bytes=left, at_least_one=False)
-        return finished + [r for r in rows if r["status"] in TERMINAL]
+        return finished + [r for r in rows if r["state"] in TERMINAL]

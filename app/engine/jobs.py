@@ -15,7 +15,7 @@ from .batch_poll import BatchPolls
 from .batching import GroupCommit
 from .fairness import FairSlots
 from .signals import hub, job_topic, queue_topic
-from .states import IN_FLIGHT, TERMINAL, EventType, JobStatus, ResultType
+from .states import IN_FLIGHT, TERMINAL, EventType, JobStatus, ResultType, wire_status
 
 _ID_CHUNK = 5000  # ids per IN (...) list: well under both databases' parameter limits
 
@@ -161,10 +161,10 @@ def statuses(cluster_id: str, job_ids: list[str], cancelled: threading.Event | N
     def read() -> None:
         sizes: dict[str, int] = {}
         for start in range(0, len(unique), _ID_CHUNK):
-            for job_id, status, size, result_type, service in statements.read_statuses(
+            for job_id, status, size, result_type, service, reason in statements.read_statuses(
                     cluster_id, unique[start:start + _ID_CHUNK]):
-                found[job_id] = {"id": job_id, "status": status, "result": None, "resultType": result_type,
-                                 "service": service}
+                found[job_id] = {"id": job_id, "status": wire_status(status, result_type), "result": None,
+                                 "resultType": result_type, "service": service, "state": status, "reason": reason}
                 if size is not None:
                     sizes[job_id] = size
         wanted = _within(unique, sizes, result_bytes, at_least_one)
@@ -209,7 +209,7 @@ def wait_for_job(cluster_id: str, job_id: str, ttl_seconds: float, stopping=None
         while True:
             row = job_status(cluster_id, job_id)
             remaining = deadline - time.monotonic()
-            if row["status"] in TERMINAL or remaining <= 0 or (stopping is not None and stopping.is_set()):
+            if row["state"] in TERMINAL or remaining <= 0 or (stopping is not None and stopping.is_set()):
                 return row
             sub.wait(remaining)
 

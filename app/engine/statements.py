@@ -57,6 +57,11 @@ WHERE jobs.cluster_id = v.cluster_id AND jobs.id = v.id AND jobs.status = {_RUNN
 RETURNING jobs.cluster_id, jobs.id, pg_notify(%s, {topic_sql("j", "jobs.cluster_id", "jobs.id")})
 """
 
+# A claim ends the attempt at its timeout or at the call's deadline, whichever comes first (the
+# sweeper then ends the call), and from then on only the call deadline bounds its waits: a job put
+# back after a stall was claimed in time, so its queue deadline no longer applies.
+_NEVER = 2**62
+
 # One statement claims up to `limit` jobs, oldest first. SKIP LOCKED lets concurrent pollers take
 # different rows instead of queueing behind each other, and the status test is repeated in the
 # UPDATE so a row that changed after it was picked is never claimed twice.
@@ -69,7 +74,9 @@ WITH picked AS (
 )
 UPDATE jobs SET status = {_RUNNING}, attempt = jobs.attempt + 1, machine_id = %s,
        claimed_at = COALESCE(%s::timestamp, {{now}}),
-       deadline_ms = COALESCE(%s::bigint, {{now_ms}}) + jobs.timeout_seconds * 1000
+       deadline_ms = LEAST(COALESCE(%s::bigint, {{now_ms}}) + jobs.timeout_seconds * 1000,
+                           COALESCE(jobs.call_deadline_ms, {_NEVER})),
+       queue_deadline_ms = jobs.call_deadline_ms
 FROM picked
 WHERE jobs.seq = picked.seq AND jobs.status = {_PENDING}
 RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
@@ -79,7 +86,9 @@ RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
 # In both, `{now}` and `{now_ms}` are the dialect's clock, used when the caller gives no time.
 _CLAIM_SQLITE = f"""
 UPDATE jobs SET status = {_RUNNING}, attempt = attempt + 1, machine_id = %s,
-       claimed_at = COALESCE(%s, {{now}}), deadline_ms = COALESCE(%s, {{now_ms}}) + timeout_seconds * 1000
+       claimed_at = COALESCE(%s, {{now}}),
+       deadline_ms = min(COALESCE(%s, {{now_ms}}) + timeout_seconds * 1000, COALESCE(call_deadline_ms, {_NEVER})),
+       queue_deadline_ms = call_deadline_ms
 WHERE seq IN (
     SELECT seq FROM jobs
     WHERE cluster_id = %s AND service = %s AND status = {_PENDING}
@@ -90,7 +99,7 @@ RETURNING seq, id, target_fn, target_args, attempt
 
 # A status read gives each result's size, not the result: a caller picks the results an answer
 # can carry (a bounded total) and reads those (_RESULTS). octet_length needs no de-TOASTing.
-_STATUS = "SELECT id, status, octet_length(result), result_type, service FROM jobs WHERE cluster_id = %s AND "
+_STATUS = "SELECT id, status, octet_length(result), result_type, service, reason FROM jobs WHERE cluster_id = %s AND "
 _STATUS_POSTGRES = _STATUS + "id = ANY(%s)"  # one array parameter instead of thousands of placeholders
 # SQLite before 3.43 has no octet_length; results are base64 text, whose characters are bytes.
 _STATUS_SQLITE = _STATUS.replace("octet_length(", "length(")
@@ -268,8 +277,8 @@ def store_results(results: list[Result]) -> list[bool]:
 
 
 def read_statuses(cluster_id: str, job_ids: list[str]) -> list[tuple]:
-    """(id, status, result size in bytes or None, result_type, service) of those ids that exist in
-    this cluster."""
+    """(id, status, result size in bytes or None, result_type, service, reason) of those ids that
+    exist in this cluster."""
     return db.dialect.read_statuses(cluster_id, job_ids)
 
 

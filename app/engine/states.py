@@ -13,15 +13,36 @@ from dataclasses import dataclass
 
 
 class JobStatus:
-    PENDING = "pending"  # created, or put back by maintenance; claimable
+    SCHEDULED = "scheduled"  # not due yet (a delayed call, a back-off): run_at_ms says when; not claimable
+    PENDING = "pending"  # created, put back by maintenance, or due; claimable
     RUNNING = "running"  # claimed: attempt += 1, machine_id and deadline_ms set
     SUCCESS = "success"  # a result from the attempt's holder (resultType resolution or rejection)
-    FAILURE = "failure"  # maintenance gave up: the attempt stalled and none were left
+    FAILURE = "failure"  # the control-plane gave up: attempts spent, or a deadline passed (`reason`)
+    CANCELLED = "cancelled"  # cancelled by a caller or an operator (`reason`)
 
 
-TERMINAL = (JobStatus.SUCCESS, JobStatus.FAILURE)  # never left: a finished job's row no longer changes
-IN_FLIGHT = (JobStatus.PENDING, JobStatus.RUNNING)
-ALL = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCESS, JobStatus.FAILURE)
+# Terminal: only an operator's re-run (failure, cancelled -> pending) moves a job on from them.
+TERMINAL = (JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.CANCELLED)
+IN_FLIGHT = (JobStatus.SCHEDULED, JobStatus.PENDING, JobStatus.RUNNING)
+ALL = (JobStatus.SCHEDULED, JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCESS, JobStatus.FAILURE,
+       JobStatus.CANCELLED)
+RERUNNABLE = (JobStatus.FAILURE, JobStatus.CANCELLED)
+
+
+# What a status answer's `status` says, for clients that know only the original's four (the published
+# SDK's caller ignores any other status and waits for ever). A scheduled job answers `pending`. A job
+# that ended with a result the control-plane wrote itself (cancelled, a deadline passed: a packed
+# rejection naming why) answers `success` with that rejection, which the published SDK's caller
+# throws as an error with that message. Answers also carry `state` (the status here) and `reason`.
+WIRE_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCESS, JobStatus.FAILURE)
+
+
+def wire_status(status: str, result_type: str | None) -> str:
+    if status == JobStatus.SCHEDULED:
+        return JobStatus.PENDING
+    if status in TERMINAL and result_type is not None:
+        return JobStatus.SUCCESS
+    return status
 
 
 class ResultType:
@@ -46,6 +67,12 @@ class EventType:
     JOB_RECOVERED = "jobRecovered"  # put back to pending for another attempt
     JOB_STALLED_TOO_MANY_TIMES = "jobStalledTooManyTimes"  # failed: no attempts left
     MACHINE_STALLED = "machineStalled"
+    JOB_CANCELLED = "jobCancelled"
+    JOB_DEADLINE_EXCEEDED = "jobDeadlineExceeded"  # failed: a queue or call deadline passed
+    JOB_RETRY_SCHEDULED = "jobRetryScheduled"  # rejected, attempts left: due again after a back-off
+    JOB_DUE = "jobDue"  # scheduled -> pending
+    JOB_RERUN = "jobRerun"  # an operator put a failed or cancelled job back
+    SCHEDULE_FIRED = "scheduleFired"  # a schedule's tick made a call
 
 
 @dataclass(frozen=True)

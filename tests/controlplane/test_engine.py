@@ -41,7 +41,8 @@ def test_create_claim_result_roundtrip(api):
     assert api.status(c, job_id)["status"] == "running"
     api.result(c, job_id, value="o2hp")
     assert api.status(c, job_id) == {"id": job_id, "status": "success", "result": "o2hp",
-                                     "resultType": "resolution", "service": "svc"}
+                                     "resultType": "resolution", "service": "svc",
+                                     "state": "success", "reason": None}
     assert api.claim(c) == []
 
 

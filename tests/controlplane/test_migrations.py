@@ -23,9 +23,14 @@ EXTRA_INDEXES = (
     ("jobs_running_deadline", "jobs", ("deadline_ms",), "status = 'running'"),
     ("jobs_running_machine", "jobs", ("cluster_id", "machine_id"), "status = 'running'"),
     ("jobs_cache", "jobs", ("cluster_id", "service", "target_fn", "cache_key", "seq"), "cache_key IS NOT NULL"),
-    ("jobs_finished", "jobs", ("resulted_at",), "status IN ('success', 'failure')"),
+    ("jobs_finished", "jobs", ("resulted_at",), "status IN ('success', 'failure', 'cancelled')"),
     ("jobs_cluster_recent", "jobs", ("cluster_id", "seq"), None),
     ("jobs_service_recent", "jobs", ("cluster_id", "service", "seq"), None),
+    ("jobs_scheduled_due", "jobs", ("run_at_ms",), "status = 'scheduled'"),
+    ("jobs_waiting_deadline", "jobs", ("queue_deadline_ms",),
+     "status IN ('pending', 'scheduled') AND queue_deadline_ms IS NOT NULL"),
+    ("jobs_cluster_status", "jobs", ("cluster_id", "status", "seq"), None),
+    ("jobs_running_function", "jobs", ("cluster_id", "service", "target_fn"), "status = 'running'"),
 )
 
 T0 = dt.datetime(2026, 11, 30, 9, 15, 0, 123456)
@@ -69,6 +74,21 @@ FIXTURES: dict[int, dict[str, list[dict]]] = {
         "clusters": [{"id": "c2", "api_secret": None, "api_secret_hash": "i" * 64, "description": None,
                       "created_at": T1, "predictive_retries_enabled": False, "cloud_enabled": True,
                       "api_secret_sealed": "gAAAAAB" + "x" * 133, "api_secret_key": "0123456789abcdef"}],
+    },
+    3: {  # a delayed job with a back-off policy and deadlines, a cancelled one, a schedule, a worker
+        "jobs": [
+            _job(5, "scheduled", run_at_ms=1_796_000_005_000, queue_deadline_ms=1_796_000_060_000,
+                 call_deadline_ms=1_796_000_120_000, backoff_attempts=4, backoff_initial_ms=500,
+                 backoff_factor=2.0, backoff_max_ms=10_000, backoff_jitter=0.25),
+            _job(6, "cancelled", attempt=1, result="gqRuYW1l", result_type="rejection", resulted_at=T1,
+                 reason="cancelled by its caller"),
+        ],
+        "schedules": [{"pk": 1, "cluster_id": "c1", "name": "nightly", "service": "svc", "target_fn": "fn",
+                       "arguments": "[1]", "target_args": "kQE=", "cron": "0 3 * * *", "timezone": "Europe/Paris",
+                       "catch_up": "latest", "call_config": None, "paused": False, "next_fire_ms": 1_796_000_000_000,
+                       "last_fired_ms": None, "created_at": T0, "updated_at": T1}],
+        "workers": [{"pk": 1, "cluster_id": "c1", "service": "svc", "machine_id": "m1", "first_poll_at": T0,
+                     "last_poll_at": T1}],
     },
 }
 
@@ -338,8 +358,8 @@ def test_a_failing_migration_applies_nothing(make_db):
 # --- databases made before the runner moved -------------------------------------------------
 # Exactly what app.migrations._v1_initial and db.migrate did: create_tables from the models, the
 # partial indexes, version 1 recorded. Such a database must read as version 1. The models have
-# moved on since (migration 2 changed Cluster), so the old way builds from the models as they were
-# at version 1: today's, with Cluster as it was then.
+# moved on since (migration 2 changed Cluster, migration 3 Job and added two tables), so the old
+# way builds from the models as they were at version 1.
 
 
 class _ClusterV1(peewee.Model):
@@ -356,7 +376,36 @@ class _ClusterV1(peewee.Model):
         legacy_table_names = False
 
 
-_MODELS_V1 = tuple(_ClusterV1 if m is models.Cluster else m for m in models.ALL_MODELS)
+class _JobV1(peewee.Model):
+    seq = peewee.BigAutoField()
+    cluster_id = peewee.CharField(max_length=100)
+    id = peewee.CharField(max_length=200)
+    service = peewee.CharField(max_length=200)
+    target_fn = peewee.CharField(max_length=200)
+    target_args = peewee.TextField()
+    status = peewee.CharField(max_length=16)
+    result = peewee.TextField(null=True)
+    result_type = peewee.CharField(max_length=16, null=True)
+    cache_key = peewee.CharField(max_length=1024, null=True)
+    attempts_allowed = peewee.IntegerField()
+    attempt = peewee.IntegerField()
+    machine_id = peewee.CharField(max_length=200, null=True)
+    timeout_seconds = peewee.IntegerField()
+    deadline_ms = peewee.BigIntegerField(null=True)
+    created_at = peewee.DateTimeField()
+    claimed_at = peewee.DateTimeField(null=True)
+    resulted_at = peewee.DateTimeField(null=True)
+    execution_time_ms = peewee.IntegerField(null=True)
+    deployment_id = peewee.CharField(max_length=200, null=True)
+    predictive_retries = peewee.BooleanField()
+
+    class Meta:
+        table_name = "jobs"
+        legacy_table_names = False
+        indexes = ((("cluster_id", "id"), True),)
+
+
+_MODELS_V1 = (_ClusterV1, _JobV1, models.Machine, models.Service, models.Event, models.Lease)
 
 _OLD_V1_INDEXES = (
     "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (cluster_id, service, seq) WHERE status = 'pending'",
