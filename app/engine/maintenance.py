@@ -29,7 +29,7 @@ from typing import Protocol
 from .. import db, models
 from ..models import Event, Job, Machine
 from ..observability.events import events
-from . import statements
+from . import schedules, statements
 from .signals import hub, job_topic, notify_in_transaction, queue_topic
 from .states import TERMINAL, EventType, MachineStatus
 
@@ -213,6 +213,21 @@ class RefreshStatistics:
         return stale
 
 
+class FireSchedules:
+    """Cron schedules' due ticks -> calls, each tick once (engine/schedules.py says how, and how
+    ticks missed during downtime are caught up). A tick up to `on_time_seconds` late is on time."""
+
+    name = "fire_schedules"
+    every = 0.0
+
+    def __init__(self, on_time_seconds: float = 60.0, batch: int = 100) -> None:
+        self.on_time_seconds = on_time_seconds
+        self.batch = batch
+
+    def run_once(self, now: dt.datetime) -> dict[str, int]:
+        return schedules.fire_due(now, batch=self.batch, on_time_seconds=self.on_time_seconds)
+
+
 class Maintainer:
     """The lease and the loop: every `interval` seconds, take the lease and run the tasks due."""
 
@@ -227,10 +242,14 @@ class Maintainer:
     @classmethod
     def for_settings(cls, *, interval: float, machine_timeout: float, retention_days: float) -> Maintainer:
         """The standard tasks, in the order they run, on the bound database."""
-        tasks: list[Task] = [StallSilentMachines(machine_timeout), RecoverStalledJobs(), Prune(retention_days)]
+        lease = Lease(seconds=max(3 * interval, 3.0))
+        # A tick is late by up to an interval, plus a lease's expiry when the leader died.
+        on_time = max(60.0, lease.seconds + 2 * interval)
+        tasks: list[Task] = [StallSilentMachines(machine_timeout), RecoverStalledJobs(), FireSchedules(on_time),
+                             Prune(retention_days)]
         if db.dialect.refreshes_statistics:
             tasks.append(RefreshStatistics())
-        return cls(Lease(seconds=max(3 * interval, 3.0)), tasks, interval)
+        return cls(lease, tasks, interval)
 
     def due(self, now: dt.datetime) -> list[Task]:
         def is_due(task: Task) -> bool:
