@@ -6,6 +6,8 @@
     differential services list --cluster CLUSTER_ID        (management secret)
     differential call SERVICE FUNCTION [JSON_ARG ...]      (cluster API secret)
     differential jobs show JOB_ID                          (cluster API secret)
+    differential schedules create|list|show|pause|resume|delete --cluster CLUSTER_ID ...
+                                                           (management secret)
 
 Options (before or after the command): --endpoint (DIFFERENTIAL_ENDPOINT), --api-secret
 (DIFFERENTIAL_API_SECRET), --management-secret (DIFFERENTIAL_MANAGEMENT_SECRET) or
@@ -282,6 +284,147 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- schedules (management secret) -----------------------------------------------------------------
+
+def _schedules_path(args: argparse.Namespace, name: Optional[str] = None) -> str:
+    path = f"/clusters/{quote(args.cluster, safe='')}/schedules"
+    return path if name is None else f"{path}/{quote(name, safe='')}"
+
+
+def _json_option(text: Optional[str], option: str, kind: type) -> Any:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise UsageError(f"{option} is not JSON: {text!r}") from None
+    if not isinstance(value, kind):
+        example = "'[1, \"two\"]'" if kind is list else "'{\"timeoutSeconds\": 60}'"
+        raise UsageError(f"{option} must be a JSON {'array' if kind is list else 'object'}, e.g. {example}")
+    return value
+
+
+def _show_schedule(args: argparse.Namespace, s: Dict[str, Any], verb: Optional[str] = None) -> None:
+    if args.json:
+        _out(_dump(s))
+        return
+    if verb:
+        _out(f"{verb} schedule {s.get('name')}")
+    _out(f"Name:        {s.get('name')}")
+    _out(f"Target:      {s.get('service')}.{s.get('function')}({json.dumps(s.get('arguments'))[1:-1]})")
+    _out(f"Cron:        {s.get('cron')} ({s.get('timezone')})")
+    _out(f"Catch-up:    {s.get('catchUp')}")
+    _out(f"Paused:      {'yes' if s.get('paused') else 'no'}")
+    _out(f"Next fire:   {s.get('nextFireAt') or '-'}")
+    _out(f"Last fired:  {s.get('lastFiredAt') or '-'}")
+    if s.get("callConfig"):
+        _out(f"Call config: {json.dumps(s['callConfig'])}")
+
+
+def cmd_schedules_create(args: argparse.Namespace) -> int:
+    body: Dict[str, Any] = {"name": args.name, "service": args.service, "function": args.function,
+                            "arguments": _json_option(args.args, "--args", list) or [], "cron": args.cron,
+                            "timezone": args.timezone, "catchUp": args.catch_up, "paused": args.paused}
+    config = _json_option(args.call_config, "--call-config", dict)
+    if config is not None:
+        body["callConfig"] = config
+    with _management(args) as http:
+        if args.replace:
+            body.pop("name")
+            s = http.request("PUT", _schedules_path(args, args.name), json=body)
+        else:
+            s = http.request("POST", _schedules_path(args), json=body)
+    _show_schedule(args, s, "Saved" if args.replace else "Created")
+    return EXIT_OK
+
+
+def cmd_schedules_list(args: argparse.Namespace) -> int:
+    found: List[Dict[str, Any]] = []
+    after: Optional[str] = None
+    with _management(args) as http:
+        while True:  # every page
+            query = "?limit=1000" + (f"&after={quote(after, safe='')}" if after else "")
+            page = http.request("GET", _schedules_path(args) + query) or {}
+            found += page.get("schedules") or []
+            after = page.get("next")
+            if not after:
+                break
+    if args.json:
+        _out(_dump(found))
+        return EXIT_OK
+    if not found:
+        _out("No schedules.")
+        return EXIT_OK
+    rows = [dict(s, target=f"{s.get('service')}.{s.get('function')}", state="paused" if s.get("paused") else "active",
+                 cronTz=f"{s.get('cron')} ({s.get('timezone')})") for s in found]
+    _out(_table(rows, ["name", "target", "cronTz", "state", "nextFireAt", "lastFiredAt"],
+                ["NAME", "TARGET", "CRON", "STATE", "NEXT FIRE", "LAST FIRED"]))
+    return EXIT_OK
+
+
+def cmd_schedules_show(args: argparse.Namespace) -> int:
+    with _management(args) as http:
+        s = http.request("GET", _schedules_path(args, args.name))
+    _show_schedule(args, s)
+    return EXIT_OK
+
+
+def _set_paused(args: argparse.Namespace, paused: bool) -> int:
+    with _management(args) as http:
+        s = http.request("PATCH", _schedules_path(args, args.name), json={"paused": paused})
+    _show_schedule(args, s, "Paused" if paused else "Resumed")
+    return EXIT_OK
+
+
+def cmd_schedules_pause(args: argparse.Namespace) -> int:
+    return _set_paused(args, True)
+
+
+def cmd_schedules_resume(args: argparse.Namespace) -> int:
+    return _set_paused(args, False)
+
+
+def cmd_schedules_delete(args: argparse.Namespace) -> int:
+    with _management(args) as http:
+        http.request("DELETE", _schedules_path(args, args.name))
+    if args.json:
+        _out(_dump({"deleted": args.name}))
+    else:
+        _out(f"Deleted schedule {args.name}")
+    return EXIT_OK
+
+
+def _add_schedules(sub: Any, common: argparse.ArgumentParser) -> None:
+    schedules = sub.add_parser("schedules", help="cron schedules of a cluster (management secret)")
+    ssub = schedules.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    ssub.required = True
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = ssub.add_parser(name, parents=[common], help=help)
+        p.add_argument("--cluster", required=True, help="cluster id")
+        if name != "list":
+            p.add_argument("name", help="schedule name (letters, digits, '_', '.', '-')")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("create", cmd_schedules_create, "create a schedule: call SERVICE.FUNCTION(ARGS) at each cron tick")
+    p.add_argument("--service", required=True)
+    p.add_argument("--function", required=True)
+    p.add_argument("--args", help="the positional arguments as one JSON array (default [])")
+    p.add_argument("--cron", required=True, help="5 fields: minute hour day-of-month month day-of-week")
+    p.add_argument("--timezone", default="UTC", help="IANA time zone the cron is read in (default UTC)")
+    p.add_argument("--catch-up", choices=("latest", "none", "all"), default="latest",
+                   help="ticks missed during downtime: fire the latest once (default), none, or all")
+    p.add_argument("--call-config", help="each call's callConfig as a JSON object, e.g. '{\"timeoutSeconds\": 60}'")
+    p.add_argument("--paused", action="store_true", help="create it paused")
+    p.add_argument("--replace", action="store_true", help="replace a schedule of that name instead of refusing")
+    command("list", cmd_schedules_list, "list a cluster's schedules")
+    command("show", cmd_schedules_show, "show a schedule, with its next and last tick")
+    command("pause", cmd_schedules_pause, "pause a schedule (its ticks are skipped until it resumes)")
+    command("resume", cmd_schedules_resume, "resume a schedule at its next tick")
+    command("delete", cmd_schedules_delete, "delete a schedule (the calls it made are kept)")
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 def _common(suppress: bool) -> argparse.ArgumentParser:
@@ -355,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0.0,
                    help="seconds to wait for an unfinished job to finish (0-20, default 0: answer at once)")
     p.set_defaults(func=cmd_jobs_show)
+    _add_schedules(sub, common)
     return parser
 
 
