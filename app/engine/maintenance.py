@@ -245,8 +245,8 @@ class Maintainer:
         lease = Lease(seconds=max(3 * interval, 3.0))
         # A tick is late by up to an interval, plus a lease's expiry when the leader died.
         on_time = max(60.0, lease.seconds + 2 * interval)
-        tasks: list[Task] = [StallSilentMachines(machine_timeout), RecoverStalledJobs(), FireSchedules(on_time),
-                             Prune(retention_days)]
+        tasks: list[Task] = [StallSilentMachines(machine_timeout), RecoverStalledJobs(), Prune(retention_days),
+                             FireSchedules(on_time)]
         if db.dialect.refreshes_statistics:
             tasks.append(RefreshStatistics())
         return cls(lease, tasks, interval)
