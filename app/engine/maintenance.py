@@ -157,7 +157,7 @@ class RecoverStalledJobs:
         for j in late:
             events.record(j.cluster_id, EventType.JOB_DEADLINE_EXCEEDED, job_id=j.id, machine_id=j.machine_id,
                           service=j.service, reason=CALL_DEADLINE_REASON, code=payloads.CALL_DEADLINE)
-        return {"retried": len(retry), "failed": len(give_up), "deadlineExceeded": len(late)}
+        return {"retried": len(retry), "failed": len(give_up) + len(late)}  # `late`: jobDeadlineExceeded events
 
 
 CALL_DEADLINE_REASON = "the call's deadline passed before it finished"
