@@ -221,3 +221,28 @@ def test_the_wire_fields_of_the_new_options():
     assert legacy["timeoutSeconds"] == 7 and "callDeadlineSeconds" not in legacy
     assert CallOptions(timeout=7).caller_wait == 7 and CallOptions(timeout=7, wait=2).caller_wait == 2
     assert "queueDeadlineSeconds" not in CallOptions().call_config()
+
+
+def test_the_status_answer_decides_the_error():
+    from differential import JobFailedError, RemoteError
+    from differential.client import JobStatus
+    from differential.serialize import pack
+
+    def status(state, reason, error):
+        return JobStatus(id="j1", status="success" if error else "failure", result=error and pack(error),
+                         result_type="rejection" if error else None, state=state, reason=reason)
+
+    with pytest.raises(JobCancelledError, match="was cancelled by an operator"):
+        status("cancelled", "cancelled by an operator", {"name": "DifferentialCancelledError", "code": "CANCELLED",
+                                                         "message": "call j1 of s.f was cancelled by an operator"}
+               ).outcome()
+    with pytest.raises(DeadlineExceededError) as info:
+        status("failure", "late", {"name": "DifferentialDeadlineError", "code": "CALL_DEADLINE",
+                                   "message": "call j1: late"}).outcome()
+    assert info.value.kind == "CALL_DEADLINE" and str(info.value) == "call j1: late"
+    # A stall failure (no result) stays JobFailedError; another packed failure is its RemoteError.
+    with pytest.raises(JobFailedError) as failed:
+        status("failure", None, None).outcome()
+    assert not isinstance(failed.value, DeadlineExceededError)
+    with pytest.raises(RemoteError, match="other"):
+        status("failure", "why", {"name": "Other", "code": "X", "message": "other"}).outcome()

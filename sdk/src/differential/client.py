@@ -39,6 +39,7 @@ from .worker import Service
 log = logging.getLogger("differential.client")
 
 TERMINAL = ("success", "failure")
+_DEADLINE_CODES = ("QUEUE_DEADLINE", "CALL_DEADLINE")  # the codes of the control-plane's deadline rejections
 _BATCH_MAX = 1000  # job ids per batch long poll: the server takes up to 100,000; 1,000 keeps each poll small
 _MAX_POLLS = 8  # concurrent batch long polls per instance
 _CREATE_RETRY_SECONDS = 60.0  # how long a job creation keeps retrying network errors by default
@@ -160,7 +161,7 @@ class JobStatus:
         if self.state == "cancelled":
             raise JobCancelledError(self._message(f"job {self.id} was {self.reason or 'cancelled'}"),
                                     job_id=self.id, reason=self.reason)
-        if self.state == "failure" and self.reason:
+        if self.state == "failure" and self._packed().get("code") in _DEADLINE_CODES:
             raise DeadlineExceededError(self._message(f"job {self.id}: {self.reason}"), job_id=self.id,
                                         reason=self.reason, kind=self._packed().get("code"))
         if self.status == "failure":
