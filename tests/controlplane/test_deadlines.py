@@ -164,3 +164,15 @@ def test_bad_deadlines_are_400_naming_the_field(api, field, value):
         data=f'{{"service": "svc", "targetFn": "fn", "targetArgs": "kA==", "callConfig": {{"{field}": 1e400}}}}')
     assert r.status_code == 400, r.json
     assert field in str(r.json["error"])
+
+
+def test_the_expiry_read_is_served_by_the_waiting_deadline_index(app, backend):
+    if backend != "postgres":
+        pytest.skip("the plan is PostgreSQL's")
+
+    def plan():
+        db.execute("SET LOCAL enable_seqscan = off")
+        rows = db.execute("EXPLAIN " + statements._EXPIRED, (epoch_ms(statements.database_now()), 500)).fetchall()
+        return "\n".join(r[0] for r in rows)
+
+    assert "jobs_waiting_deadline" in db.unit_of_work(plan)
