@@ -10,6 +10,7 @@ from ..engine.jobs import CallConfig
 
 _CALL = CallConfig()
 MAX_WAIT_MS = 20_000  # a long poll's longest wait, and its wait when the request names no ttl
+MAX_DEADLINE_SECONDS = 30 * 86400  # queue and call deadlines: at most 30 days
 
 def obj(properties: dict, required: tuple = (), extra: bool = True) -> dict:
     schema = {"type": "object", "properties": properties, "additionalProperties": extra}
@@ -64,6 +65,11 @@ CALL_CONFIG = obj({
                  required=("key", "ttlSeconds")),
     "executionId": NEW_ID,
     "background": {"type": "boolean", "description": "accepted; a background call differs only in how the caller waits"},
+    # Deadlines (extensions: the published SDK sends neither), from the create, on the database's clock.
+    "queueDeadlineSeconds": {"type": "number", "minimum": 0.001, "maximum": MAX_DEADLINE_SECONDS,
+                             "description": "the call fails unless a machine claims it within this"},
+    "callDeadlineSeconds": {"type": "number", "minimum": 0.001, "maximum": MAX_DEADLINE_SECONDS,
+                            "description": "the whole call, across attempts, fails unless it finishes within this"},
 })
 
 CREATE_JOB = obj({
@@ -94,6 +100,9 @@ BATCH_STATUS_REQUEST = obj({
     "ttl": {"type": "integer", "minimum": 0, "maximum": 600000, "default": MAX_WAIT_MS},
 }, required=("jobIds",))
 JOB_STATUSES = {"type": "array", "items": JOB_STATUS}
+
+CANCEL_JOB = obj({"reason": {"type": "string", "maxLength": 500, "description": "why; recorded in the job's reason"}},
+                 extra=False)
 
 JOB_RESULT = obj({
     "result": PAYLOAD,

@@ -28,6 +28,12 @@ class CallConfig:
     cache_key: str | None = None
     cache_ttl_seconds: int = 0
     execution_id: str | None = None
+    queue_deadline_seconds: float | None = None  # must be claimed within this, from the create
+    call_deadline_seconds: float | None = None  # must finish within this, across attempts
+
+    @property
+    def has_deadline(self) -> bool:
+        return self.queue_deadline_seconds is not None or self.call_deadline_seconds is not None
 
 
 def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, config: CallConfig,
@@ -48,6 +54,9 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
                 return hit, False
         job_id = config.execution_id or ids.job_id()
         inserted = statements.insert_jobs([new_job(job_id)])[0]
+        if inserted and config.has_deadline:  # same transaction: no claim sees the row without them
+            statements.set_deadlines(cluster_id, job_id, _ms(config.queue_deadline_seconds),
+                                     _ms(config.call_deadline_seconds))
         if not inserted and config.execution_id:  # lost a race with the same executionId
             existing = _find(cluster_id, job_id)
             if existing is not None:
@@ -62,9 +71,11 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
             attempts_allowed=config.retry_count_on_stall + 1, timeout_seconds=config.timeout_seconds,
             created_at=utcnow(), deployment_id=deployment_id, predictive_retries=config.predictive_retries)
 
-    if config.execution_id or (config.cache_key and config.cache_ttl_seconds > 0):
+    if config.execution_id or (config.cache_key and config.cache_ttl_seconds > 0) or config.has_deadline:
         # Reads, then writes: one transaction. Run again after a commit whose answer was lost, it
         # finds the job the first run made (by executionId, or in flight under its cache key).
+        # A call with a deadline comes here too (its insert and deadlines commit together), so the
+        # batched path of plain calls stays as it was.
         job_id, created = db.unit_of_work(tx, idempotent=True)
     else:  # a plain call: one row, written in a batch with the other calls arriving now
         job_id = ids.job_id()
@@ -76,6 +87,10 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
     events.record(cluster_id, EventType.JOB_CREATED if created else EventType.JOB_JOINED, job_id=job_id, machine_id=machine_id,
                   service=service, targetFn=target_fn)
     return job_id, created
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else max(1, round(seconds * 1000))
 
 
 def _insert_batch(new_jobs: list[statements.NewJob]) -> list[bool]:

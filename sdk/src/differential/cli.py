@@ -6,6 +6,7 @@
     differential services list --cluster CLUSTER_ID        (management secret)
     differential call SERVICE FUNCTION [JSON_ARG ...]      (cluster API secret)
     differential jobs show JOB_ID                          (cluster API secret)
+    differential jobs cancel JOB_ID [--reason TEXT]        (cluster API secret)
     differential schedules create|list|show|pause|resume|delete --cluster CLUSTER_ID ...
                                                            (management secret)
 
@@ -25,7 +26,7 @@ Exit codes (stable, for scripts):
     3  authentication failed (401)
     4  not found (404)
     5  control-plane unreachable, or it answered with a server error
-    6  timed out waiting for the call (--timeout)
+    6  timed out waiting for the call (--wait / --timeout)
     7  the control-plane refused the request (400, 413, other 4xx)
 """
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .errors import (
     ConnectionFailedError,
     ControlPlaneError,
     DifferentialError,
+    JobCancelledError,
     JobFailedError,
     NotFoundError,
     RemoteError,
@@ -228,21 +230,40 @@ def _error_json(e: RemoteError) -> Dict[str, Any]:
     return {"name": e.name, "message": e.message, "code": e.code, "stack": e.stack, "details": e.details}
 
 
-def cmd_call(args: argparse.Namespace) -> int:
-    values = _parse_args(args.args)
-    options = CallOptions(
-        timeout=args.timeout, retry_count_on_stall=args.retries, execution_id=args.execution_id,
-        background=args.background,
-    )
+def _call_options(args: argparse.Namespace) -> CallOptions:
+    """`--timeout` is how long the command waits (as `--wait`): giving up does not make the
+    function run again; the per-attempt limit is `--attempt-timeout` (default 300 s)."""
+    wait = args.wait if args.wait is not None else args.timeout
+    try:
+        options = CallOptions(
+            wait=wait, attempt_timeout=args.attempt_timeout, retry_count_on_stall=args.retries,
+            execution_id=args.execution_id, background=args.background, queue_deadline=args.queue_deadline,
+            call_deadline=args.call_deadline, cancel_on_timeout=args.cancel_on_timeout,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if args.cache_key is not None:
         options = options.merged(cache_key=args.cache_key, cache_ttl=args.cache_ttl or 60)
+    return options
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    values = _parse_args(args.args)
+    options = _call_options(args)
+    if options.cancel_on_timeout and options.caller_wait is None:
+        raise UsageError("--cancel-on-timeout needs --wait (or --timeout): how long to wait before cancelling")
     with _differential(args) as d:
         job_id = d.create_job(args.service, args.function, *values, options=options)
         if args.background:
             _out(_dump({"jobId": job_id}) if args.json else job_id)
             return EXIT_OK
         try:
-            status = d.wait(job_id, timeout=args.timeout)
+            try:
+                status = d.wait(job_id, timeout=options.caller_wait)
+            except CallTimeoutError:
+                if options.cancel_on_timeout:
+                    _cancel_quietly(d, job_id, f"the caller stopped waiting after {options.caller_wait:g} s")
+                raise
             value = status.outcome()
         except RemoteError as e:
             if args.json:
@@ -255,6 +276,24 @@ def cmd_call(args: argparse.Namespace) -> int:
         _out(_dump({"jobId": job_id, "resultType": "resolution", "result": value}))
     else:
         _out(_dump(value))
+    return EXIT_OK
+
+
+def _cancel_quietly(d: Differential, job_id: str, reason: str) -> None:
+    try:
+        d.cancel(job_id, reason=reason)
+        _err(f"differential: cancelled job {job_id} ({reason})")
+    except DifferentialError as e:  # it finished meanwhile: the timeout is still what happened
+        _err(f"differential: could not cancel job {job_id}: {e}")
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    with _differential(args) as d:
+        st: JobStatus = d.cancel(args.job_id, reason=args.reason)
+    if args.json:
+        _out(_dump({"id": st.id, "service": st.service, "state": st.state, "reason": st.reason}))
+    else:
+        _out(f"Cancelled job {st.id}: {st.reason}")
     return EXIT_OK
 
 
@@ -482,7 +521,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service")
     p.add_argument("function")
     p.add_argument("args", nargs="*", help="positional arguments, each a JSON value ('\"text\"', 3, '[1,2]')")
-    p.add_argument("--timeout", type=float, help="seconds to wait (also the per-attempt timeout)")
+    p.add_argument("--timeout", type=float, help="seconds to wait (as --wait)")
+    p.add_argument("--wait", type=float, help="seconds to wait for the result; then exit 6, and the call goes on "
+                   "(unless --cancel-on-timeout); giving up never makes the function run again")
+    p.add_argument("--attempt-timeout", type=float, help="seconds one attempt may take before it is re-run "
+                   "(default 300)")
+    p.add_argument("--queue-deadline", type=float, help="fail the call unless a machine claims it within these seconds")
+    p.add_argument("--call-deadline", type=float, help="fail the whole call, across attempts, unless it finishes "
+                   "within these seconds")
+    p.add_argument("--cancel-on-timeout", action="store_true", help="cancel the call when the wait runs out")
     p.add_argument("--retries", type=int, default=3, help="re-runs after a stall (default 3)")
     p.add_argument("--execution-id", help="idempotency key: the same id runs the function once")
     p.add_argument("--cache-key", help="reuse a recent successful result with this key")
@@ -499,6 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for an unfinished job to finish (0-20, default 0: answer at once)")
     p.set_defaults(func=cmd_jobs_show)
     _add_schedules(sub, common)
+    p = jsub.add_parser("cancel", parents=[common], help="cancel a call in flight")
+    p.add_argument("job_id")
+    p.add_argument("--reason", help="why (recorded with the job; at most 500 characters)")
+    p.set_defaults(func=cmd_jobs_cancel)
     return parser
 
 
@@ -512,6 +563,7 @@ FAILURES: Dict[Type[BaseException], Tuple[_Exit, Optional[str]]] = {
     SerializationError: (EXIT_USAGE, "differential: {e}"),
     CallTimeoutError: (EXIT_TIMEOUT, "differential: {e}"),
     JobFailedError: (EXIT_REMOTE, "differential: {e}"),
+    JobCancelledError: (EXIT_REMOTE, "differential: {e}"),
     AuthenticationError: (EXIT_AUTH, "differential: authentication failed: {e.message}"),
     NotFoundError: (EXIT_NOT_FOUND, "differential: not found: {e.message}"),
     ControlPlaneError: (lambda e: EXIT_UNAVAILABLE if e.status >= 500 else EXIT_REFUSED, "differential: {e}"),
