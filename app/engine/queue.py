@@ -8,47 +8,87 @@ from ..models import Job, utcnow
 from ..observability.events import events
 from . import statements
 from .batching import GroupCommit
-from .signals import hub, job_topic, queue_topic
+from .limits import Limits, still_running
+from .limits import claim as claim_limited
+from .signals import Subscription, hub, job_topic, queue_topic
 from .states import EventType, JobStatus
 
 
-def claim(cluster_id: str, service: str, machine_id: str, limit: int) -> list[dict]:
-    """Move up to `limit` pending jobs to running for this machine; oldest first."""
+def claim(cluster_id: str, service: str, machine_id: str, limit: int, limits: Limits | None = None) -> list[dict]:
+    """Move up to `limit` pending jobs to running for this machine; oldest first (and within the
+    poll's concurrency `limits`, when it declared any: limits.py)."""
+    return _claim(cluster_id, service, machine_id, limit, limits)[0]
+
+
+def _claim(cluster_id: str, service: str, machine_id: str, limit: int,
+           limits: Limits | None) -> tuple[list[dict], list[str]]:
+    """The claimed jobs, and the running jobs to watch when a full limit claimed nothing."""
     if limit <= 0:
-        return []
-    # One statement, atomic by itself; its deadlines come from the database's clock (statements.py).
-    rows = sorted(db.unit_of_work(lambda: statements.claim_jobs(
-        cluster_id=cluster_id, service=service, machine_id=machine_id, limit=limit), transaction=False))
+        return [], []
+    if limits is None:
+        # One statement, atomic by itself; its deadlines come from the database's clock (statements.py).
+        rows, watch = sorted(db.unit_of_work(lambda: statements.claim_jobs(
+            cluster_id=cluster_id, service=service, machine_id=machine_id, limit=limit), transaction=False)), []
+    else:
+        limited = claim_limited(cluster_id, service, machine_id, limit, limits)
+        rows, watch = sorted(limited.rows), limited.watch
     claimed = [{"id": r[1], "targetFn": r[2], "targetArgs": r[3]} for r in rows]
     for _seq, job_id, target_fn, _args, attempt in rows:
         events.record(cluster_id, EventType.JOB_RECEIVED, job_id=job_id, machine_id=machine_id, service=service,
                       targetFn=target_fn, attempt=attempt)
-    return claimed
+    return claimed, watch
+
+
+class _Relay(Subscription):
+    """Watches topics for another subscription: a wake-up wakes that one's waiter."""
+
+    def __init__(self, target: Subscription, topics: list[str]):
+        super().__init__(hub, topics)
+        self._target = target
+
+    def wake(self, topic: str | None = None) -> None:
+        self._target.wake(topic)
 
 
 def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, ttl_seconds: float,
-                   stopping=None, alive=None, heartbeat=None, heartbeat_every: float | None = None) -> list[dict]:
+                   stopping=None, alive=None, heartbeat=None, heartbeat_every: float | None = None,
+                   limits: Limits | None = None) -> list[dict]:
     """Long poll: claim as soon as something is claimable, or return [] after ttl.
 
     `alive()` is asked before every claim: a poll whose caller has gone (a killed worker) must
     not claim jobs that nobody will run. `heartbeat()` is called every `heartbeat_every` seconds
     while the poll is held: a machine parked here is not silent, and must not be declared stalled
-    when the machine timeout is shorter than the poll."""
+    when the machine timeout is shorter than the poll. A poll whose concurrency limit is full also
+    wakes when one of the running jobs holding it finishes (their job topics)."""
     start = last_beat = time.monotonic()
     deadline = start + ttl_seconds
     beat = heartbeat is not None and heartbeat_every is not None and heartbeat_every < ttl_seconds
+    watching: _Relay | None = None
     with hub.subscribe([queue_topic(cluster_id, service)]) as sub:
-        while True:
-            if alive is not None and not alive():
-                return []
-            if beat and time.monotonic() - last_beat >= heartbeat_every:
-                heartbeat()
-                last_beat = time.monotonic()
-            jobs = claim(cluster_id, service, machine_id, limit)
-            remaining = deadline - time.monotonic()
-            if jobs or remaining <= 0 or (stopping is not None and stopping.is_set()):
-                return jobs
-            sub.wait(min(remaining, max(0.0, last_beat + heartbeat_every - time.monotonic())) if beat else remaining)
+        try:
+            while True:
+                if alive is not None and not alive():
+                    return []
+                if beat and time.monotonic() - last_beat >= heartbeat_every:
+                    heartbeat()
+                    last_beat = time.monotonic()
+                jobs, watch = _claim(cluster_id, service, machine_id, limit, limits)
+                remaining = deadline - time.monotonic()
+                if jobs or remaining <= 0 or (stopping is not None and stopping.is_set()):
+                    return jobs
+                topics = sorted(job_topic(cluster_id, job_id) for job_id in watch)
+                if (watching.topics if watching else []) != topics:
+                    # The old relay stays open until the new one is: a job that finished after the
+                    # claim read it but before the new relay subscribed is caught by the check.
+                    previous, watching = watching, (_Relay(sub, topics).__enter__() if topics else None)
+                    if previous is not None:
+                        previous.__exit__(None, None, None)
+                    if watch and not still_running(cluster_id, watch):
+                        continue
+                sub.wait(min(remaining, max(0.0, last_beat + heartbeat_every - time.monotonic())) if beat else remaining)
+        finally:
+            if watching is not None:
+                watching.__exit__(None, None, None)
 
 
 def _store_batch(results: list[statements.Result]) -> list[bool]:

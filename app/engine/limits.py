@@ -1,0 +1,106 @@
+"""Concurrency limits: the claim never hands out more running jobs than a worker's poll allows.
+
+Workers declare limits in their poll (POST /jobs-request): `concurrency` on a function (running
+jobs of that function) and on the service (running jobs of all its functions), across every
+machine of the cluster. Each poll is judged by its own limits against the running jobs of all
+machines: machines that declare different limits each claim up to their own, and a poll that
+declares none (the published SDK's) claims as it always did.
+
+Enforcement is in the database, so it holds across machines and control-plane replicas: a limited
+claim is one transaction that first takes the (cluster, service)'s limits lock (a transaction
+advisory lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already admits one writer), then counts the
+running jobs and claims within the room left. Two limited claims of one service never overlap, so
+neither can count before the other's claim commits. Polls without limits keep the one-statement
+claim and never take the lock.
+
+A poll that found a limit full waits for a running job to finish as well as for new jobs: it
+watches the job topics of the jobs holding the limit (the result of each job wakes its topic
+already), so it claims as soon as one finishes, and unlimited polls pay nothing for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from .. import db
+from . import statements
+
+MAX_CONCURRENCY = 1_000_000  # a limit above any claim's reach; larger values are refused as input
+_MAX_WATCHED = 1000  # running jobs a full poll watches; past that it relies on the fallback timer
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one poll declared: the service's limit (or None) and each limited function's."""
+
+    service: int | None = None
+    functions: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def declared(cls, service_limit: int | None, functions: Iterable[Mapping] | None) -> "Limits | None":
+        """The limits of a poll's body (`concurrency`, `functions[].concurrency`), None when it has
+        none. A function named twice gets the smaller of its limits."""
+        by_function: dict[str, int] = {}
+        for fn in functions or ():
+            limit = fn.get("concurrency")
+            if limit is not None:
+                by_function[fn["name"]] = min(limit, by_function.get(fn["name"], limit))
+        if service_limit is None and not by_function:
+            return None
+        return cls(service_limit, by_function)
+
+
+@dataclass(frozen=True)
+class LimitedClaim:
+    rows: list[tuple]  # as statements.claim_jobs gives them
+    watch: list[str]  # nothing claimed because a limit is full: the running jobs holding it
+
+
+def lock_key(cluster_id: str, service: str) -> str:
+    return f"limits/{cluster_id}/{service}"
+
+
+def claim(cluster_id: str, service: str, machine_id: str, limit: int, limits: Limits) -> LimitedClaim:
+    """Claim up to `limit` jobs, oldest first, within the limits; one transaction."""
+    return db.unit_of_work(lambda: _claim(cluster_id, service, machine_id, limit, limits))
+
+
+def _claim(cluster_id: str, service: str, machine_id: str, limit: int, limits: Limits) -> LimitedClaim:
+    db.dialect.lock_key(lock_key(cluster_id, service))
+    running = statements.running_counts(cluster_id, service)
+    room = limit
+    if limits.service is not None:
+        room = min(room, limits.service - sum(running.values()))
+    caps = {fn: cap - running.get(fn, 0) for fn, cap in limits.functions.items()}
+    full = sorted(fn for fn, left in caps.items() if left <= 0)
+    rows: list[tuple] = []
+    # Each round claims the oldest jobs of the functions with room; a round that filled some
+    # function's room may have passed over younger jobs of others, so it goes again without it.
+    # Every further round excludes one more function: at most len(caps) + 1 rounds.
+    while room > 0:
+        batch = statements.claim_jobs_limited(cluster_id=cluster_id, service=service, machine_id=machine_id,
+                                              limit=room, exclude=full,
+                                              caps={fn: left for fn, left in caps.items() if fn not in full})
+        rows += batch
+        room -= len(batch)
+        filled = []
+        for _seq, _id, target_fn, _args, _attempt in batch:
+            if target_fn in caps:
+                caps[target_fn] -= 1
+                if caps[target_fn] == 0:
+                    filled.append(target_fn)
+        if not filled:
+            break  # nothing was passed over: the queue has no more for us
+        full = sorted(set(full) | set(filled))
+    if rows or not (full or room <= 0):  # (the caller asks for limit > 0)
+        return LimitedClaim(rows, [])
+    holders = None if room <= 0 else full  # the service's limit is full, or some functions' are
+    return LimitedClaim(rows, statements.running_ids(cluster_id, service, holders, _MAX_WATCHED))
+
+
+def still_running(cluster_id: str, job_ids: list[str]) -> bool:
+    """Whether every one of these jobs is still running (one indexed read)."""
+    if not job_ids:
+        return True
+    count = db.unit_of_work(lambda: statements.count_still_running(cluster_id, job_ids), transaction=False)
+    return count == len(job_ids)
