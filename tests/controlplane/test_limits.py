@@ -254,3 +254,40 @@ def test_a_limit_holds_across_processes_through_gunicorn(fresh_pg_url):
         assert sorted(claimed) == sorted(ids), "every job claimed once"
         assert sampler.samples > 10
         assert sampler.most <= 3, f"{sampler.most} jobs of a function limited to 3 ran at once"
+
+
+def test_a_parked_poll_wakes_on_a_result_that_another_process_stored(fresh_pg_url):
+    # Two gunicorn workers: the parked poll and the result often land in different processes,
+    # where only the result's NOTIFY (its job topic) can wake the poll before the fallback timer.
+    with ControlPlane(fresh_pg_url, env={"WEB_CONCURRENCY": "2"}) as cp:
+        cluster = cp.create_cluster()
+
+        def client(machine):
+            return httpx.Client(base_url=cp.url, timeout=30,
+                                headers={"Authorization": f"Basic {cluster['apiSecret']}", "x-machine-id": machine})
+
+        body = {"service": "svc", "limit": 5, "ttl": 15000, "functions": [{"name": "fn", "concurrency": 1}]}
+        with client("m1") as m1:
+            for round_ in range(4):
+                ids = [m1.post("/jobs", json={"service": "svc", "targetFn": "fn", "targetArgs": "kA=="}).json()["id"]
+                       for _ in range(2)]
+                assert [j["id"] for j in m1.post("/jobs-request", json={**body, "ttl": 0}).json()] == ids[:1]
+                got = []
+
+                def park(machine, got):
+                    with client(machine) as m2:
+                        got.extend(m2.post("/jobs-request", json=body).json())
+
+                t = threading.Thread(target=park, args=(f"parked{round_}", got))
+                t.start()
+                time.sleep(0.5)
+                finished = time.monotonic()
+                r = m1.post(f"/jobs/{ids[0]}/result", json={"result": "oA==", "resultType": "resolution"})
+                assert r.status_code == 204
+                t.join(20)
+                assert [j["id"] for j in got] == ids[1:], f"round {round_}"
+                assert time.monotonic() - finished < 3.0, f"round {round_}: woken only by the fallback timer"
+                m2_result = httpx.post(f"{cp.url}/jobs/{ids[1]}/result", json={"result": "oA==", "resultType": "resolution"},
+                                       headers={"Authorization": f"Basic {cluster['apiSecret']}",
+                                                "x-machine-id": f"parked{round_}"})
+                assert m2_result.status_code == 204
