@@ -35,6 +35,7 @@ class Limits:
 
     service: int | None = None
     functions: Mapping[str, int] = field(default_factory=dict)
+    served: frozenset[str] | None = None  # the functions the poll named (None: it sent no list)
 
     @classmethod
     def declared(cls, service_limit: int | None, functions: Iterable[Mapping] | None) -> "Limits | None":
@@ -47,7 +48,8 @@ class Limits:
                 by_function[fn["name"]] = min(limit, by_function.get(fn["name"], limit))
         if service_limit is None and not by_function:
             return None
-        return cls(service_limit, by_function)
+        served = None if functions is None else frozenset(fn["name"] for fn in functions)
+        return cls(service_limit, by_function, served)
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,11 @@ def _claim(cluster_id: str, service: str, machine_id: str, limit: int, limits: L
     room = limit
     if limits.service is not None:
         room = min(room, limits.service - sum(running.values()))
+    service_full = room <= 0  # (the caller asks for limit > 0)
     caps = {fn: cap - running.get(fn, 0) for fn, cap in limits.functions.items()}
     full = sorted(fn for fn, left in caps.items() if left <= 0)
+    if limits.served is not None and limits.served <= set(full):
+        room = 0  # every function the poll serves is full: no need to read past their queued jobs
     rows: list[tuple] = []
     # Each round claims the oldest jobs of the functions with room; a round that filled some
     # function's room may have passed over younger jobs of others, so it goes again without it.
@@ -92,9 +97,9 @@ def _claim(cluster_id: str, service: str, machine_id: str, limit: int, limits: L
         if not filled:
             break  # nothing was passed over: the queue has no more for us
         full = sorted(set(full) | set(filled))
-    if rows or not (full or room <= 0):  # (the caller asks for limit > 0)
+    if rows or not (full or service_full):
         return LimitedClaim(rows, [])
-    holders = None if room <= 0 else full  # the service's limit is full, or some functions' are
+    holders = None if service_full else full  # the jobs whose finishing makes room
     return LimitedClaim(rows, statements.running_ids(cluster_id, service, holders, _MAX_WATCHED))
 
 

@@ -144,6 +144,25 @@ def test_a_full_service_claims_nothing_and_each_poll_is_judged_by_its_own_limits
     assert [j["id"] for j in poll(api, c, "m4", limit=10, functions=functions)] == [ids[3]]
 
 
+def test_a_poll_whose_every_function_is_full_does_not_read_the_queue(api, monkeypatch):
+    # A backlog of a full function would otherwise be read through on every wake-up of every
+    # parked poll (there is no per-function pending index), to find nothing.
+    from app.engine import statements
+
+    c = api.new_cluster()
+    ids = [api.call(c) for _ in range(3)]
+    functions = [{"name": "fn", "concurrency": 1}]
+    assert [j["id"] for j in poll(api, c, "m1", functions=functions)] == ids[:1]
+    reads = []
+    claim_jobs_limited = statements.claim_jobs_limited
+    monkeypatch.setattr(statements, "claim_jobs_limited", lambda **kw: reads.append(kw) or claim_jobs_limited(**kw))
+    assert poll(api, c, "m2", functions=functions) == []
+    assert reads == []
+    # With another function to serve, the poll reads past the full one's jobs.
+    assert poll(api, c, "m2", functions=functions + [{"name": "other"}]) == []
+    assert [r["exclude"] for r in reads] == [["fn"]]
+
+
 def test_a_poll_at_a_full_limit_claims_as_soon_as_a_running_job_finishes(api):
     c = api.new_cluster()
     first, second = api.call(c), api.call(c)
