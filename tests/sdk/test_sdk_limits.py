@@ -127,3 +127,15 @@ def test_the_definition_carries_function_limits():
         pass
 
     assert [(f["name"], f.get("concurrency")) for f in svc.definition()] == [("limited", 3), ("free", None)]
+
+
+def test_the_cli_lists_the_limits_with_the_functions():
+    from differential.cli import _services_table
+
+    table = _services_table([
+        {"name": "billing", "concurrency": 4, "functions": [{"name": "charge", "concurrency": 1}, {"name": "refund"}]},
+        {"name": "plain", "functions": [{"name": "a"}, {"name": "b"}]},
+    ])
+    assert table.splitlines()[0].split() == ["SERVICE", "FUNCTIONS"]
+    assert "billing  charge (max 1), refund; service max 4" in table
+    assert "plain    a, b" in table
