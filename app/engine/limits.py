@@ -24,6 +24,7 @@ from typing import Iterable, Mapping
 
 from .. import db
 from . import statements
+from .signals import Subscription, hub, job_topic
 
 MAX_CONCURRENCY = 1_000_000  # a limit above any claim's reach; larger values are refused as input
 _MAX_WATCHED = 1000  # running jobs a full poll watches; past that it relies on the fallback timer
@@ -103,9 +104,47 @@ def _claim(cluster_id: str, service: str, machine_id: str, limit: int, limits: L
     return LimitedClaim(rows, statements.running_ids(cluster_id, service, holders, _MAX_WATCHED))
 
 
-def still_running(cluster_id: str, job_ids: list[str]) -> bool:
-    """Whether every one of these jobs is still running (one indexed read)."""
-    if not job_ids:
-        return True
+class _Relay(Subscription):
+    """Watches topics for another subscription: a wake-up wakes that one's waiter."""
+
+    def __init__(self, target: Subscription, topics: list[str]):
+        super().__init__(hub, topics)
+        self._target = target
+
+    def wake(self, topic: str | None = None) -> None:
+        self._target.wake(topic)
+
+
+class Holders:
+    """The running jobs a poll at a full limit waits on: each one's finishing (its job topic, woken
+    by its result, or by maintenance ending it) wakes the poll's own subscription."""
+
+    def __init__(self, cluster_id: str, poll: Subscription):
+        self._cluster_id = cluster_id
+        self._poll = poll
+        self._relay: _Relay | None = None
+
+    def __enter__(self) -> "Holders":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._relay is not None:
+            self._relay.__exit__(None, None, None)
+            self._relay = None
+
+    def follow(self, job_ids: list[str]) -> bool:
+        """Watch these jobs instead of the previous ones; True when one had already finished (the
+        claim read it running; it may have finished before the watch began)."""
+        topics = sorted(job_topic(self._cluster_id, job_id) for job_id in job_ids)
+        if (self._relay.topics if self._relay else []) == topics:
+            return False  # watched since before the claim that read them: nothing can be missed
+        # The previous relay stays until the new one listens, so no wake-up falls in between.
+        previous, self._relay = self._relay, (_Relay(self._poll, topics).__enter__() if topics else None)
+        if previous is not None:
+            previous.__exit__(None, None, None)
+        return bool(job_ids) and not _all_running(self._cluster_id, job_ids)
+
+
+def _all_running(cluster_id: str, job_ids: list[str]) -> bool:
     count = db.unit_of_work(lambda: statements.count_still_running(cluster_id, job_ids), transaction=False)
     return count == len(job_ids)

@@ -8,9 +8,9 @@ from ..models import Job, utcnow
 from ..observability.events import events
 from . import statements
 from .batching import GroupCommit
-from .limits import Limits, still_running
+from .limits import Holders, Limits
 from .limits import claim as claim_limited
-from .signals import Subscription, hub, job_topic, queue_topic
+from .signals import hub, job_topic, queue_topic
 from .states import EventType, JobStatus
 
 
@@ -39,17 +39,6 @@ def _claim(cluster_id: str, service: str, machine_id: str, limit: int,
     return claimed, watch
 
 
-class _Relay(Subscription):
-    """Watches topics for another subscription: a wake-up wakes that one's waiter."""
-
-    def __init__(self, target: Subscription, topics: list[str]):
-        super().__init__(hub, topics)
-        self._target = target
-
-    def wake(self, topic: str | None = None) -> None:
-        self._target.wake(topic)
-
-
 def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, ttl_seconds: float,
                    stopping=None, alive=None, heartbeat=None, heartbeat_every: float | None = None,
                    limits: Limits | None = None) -> list[dict]:
@@ -59,36 +48,24 @@ def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, t
     not claim jobs that nobody will run. `heartbeat()` is called every `heartbeat_every` seconds
     while the poll is held: a machine parked here is not silent, and must not be declared stalled
     when the machine timeout is shorter than the poll. A poll whose concurrency limit is full also
-    wakes when one of the running jobs holding it finishes (their job topics)."""
+    wakes when one of the running jobs holding it finishes (limits.Holders)."""
     start = last_beat = time.monotonic()
     deadline = start + ttl_seconds
     beat = heartbeat is not None and heartbeat_every is not None and heartbeat_every < ttl_seconds
-    watching: _Relay | None = None
-    with hub.subscribe([queue_topic(cluster_id, service)]) as sub:
-        try:
-            while True:
-                if alive is not None and not alive():
-                    return []
-                if beat and time.monotonic() - last_beat >= heartbeat_every:
-                    heartbeat()
-                    last_beat = time.monotonic()
-                jobs, watch = _claim(cluster_id, service, machine_id, limit, limits)
-                remaining = deadline - time.monotonic()
-                if jobs or remaining <= 0 or (stopping is not None and stopping.is_set()):
-                    return jobs
-                topics = sorted(job_topic(cluster_id, job_id) for job_id in watch)
-                if (watching.topics if watching else []) != topics:
-                    # The old relay stays open until the new one is: a job that finished after the
-                    # claim read it but before the new relay subscribed is caught by the check.
-                    previous, watching = watching, (_Relay(sub, topics).__enter__() if topics else None)
-                    if previous is not None:
-                        previous.__exit__(None, None, None)
-                    if watch and not still_running(cluster_id, watch):
-                        continue
-                sub.wait(min(remaining, max(0.0, last_beat + heartbeat_every - time.monotonic())) if beat else remaining)
-        finally:
-            if watching is not None:
-                watching.__exit__(None, None, None)
+    with hub.subscribe([queue_topic(cluster_id, service)]) as sub, Holders(cluster_id, sub) as holders:
+        while True:
+            if alive is not None and not alive():
+                return []
+            if beat and time.monotonic() - last_beat >= heartbeat_every:
+                heartbeat()
+                last_beat = time.monotonic()
+            jobs, watch = _claim(cluster_id, service, machine_id, limit, limits)
+            remaining = deadline - time.monotonic()
+            if jobs or remaining <= 0 or (stopping is not None and stopping.is_set()):
+                return jobs
+            if holders.follow(watch):
+                continue  # one finished before it was watched: its room is free now
+            sub.wait(min(remaining, max(0.0, last_beat + heartbeat_every - time.monotonic())) if beat else remaining)
 
 
 def _store_batch(results: list[statements.Result]) -> list[bool]:
