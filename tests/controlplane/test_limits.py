@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -239,10 +240,10 @@ CLAIMER = textwrap.dedent("""
 """)
 
 
-def test_a_limit_holds_across_processes_through_gunicorn(fresh_pg_url):
-    import psycopg2
-
-    with ControlPlane(fresh_pg_url, env={"WEB_CONCURRENCY": "2"}) as cp:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_limit_holds_across_processes_through_gunicorn(backend, request):
+    url = request.getfixturevalue("fresh_pg_url") if backend == "postgres" else None
+    with ControlPlane(url, env={"WEB_CONCURRENCY": "2"}) as cp:
         cluster = cp.create_cluster()
         headers = {"Authorization": f"Basic {cluster['apiSecret']}"}
         with httpx.Client(base_url=cp.url, headers=headers, timeout=30) as http:
@@ -254,13 +255,19 @@ def test_a_limit_holds_across_processes_through_gunicorn(fresh_pg_url):
                 r = http.post("/jobs", json=body)
                 assert r.status_code == 201, r.text
                 ids.append(r.json()["id"])
-        conn = psycopg2.connect(fresh_pg_url)
-        conn.autocommit = True
+        if url:
+            import psycopg2
+
+            conn = psycopg2.connect(url)
+            conn.autocommit = True
+        else:
+            conn = sqlite3.connect(f"file:{cp.data_dir / 'differential.db'}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False)
 
         def read():
-            with conn.cursor() as cur:
-                cur.execute("SELECT count(*) FROM jobs WHERE status = 'running'")
-                return cur.fetchone()[0]
+            cur = conn.cursor()
+            cur.execute("SELECT count(*) FROM jobs WHERE status = 'running'")
+            return cur.fetchone()[0]
 
         with Sampler(read) as sampler:
             procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, cp.url, cluster["apiSecret"], f"p{i}", "60"],
