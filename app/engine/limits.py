@@ -19,6 +19,7 @@ already), so it claims as soon as one finishes, and unlimited polls pay nothing 
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -63,9 +64,17 @@ def lock_key(cluster_id: str, service: str) -> str:
     return f"limits/{cluster_id}/{service}"
 
 
+# Limited claims of one service queue here, in the process, before they borrow a connection: many
+# parked polls woken at once would otherwise each hold a pooled connection while they wait for the
+# database lock, and starve every other request of the pool. Striped: bounded, and a collision only
+# makes two services' (short) claims take turns.
+_STRIPES = [threading.Lock() for _ in range(64)]
+
+
 def claim(cluster_id: str, service: str, machine_id: str, limit: int, limits: Limits) -> LimitedClaim:
     """Claim up to `limit` jobs, oldest first, within the limits; one transaction."""
-    return db.unit_of_work(lambda: _claim(cluster_id, service, machine_id, limit, limits))
+    with _STRIPES[hash((cluster_id, service)) % len(_STRIPES)]:
+        return db.unit_of_work(lambda: _claim(cluster_id, service, machine_id, limit, limits))
 
 
 def _claim(cluster_id: str, service: str, machine_id: str, limit: int, limits: Limits) -> LimitedClaim:
@@ -77,7 +86,7 @@ def _claim(cluster_id: str, service: str, machine_id: str, limit: int, limits: L
     service_full = room <= 0  # (the caller asks for limit > 0)
     caps = {fn: cap - running.get(fn, 0) for fn, cap in limits.functions.items()}
     full = sorted(fn for fn, left in caps.items() if left <= 0)
-    if limits.served is not None and limits.served <= set(full):
+    if limits.served and limits.served <= set(full):
         room = 0  # every function the poll serves is full: no need to read past their queued jobs
     rows: list[tuple] = []
     # Each round claims the oldest jobs of the functions with room; a round that filled some

@@ -164,6 +164,13 @@ def test_a_poll_whose_every_function_is_full_does_not_read_the_queue(api, monkey
     assert [r["exclude"] for r in reads] == [["fn"]]
 
 
+def test_a_service_limit_without_a_function_list_still_claims(api):
+    c = api.new_cluster()
+    ids = [api.call(c, fn=fn) for fn in ("a", "b", "c")]
+    assert [j["id"] for j in poll(api, c, "m1", functions=[], concurrency=2)] == ids[:2]
+    assert poll(api, c, "m2", functions=[], concurrency=2) == []
+
+
 def test_a_poll_at_a_full_limit_claims_as_soon_as_a_running_job_finishes(api):
     c = api.new_cluster()
     first, second = api.call(c), api.call(c)
@@ -198,6 +205,38 @@ def test_the_cluster_view_shows_the_declared_limits(api):
     definition = r.json["definition"]
     assert definition["concurrency"] == 5
     assert {f["name"]: f.get("concurrency") for f in definition["functions"]} == {"fn": 2, "other": None}
+
+
+def test_polls_waiting_for_the_limits_lock_leave_the_pool_to_other_requests(fresh_pg_url, tmp_path):
+    import psycopg2
+
+    from app import create_app, settings
+    from cp_helpers import MANAGEMENT_SECRET
+
+    app = create_app(settings.load({"MANAGEMENT_SECRET": MANAGEMENT_SECRET, "DATABASE_URL": fresh_pg_url,
+                                    "DIFFERENTIAL_DATA_DIR": str(tmp_path), "SWEEPER_ENABLED": "false"},
+                                   database_pool_size=3))
+    api = Api(app)
+    c = api.new_cluster()
+    job = api.call(c, service="other")
+    holder = psycopg2.connect(fresh_pg_url)  # holds the service's limits lock, as a slow claim would
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"limits/{c['id']}/svc",))
+    polls = [threading.Thread(target=poll, args=(Api(api.app), c, f"m{i}"),
+                              kwargs={"functions": [{"name": "fn", "concurrency": 1}]}) for i in range(6)]
+    try:
+        for t in polls:
+            t.start()
+        time.sleep(0.5)  # they queue for the lock
+        started = time.monotonic()
+        assert api.status(c, job)["state"] == "pending"
+        assert time.monotonic() - started < 1.5, "a status read waited for a pooled connection"
+    finally:
+        holder.rollback()
+        holder.close()
+        for t in polls:
+            t.join(30)
+        app.extensions["differential"].close()
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "3", True, None, 10**12, 2**70])
