@@ -11,7 +11,13 @@ claim is one transaction that first takes the (cluster, service)'s limits lock (
 advisory lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already admits one writer), then counts the
 running jobs and claims within the room left. Two limited claims of one service never overlap, so
 neither can count before the other's claim commits. Polls without limits keep the one-statement
-claim and never take the lock.
+claim and never take the lock (nor are they held back: a machine that declares no limit can take a
+limited function past it).
+
+The claim skips the queued jobs of functions at their limit to reach other functions' jobs. With
+no per-function index of pending jobs, that reads through a full function's backlog; a poll whose
+every function is full therefore claims nothing without reading the queue (a job of a function it
+does not name waits until one of its own has room).
 
 A poll that found a limit full waits for a running job to finish as well as for new jobs: it
 watches the job topics of the jobs holding the limit (the result of each job wakes its topic
