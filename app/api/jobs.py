@@ -13,6 +13,7 @@ from flask import Blueprint, g, jsonify, request
 from ..engine import cancel, jobs, machines, payloads, queue
 from ..engine.fairness import PollBudget, PollLimits
 from ..engine.jobs import CallConfig
+from ..engine.limits import Limits
 from ..engine.states import ResultType
 from ..errors import TooLarge
 from ..observability.events import events
@@ -60,7 +61,7 @@ def _poll_place(machine_id: str | None, ttl_ms: int):
        auth_kind="cluster", tag="worker", body=s.JOBS_REQUEST, responses={200: s.CLAIMED_JOBS, **ERRORS})
 def jobs_request(body):
     machine_id = require_machine_id()
-    machines.register_service(g.cluster_id, body["service"], body.get("functions"))
+    machines.register_service(g.cluster_id, body["service"], body.get("functions"), body.get("concurrency"))
     timeout = state().settings.machine_timeout_seconds
     cluster_id, ip, deployment_id = g.cluster_id, request.remote_addr, g.deployment_id
     client = request.environ.get("gunicorn.socket")
@@ -73,7 +74,8 @@ def jobs_request(body):
         claimed = queue.wait_and_claim(g.cluster_id, body["service"], machine_id, body["limit"],
                                        wait, stopping=state().stopping,
                                        alive=lambda: not _disconnected(client),
-                                       heartbeat=heartbeat, heartbeat_every=timeout / 4)
+                                       heartbeat=heartbeat, heartbeat_every=timeout / 4,
+                                       limits=Limits.declared(body.get("concurrency"), body.get("functions")))
     return jsonify(claimed), 200  # always 200 with an array: a 204 kills the published SDK's worker
 
 

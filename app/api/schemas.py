@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..engine import states
 from ..engine.jobs import CallConfig
+from ..engine.limits import MAX_CONCURRENCY
 
 _CALL = CallConfig()
 MAX_WAIT_MS = 20_000  # a long poll's longest wait, and its wait when the request names no ttl
@@ -40,7 +41,13 @@ ERROR = obj({"error": obj({
 
 # --- job protocol -------------------------------------------------------------------------------
 
-FUNCTION = obj({"name": NAME, "schema": {"type": "string", "description": "JSON Schema of the input, as text"}},
+# Concurrency limits (engine/limits.py): optional, ours only; each poll is judged by its own.
+CONCURRENCY = {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY,
+               "description": "the most running jobs at once, across every machine of the cluster"}
+
+FUNCTION = obj({"name": NAME, "schema": {"type": "string", "description": "JSON Schema of the input, as text"},
+                "concurrency": {**CONCURRENCY, "description": "the most running jobs of this function at once, "
+                                                              "across every machine of the cluster"}},
                required=("name",))
 
 JOBS_REQUEST = obj({
@@ -49,6 +56,8 @@ JOBS_REQUEST = obj({
     "ttl": {"type": "integer", "minimum": 0, "maximum": 600000, "default": MAX_WAIT_MS,
             "description": f"longest wait in ms; values above {MAX_WAIT_MS} wait {MAX_WAIT_MS}"},
     "functions": {"type": "array", "maxItems": 1000, "items": FUNCTION},
+    "concurrency": {**CONCURRENCY, "description": "the most running jobs of the service (all its functions) at "
+                                                  "once, across every machine of the cluster"},
 }, required=("service",))
 
 CLAIMED_JOB = obj({"id": ID, "targetFn": {"type": "string"}, "targetArgs": {"type": "string"}},
@@ -134,7 +143,9 @@ JOB_SUMMARY = obj({"id": ID, "service": {"type": "string"}, "targetFn": {"type":
                    "createdAt": TIMESTAMP, "resultedAt": TIMESTAMP,
                    "functionExecutionTime": {"type": ["integer", "null"]}, "machineId": NULLABLE_TEXT},
                   required=("id", "service", "targetFn", "status"))
-DEFINITION = obj({"name": {"type": "string"}, "functions": {"type": "array", "items": FUNCTION}}, required=("name",))
+DEFINITION = obj({"name": {"type": "string"}, "functions": {"type": "array", "items": FUNCTION},
+                  "concurrency": {**CONCURRENCY, "description": "the service's limit, as its last poll declared it"}},
+                 required=("name",))
 MACHINE = obj({"id": {"type": "string"}, "ip": NULLABLE_TEXT, "status": {"type": "string"},
                "deploymentId": NULLABLE_TEXT, "lastPingAt": TIMESTAMP}, required=("id", "status"))
 

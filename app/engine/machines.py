@@ -65,15 +65,21 @@ def ping(cluster_id: str, machine_id: str, *, ip: str | None, deployment_id: str
     _write_or_forget(_pings, key, tx)
 
 
-def register_service(cluster_id: str, service: str, functions: list[dict] | None) -> None:
+def register_service(cluster_id: str, service: str, functions: list[dict] | None,
+                     concurrency: int | None = None) -> None:
     """Store the service's definition as its workers send it, when it changed.
 
-    A poll without a function list keeps the stored definition instead of wiping it.
+    A poll without a function list keeps the stored definition instead of wiping it. The
+    definition shows the concurrency limits the poll declared (each poll's own are what its claim
+    enforces: limits.py); the service's own limit rides beside its functions.
     """
     if functions is None:
         definition = None
     else:
-        definition = json.dumps({"name": service, "functions": functions}, sort_keys=True)
+        shown = {"name": service, "functions": functions}
+        if concurrency is not None:
+            shown["concurrency"] = concurrency
+        definition = json.dumps(shown, sort_keys=True)
     digest = hashlib.sha256((definition or "").encode()).hexdigest()
     key = (cluster_id, service)
     if not _definitions.take(key, digest, 60.0):

@@ -8,46 +8,63 @@ from ..models import Job, utcnow
 from ..observability.events import events
 from . import statements
 from .batching import GroupCommit
+from .limits import Holders, Limits
+from .limits import claim as claim_limited
 from .signals import hub, job_topic, queue_topic
 from .states import EventType, JobStatus
 
 
-def claim(cluster_id: str, service: str, machine_id: str, limit: int) -> list[dict]:
-    """Move up to `limit` pending jobs to running for this machine; oldest first."""
+def claim(cluster_id: str, service: str, machine_id: str, limit: int, limits: Limits | None = None) -> list[dict]:
+    """Move up to `limit` pending jobs to running for this machine; oldest first (and within the
+    poll's concurrency `limits`, when it declared any: limits.py)."""
+    return _claim(cluster_id, service, machine_id, limit, limits)[0]
+
+
+def _claim(cluster_id: str, service: str, machine_id: str, limit: int,
+           limits: Limits | None) -> tuple[list[dict], list[str]]:
+    """The claimed jobs, and the running jobs to watch when a full limit claimed nothing."""
     if limit <= 0:
-        return []
-    # One statement, atomic by itself; its deadlines come from the database's clock (statements.py).
-    rows = sorted(db.unit_of_work(lambda: statements.claim_jobs(
-        cluster_id=cluster_id, service=service, machine_id=machine_id, limit=limit), transaction=False))
+        return [], []
+    if limits is None:
+        # One statement, atomic by itself; its deadlines come from the database's clock (statements.py).
+        rows, watch = sorted(db.unit_of_work(lambda: statements.claim_jobs(
+            cluster_id=cluster_id, service=service, machine_id=machine_id, limit=limit), transaction=False)), []
+    else:
+        limited = claim_limited(cluster_id, service, machine_id, limit, limits)
+        rows, watch = sorted(limited.rows), limited.watch
     claimed = [{"id": r[1], "targetFn": r[2], "targetArgs": r[3]} for r in rows]
     for _seq, job_id, target_fn, _args, attempt in rows:
         events.record(cluster_id, EventType.JOB_RECEIVED, job_id=job_id, machine_id=machine_id, service=service,
                       targetFn=target_fn, attempt=attempt)
-    return claimed
+    return claimed, watch
 
 
 def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, ttl_seconds: float,
-                   stopping=None, alive=None, heartbeat=None, heartbeat_every: float | None = None) -> list[dict]:
+                   stopping=None, alive=None, heartbeat=None, heartbeat_every: float | None = None,
+                   limits: Limits | None = None) -> list[dict]:
     """Long poll: claim as soon as something is claimable, or return [] after ttl.
 
     `alive()` is asked before every claim: a poll whose caller has gone (a killed worker) must
     not claim jobs that nobody will run. `heartbeat()` is called every `heartbeat_every` seconds
     while the poll is held: a machine parked here is not silent, and must not be declared stalled
-    when the machine timeout is shorter than the poll."""
+    when the machine timeout is shorter than the poll. A poll whose concurrency limit is full also
+    wakes when one of the running jobs holding it finishes (limits.Holders)."""
     start = last_beat = time.monotonic()
     deadline = start + ttl_seconds
     beat = heartbeat is not None and heartbeat_every is not None and heartbeat_every < ttl_seconds
-    with hub.subscribe([queue_topic(cluster_id, service)]) as sub:
+    with hub.subscribe([queue_topic(cluster_id, service)]) as sub, Holders(cluster_id, sub) as holders:
         while True:
             if alive is not None and not alive():
                 return []
             if beat and time.monotonic() - last_beat >= heartbeat_every:
                 heartbeat()
                 last_beat = time.monotonic()
-            jobs = claim(cluster_id, service, machine_id, limit)
+            jobs, watch = _claim(cluster_id, service, machine_id, limit, limits)
             remaining = deadline - time.monotonic()
             if jobs or remaining <= 0 or (stopping is not None and stopping.is_set()):
                 return jobs
+            if holders.follow(watch):
+                continue  # one finished before it was watched: its room is free now
             sub.wait(min(remaining, max(0.0, last_beat + heartbeat_every - time.monotonic())) if beat else remaining)
 
 

@@ -100,6 +100,66 @@ WHERE seq IN (
 RETURNING seq, id, target_fn, target_args, attempt
 """
 
+# A claim under concurrency limits (limits.py) runs in a transaction that first serialises the
+# limited claims of its (cluster, service) and counts their running jobs (served by the partial
+# index jobs_running_function). Its statement is the plain claim's, with the picking made
+# per-function aware: `{exclude}` leaves out functions already at their limit, and `{caps}` keeps at
+# most `cap` of the oldest candidates of each limited function (`n` is a candidate's rank within its
+# function). The SET clause is the plain claim's, copied whole: keep the two in step.
+_RUNNING_COUNTS = (f"SELECT target_fn, count(*) FROM jobs WHERE cluster_id = %s AND service = %s"
+                   f" AND status = {_RUNNING} GROUP BY target_fn")
+_RUNNING_IDS = f"SELECT id FROM jobs WHERE cluster_id = %s AND service = %s AND status = {_RUNNING}"
+_STILL_RUNNING = f"SELECT count(*) FROM jobs WHERE cluster_id = %s AND status = {_RUNNING} AND id IN "
+
+_CLAIM_LIMITED_POSTGRES = f"""
+WITH candidates AS (
+    SELECT seq, target_fn FROM jobs
+    WHERE cluster_id = %s AND service = %s AND status = {_PENDING}{{exclude}}
+    ORDER BY seq LIMIT %s
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT seq FROM (SELECT seq, target_fn, row_number() OVER (PARTITION BY target_fn ORDER BY seq) AS n
+                     FROM candidates) AS ranked
+    WHERE {{caps}}
+)
+UPDATE jobs SET status = {_RUNNING}, attempt = jobs.attempt + 1, machine_id = %s,
+       claimed_at = COALESCE(%s::timestamp, {{now}}),
+       deadline_ms = LEAST(COALESCE(%s::bigint, {{now_ms}}) + jobs.timeout_seconds * 1000,
+                           COALESCE(jobs.call_deadline_ms, {_NEVER})),
+       queue_deadline_ms = jobs.call_deadline_ms
+FROM picked
+WHERE jobs.seq = picked.seq AND jobs.status = {_PENDING}
+RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
+"""
+
+_CLAIM_LIMITED_SQLITE = f"""
+UPDATE jobs SET status = {_RUNNING}, attempt = attempt + 1, machine_id = %s,
+       claimed_at = COALESCE(%s, {{now}}),
+       deadline_ms = min(COALESCE(%s, {{now_ms}}) + timeout_seconds * 1000, COALESCE(call_deadline_ms, {_NEVER})),
+       queue_deadline_ms = call_deadline_ms
+WHERE seq IN (
+    SELECT seq FROM (
+        SELECT seq, target_fn, row_number() OVER (PARTITION BY target_fn ORDER BY seq) AS n FROM (
+            SELECT seq, target_fn FROM jobs
+            WHERE cluster_id = %s AND service = %s AND status = {_PENDING}{{exclude}}
+            ORDER BY seq LIMIT %s
+        )
+    ) WHERE {{caps}}
+) AND status = {_PENDING}
+RETURNING seq, id, target_fn, target_args, attempt
+"""
+
+
+def _limited_parts(exclude: list[str], caps: dict[str, int]) -> tuple[dict, list, list]:
+    """The `{exclude}` and `{caps}` SQL of a limited claim, and their parameters."""
+    where = f" AND target_fn NOT IN {_in(exclude)}" if exclude else ""
+    if caps:
+        cap_sql = "n <= CASE target_fn " + " ".join(["WHEN %s THEN %s"] * len(caps)) + " ELSE n END"
+    else:
+        cap_sql = "1 = 1"
+    return {"exclude": where, "caps": cap_sql}, list(exclude), [v for item in caps.items() for v in item]
+
+
 # A status read gives each result's size, not the result: a caller picks the results an answer
 # can carry (a bounded total) and reads those (_RESULTS). octet_length needs no de-TOASTing.
 _STATUS = "SELECT id, status, octet_length(result), result_type, service, reason FROM jobs WHERE cluster_id = %s AND "
@@ -231,6 +291,12 @@ class PostgresDialect(db.PostgresDialect):
                    now_ms: int | None) -> list[tuple]:
         return db.execute(self._claim, (cluster_id, service, limit, machine_id, claimed, now_ms)).fetchall()
 
+    def claim_jobs_limited(self, cluster_id: str, service: str, machine_id: str, limit: int, exclude: list[str],
+                           caps: dict[str, int], claimed: object, now_ms: int | None) -> list[tuple]:
+        parts, excluded, capped = _limited_parts(exclude, caps)
+        sql = _CLAIM_LIMITED_POSTGRES.format(now=self.now, now_ms=self.now_ms, **parts)
+        return db.execute(sql, (cluster_id, service, *excluded, limit, *capped, machine_id, claimed, now_ms)).fetchall()
+
     def store_results(self, results: list[Result]) -> list[bool]:
         sql = _RESULTS_POSTGRES.format(rows=", ".join([_RESULT_ROW] * len(results)))
         params = [v for r in results for v in (r.cluster_id, r.job_id, r.machine_id, r.result, r.result_type,
@@ -267,6 +333,12 @@ class SqliteDialect(db.SqliteDialect):
                    now_ms: int | None) -> list[tuple]:
         return db.execute(self._claim, (machine_id, claimed, now_ms, cluster_id, service, limit)).fetchall()
 
+    def claim_jobs_limited(self, cluster_id: str, service: str, machine_id: str, limit: int, exclude: list[str],
+                           caps: dict[str, int], claimed: object, now_ms: int | None) -> list[tuple]:
+        parts, excluded, capped = _limited_parts(exclude, caps)
+        sql = _CLAIM_LIMITED_SQLITE.format(now=self.now, now_ms=self.now_ms, **parts)
+        return db.execute(sql, (machine_id, claimed, now_ms, cluster_id, service, *excluded, limit, *capped)).fetchall()
+
     def store_results(self, results: list[Result]) -> list[bool]:
         return [db.execute(_RESULT_SQLITE, (r.result, r.result_type, Job.resulted_at.db_value(r.resulted_at),
                                             r.execution_time_ms, r.cluster_id, r.job_id, r.machine_id)).rowcount > 0
@@ -302,6 +374,37 @@ def claim_jobs(*, cluster_id: str, service: str, machine_id: str, limit: int, cl
 
     The deadline is the claim time (`now_ms`, default: the database's clock) + the job's timeout."""
     return db.dialect.claim_jobs(cluster_id, service, machine_id, limit, Job.claimed_at.db_value(claimed_at), now_ms)
+
+
+def claim_jobs_limited(*, cluster_id: str, service: str, machine_id: str, limit: int, exclude: list[str],
+                       caps: dict[str, int], claimed_at: dt.datetime | None = None,
+                       now_ms: int | None = None) -> list[tuple]:
+    """pending -> running under concurrency limits: claim_jobs, but never a job of a function in
+    `exclude`, and at most caps[fn] jobs of each function in `caps`. Rows as claim_jobs gives.
+
+    Only limits.py calls it, inside the transaction that holds the (cluster, service)'s limits lock
+    and counted its running jobs (`running_counts`): that is what makes the caps hold."""
+    return db.dialect.claim_jobs_limited(cluster_id, service, machine_id, limit, exclude, caps,
+                                         Job.claimed_at.db_value(claimed_at), now_ms)
+
+
+def running_counts(cluster_id: str, service: str) -> dict[str, int]:
+    """How many jobs of each function of the service are running, on every machine."""
+    return dict(db.execute(_RUNNING_COUNTS, (cluster_id, service)).fetchall())
+
+
+def running_ids(cluster_id: str, service: str, functions: list[str] | None, limit: int) -> list[str]:
+    """Ids of up to `limit` running jobs of the service (of those functions only, unless None)."""
+    sql, params = _RUNNING_IDS, [cluster_id, service]
+    if functions is not None:
+        sql += " AND target_fn IN " + _in(functions)
+        params += functions
+    return [row[0] for row in db.execute(sql + " LIMIT %s", (*params, limit)).fetchall()]
+
+
+def count_still_running(cluster_id: str, job_ids: list[str]) -> int:
+    """How many of these jobs are still running."""
+    return db.execute(_STILL_RUNNING + _in(job_ids), (cluster_id, *job_ids)).fetchone()[0]
 
 
 def now_sql() -> peewee.SQL:

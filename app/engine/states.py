@@ -92,6 +92,10 @@ TRANSITIONS = (
     Transition("claim_jobs", JobStatus.PENDING, JobStatus.RUNNING, "claim",
                "status = pending, repeated in the UPDATE (PostgreSQL picks with FOR UPDATE SKIP LOCKED)",
                (EventType.JOB_RECEIVED,)),
+    Transition("claim_jobs_limited", JobStatus.PENDING, JobStatus.RUNNING, "claim under concurrency limits (limits.py)",
+               "as claim_jobs, inside the transaction holding the (cluster, service) limits lock that counted the"
+               " running jobs: at most the room each limit has left",
+               (EventType.JOB_RECEIVED,)),
     Transition("store_results", JobStatus.RUNNING, JobStatus.SUCCESS, "result",
                "status = running AND machine_id = the attempt's holder",
                (EventType.JOB_RESULTED,)),

@@ -169,9 +169,18 @@ def cmd_clusters_list(args: argparse.Namespace) -> int:
 
 
 def _services_table(defs: List[Dict[str, Any]]) -> str:
-    rows = [{"name": d.get("name"), "functions": ", ".join(f.get("name", "") for f in d.get("functions") or [])}
-            for d in defs]
+    rows = [{"name": d.get("name"), "functions": _functions_cell(d)} for d in defs]
     return _table(rows, ["name", "functions"], ["SERVICE", "FUNCTIONS"])
+
+
+def _functions_cell(definition: Dict[str, Any]) -> str:
+    """Function names, each with its concurrency limit (and the service's) when its workers declare one."""
+    names = [f.get("name", "") + (f" (max {f['concurrency']})" if f.get("concurrency") else "")
+             for f in definition.get("functions") or []]
+    cell = ", ".join(names)
+    if definition.get("concurrency"):
+        cell += f"; service max {definition['concurrency']}"
+    return cell
 
 
 def cmd_clusters_show(args: argparse.Namespace) -> int:

@@ -55,6 +55,16 @@ DEFAULT_PING_INTERVAL = 15.0  # well inside the control-plane's 90 s machine tim
 DEFAULT_RESULT_RETRY_SECONDS = 300.0  # keep trying to report a result for this long
 DEFAULT_CANCEL_CHECK_INTERVAL = 2.0  # how often a worker running jobs asks whether they were cancelled
 _ENDED = ("success", "failure", "cancelled")  # a status answer's `state` when the job is over
+MAX_CLUSTER_CONCURRENCY = 1_000_000  # the control-plane refuses larger limits
+
+
+def _cluster_limit(value: Optional[int], what: str) -> Optional[int]:
+    """A concurrency limit the control-plane enforces across every machine (None: no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CLUSTER_CONCURRENCY:
+        raise ValueError(f"{what} must be an integer within 1..{MAX_CLUSTER_CONCURRENCY}")
+    return value
 
 
 class Service:
@@ -62,7 +72,12 @@ class Service:
     `svc.start()` (background) and `svc.stop()`, or `svc.run()` (blocks until SIGINT/SIGTERM).
 
     `config` says where the control-plane is and with which secret (`Differential.service`
-    passes its own); without one, `start()` reads the environment (`Config.from_env()`)."""
+    passes its own); without one, `start()` reads the environment (`Config.from_env()`).
+
+    `concurrency` is this worker's own pool: how many jobs it runs at once. `cluster_concurrency`
+    (and `@svc.function(concurrency=N)` per function) are limits the control-plane enforces at the
+    claim across every machine serving the service: sent with each poll, judged against the
+    running jobs of all machines."""
 
     def __init__(
         self,
@@ -74,6 +89,7 @@ class Service:
         ping_interval: float = DEFAULT_PING_INTERVAL,
         result_retry_seconds: float = DEFAULT_RESULT_RETRY_SECONDS,
         cancel_check_interval: float = DEFAULT_CANCEL_CHECK_INTERVAL,
+        cluster_concurrency: Optional[int] = None,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ValueError("a service needs a name")
@@ -90,16 +106,22 @@ class Service:
         if cancel_check_interval <= 0:
             raise ValueError("cancel_check_interval must be positive (seconds)")
         self.cancel_check_interval = cancel_check_interval
+        self.cluster_concurrency = _cluster_limit(cluster_concurrency, "cluster_concurrency")
         self._functions: Dict[str, Callable[..., Any]] = {}
         self._schemas: Dict[str, str] = {}
+        self._limits: Dict[str, int] = {}
         self._thread: Optional[threading.Thread] = None
         self._worker: Optional[_Worker] = None
         self._ready = threading.Event()
 
     # -- definition ---------------------------------------------------------------------------
 
-    def register(self, fn: Callable[..., Any], name: Optional[str] = None) -> Callable[..., Any]:
-        """Explicit form: `svc.register(fn)` or `svc.register(fn, name="other")`."""
+    def register(self, fn: Callable[..., Any], name: Optional[str] = None, *,
+                 concurrency: Optional[int] = None) -> Callable[..., Any]:
+        """Explicit form: `svc.register(fn)` or `svc.register(fn, name="other")`. `concurrency`: the
+        most running jobs of this function at once across every machine (the control-plane's claim
+        enforces it)."""
+        limit = _cluster_limit(concurrency, "concurrency")
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
         fname = name or getattr(fn, "__name__", None)
@@ -109,21 +131,30 @@ class Service:
             raise ValueError(f"function {fname!r} is already registered on service {self.name!r}")
         self._schemas[fname] = function_schema_json(fn)  # refuses signatures the wire cannot call
         self._functions[fname] = fn
+        if limit is None:
+            self._limits.pop(fname, None)
+        else:
+            self._limits[fname] = limit
         return fn
 
-    def function(self, fn: Optional[Callable[..., Any]] = None, *, name: Optional[str] = None) -> Any:
-        """Decorator: `@svc.function` or `@svc.function(name="other")`."""
+    def function(self, fn: Optional[Callable[..., Any]] = None, *, name: Optional[str] = None,
+                 concurrency: Optional[int] = None) -> Any:
+        """Decorator: `@svc.function`, `@svc.function(name="other")`, `@svc.function(concurrency=2)`."""
         if fn is not None:
-            return self.register(fn, name)
-        return lambda f: self.register(f, name)
+            return self.register(fn, name, concurrency=concurrency)
+        return lambda f: self.register(f, name, concurrency=concurrency)
 
     @property
     def functions(self) -> Dict[str, Callable[..., Any]]:
         return dict(self._functions)
 
     def definition(self) -> list:
-        """What each poll sends as `functions`: name and JSON Schema string."""
-        return [{"name": n, "schema": self._schemas[n]} for n in self._functions]
+        """What each poll sends as `functions`: name, JSON Schema string and, when limited, concurrency."""
+        functions = [{"name": n, "schema": self._schemas[n]} for n in self._functions]
+        for fn in functions:
+            if fn["name"] in self._limits:
+                fn["concurrency"] = self._limits[fn["name"]]
+        return functions
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -157,6 +188,7 @@ class Service:
             concurrency=self.concurrency, poll_ttl_ms=self.poll_ttl_ms, ping_interval=self.ping_interval,
             result_retry_seconds=self.result_retry_seconds, max_idle_cycles=max_idle_cycles,
             cancel_check_interval=self.cancel_check_interval,
+            cluster_concurrency=self.cluster_concurrency,
         )
         self._thread = threading.Thread(
             target=self._worker.thread_main, name=f"differential-worker-{self.name}", daemon=True,
@@ -219,7 +251,7 @@ class _Worker:
         name: str,
         config: Config,
         functions: Mapping[str, Callable[..., Any]],
-        definition: List[Dict[str, str]],
+        definition: List[Dict[str, Any]],
         ready: threading.Event,
         *,
         concurrency: int,
@@ -228,6 +260,7 @@ class _Worker:
         result_retry_seconds: float,
         max_idle_cycles: Optional[int],
         cancel_check_interval: float = DEFAULT_CANCEL_CHECK_INTERVAL,
+        cluster_concurrency: Optional[int] = None,
     ) -> None:
         self.name = name
         self.functions = functions
@@ -238,6 +271,7 @@ class _Worker:
         self.ping_interval = ping_interval
         self.result_retry_seconds = result_retry_seconds
         self.max_idle_cycles = max_idle_cycles
+        self.cluster_concurrency = cluster_concurrency
         # Each started worker has its own machine id (the control-plane fences results by it): if
         # stop() abandons a long poll that the server then answers with a claim nobody reads, that
         # job is re-queued once this id goes silent, even while the instance keeps making calls.
@@ -317,6 +351,8 @@ class _Worker:
                 continue
             body = {"limit": min(free, 1000), "ttl": self.poll_ttl_ms, "service": self.name,
                     "functions": self.definition}
+            if self.cluster_concurrency is not None:
+                body["concurrency"] = self.cluster_concurrency
             self.poll_task = asyncio.ensure_future(
                 self.http.request("POST", "/jobs-request", json=body, long_poll_ms=self.poll_ttl_ms)
             )
