@@ -26,14 +26,15 @@ from dataclasses import dataclass
 import peewee
 
 from .. import db
-from ..models import Job, Machine, Service
+from ..models import Job, Machine, Service, Worker
 from .signals import CHANNEL, topic_sql
-from .states import JobStatus, MachineStatus
+from .states import RERUNNABLE, JobStatus, MachineStatus
 
 # Statuses in the SQL are literals, not parameters: the planner matches the partial indexes of
 # migration 1 (`WHERE status = 'pending'`, `'running'`) only against literals.
 _PENDING, _RUNNING, _SUCCESS, _FAILURE = (f"'{s}'" for s in (
     JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCESS, JobStatus.FAILURE))
+_RERUNNABLE = ", ".join(f"'{s}'" for s in RERUNNABLE)
 _INACTIVE = f"'{MachineStatus.INACTIVE}'"
 
 _JOB_COLUMNS = ("cluster_id", "id", "service", "target_fn", "target_args", "status", "cache_key",
@@ -140,6 +141,22 @@ DELETE FROM services WHERE pk IN (
     AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster_id = s.cluster_id AND jobs.service = s.name)
     LIMIT %s
 ) AND updated_at < %s"""
+
+# A worker row goes when its machine has not polled that service for the retention (the machine
+# itself goes by _PRUNE_MACHINES); its next poll writes it again.
+_PRUNE_WORKERS = """
+DELETE FROM workers WHERE pk IN (SELECT pk FROM workers WHERE last_poll_at < %s LIMIT %s) AND last_poll_at < %s"""
+
+# An operator's re-run: a failed or cancelled job is pending again, as a new attempt. It gets one
+# more attempt than it has used if it used them all (River's JobRetry rule), else keeps what it had
+# left; what described the last attempt and its end goes, and so do the deadlines (they were
+# absolute times of the first run: kept, they would end the re-run at once).
+_RERUN = (f"UPDATE jobs SET status = {_PENDING}, result = NULL, result_type = NULL, reason = NULL,"
+          " resulted_at = NULL, machine_id = NULL, deadline_ms = NULL, claimed_at = NULL, execution_time_ms = NULL,"
+          " run_at_ms = NULL, queue_deadline_ms = NULL, call_deadline_ms = NULL,"
+          " attempts_allowed = CASE WHEN attempt >= attempts_allowed THEN attempt + 1 ELSE attempts_allowed END"
+          f" WHERE cluster_id = %s AND id = %s AND status IN ({_RERUNNABLE})"
+          " RETURNING service, attempt, attempts_allowed")
 
 
 @dataclass(frozen=True)
@@ -328,6 +345,19 @@ def prune_services(cutoff: dt.datetime, limit: int) -> int:
     """Delete up to `limit` services not polled for since before `cutoff` that have no job left."""
     stamp = Service.updated_at.db_value(cutoff)
     return db.execute(_PRUNE_SERVICES, (stamp, limit, stamp)).rowcount
+
+
+def prune_workers(cutoff: dt.datetime, limit: int) -> int:
+    """Delete up to `limit` worker rows whose machine has not polled their service since before `cutoff`."""
+    stamp = Worker.last_poll_at.db_value(cutoff)
+    return db.execute(_PRUNE_WORKERS, (stamp, limit, stamp)).rowcount
+
+
+def rerun_jobs(cluster_id: str, job_id: str) -> tuple | None:
+    """failure | cancelled -> pending, fenced on the status: (service, attempt, attempts_allowed)
+    of the job put back, or None when it is not in a state a re-run leaves (or does not exist).
+    The caller notifies the queue topic in the same transaction."""
+    return db.execute(_RERUN, (cluster_id, job_id)).fetchone()
 
 
 def _in(values: list) -> str:

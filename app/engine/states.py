@@ -101,6 +101,11 @@ TRANSITIONS = (
     Transition("fail_stalled", JobStatus.RUNNING, JobStatus.FAILURE, "maintenance: RecoverStalledJobs",
                "status = running on rows locked by the read; attempt >= attempts_allowed",
                (EventType.JOB_STALLED, EventType.JOB_STALLED_TOO_MANY_TIMES)),
+    # An operator's re-run (POST /clusters/:id/jobs/:jobId/rerun): the only way out of a terminal state.
+    Transition("rerun_jobs", JobStatus.FAILURE, JobStatus.PENDING, "operator: job admin rerun",
+               "status IN (failure, cancelled) in the UPDATE", (EventType.JOB_RERUN,)),
+    Transition("rerun_jobs", JobStatus.CANCELLED, JobStatus.PENDING, "operator: job admin rerun",
+               "status IN (failure, cancelled) in the UPDATE", (EventType.JOB_RERUN,)),
 )
 
 
