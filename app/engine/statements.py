@@ -35,7 +35,7 @@ from .states import RERUNNABLE, JobStatus, MachineStatus
 _PENDING, _RUNNING, _SUCCESS, _FAILURE = (f"'{s}'" for s in (
     JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCESS, JobStatus.FAILURE))
 _RERUNNABLE = ", ".join(f"'{s}'" for s in RERUNNABLE)
-_INACTIVE = f"'{MachineStatus.INACTIVE}'"
+_INACTIVE, _ACTIVE = f"'{MachineStatus.INACTIVE}'", f"'{MachineStatus.ACTIVE}'"
 
 _JOB_COLUMNS = ("cluster_id", "id", "service", "target_fn", "target_args", "status", "cache_key",
                 "attempts_allowed", "attempt", "timeout_seconds", "created_at", "deployment_id", "predictive_retries")
@@ -142,10 +142,16 @@ DELETE FROM services WHERE pk IN (
     LIMIT %s
 ) AND updated_at < %s"""
 
-# A worker row goes when its machine has not polled that service for the retention (the machine
-# itself goes by _PRUNE_MACHINES); its next poll writes it again.
-_PRUNE_WORKERS = """
-DELETE FROM workers WHERE pk IN (SELECT pk FROM workers WHERE last_poll_at < %s LIMIT %s) AND last_poll_at < %s"""
+# A worker row goes with its machine: when that machine has not polled the service for the
+# retention and is inactive or gone (a live machine's rows stay; a stale one is not counted live).
+# Its next poll writes it again.
+_PRUNE_WORKERS = f"""
+DELETE FROM workers WHERE pk IN (
+    SELECT pk FROM workers AS w WHERE w.last_poll_at < %s
+    AND NOT EXISTS (SELECT 1 FROM machines WHERE machines.cluster_id = w.cluster_id AND machines.id = w.machine_id
+                    AND machines.status = {_ACTIVE})
+    LIMIT %s
+) AND last_poll_at < %s"""
 
 # An operator's re-run: a failed or cancelled job is pending again, as a new attempt. It gets one
 # more attempt than it has used if it used them all (River's JobRetry rule), else keeps what it had
@@ -348,7 +354,7 @@ def prune_services(cutoff: dt.datetime, limit: int) -> int:
 
 
 def prune_workers(cutoff: dt.datetime, limit: int) -> int:
-    """Delete up to `limit` worker rows whose machine has not polled their service since before `cutoff`."""
+    """Delete up to `limit` worker rows not polled since before `cutoff` whose machine is not active."""
     stamp = Worker.last_poll_at.db_value(cutoff)
     return db.execute(_PRUNE_WORKERS, (stamp, limit, stamp)).rowcount
 

@@ -360,15 +360,21 @@ def test_a_worker_that_stops_polling_is_stalled_even_while_callers_with_ids_keep
     assert machine_ids(c) == ["w"]
 
 
-def test_prune_removes_workers_not_polled_for_the_retention(api):
+def test_prune_removes_workers_not_polled_for_the_retention_with_their_machine(api):
     c = api.new_cluster()
-    api.claim(c, service="old", machine="m1")
-    api.claim(c, service="new", machine="m1")
-    db.unit_of_work(lambda: Worker.update(last_poll_at=utcnow() - dt.timedelta(days=2))
-                    .where(Worker.service == "old").execute())
-    assert Prune(retention_days=1).run_once(utcnow())["pruned"] >= 1
-    left = db.unit_of_work(lambda: [w.service for w in Worker.select().where(Worker.cluster_id == c["id"])])
-    assert left == ["new"]
+    for machine, service in (("m1", "old"), ("m1", "new"), ("m2", "old"), ("m3", "old")):
+        api.claim(c, service=service, machine=machine)
+    long_ago = utcnow() - dt.timedelta(days=2)
+    db.unit_of_work(lambda: Worker.update(last_poll_at=long_ago).where(Worker.service == "old").execute())
+    # m1 went silent, polled "new" a day ago (within the retention) and stays; m2 is gone for good;
+    # m3 is alive: its stale row stays while the machine lives (it is not counted live).
+    db.unit_of_work(lambda: Machine.update(status="inactive").where(Machine.id.in_(["m1", "m2"])).execute())
+    db.unit_of_work(lambda: Machine.update(last_ping_at=long_ago).where(Machine.id == "m2").execute())
+    Prune(retention_days=1).run_once(utcnow())
+    left = db.unit_of_work(lambda: sorted((w.machine_id, w.service) for w in Worker.select().where(
+        Worker.cluster_id == c["id"])))
+    assert left == [("m1", "new"), ("m3", "old")]
+    assert machine_ids(c) == ["m1", "m3"]  # m2 went too, after its worker rows
 
 
 # --- served by indexes (PostgreSQL's planner) -----------------------------------------------------
