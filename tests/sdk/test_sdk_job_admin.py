@@ -2,6 +2,7 @@
 `differential jobs list/show/rerun` and cluster-view commands, against a real control-plane."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from differential import CallTimeoutError, Differential, JobFailedError
+from differential import AsyncDifferential, CallTimeoutError, Differential, JobFailedError
 
 from test_sdk_cli import cli
 
@@ -69,6 +70,20 @@ def test_a_served_service_is_not_warned_about_and_a_quick_call_asks_nothing(d, s
         assert unserved_warnings(caplog) == []
     finally:
         assert svc.stop(timeout=10)
+
+
+def test_the_asyncio_caller_warns_too(sdk_control_plane, cluster, service_name, caplog):
+    caplog.set_level(logging.WARNING, logger="differential.client")
+
+    async def main():
+        async with AsyncDifferential(cluster["apiSecret"], endpoint=sdk_control_plane.url,
+                                     warn_unserved_after=0.5) as d:
+            with pytest.raises(CallTimeoutError):
+                await d.call(service_name, "anything", timeout=3)
+
+    asyncio.run(main())
+    [warning] = unserved_warnings(caplog)
+    assert service_name in warning.getMessage()
 
 
 def test_the_warning_can_be_turned_off(sdk_control_plane, cluster, service_name, caplog):

@@ -323,8 +323,8 @@ def cmd_jobs_rerun(args: argparse.Namespace) -> int:
     if args.json:
         _out(_dump(job))
     else:
-        _out(f"Re-running job {job.get('id')}: {job.get('status')}, attempt {job.get('attempt')} of "
-             f"{job.get('attemptsAllowed')} used")
+        _out(f"Re-running job {job.get('id')}: {job.get('status')}, {job.get('attempt')} of "
+             f"{job.get('attemptsAllowed')} attempts used")
     return EXIT_OK
 
 
