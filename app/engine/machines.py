@@ -122,20 +122,18 @@ def worker_polled(cluster_id: str, service: str, machine_id: str, *, machine_tim
     _write_or_forget(_workers, key, tx)
 
 
-def live_workers(cluster_id: str, machine_timeout_seconds: float, service: str | None = None) -> list[dict]:
-    """Per service (of this cluster, or just `service`), the workers that polled within the
-    machine timeout: [{service, liveWorkers, lastPollAt}], by service name. Served by the workers
-    (cluster_id, service, machine_id) index; judged on the database's clock."""
+def live_workers(cluster_id: str, machine_timeout_seconds: float) -> list[dict]:
+    """Per service of this cluster, the workers that polled it within the machine timeout:
+    [{service, liveWorkers, lastPollAt}], by service name (services with none are left out).
+    Served by the workers (cluster_id, service, machine_id) index; judged on the database's clock."""
     cutoff = statements.database_now() - dt.timedelta(seconds=machine_timeout_seconds)
 
     def read():
-        query = Worker.select(Worker.service, peewee.fn.COUNT(Worker.pk).alias("live"),
-                              peewee.fn.MAX(Worker.last_poll_at).alias("last")).where(
-            (Worker.cluster_id == cluster_id) & (Worker.last_poll_at >= cutoff))
-        if service is not None:
-            query = query.where(Worker.service == service)
-        return [{"service": row.service, "liveWorkers": row.live, "lastPollAt": _iso(row.last)}
-                for row in query.group_by(Worker.service).order_by(Worker.service)]
+        query = (Worker.select(Worker.service, peewee.fn.COUNT(Worker.pk).alias("live"),
+                               peewee.fn.MAX(Worker.last_poll_at).alias("last"))
+                 .where((Worker.cluster_id == cluster_id) & (Worker.last_poll_at >= cutoff))
+                 .group_by(Worker.service).order_by(Worker.service))
+        return [{"service": row.service, "liveWorkers": row.live, "lastPollAt": _iso(row.last)} for row in query]
 
     return db.unit_of_work(read, transaction=False, idempotent=True)
 
