@@ -61,7 +61,9 @@ def list_jobs(cluster_id: str, *, statuses: list[str] | None = None, service: st
         if not statuses:
             return list(page_query(cluster_id, None, **filters))
         walks = [list(page_query(cluster_id, status, **filters)) for status in dict.fromkeys(statuses)]
-        return list(heapq.merge(*walks, key=lambda j: -j.seq))[:limit + 1]
+        # A job whose status changed between two walks can be met by both: it is listed once.
+        merged = {j.seq: j for j in heapq.merge(*walks, key=lambda j: -j.seq)}
+        return list(merged.values())[:limit + 1]
 
     rows = db.unit_of_work(read, transaction=False, idempotent=True)
     page = rows[:limit]

@@ -116,6 +116,20 @@ def test_pages_over_several_statuses_merge_in_order(api):
     assert got == wanted
 
 
+def test_a_job_met_by_two_status_walks_is_listed_once(api, monkeypatch):
+    c = api.new_cluster()
+    ids = [api.call(c) for _ in range(3)]
+    set_job(ids[1], status=JobStatus.CANCELLED)
+    walk = admin.page_query
+
+    def moved(cluster_id, status, **filters):  # ids[1] was still pending when the first walk passed it
+        rows = list(walk(cluster_id, None, **filters))
+        return rows if status == "pending" else [r for r in rows if r.id == ids[1]]
+
+    monkeypatch.setattr(admin, "page_query", moved)
+    assert listed(api, c, status="pending,cancelled") == list(reversed(ids))
+
+
 @pytest.mark.parametrize("query, field", [
     ({"status": "done"}, "status"),
     ({"status": "pending,stalled"}, "status"),
