@@ -125,25 +125,30 @@ def job_detail(cluster_id: str, job_id: str, event_limit: int = 100) -> dict:
 
     def read():
         clusters.get_cluster(cluster_id)
-        job = Job.get_or_none((Job.cluster_id == cluster_id) & (Job.id == job_id))
-        if job is None:
-            raise _not_found(cluster_id, job_id)
-        return _detail(job)
+        return _detail(_job(cluster_id, job_id))
 
-    detail = db.unit_of_work(read, transaction=False, idempotent=True)
+    return _with_activity(cluster_id, db.unit_of_work(read, transaction=False, idempotent=True), event_limit)
+
+
+def _job(cluster_id: str, job_id: str) -> Job:
+    job = Job.get_or_none((Job.cluster_id == cluster_id) & (Job.id == job_id))
+    if job is None:
+        raise _not_found(cluster_id, job_id)
+    return job
+
+
+def _with_activity(cluster_id: str, detail: dict, event_limit: int = 100) -> dict:
     events.flush()  # its latest events are in the log before they are read
-    return {**detail, "activity": clusters.activity(cluster_id, job_id=job_id, limit=event_limit)}
+    return {**detail, "activity": clusters.activity(cluster_id, job_id=detail["id"], limit=event_limit)}
 
 
 def rerun(cluster_id: str, job_id: str) -> dict:
     """failure | cancelled -> pending as a new attempt (statements.rerun_jobs); Conflict naming the
-    status for any other state. Returns the job's detail after the re-run."""
+    status for any other state. Returns the job's detail as the re-run left it (a worker may have
+    claimed it since)."""
 
     def status() -> str:
-        job = Job.select(Job.status).where((Job.cluster_id == cluster_id) & (Job.id == job_id)).first()
-        if job is None:
-            raise _not_found(cluster_id, job_id)
-        return job.status
+        return _job(cluster_id, job_id).status
 
     def tx():
         clusters.get_cluster(cluster_id)
@@ -154,10 +159,10 @@ def rerun(cluster_id: str, job_id: str) -> dict:
             raise Conflict(f"job {job_id!r} is {now}: only a job in {' or '.join(RERUNNABLE)} can be re-run",
                            {"jobId": job_id, "status": now}, code="job_not_rerunnable")
         notify_in_transaction([queue_topic(cluster_id, row[0])])
-        return (before, *row)
+        return before, _detail(_job(cluster_id, job_id))
 
-    previous, service, attempt, attempts_allowed = db.unit_of_work(tx)
-    hub.wake([queue_topic(cluster_id, service)])
-    events.record(cluster_id, EventType.JOB_RERUN, job_id=job_id, service=service, previousStatus=previous,
-                  attempt=attempt, attemptsAllowed=attempts_allowed)
-    return job_detail(cluster_id, job_id)
+    previous, detail = db.unit_of_work(tx)
+    hub.wake([queue_topic(cluster_id, detail["service"])])
+    events.record(cluster_id, EventType.JOB_RERUN, job_id=job_id, service=detail["service"], previousStatus=previous,
+                  attempt=detail["attempt"], attemptsAllowed=detail["attemptsAllowed"])
+    return _with_activity(cluster_id, detail)

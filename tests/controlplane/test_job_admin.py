@@ -269,7 +269,7 @@ def test_a_rerun_wakes_a_parked_poll(api):
 
     time.sleep(0.5)  # parked (SQLite short-polls; PostgreSQL waits on NOTIFY, woken in-process too)
     started = time.monotonic()
-    rerun(api, c, job_id)
+    assert rerun(api, c, job_id)["status"] == "pending"  # as the re-run left it, though claimed at once
     poller.join(15)
     assert [j["id"] for j in got[0]] == [job_id] and time.monotonic() - started < 5
 
