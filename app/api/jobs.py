@@ -58,16 +58,19 @@ def _poll_place(machine_id: str | None, ttl_ms: int):
 
 
 @route(bp, "POST", "/jobs-request", summary="Claim jobs for this machine (long poll) and register the service",
-       auth_kind="cluster", tag="worker", body=s.JOBS_REQUEST, responses={200: s.CLAIMED_JOBS, **ERRORS})
+       auth_kind="cluster", tag="worker", body=s.JOBS_REQUEST, responses={200: s.CLAIMED_JOBS, **ERRORS},
+       polls=True)
 def jobs_request(body):
     machine_id = require_machine_id()
     machines.register_service(g.cluster_id, body["service"], body.get("functions"), body.get("concurrency"))
     timeout = state().settings.machine_timeout_seconds
-    cluster_id, ip, deployment_id = g.cluster_id, request.remote_addr, g.deployment_id
+    cluster_id, service, ip, deployment_id = g.cluster_id, body["service"], request.remote_addr, g.deployment_id
+    machines.worker_polled(cluster_id, service, machine_id, machine_timeout_seconds=timeout)
     client = request.environ.get("gunicorn.socket")
 
     def heartbeat():  # keeps a machine parked in this poll alive when MACHINE_TIMEOUT_SECONDS < the poll
         machines.ping(cluster_id, machine_id, ip=ip, deployment_id=deployment_id, machine_timeout_seconds=timeout)
+        machines.worker_polled(cluster_id, service, machine_id, machine_timeout_seconds=timeout)
 
     # A dead (e.g. SIGKILLed) worker's orphaned poll neither claims jobs nor keeps the machine alive.
     with _poll_place(machine_id, body["ttl"]) as wait:
@@ -95,6 +98,13 @@ def job_result(job_id, body):
     # A fenced (late, duplicate, foreign) result also answers 204: the published SDK kills its
     # process on any other answer. The activity log records why it was dropped.
     return "", 204
+
+
+@route(bp, "GET", "/services/<service>", summary="Whether any machine polls this service: live workers (polled "
+       "within MACHINE_TIMEOUT_SECONDS) and the last poll", auth_kind="cluster", tag="caller",
+       responses={200: s.SERVICE_WORKERS, **ERRORS})
+def service_liveness(service):
+    return jsonify(machines.service_liveness(g.cluster_id, service, state().settings.machine_timeout_seconds)), 200
 
 
 @route(bp, "POST", "/metrics", summary="Store client events (function invocations, resource probes)",

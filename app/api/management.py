@@ -1,11 +1,14 @@
 """The management API: clusters and what runs in them, authenticated by the management secret."""
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Blueprint, jsonify
 
-from ..engine import cancel, clusters
+from ..engine import admin, cancel, clusters
+from ..errors import ValidationFailed
 from . import auth, schemas as s
-from .routing import route
+from .routing import route, state
 
 bp = Blueprint("management", __name__)
 
@@ -32,7 +35,8 @@ def list_clusters():
        auth_kind="management", tag="management", query=s.LIST_QUERY,
        responses={200: s.CLUSTER_DETAILS, 404: s.ERROR, **ERRORS})
 def cluster_details(cluster_id, query):
-    return jsonify(clusters.cluster_details(cluster_id, query["limit"])), 200
+    return jsonify(clusters.cluster_details(cluster_id, query["limit"],
+                                            state().settings.machine_timeout_seconds)), 200
 
 
 @route(bp, "GET", "/clusters/<cluster_id>/service/<service_name>", summary="A service: definition and recent jobs",
@@ -69,3 +73,43 @@ def activity(cluster_id, query):
        responses={200: s.JOB_STATUS, 404: s.ERROR, 409: s.ERROR, **ERRORS})
 def cancel_job(cluster_id, job_id, body):
     return jsonify(cancel.cancel_as_operator(cluster_id, job_id, body.get("reason"))), 200
+
+
+# --- job admin ------------------------------------------------------------------------------------
+
+def _time(query: dict, name: str) -> dt.datetime | None:
+    """An ISO 8601 query time as naive UTC (as the columns hold it); 400 naming the field."""
+    text = query.get(name)
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed(f"invalid query: {name} must be an ISO 8601 time, e.g. 2026-12-01T16:00:00Z",
+                               {"fields": [{"field": name, "message": "must be an ISO 8601 time"}]}) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+@route(bp, "GET", "/clusters/<cluster_id>/jobs", summary="A cluster's jobs, newest first, filtered, paged by cursor",
+       auth_kind="management", tag="management", query=s.JOBS_QUERY,
+       responses={200: s.JOB_LIST, 404: s.ERROR, **ERRORS})
+def list_jobs(cluster_id, query):
+    return jsonify(admin.list_jobs(
+        cluster_id, statuses=query.get("status"), service=query.get("service"), function=query.get("function"),
+        created_after=_time(query, "createdAfter"), created_before=_time(query, "createdBefore"),
+        limit=query["limit"], cursor=query.get("cursor"))), 200
+
+
+@route(bp, "GET", "/clusters/<cluster_id>/jobs/<job_id>", summary="A job in full, with its activity events",
+       auth_kind="management", tag="management", responses={200: s.JOB_DETAIL, 404: s.ERROR, **ERRORS})
+def job_detail(cluster_id, job_id):
+    return jsonify(admin.job_detail(cluster_id, job_id)), 200
+
+
+@route(bp, "POST", "/clusters/<cluster_id>/jobs/<job_id>/rerun",
+       summary="Re-run a failed or cancelled job as a new attempt (409 in any other state)",
+       auth_kind="management", tag="management", responses={200: s.JOB_DETAIL, 404: s.ERROR, 409: s.ERROR, **ERRORS})
+def rerun_job(cluster_id, job_id):
+    return jsonify(admin.rerun(cluster_id, job_id)), 200

@@ -46,6 +46,7 @@ class RouteSpec:
     refused: Callable | None = None  # the answer when admission or the body budget refuses
     max_body: int | None = None  # this route's body limit in bytes (None: MAX_BODY_BYTES)
     precondition: Callable[[], None] | None = None  # raises when the route cannot serve; before the body is read
+    polls: bool = False  # a worker's poll for jobs: what makes the caller a machine
 
 
 ROUTES: list[RouteSpec] = []
@@ -59,16 +60,17 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
           responses: dict[int, dict | None], body: dict | None = None, body_required: bool = True,
           query: dict | None = None, admission: BigBodyAdmission | None = None,
           refused: Callable | None = None, max_body: int | None = None,
-          precondition: Callable[[], None] | None = None) -> Callable:
+          precondition: Callable[[], None] | None = None, polls: bool = False) -> Callable:
     """`admission`: big bodies of this route are read, then wait their turn to be parsed (or get
     `refused()` when too many wait, or when the body budget stays spent); the view may give the
     slot back early with `release_admission()`, else it is given back when the view ends.
     `max_body`: this route's body limit (below MAX_BODY_BYTES). `precondition()`: raises an
-    ApiError when the route cannot serve now (a feature off), checked before the body is read."""
+    ApiError when the route cannot serve now (a feature off), checked before the body is read.
+    `polls`: the route is a worker's poll; its x-machine-id makes a machine (others only refresh one)."""
     if (admission is None) != (refused is None):
         raise TypeError("admission and refused go together")
     spec = RouteSpec(method, path, summary, auth_kind, body, body_required, query, responses, tag,
-                     re.findall(r"<(?:\w+:)?(\w+)>", path), admission, refused, max_body, precondition)
+                     re.findall(r"<(?:\w+:)?(\w+)>", path), admission, refused, max_body, precondition, polls)
     ROUTES.append(spec)
 
     def decorate(view: Callable) -> Callable:
@@ -105,7 +107,7 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
                     kwargs["body"] = _parse_body(spec, raw)
                     raw = None  # a parked long poll must not keep its raw body besides the parsed one
                 if spec.query is not None:
-                    kwargs["query"] = validation.coerce_query(spec.query, request.args.to_dict())
+                    kwargs["query"] = validation.coerce_query(spec.query, request.args)
                 return view(**kwargs)
             finally:
                 if ticket is not None:
@@ -130,9 +132,12 @@ def _guard(spec: RouteSpec) -> None:
         g.cluster_id = auth.require_cluster(header)
         for name in _ID_HEADERS:  # checked before any use: they go to VARCHAR(200) columns
             _check_header(name, request.headers.get(name))
-        if g.machine_id:  # any request from a machine shows it is alive
+        if g.machine_id and spec.polls:  # a poll makes its sender a machine (engine/machines.py)
             machines.ping(g.cluster_id, g.machine_id, ip=request.remote_addr, deployment_id=g.deployment_id,
                           machine_timeout_seconds=settings.machine_timeout_seconds)
+        elif g.machine_id:  # any other request keeps a machine alive, but makes none: callers are not machines
+            machines.touch(g.cluster_id, g.machine_id, ip=request.remote_addr,
+                           machine_timeout_seconds=settings.machine_timeout_seconds)
 
 
 MAX_ID_LENGTH = 200  # of the id and name columns (models.py): a longer path or header value fits none

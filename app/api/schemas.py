@@ -141,7 +141,8 @@ JOB_SUMMARY = obj({"id": ID, "service": {"type": "string"}, "targetFn": {"type":
                    "status": {"type": "string"}, "resultType": {"type": ["string", "null"]},
                    "attempt": {"type": "integer"}, "attemptsAllowed": {"type": "integer"},
                    "createdAt": TIMESTAMP, "resultedAt": TIMESTAMP,
-                   "functionExecutionTime": {"type": ["integer", "null"]}, "machineId": NULLABLE_TEXT},
+                   "functionExecutionTime": {"type": ["integer", "null"]}, "machineId": NULLABLE_TEXT,
+                   "reason": NULLABLE_TEXT},
                   required=("id", "service", "targetFn", "status"))
 DEFINITION = obj({"name": {"type": "string"}, "functions": {"type": "array", "items": FUNCTION},
                   "concurrency": {**CONCURRENCY, "description": "the service's limit, as its last poll declared it"}},
@@ -149,15 +150,20 @@ DEFINITION = obj({"name": {"type": "string"}, "functions": {"type": "array", "it
 MACHINE = obj({"id": {"type": "string"}, "ip": NULLABLE_TEXT, "status": {"type": "string"},
                "deploymentId": NULLABLE_TEXT, "lastPingAt": TIMESTAMP}, required=("id", "status"))
 
+SERVICE_WORKERS = obj({"service": {"type": "string"}, "liveWorkers": {"type": "integer"},
+                       "lastPollAt": TIMESTAMP}, required=("service", "liveWorkers", "lastPollAt"))
+
 CLUSTER_DETAILS = {**CLUSTER, "properties": {
     **CLUSTER["properties"],
-    "machines": {"type": "array", "items": MACHINE},
+    "machines": {"type": "array", "items": MACHINE, "description": "workers: machines that poll for jobs"},
+    "workers": {"type": "array", "items": SERVICE_WORKERS,
+                "description": "per service, the machines that polled it within MACHINE_TIMEOUT_SECONDS"},
     "jobs": {"type": "array", "items": JOB_SUMMARY},
     "definitions": {"type": "array", "items": DEFINITION},
     "limit": {"type": "integer", "description": "the most items each list holds (the `limit` asked for)"},
     "counts": obj({"machines": {"type": "integer"}, "definitions": {"type": "integer"}},
                   required=("machines", "definitions")),
-}, "required": CLUSTER["required"] + ["machines", "jobs", "definitions", "limit", "counts"]}
+}, "required": CLUSTER["required"] + ["machines", "workers", "jobs", "definitions", "limit", "counts"]}
 
 LIST_QUERY = obj({"limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}, extra=False)
 
@@ -174,6 +180,35 @@ ACTIVITY = obj({"events": {"type": "array", "items": obj({
     "type": {"type": "string"}, "jobId": NULLABLE_TEXT, "machineId": NULLABLE_TEXT, "service": NULLABLE_TEXT,
     "deploymentId": NULLABLE_TEXT, "timestamp": TIMESTAMP, "meta": {"type": "object"}},
     required=("type", "timestamp", "meta"))}, "next": {"type": ["integer", "null"]}}, required=("events", "next"))
+
+# --- job admin (management) ---------------------------------------------------------------------
+
+JOBS_QUERY = obj({
+    "status": {"type": "array", "items": {"type": "string", "enum": list(states.ALL)}, "maxItems": len(states.ALL),
+               "description": "the job's state; repeat the parameter or separate states by commas"},
+    "service": NAME, "function": NAME,
+    "createdAfter": {"type": "string", "maxLength": 64, "description": "ISO 8601 (UTC unless it names an offset)"},
+    "createdBefore": {"type": "string", "maxLength": 64, "description": "ISO 8601 (UTC unless it names an offset)"},
+    "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+    "cursor": {"type": "string", "maxLength": 100, "description": "the `next` of the previous page"},
+}, extra=False)
+JOB_LIST = obj({"jobs": {"type": "array", "items": JOB_SUMMARY},
+                "next": {"type": ["string", "null"], "description": "cursor of the next page; null on the last"}},
+               required=("jobs", "next"))
+JOB_DETAIL = {**JOB_SUMMARY, "properties": {
+    **JOB_SUMMARY["properties"],
+    "wireStatus": {"type": "string", "enum": list(states.WIRE_STATUSES),
+                   "description": "what the job protocol's status answers say (engine/states.py, wire_status)"},
+    "targetArgs": PAYLOAD, "result": NULLABLE_TEXT, "timeoutSeconds": {"type": "integer"},
+    "cacheKey": NULLABLE_TEXT, "deploymentId": NULLABLE_TEXT, "predictiveRetries": {"type": "boolean"},
+    "claimedAt": TIMESTAMP, "attemptDeadline": TIMESTAMP, "runAt": TIMESTAMP, "queueDeadline": TIMESTAMP,
+    "callDeadline": TIMESTAMP,
+    "backoff": {"type": ["object", "null"], "properties": {
+        "attempts": {"type": "integer"}, "initialMs": {"type": ["integer", "null"]},
+        "factor": {"type": ["number", "null"]}, "maxMs": {"type": ["integer", "null"]},
+        "jitter": {"type": ["number", "null"]}}},
+    "activity": ACTIVITY,
+}, "required": JOB_SUMMARY["required"] + ["wireStatus", "targetArgs", "result", "activity"]}
 
 # --- cloud ----------------------------------------------------------------------------------------
 

@@ -272,13 +272,18 @@ def _has_defaults(schema: dict) -> bool:
 _HAS_DEFAULTS: dict[int, tuple[dict, bool]] = {}
 
 
-def coerce_query(schema: dict, args: dict[str, str]) -> dict:
-    """Query strings arrive as text: convert declared integers before validating (and filling defaults)."""
+def coerce_query(schema: dict, args) -> dict:
+    """Query strings arrive as text: convert declared integers before validating (and filling
+    defaults). `args` is a dict, or a MultiDict whose declared arrays may repeat a parameter; an
+    array's values may also be separated by commas."""
     props = schema.get("properties", {})
     out: dict[str, Any] = {}
     for name, raw in args.items():
         kind = props.get(name, {}).get("type")
-        if kind == "integer":
+        if kind == "array":
+            values = args.getlist(name) if hasattr(args, "getlist") else [raw]
+            out[name] = [part.strip() for value in values for part in value.split(",") if part.strip()]
+        elif kind == "integer":
             try:
                 out[name] = int(raw)
             except ValueError:

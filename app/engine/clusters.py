@@ -7,10 +7,12 @@ import threading
 import time
 from collections import OrderedDict
 
+import peewee
+
 from .. import db, sealing
 from ..errors import NotFound
-from ..models import Cluster, Event, Job, Machine, Service, utcnow
-from . import ids
+from ..models import Cluster, Event, Job, Machine, Service, Worker, utcnow
+from . import ids, machines as machines_
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -87,6 +89,10 @@ def _get(cluster_id: str) -> Cluster:
     return cluster
 
 
+get_cluster = _get  # the cluster row, or NotFound (for the engine's other views)
+iso = _iso
+
+
 class _SecretCache:
     """Secret hash -> cluster id, for a short while: authentication runs on every request.
     Bounded LRU (evicts, never refuses); entries are positive only, so a new cluster works at once."""
@@ -154,28 +160,37 @@ def _definition(service: Service) -> dict:
     return json.loads(service.definition)
 
 
-def _job_summary(job: Job) -> dict:
+def job_summary(job: Job) -> dict:
+    """A job in a list (the cluster view, a service's jobs, job admin's list): `status` is its state."""
     return {"id": job.id, "service": job.service, "targetFn": job.target_fn, "status": job.status,
             "resultType": job.result_type, "attempt": job.attempt, "attemptsAllowed": job.attempts_allowed,
             "createdAt": _iso(job.created_at), "resultedAt": _iso(job.resulted_at),
-            "functionExecutionTime": job.execution_time_ms, "machineId": job.machine_id}
+            "functionExecutionTime": job.execution_time_ms, "machineId": job.machine_id, "reason": job.reason}
 
 
-_SUMMARY_FIELDS = (Job.id, Job.service, Job.target_fn, Job.status, Job.result_type, Job.attempt,
-                   Job.attempts_allowed, Job.created_at, Job.resulted_at, Job.execution_time_ms, Job.machine_id)
+SUMMARY_FIELDS = (Job.seq, Job.id, Job.service, Job.target_fn, Job.status, Job.result_type, Job.attempt,
+                  Job.attempts_allowed, Job.created_at, Job.resulted_at, Job.execution_time_ms, Job.machine_id,
+                  Job.reason)
 
 
-def cluster_details(cluster_id: str, limit: int = 100) -> dict:
-    """The cluster, and at most `limit` of each list, newest first: machines heard from in the last
-    hour, jobs, service definitions (most recently polled first). `counts` says how many machines
-    and definitions there are in all (a cluster may have many: the lists must stay small)."""
+def cluster_details(cluster_id: str, limit: int = 100, machine_timeout_seconds: float = 90.0) -> dict:
+    """The cluster, and at most `limit` of each list, newest first: machines (workers: machines
+    that polled for jobs; callers are none) heard from in the last hour, jobs, service definitions
+    (most recently polled first). `counts` says how many machines and definitions there are in all
+    (a cluster may have many: the lists must stay small). `workers`: per service, the machines that
+    polled it within the machine timeout."""
+    workers = machines_.live_workers(cluster_id, machine_timeout_seconds)
 
     def tx():
         cluster = _get(cluster_id)
         since = utcnow() - dt.timedelta(hours=1)
-        recent = Machine.select().where((Machine.cluster_id == cluster_id) & (Machine.last_ping_at >= since))
+        # A machine row made by an older release for a caller stays out: only workers are listed.
+        polled = Worker.select(Worker.pk).where((Worker.cluster_id == Machine.cluster_id)
+                                                & (Worker.machine_id == Machine.id))
+        recent = Machine.select().where((Machine.cluster_id == cluster_id) & (Machine.last_ping_at >= since)
+                                        & peewee.fn.EXISTS(polled))
         machines = recent.order_by(Machine.last_ping_at.desc(), Machine.id).limit(limit)
-        jobs = (Job.select(*_SUMMARY_FIELDS).where(Job.cluster_id == cluster_id)
+        jobs = (Job.select(*SUMMARY_FIELDS).where(Job.cluster_id == cluster_id)
                 .order_by(Job.seq.desc()).limit(limit))
         known = Service.select().where(Service.cluster_id == cluster_id)
         services = known.order_by(Service.updated_at.desc(), Service.name).limit(limit)
@@ -183,8 +198,9 @@ def cluster_details(cluster_id: str, limit: int = 100) -> dict:
             **_public(cluster),
             "machines": [{"id": m.id, "ip": m.ip, "status": m.status, "deploymentId": m.deployment_id,
                           "lastPingAt": _iso(m.last_ping_at)} for m in machines],
-            "jobs": [_job_summary(j) for j in jobs],
+            "jobs": [job_summary(j) for j in jobs],
             "definitions": [_definition(s) for s in services],
+            "workers": workers,
             "limit": limit,
             "counts": {"machines": recent.count(), "definitions": known.count()},
         }
@@ -199,9 +215,9 @@ def service_details(cluster_id: str, service: str, job_limit: int = 100) -> dict
         if row is None:
             raise NotFound(f"service {service!r} has never been seen in cluster {cluster_id!r}",
                            {"clusterId": cluster_id, "serviceName": service}, code="service_not_found")
-        jobs = (Job.select(*_SUMMARY_FIELDS).where((Job.cluster_id == cluster_id) & (Job.service == service))
+        jobs = (Job.select(*SUMMARY_FIELDS).where((Job.cluster_id == cluster_id) & (Job.service == service))
                 .order_by(Job.seq.desc()).limit(job_limit))
-        return {"definition": _definition(row), "jobs": [_job_summary(j) for j in jobs]}
+        return {"definition": _definition(row), "jobs": [job_summary(j) for j in jobs]}
 
     return db.unit_of_work(tx)
 

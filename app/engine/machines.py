@@ -1,13 +1,23 @@
-"""Machines (who polls, and when it last spoke) and service definitions (what they offer)."""
+"""Machines (who polls, and when it last spoke), workers (which machine polls which service) and
+service definitions (what they offer).
+
+A machine is what polls for jobs: a poll makes (or refreshes) its machine row and its worker row
+for the service. Any other request with `x-machine-id` only refreshes a machine that exists (a
+worker busy running a job still calls and posts results, and must not be taken for silent); a
+caller that never polls never becomes a machine.
+"""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import threading
 import time
 
+import peewee
+
 from .. import db
-from ..models import Machine, Service, utcnow
+from ..models import Machine, Service, Worker, utcnow
 from . import statements
 from .states import MachineStatus
 
@@ -34,6 +44,12 @@ class _Throttle:
             self._seen[key] = (now, value)
             return True
 
+    def recent(self, key: tuple, interval: float) -> bool:
+        """Whether a write for this key was claimed less than `interval` seconds ago."""
+        with self._lock:
+            last = self._seen.get(key)
+            return last is not None and time.monotonic() - last[0] < interval
+
     def forget(self, key: tuple) -> None:
         """The claimed write failed: let the next request try again."""
         with self._lock:
@@ -41,14 +57,21 @@ class _Throttle:
 
 
 _pings = _Throttle()
+_touches = _Throttle()
+_workers = _Throttle()
 _definitions = _Throttle()
+
+
+def _interval(machine_timeout_seconds: float) -> float:
+    return min(5.0, machine_timeout_seconds / 4)
 
 
 def ping(cluster_id: str, machine_id: str, *, ip: str | None, deployment_id: str | None,
          machine_timeout_seconds: float) -> None:
-    """Record that a machine spoke. Written at most every few seconds per machine and process,
-    always well within the machine timeout, so a live machine is never declared stalled."""
-    interval = min(5.0, machine_timeout_seconds / 4)
+    """Record that a machine polled: makes it a machine if it was none. Written at most every few
+    seconds per machine and process, always well within the machine timeout, so a live machine is
+    never declared stalled."""
+    interval = _interval(machine_timeout_seconds)
     key = (cluster_id, machine_id)
     if not _pings.take(key, None, interval):
         return
@@ -63,6 +86,78 @@ def ping(cluster_id: str, machine_id: str, *, ip: str | None, deployment_id: str
          .execute())
 
     _write_or_forget(_pings, key, tx)
+
+
+def touch(cluster_id: str, machine_id: str, *, ip: str | None, machine_timeout_seconds: float) -> None:
+    """Record that a machine spoke (a request other than a poll): refreshes an existing machine,
+    never makes one. Throttled as `ping`, and skipped while a ping of it is that fresh."""
+    interval = _interval(machine_timeout_seconds)
+    key = (cluster_id, machine_id)
+    if _pings.recent(key, interval) or not _touches.take(key, None, interval):
+        return
+    now = statements.now_sql()
+
+    def tx():
+        (Machine.update(last_ping_at=now, status=MachineStatus.ACTIVE, ip=ip)
+         .where((Machine.cluster_id == cluster_id) & (Machine.id == machine_id)).execute())
+
+    _write_or_forget(_touches, key, tx)
+
+
+def worker_polled(cluster_id: str, service: str, machine_id: str, *, machine_timeout_seconds: float) -> None:
+    """Record that this machine polls this service (the workers table), throttled as `ping`; on
+    the database's clock, which the live-worker counts compare against."""
+    key = (cluster_id, service, machine_id)
+    if not _workers.take(key, None, _interval(machine_timeout_seconds)):
+        return
+    now = statements.now_sql()
+
+    def tx():
+        (Worker.insert(cluster_id=cluster_id, service=service, machine_id=machine_id, first_poll_at=now,
+                       last_poll_at=now)
+         .on_conflict(conflict_target=[Worker.cluster_id, Worker.service, Worker.machine_id],
+                      update={Worker.last_poll_at: now})
+         .execute())
+
+    _write_or_forget(_workers, key, tx)
+
+
+def live_workers(cluster_id: str, machine_timeout_seconds: float) -> list[dict]:
+    """Per service of this cluster, the workers that polled it within the machine timeout:
+    [{service, liveWorkers, lastPollAt}], by service name (services with none are left out).
+    Served by the workers (cluster_id, service, machine_id) index; judged on the database's clock."""
+    cutoff = statements.database_now() - dt.timedelta(seconds=machine_timeout_seconds)
+
+    def read():
+        query = (Worker.select(Worker.service, peewee.fn.COUNT(Worker.pk).alias("live"),
+                               peewee.fn.MAX(Worker.last_poll_at).alias("last"))
+                 .where((Worker.cluster_id == cluster_id) & (Worker.last_poll_at >= cutoff))
+                 .group_by(Worker.service).order_by(Worker.service))
+        return [{"service": row.service, "liveWorkers": row.live, "lastPollAt": _iso(row.last)} for row in query]
+
+    return db.unit_of_work(read, transaction=False, idempotent=True)
+
+
+def service_liveness(cluster_id: str, service: str, machine_timeout_seconds: float) -> dict:
+    """{service, liveWorkers, lastPollAt} of one service: how many machines polled it within the
+    machine timeout, and when any last did (None: never, or long enough ago to be pruned)."""
+    cutoff = statements.database_now() - dt.timedelta(seconds=machine_timeout_seconds)
+    live = peewee.fn.COALESCE(peewee.fn.SUM(peewee.Case(None, [(Worker.last_poll_at >= cutoff, 1)], 0)), 0)
+
+    def read():
+        return (Worker.select(live.alias("live"), peewee.fn.MAX(Worker.last_poll_at).alias("last"))
+                .where((Worker.cluster_id == cluster_id) & (Worker.service == service)).tuples().first())
+
+    count, last = db.unit_of_work(read, transaction=False, idempotent=True)
+    return {"service": service, "liveWorkers": int(count or 0), "lastPollAt": _iso(last)}
+
+
+def _iso(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite hands MAX() of a DATETIME back as its text
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def register_service(cluster_id: str, service: str, functions: list[dict] | None,

@@ -217,8 +217,8 @@ class ExpireDeadlines:
 
 
 class Prune:
-    """Delete finished jobs and events older than the retention, and machines and services unheard
-    of for that long (statements.py says which), a bounded number of batches per run."""
+    """Delete finished jobs and events older than the retention, and workers, machines and services
+    unheard of for that long (statements.py says which), a bounded number of batches per run."""
 
     name = "prune"
     every = 60.0
@@ -237,6 +237,7 @@ class Prune:
             old_events = Event.select(Event.seq).where(Event.created_at < cutoff).limit(self.batch)
             n += Event.delete().where(Event.seq.in_(old_events)).execute()
             # After the jobs: a service whose last jobs went in this batch goes with them.
+            n += statements.prune_workers(cutoff, self.batch)
             return n + statements.prune_machines(cutoff, self.batch) + statements.prune_services(cutoff, self.batch)
 
         total = 0

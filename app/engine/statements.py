@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import peewee
 
 from .. import db
-from ..models import Job, Machine, Service
+from ..models import Job, Machine, Service, Worker
 from .signals import CHANNEL, topic_sql
-from .states import JobStatus, MachineStatus, ResultType
+from .states import RERUNNABLE, JobStatus, MachineStatus, ResultType
 
 # Statuses in the SQL are literals, not parameters: the planner matches the partial indexes of
 # migration 1 (`WHERE status = 'pending'`, `'running'`) only against literals.
@@ -37,7 +37,8 @@ _PENDING, _RUNNING, _SUCCESS, _FAILURE = (f"'{s}'" for s in (
     JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCESS, JobStatus.FAILURE))
 _SCHEDULED, _CANCELLED = (f"'{s}'" for s in (JobStatus.SCHEDULED, JobStatus.CANCELLED))
 _REJECTION = f"'{ResultType.REJECTION}'"
-_INACTIVE = f"'{MachineStatus.INACTIVE}'"
+_RERUNNABLE = ", ".join(f"'{s}'" for s in RERUNNABLE)
+_INACTIVE, _ACTIVE = f"'{MachineStatus.INACTIVE}'", f"'{MachineStatus.ACTIVE}'"
 
 _JOB_COLUMNS = ("cluster_id", "id", "service", "target_fn", "target_args", "status", "cache_key",
                 "attempts_allowed", "attempt", "timeout_seconds", "created_at", "deployment_id", "predictive_retries")
@@ -227,6 +228,28 @@ DELETE FROM services WHERE pk IN (
     AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster_id = s.cluster_id AND jobs.service = s.name)
     LIMIT %s
 ) AND updated_at < %s"""
+
+# A worker row goes with its machine: when that machine has not polled the service for the
+# retention and is inactive or gone (a live machine's rows stay; a stale one is not counted live).
+# Its next poll writes it again.
+_PRUNE_WORKERS = f"""
+DELETE FROM workers WHERE pk IN (
+    SELECT pk FROM workers AS w WHERE w.last_poll_at < %s
+    AND NOT EXISTS (SELECT 1 FROM machines WHERE machines.cluster_id = w.cluster_id AND machines.id = w.machine_id
+                    AND machines.status = {_ACTIVE})
+    LIMIT %s
+) AND last_poll_at < %s"""
+
+# An operator's re-run: a failed or cancelled job is pending again, as a new attempt. It gets one
+# more attempt than it has used if it used them all (River's JobRetry rule), else keeps what it had
+# left; what described the last attempt and its end goes, and so do the deadlines (they were
+# absolute times of the first run: kept, they would end the re-run at once).
+_RERUN = (f"UPDATE jobs SET status = {_PENDING}, result = NULL, result_type = NULL, reason = NULL,"
+          " resulted_at = NULL, machine_id = NULL, deadline_ms = NULL, claimed_at = NULL, execution_time_ms = NULL,"
+          " run_at_ms = NULL, queue_deadline_ms = NULL, call_deadline_ms = NULL,"
+          " attempts_allowed = CASE WHEN attempt >= attempts_allowed THEN attempt + 1 ELSE attempts_allowed END"
+          f" WHERE cluster_id = %s AND id = %s AND status IN ({_RERUNNABLE})"
+          " RETURNING service, attempt, attempts_allowed")
 
 
 @dataclass(frozen=True)
@@ -527,6 +550,19 @@ def prune_services(cutoff: dt.datetime, limit: int) -> int:
     """Delete up to `limit` services not polled for since before `cutoff` that have no job left."""
     stamp = Service.updated_at.db_value(cutoff)
     return db.execute(_PRUNE_SERVICES, (stamp, limit, stamp)).rowcount
+
+
+def prune_workers(cutoff: dt.datetime, limit: int) -> int:
+    """Delete up to `limit` worker rows not polled since before `cutoff` whose machine is not active."""
+    stamp = Worker.last_poll_at.db_value(cutoff)
+    return db.execute(_PRUNE_WORKERS, (stamp, limit, stamp)).rowcount
+
+
+def rerun_jobs(cluster_id: str, job_id: str) -> tuple | None:
+    """failure | cancelled -> pending, fenced on the status: (service, attempt, attempts_allowed)
+    of the job put back, or None when it is not in a state a re-run leaves (or does not exist).
+    The caller notifies the queue topic in the same transaction."""
+    return db.execute(_RERUN, (cluster_id, job_id)).fetchone()
 
 
 def _in(values: list) -> str:

@@ -115,6 +115,11 @@ TRANSITIONS = (
                  "status = pending or scheduled on rows locked by the read; queue_deadline_ms < now",
                  (EventType.JOB_DEADLINE_EXCEEDED,))
       for source in (JobStatus.SCHEDULED, JobStatus.PENDING)),
+    # An operator's re-run (POST /clusters/:id/jobs/:jobId/rerun): the only way out of a terminal state.
+    Transition("rerun_jobs", JobStatus.FAILURE, JobStatus.PENDING, "operator: job admin rerun",
+               "status IN (failure, cancelled) in the UPDATE", (EventType.JOB_RERUN,)),
+    Transition("rerun_jobs", JobStatus.CANCELLED, JobStatus.PENDING, "operator: job admin rerun",
+               "status IN (failure, cancelled) in the UPDATE", (EventType.JOB_RERUN,)),
 )
 
 

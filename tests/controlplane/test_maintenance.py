@@ -154,8 +154,9 @@ def test_recover_stalled_jobs_takes_the_jobs_of_an_inactive_machine_before_their
     c = api.new_cluster()
     job_id = api.call(c, retryCountOnStall=1, timeoutSeconds=300)
     api.claim(c, machine="gone")
+    api.claim(c, machine="machine-a")  # a worker too (callers are not machines); nothing left to claim
     t0 = utcnow()
-    # "gone", and "machine-a" that made the call (any request with x-machine-id is a ping)
+    # "gone", and "machine-a" that made the call and polled
     assert StallSilentMachines(machine_timeout=30).run_once(at(t0, 31)) == {"stalledMachines": 2}
     assert RecoverStalledJobs().run_once(at(t0, 31)) == {"retried": 1, "failed": 0}
     assert [e["meta"]["reason"] for e in api.activity(c) if e["type"] == EventType.JOB_STALLED] == [
@@ -312,7 +313,7 @@ def test_a_tick_whose_lease_was_taken_over_meanwhile_stops(app, monkeypatch):
 
 def test_prune_removes_machines_inactive_past_the_retention_unless_they_hold_a_running_attempt(api):
     c = api.new_cluster()
-    for machine in ("gone", "fresh"):
+    for machine in ("gone", "fresh", "machine-a"):  # machine-a also makes the call below
         api.claim(c, machine=machine)  # nothing to do yet
     api.call(c, timeoutSeconds=300)
     api.claim(c, machine="busy")  # holds a running attempt

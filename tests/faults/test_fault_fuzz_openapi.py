@@ -38,6 +38,7 @@ from schemathesis.specs.openapi.checks import (
 
 from faultkit import Wire
 from support.server import ControlPlane
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -190,8 +191,10 @@ def test_every_route_survives_fuzzing(fresh_pg_url):
     with ControlPlane(fresh_pg_url, env={"WEB_CONCURRENCY": "2"}) as cp:
         cluster = cp.create_cluster()
         wire = Wire(cp.url, cluster, cp.management_secret)
-        job_id = wire.call(service="fuzz-svc", fn="fuzz-fn")
+        job_id = wire.call(service="fuzz-svc", fn="fuzz-fn", timeoutSeconds=1, retryCountOnStall=0)
         wire.claim("fuzz-machine", service="fuzz-svc")  # a service and a machine exist too
+        # Its one attempt times out and the control-plane gives up: a failed job the re-run route can take.
+        wait_until(lambda: wire.status(job_id)["status"] == "failure", timeout=30, what="the fuzzed job to fail")
         wire.close()
         real_ids = {"clusterId": cluster["id"], "jobId": job_id, "serviceName": "fuzz-svc"}
 

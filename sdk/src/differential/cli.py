@@ -6,6 +6,11 @@
     differential services list --cluster CLUSTER_ID        (management secret)
     differential call SERVICE FUNCTION [JSON_ARG ...]      (cluster API secret)
     differential jobs show JOB_ID                          (cluster API secret)
+    differential jobs show JOB_ID --cluster CLUSTER_ID     (management secret: the job in full, its activity)
+    differential jobs list --cluster CLUSTER_ID [--status S ...] [--service S] [--function F]
+                           [--created-after T] [--created-before T] [--limit N] [--cursor TOKEN]
+                                                           (management secret)
+    differential jobs rerun JOB_ID --cluster CLUSTER_ID    (management secret)
     differential jobs cancel JOB_ID [--reason TEXT]        (cluster API secret)
     differential schedules create|list|show|pause|resume|delete --cluster CLUSTER_ID ...
                                                            (management secret)
@@ -35,6 +40,7 @@ import argparse
 import base64
 import datetime as _dt
 import json
+import logging
 import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
@@ -197,6 +203,10 @@ def cmd_clusters_show(args: argparse.Namespace) -> int:
     _out(f"\nServices ({len(defs)}):")
     if defs:
         _out(_services_table(defs))
+    workers = c.get("workers") or []
+    _out(f"\nLive workers per service ({len(workers)}):")
+    if workers:
+        _out(_table(workers, ["service", "liveWorkers", "lastPollAt"], ["SERVICE", "LIVE WORKERS", "LAST POLL"]))
     machines = c.get("machines") or []
     _out(f"\nMachines ({len(machines)}):")
     if machines:
@@ -239,6 +249,17 @@ def _error_json(e: RemoteError) -> Dict[str, Any]:
     return {"name": e.name, "message": e.message, "code": e.code, "stack": e.stack, "details": e.details}
 
 
+def _warnings_to_stderr() -> None:
+    """The SDK's warnings (e.g. no machine polls the service called) on stderr, once."""
+    logger = logging.getLogger("differential.client")
+    if not any(getattr(h, "_differential_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("differential: warning: %(message)s"))
+        handler._differential_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
 def _call_options(args: argparse.Namespace) -> CallOptions:
     """`--timeout` is how long the command waits (as `--wait`): giving up does not make the
     function run again; the per-attempt limit is `--attempt-timeout` (default 300 s)."""
@@ -258,6 +279,7 @@ def _call_options(args: argparse.Namespace) -> CallOptions:
 
 def cmd_call(args: argparse.Namespace) -> int:
     values = _parse_args(args.args)
+    _warnings_to_stderr()
     options = _call_options(args)
     if options.cancel_on_timeout and options.caller_wait is None:
         raise UsageError("--cancel-on-timeout needs --wait (or --timeout): how long to wait before cancelling")
@@ -268,7 +290,7 @@ def cmd_call(args: argparse.Namespace) -> int:
             return EXIT_OK
         try:
             try:
-                status = d.wait(job_id, timeout=options.caller_wait)
+                status = d.wait(job_id, timeout=options.caller_wait, service=args.service)
             except CallTimeoutError:
                 if options.cancel_on_timeout:
                     _cancel_quietly(d, job_id, f"the caller stopped waiting after {options.caller_wait:g} s")
@@ -303,10 +325,67 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
         _out(_dump({"id": st.id, "service": st.service, "state": st.state, "reason": st.reason}))
     else:
         _out(f"Cancelled job {st.id}: {st.reason}")
+
+
+def _job_path(args: argparse.Namespace, *rest: str) -> str:
+    return "/".join([f"/clusters/{quote(args.cluster, safe='')}/jobs", *(quote(r, safe="") for r in rest)])
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    params: Dict[str, Any] = {"limit": args.limit}
+    for key, value in (("status", ",".join(args.status or []) or None), ("service", args.service),
+                       ("function", args.function), ("createdAfter", args.created_after),
+                       ("createdBefore", args.created_before), ("cursor", args.cursor)):
+        if value is not None:
+            params[key] = value
+    with _management(args) as http:
+        page = http.request("GET", _job_path(args), params=params) or {}
+    if args.json:
+        _out(_dump(page))
+        return EXIT_OK
+    jobs = page.get("jobs") or []
+    if not jobs:
+        _out("No jobs.")
+    else:
+        _out(_table(jobs, ["id", "service", "targetFn", "status", "attempt", "createdAt", "reason"],
+                    ["ID", "SERVICE", "FUNCTION", "STATUS", "ATTEMPT", "CREATED", "REASON"]))
+    if page.get("next"):
+        _out(f"\nMore: add --cursor {page['next']}")
+    return EXIT_OK
+
+
+def _print_job_detail(job: Dict[str, Any]) -> None:
+    for key in ("id", "service", "targetFn", "status", "wireStatus", "resultType", "reason", "attempt",
+                "attemptsAllowed", "machineId", "createdAt", "claimedAt", "resultedAt", "runAt", "queueDeadline",
+                "callDeadline", "attemptDeadline"):
+        if job.get(key) is not None:
+            _out(f"{key + ':':17} {job[key]}")
+    events = (job.get("activity") or {}).get("events") or []
+    _out(f"\nActivity ({len(events)}, newest first):")
+    if events:
+        _out(_table(events, ["timestamp", "type", "machineId"], ["TIME", "EVENT", "MACHINE"]))
+
+
+def cmd_jobs_rerun(args: argparse.Namespace) -> int:
+    with _management(args) as http:
+        job = http.request("POST", _job_path(args, args.job_id, "rerun"))
+    if args.json:
+        _out(_dump(job))
+    else:
+        _out(f"Re-running job {job.get('id')}: {job.get('status')}, {job.get('attempt')} of "
+             f"{job.get('attemptsAllowed')} attempts used")
     return EXIT_OK
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:
+    if args.cluster:  # the operator's view, with the management secret
+        with _management(args) as http:
+            job = http.request("GET", _job_path(args, args.job_id))
+        if args.json:
+            _out(_dump(job))
+        else:
+            _print_job_detail(job)
+        return EXIT_OK
     with _differential(args) as d:
         st: JobStatus = d.job(args.job_id, wait=args.wait)
     out: Dict[str, Any] = {"id": st.id, "service": st.service, "status": st.status, "resultType": st.result_type}
@@ -546,19 +625,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", action="store_true", help="print the job id and return at once")
     p.set_defaults(func=cmd_call)
 
-    jobs = sub.add_parser("jobs", help="jobs (cluster API secret)")
+    jobs = sub.add_parser("jobs", help="jobs (cluster API secret; with --cluster, the management secret)")
     jsub = jobs.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     jsub.required = True
     p = jsub.add_parser("show", parents=[common], help="show a job's status and result")
     p.add_argument("job_id")
     p.add_argument("--wait", type=float, default=0.0,
                    help="seconds to wait for an unfinished job to finish (0-20, default 0: answer at once)")
+    p.add_argument("--cluster", help="cluster id: show the job in full with its activity (management secret)")
     p.set_defaults(func=cmd_jobs_show)
     _add_schedules(sub, common)
     p = jsub.add_parser("cancel", parents=[common], help="cancel a call in flight")
     p.add_argument("job_id")
     p.add_argument("--reason", help="why (recorded with the job; at most 500 characters)")
     p.set_defaults(func=cmd_jobs_cancel)
+    p = jsub.add_parser("list", parents=[common], help="list a cluster's jobs, newest first (management secret)")
+    p.add_argument("--cluster", required=True, help="cluster id")
+    p.add_argument("--status", action="append", help="a state (pending, scheduled, running, success, failure, "
+                   "cancelled); repeat for several")
+    p.add_argument("--service", help="only this service's jobs")
+    p.add_argument("--function", help="only calls of this function")
+    p.add_argument("--created-after", help="ISO 8601 time")
+    p.add_argument("--created-before", help="ISO 8601 time")
+    p.add_argument("--limit", type=int, default=50, help="jobs per page (1-500, default 50)")
+    p.add_argument("--cursor", help="the token a previous page printed, for the next page")
+    p.set_defaults(func=cmd_jobs_list)
+    p = jsub.add_parser("rerun", parents=[common], help="re-run a failed or cancelled job (management secret)")
+    p.add_argument("job_id")
+    p.add_argument("--cluster", required=True, help="cluster id")
+    p.set_defaults(func=cmd_jobs_rerun)
     return parser
 
 

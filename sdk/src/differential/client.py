@@ -43,6 +43,8 @@ _DEADLINE_CODES = ("QUEUE_DEADLINE", "CALL_DEADLINE")  # the codes of the contro
 _BATCH_MAX = 1000  # job ids per batch long poll: the server takes up to 100,000; 1,000 keeps each poll small
 _MAX_POLLS = 8  # concurrent batch long polls per instance
 _CREATE_RETRY_SECONDS = 60.0  # how long a job creation keeps retrying network errors by default
+WARN_UNSERVED_AFTER = 2.0  # seconds a call waits before the SDK asks whether any machine polls its service
+_SERVICE_CHECK_EVERY = 30.0  # per service, at most one such question in this long
 
 
 @dataclass(frozen=True)
@@ -192,28 +194,41 @@ def _create_body(service: str, fn: str, args: Tuple[Any, ...], options: CallOpti
 
 
 class _ResultPoller:
-    """Batches watched job ids into long polls; lives on one asyncio loop."""
+    """Batches watched job ids into long polls; lives on one asyncio loop.
 
-    def __init__(self, transport: AsyncTransport) -> None:
+    A call still waiting `warn_after` seconds into its wait has its service looked up once
+    (`GET /services/:service`, at most once per service every 30 s): if no machine polls it, a
+    warning says so. A call that finishes sooner costs no extra request."""
+
+    def __init__(self, transport: AsyncTransport, warn_after: Optional[float] = WARN_UNSERVED_AFTER) -> None:
         self.transport = transport
+        self.warn_after = warn_after
+        self.service_checked: Dict[str, float] = {}  # service -> when it was last looked up (monotonic)
         self.waiters: Dict[str, List[asyncio.Future]] = {}
         self.uncovered: Set[str] = set()
         self.polls: Set[asyncio.Task] = set()  # the batch long polls in flight
+        self.checks: Set[asyncio.Task] = set()  # service look-ups in flight
         self.wake = asyncio.Event()
         self.backoff = retry.Backoff(*retry.RESULT_POLL)
         self.task: Optional[asyncio.Task] = None
         self.closed = False
 
-    async def wait(self, job_id: str) -> JobStatus:
-        fut = asyncio.get_running_loop().create_future()
+    async def wait(self, job_id: str, service: Optional[str] = None) -> JobStatus:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self.waiters.setdefault(job_id, []).append(fut)
         self.uncovered.add(job_id)
         self.wake.set()
         if self.task is None or self.task.done():
             self.task = asyncio.ensure_future(self._run())
+        check = None
+        if service is not None and self.warn_after is not None:
+            check = loop.call_later(self.warn_after, self._check_service, service, fut)
         try:
             return await fut
         finally:
+            if check is not None:
+                check.cancel()
             lst = self.waiters.get(job_id)
             if lst is not None:
                 if fut in lst:
@@ -233,6 +248,29 @@ class _ResultPoller:
                 task = asyncio.ensure_future(self._poll(batch))
                 self.polls.add(task)
                 task.add_done_callback(self.polls.discard)
+
+    def _check_service(self, service: str, fut: asyncio.Future) -> None:
+        now = time.monotonic()
+        last = self.service_checked.get(service)
+        if fut.done() or self.closed or (last is not None and now - last < _SERVICE_CHECK_EVERY):
+            return
+        self.service_checked[service] = now
+        task = asyncio.ensure_future(self._ask_service(service))
+        self.checks.add(task)  # ended with the polls at close()
+        task.add_done_callback(self.checks.discard)
+
+    async def _ask_service(self, service: str) -> None:
+        try:
+            row = await self.transport.request("GET", f"/services/{quote(service, safe='')}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # an older control-plane without the route, a blip: say nothing
+            log.debug("could not ask whether service %r is served: %r", service, e)
+            return
+        if isinstance(row, dict) and row.get("liveWorkers") == 0:
+            last = row.get("lastPollAt")
+            log.warning("no machine is polling service %r (%s): its calls wait until a worker of it starts",
+                        service, f"last poll {last}" if last else "it has never been polled")
 
     def _settle(self, job_id: str, status: Optional[JobStatus], exc: Optional[BaseException] = None) -> None:
         for fut in self.waiters.pop(job_id, []):
@@ -275,7 +313,7 @@ class _ResultPoller:
         self.closed = True
         for job_id in list(self.waiters):
             self._settle(job_id, None, DifferentialError("the Differential instance was closed"))
-        tasks = [t for t in (self.task, *self.polls) if t is not None and not t.done()]
+        tasks = [t for t in (self.task, *self.polls, *self.checks) if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -370,9 +408,11 @@ class _Caller:
 
     def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
                  *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None,
-                 create_retry_seconds: float = _CREATE_RETRY_SECONDS, allow_insecure: Optional[bool] = None) -> None:
+                 create_retry_seconds: float = _CREATE_RETRY_SECONDS, allow_insecure: Optional[bool] = None,
+                 warn_unserved_after: Optional[float] = WARN_UNSERVED_AFTER) -> None:
         self.config = Config.from_env(api_secret, endpoint, deployment_id, machine_id, allow_insecure)
         self.create_retry_seconds = create_retry_seconds  # job creation retries network errors this long
+        self.warn_unserved_after = warn_unserved_after  # None: never ask whether a service is served
 
     def client(self, service: str, **options: Any) -> ServiceClient:
         """Typed-by-convention proxy: `d.client("svc", timeout=10).fn(1, 2)`."""
@@ -421,13 +461,17 @@ class Differential(_Caller):
     variables DIFFERENTIAL_API_SECRET and DIFFERENTIAL_ENDPOINT; `x-deployment-id` comes from
     DIFFERENTIAL_DEPLOYMENT_ID. One machine id per instance, shared by its calls (each started
     service gets its own). Close it (`close()` or `with`) to stop its services; an instance that
-    is never closed still ends its background poller quietly at exit."""
+    is never closed still ends its background poller quietly at exit. A call still waiting after
+    `warn_unserved_after` seconds (default 2; None: never) asks once whether any machine polls its
+    service, and logs a warning on the `differential.client` logger if none does."""
 
     def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
                  *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None,
-                 create_retry_seconds: float = _CREATE_RETRY_SECONDS, allow_insecure: Optional[bool] = None) -> None:
+                 create_retry_seconds: float = _CREATE_RETRY_SECONDS, allow_insecure: Optional[bool] = None,
+                 warn_unserved_after: Optional[float] = WARN_UNSERVED_AFTER) -> None:
         super().__init__(api_secret, endpoint, deployment_id=deployment_id, machine_id=machine_id,
-                         create_retry_seconds=create_retry_seconds, allow_insecure=allow_insecure)
+                         create_retry_seconds=create_retry_seconds, allow_insecure=allow_insecure,
+                         warn_unserved_after=warn_unserved_after)
         self._http = SyncTransport(self.config)
         self._lock = threading.Lock()
         self._bg: Optional[Tuple[_LoopThread, _ResultPoller]] = None
@@ -450,7 +494,7 @@ class Differential(_Caller):
                 bg = _LoopThread(f"differential-results-{self.config.machine_id}")
 
                 async def make() -> _ResultPoller:
-                    return _ResultPoller(AsyncTransport(self.config))
+                    return _ResultPoller(AsyncTransport(self.config), self.warn_unserved_after)
 
                 poller = bg.run(make())
                 self._bg = (bg, poller)
@@ -477,7 +521,7 @@ class Differential(_Caller):
         if options.background:
             return job_id
         try:
-            return self.result(job_id, timeout=self._remaining(options, started))
+            return self.wait(job_id, timeout=self._remaining(options, started), service=service).outcome()
         except CallTimeoutError:
             if options.cancel_on_timeout:
                 try:
@@ -493,10 +537,12 @@ class Differential(_Caller):
         row = self._http.request("POST", self._cancel_path(job_id), json=self._cancel_body(reason))
         return JobStatus.from_row(row or {}, job_id)
 
-    def wait(self, job_id: str, timeout: Optional[float] = None) -> JobStatus:
-        """Wait until the job is finished; returns its JobStatus (raises CallTimeoutError)."""
+    def wait(self, job_id: str, timeout: Optional[float] = None, service: Optional[str] = None) -> JobStatus:
+        """Wait until the job is finished; returns its JobStatus (raises CallTimeoutError).
+        With `service` (the one called), a wait past `warn_unserved_after` seconds logs a warning
+        on the `differential.client` logger if no machine polls that service."""
         bg, poller = self._background()
-        fut = bg.submit(poller.wait(job_id))
+        fut = bg.submit(poller.wait(job_id, service))
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -537,16 +583,18 @@ class AsyncDifferential(_Caller):
 
     def __init__(self, api_secret: Optional[str] = None, endpoint: Optional[str] = None,
                  *, deployment_id: Optional[str] = None, machine_id: Optional[str] = None,
-                 create_retry_seconds: float = _CREATE_RETRY_SECONDS, allow_insecure: Optional[bool] = None) -> None:
+                 create_retry_seconds: float = _CREATE_RETRY_SECONDS, allow_insecure: Optional[bool] = None,
+                 warn_unserved_after: Optional[float] = WARN_UNSERVED_AFTER) -> None:
         super().__init__(api_secret, endpoint, deployment_id=deployment_id, machine_id=machine_id,
-                         create_retry_seconds=create_retry_seconds, allow_insecure=allow_insecure)
+                         create_retry_seconds=create_retry_seconds, allow_insecure=allow_insecure,
+                         warn_unserved_after=warn_unserved_after)
         self._http: Optional[AsyncTransport] = None
         self._poller: Optional[_ResultPoller] = None
 
     def _transport(self) -> Tuple[AsyncTransport, _ResultPoller]:
         if self._http is None or self._poller is None:
             self._http = AsyncTransport(self.config)
-            self._poller = _ResultPoller(self._http)
+            self._poller = _ResultPoller(self._http, self.warn_unserved_after)
         return self._http, self._poller
 
     async def create_job(self, service: str, fn: str, *args: Any, options: Optional[CallOptions] = None) -> str:
@@ -568,7 +616,7 @@ class AsyncDifferential(_Caller):
         if options.background:
             return job_id
         try:
-            return await self.result(job_id, timeout=self._remaining(options, started))
+            return (await self.wait(job_id, timeout=self._remaining(options, started), service=service)).outcome()
         except CallTimeoutError:
             if options.cancel_on_timeout:
                 try:
@@ -583,10 +631,10 @@ class AsyncDifferential(_Caller):
         row = await http.request("POST", self._cancel_path(job_id), json=self._cancel_body(reason))
         return JobStatus.from_row(row or {}, job_id)
 
-    async def wait(self, job_id: str, timeout: Optional[float] = None) -> JobStatus:
+    async def wait(self, job_id: str, timeout: Optional[float] = None, service: Optional[str] = None) -> JobStatus:
         _, poller = self._transport()
         try:
-            return await asyncio.wait_for(poller.wait(job_id), timeout)
+            return await asyncio.wait_for(poller.wait(job_id, service), timeout)
         except asyncio.TimeoutError:
             raise self._timeout_error(job_id, timeout) from None
 
