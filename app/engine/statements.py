@@ -65,6 +65,17 @@ RETURNING jobs.cluster_id, jobs.id, pg_notify(%s, {topic_sql("j", "jobs.cluster_
 # sweeper then ends the call), and from then on only the call deadline bounds its waits: a job put
 # back after a stall was claimed in time, so its queue deadline no longer applies.
 _NEVER = 2**62
+# What a claim writes, the same for the plain and the limited claim (`{now}`/`{now_ms}` are filled
+# in with the dialect's clock when the statement is formatted).
+_CLAIM_SET_POSTGRES = f"""UPDATE jobs SET status = {_RUNNING}, attempt = jobs.attempt + 1, machine_id = %s,
+       claimed_at = COALESCE(%s::timestamp, {{now}}),
+       deadline_ms = LEAST(COALESCE(%s::bigint, {{now_ms}}) + jobs.timeout_seconds * 1000,
+                           COALESCE(jobs.call_deadline_ms, {_NEVER})),
+       queue_deadline_ms = jobs.call_deadline_ms"""
+_CLAIM_SET_SQLITE = f"""UPDATE jobs SET status = {_RUNNING}, attempt = attempt + 1, machine_id = %s,
+       claimed_at = COALESCE(%s, {{now}}),
+       deadline_ms = min(COALESCE(%s, {{now_ms}}) + timeout_seconds * 1000, COALESCE(call_deadline_ms, {_NEVER})),
+       queue_deadline_ms = call_deadline_ms"""
 
 # One statement claims up to `limit` jobs, oldest first. SKIP LOCKED lets concurrent pollers take
 # different rows instead of queueing behind each other, and the status test is repeated in the
@@ -76,11 +87,7 @@ WITH picked AS (
     ORDER BY seq LIMIT %s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE jobs SET status = {_RUNNING}, attempt = jobs.attempt + 1, machine_id = %s,
-       claimed_at = COALESCE(%s::timestamp, {{now}}),
-       deadline_ms = LEAST(COALESCE(%s::bigint, {{now_ms}}) + jobs.timeout_seconds * 1000,
-                           COALESCE(jobs.call_deadline_ms, {_NEVER})),
-       queue_deadline_ms = jobs.call_deadline_ms
+{_CLAIM_SET_POSTGRES}
 FROM picked
 WHERE jobs.seq = picked.seq AND jobs.status = {_PENDING}
 RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
@@ -89,10 +96,7 @@ RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
 # SQLite runs one writing statement at a time, so the plain form cannot claim a row twice.
 # In both, `{now}` and `{now_ms}` are the dialect's clock, used when the caller gives no time.
 _CLAIM_SQLITE = f"""
-UPDATE jobs SET status = {_RUNNING}, attempt = attempt + 1, machine_id = %s,
-       claimed_at = COALESCE(%s, {{now}}),
-       deadline_ms = min(COALESCE(%s, {{now_ms}}) + timeout_seconds * 1000, COALESCE(call_deadline_ms, {_NEVER})),
-       queue_deadline_ms = call_deadline_ms
+{_CLAIM_SET_SQLITE}
 WHERE seq IN (
     SELECT seq FROM jobs
     WHERE cluster_id = %s AND service = %s AND status = {_PENDING}
@@ -106,7 +110,7 @@ RETURNING seq, id, target_fn, target_args, attempt
 # index jobs_running_function). Its statement is the plain claim's, with the picking made
 # per-function aware: `{exclude}` leaves out functions already at their limit, and `{caps}` keeps at
 # most `cap` of the oldest candidates of each limited function (`n` is a candidate's rank within its
-# function). The SET clause is the plain claim's, copied whole: keep the two in step.
+# function). The SET clause is the plain claim's (_CLAIM_SET_*).
 _RUNNING_COUNTS = (f"SELECT target_fn, count(*) FROM jobs WHERE cluster_id = %s AND service = %s"
                    f" AND status = {_RUNNING} GROUP BY target_fn")
 _RUNNING_IDS = f"SELECT id FROM jobs WHERE cluster_id = %s AND service = %s AND status = {_RUNNING}"
@@ -123,21 +127,14 @@ WITH candidates AS (
                      FROM candidates) AS ranked
     WHERE {{caps}}
 )
-UPDATE jobs SET status = {_RUNNING}, attempt = jobs.attempt + 1, machine_id = %s,
-       claimed_at = COALESCE(%s::timestamp, {{now}}),
-       deadline_ms = LEAST(COALESCE(%s::bigint, {{now_ms}}) + jobs.timeout_seconds * 1000,
-                           COALESCE(jobs.call_deadline_ms, {_NEVER})),
-       queue_deadline_ms = jobs.call_deadline_ms
+{_CLAIM_SET_POSTGRES}
 FROM picked
 WHERE jobs.seq = picked.seq AND jobs.status = {_PENDING}
 RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
 """
 
 _CLAIM_LIMITED_SQLITE = f"""
-UPDATE jobs SET status = {_RUNNING}, attempt = attempt + 1, machine_id = %s,
-       claimed_at = COALESCE(%s, {{now}}),
-       deadline_ms = min(COALESCE(%s, {{now_ms}}) + timeout_seconds * 1000, COALESCE(call_deadline_ms, {_NEVER})),
-       queue_deadline_ms = call_deadline_ms
+{_CLAIM_SET_SQLITE}
 WHERE seq IN (
     SELECT seq FROM (
         SELECT seq, target_fn, row_number() OVER (PARTITION BY target_fn ORDER BY seq) AS n FROM (
