@@ -8,7 +8,7 @@ import time
 
 from .. import db
 from ..models import Machine, Service, utcnow
-from . import statements
+from . import controls, statements
 from .states import MachineStatus
 
 
@@ -90,6 +90,8 @@ def register_service(cluster_id: str, service: str, functions: list[dict] | None
          .execute())
 
     _write_or_forget(_definitions, key, tx)
+    if functions is not None:  # this process's creates see the functions' back-off defaults at once
+        controls.function_defaults.put(cluster_id, service, controls.policies_of(functions))
 
 
 def _write_or_forget(throttle: _Throttle, key: tuple, tx) -> None:
