@@ -143,8 +143,8 @@ class PromoteDueJobs:
         for j in due:
             events.record(j.cluster_id, EventType.JOB_DUE, job_id=j.id, service=j.service)
         self.refresh()
-        if len(due) == self.batch:  # more are due already: the next wake comes at once
-            self.next_due_ms = min(self.next_due_ms or now_ms, now_ms)
+        if len(due) == self.batch:  # more may be due already: the next wake comes at once
+            self.next_due_ms = self.clock_ms
         return {"promoted": len(due)}
 
     def refresh(self) -> None:
