@@ -39,6 +39,7 @@ from urllib.parse import quote
 
 from . import retry
 from .errors import AuthenticationError, ControlPlaneError, DifferentialError, SerializationError
+from .controls import Backoff
 from .schema import function_schema_json
 from .serialize import pack, serialize_error, unpack_args
 from .transport import LONG_POLL_MS, AsyncTransport, Config, new_machine_id
@@ -81,14 +82,21 @@ class Service:
         self.result_retry_seconds = result_retry_seconds
         self._functions: Dict[str, Callable[..., Any]] = {}
         self._schemas: Dict[str, str] = {}
+        self._retries: Dict[str, Backoff] = {}
         self._thread: Optional[threading.Thread] = None
         self._worker: Optional[_Worker] = None
         self._ready = threading.Event()
 
     # -- definition ---------------------------------------------------------------------------
 
-    def register(self, fn: Callable[..., Any], name: Optional[str] = None) -> Callable[..., Any]:
-        """Explicit form: `svc.register(fn)` or `svc.register(fn, name="other")`."""
+    def register(self, fn: Callable[..., Any], name: Optional[str] = None, *,
+                 retry: Optional[Backoff] = None) -> Callable[..., Any]:
+        """Explicit form: `svc.register(fn)` or `svc.register(fn, name="other")`.
+
+        `retry`: this function's default back-off for rejections (`Backoff`), sent in the
+        service's definition: a call that names no `retry` of its own gets it."""
+        if retry is not None and not isinstance(retry, Backoff):
+            raise TypeError("retry must be a differential.Backoff")
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
         fname = name or getattr(fn, "__name__", None)
@@ -98,21 +106,27 @@ class Service:
             raise ValueError(f"function {fname!r} is already registered on service {self.name!r}")
         self._schemas[fname] = function_schema_json(fn)  # refuses signatures the wire cannot call
         self._functions[fname] = fn
+        if retry is not None:
+            self._retries[fname] = retry
         return fn
 
-    def function(self, fn: Optional[Callable[..., Any]] = None, *, name: Optional[str] = None) -> Any:
-        """Decorator: `@svc.function` or `@svc.function(name="other")`."""
+    def function(self, fn: Optional[Callable[..., Any]] = None, *, name: Optional[str] = None,
+                 retry: Optional[Backoff] = None) -> Any:
+        """Decorator: `@svc.function`, `@svc.function(name="other")`, `@svc.function(retry=Backoff(3))`."""
         if fn is not None:
-            return self.register(fn, name)
-        return lambda f: self.register(f, name)
+            return self.register(fn, name, retry=retry)
+        return lambda f: self.register(f, name, retry=retry)
 
     @property
     def functions(self) -> Dict[str, Callable[..., Any]]:
         return dict(self._functions)
 
     def definition(self) -> list:
-        """What each poll sends as `functions`: name and JSON Schema string."""
-        return [{"name": n, "schema": self._schemas[n]} for n in self._functions]
+        """What each poll sends as `functions`: name and JSON Schema string (and the function's
+        back-off default, `retryOnRejection`, if it has one)."""
+        return [{"name": n, "schema": self._schemas[n],
+                 **({"retryOnRejection": self._retries[n].wire()} if n in self._retries else {})}
+                for n in self._functions]
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -207,7 +221,7 @@ class _Worker:
         name: str,
         config: Config,
         functions: Mapping[str, Callable[..., Any]],
-        definition: List[Dict[str, str]],
+        definition: List[Dict[str, Any]],
         ready: threading.Event,
         *,
         concurrency: int,
