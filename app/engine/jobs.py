@@ -80,9 +80,7 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
         job_id, created = db.unit_of_work(tx, idempotent=True)
     else:  # a plain call: one row, written in a batch with the other calls arriving now
         job_id = ids.job_id()
-        job = new_job(job_id)
-        # A call with controls takes its own statement (statements.py): the batch stays as it was.
-        created = _insert_batch([job])[0] if job.controlled else _creates.submit(job)
+        created = _creates.submit(new_job(job_id))
         if not created:
             raise RuntimeError(f"job id {job_id!r} was generated twice")
     if created:

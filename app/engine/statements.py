@@ -1,8 +1,10 @@
 """Every write of a job's status, as plain SQL, for both databases side by side.
 
-Each transition of app/engine/states.py is one function here: insert_jobs (-> pending), claim_jobs
-(pending -> running), store_results (running -> success), requeue_stalled (running -> pending) and
-fail_stalled (running -> failure). The first four run on every call; building them with the query
+Each transition of app/engine/states.py is one function here: insert_jobs (-> pending, or ->
+scheduled with a due time ahead), claim_jobs (pending -> running), store_results (running ->
+success, or -> scheduled for a rejection with back-off attempts left), promote_due (scheduled ->
+pending), requeue_stalled (running -> pending) and fail_stalled (running -> failure). The first
+four run on every call; building them with the query
 builder cost more CPU than the database spent running them (profiled under load). Creates and
 results come in batches (see `batching.py`): one statement writes many rows. On PostgreSQL the
 NOTIFY rides in the same statement (RETURNING pg_notify), so it is delivered exactly when the
@@ -85,19 +87,20 @@ RETURNING jobs.cluster_id, jobs.id, jobs.status, jobs.run_at_ms, {{now_ms}},
           CASE WHEN jobs.status = {_SCHEDULED} THEN pg_notify(%s, %s) END
 """
 
-# A create with a delay, a due time or a back-off policy: one row per statement. The due time is
-# the given epoch ms, or the database's clock + the delay; a job not due yet is inserted
-# scheduled (not claimable), one whose time has come (a runAt in the past) pending.
+# A create with a delay, a due time or a back-off policy (a "controlled" job) takes this row form,
+# next to the plain insert, which stays as it was. The due time is the given epoch ms, or the
+# database's clock + the delay; a job not due yet is inserted scheduled (not claimable), one whose
+# time has come (a runAt in the past) pending.
 _DUE = "COALESCE(%s, {now_ms} + %s)"
 _CONTROLLED_COLUMNS = _JOB_COLUMNS + ("run_at_ms", "backoff_attempts", "backoff_initial_ms", "backoff_factor",
                                       "backoff_max_ms", "backoff_jitter")
 _CONTROLLED_ROW = "(" + ", ".join(
     f"CASE WHEN {_DUE} > {{now_ms}} THEN {_SCHEDULED} ELSE {_PENDING} END" if c == "status" else "%s"
     for c in _JOB_COLUMNS) + f", CASE WHEN {_DUE} > {{now_ms}} THEN {_DUE} END, %s, %s, %s, %s, %s)"
-_CONTROLLED_HEAD = f"INTO jobs ({', '.join(_CONTROLLED_COLUMNS)}) VALUES " + _CONTROLLED_ROW
-_CONTROLLED_POSTGRES = ("INSERT " + _CONTROLLED_HEAD + " ON CONFLICT DO NOTHING RETURNING CASE WHEN status = "
+_CONTROLLED_HEAD = f"INTO jobs ({', '.join(_CONTROLLED_COLUMNS)}) VALUES "
+_CONTROLLED_POSTGRES = (" ON CONFLICT DO NOTHING RETURNING cluster_id, id, CASE WHEN status = "
                         f"{_PENDING} THEN pg_notify(%s, {_QUEUE_TOPIC}) ELSE pg_notify(%s, %s) END")
-_CONTROLLED_SQLITE = "INSERT OR IGNORE " + _CONTROLLED_HEAD
+_CONTROLLED_SQLITE = "INSERT OR IGNORE " + _CONTROLLED_HEAD + _CONTROLLED_ROW
 
 # Maintenance: scheduled jobs whose time has come, soonest first (index jobs_scheduled_due), and
 # the earliest due time still ahead, with the database's clock (an index-only read).
@@ -281,19 +284,22 @@ class PostgresDialect(db.PostgresDialect):
     def __init__(self) -> None:
         self._claim = _CLAIM_POSTGRES.format(now=self.now, now_ms=self.now_ms)
         self._results = _RESULTS_POSTGRES.replace("{now_ms}", self.now_ms)
-        self._controlled = _CONTROLLED_POSTGRES.replace("{now_ms}", self.now_ms)
+        self._controlled_row = _CONTROLLED_ROW.replace("{now_ms}", self.now_ms)
         self._next_due = _NEXT_DUE.format(now_ms=self.now_ms)
 
     def insert_jobs(self, jobs: list[NewJob]) -> list[bool]:
         # One statement inserts them all, and its RETURNING notifies each queue topic (PostgreSQL
-        # sends one notification per distinct topic and transaction).
+        # sends one notification per distinct topic and transaction); controlled jobs, if any,
+        # take a second statement of their own row form (a scheduled one notifies DUE_TOPIC).
         if any(job.controlled for job in jobs):
             return _split(jobs, self._insert_plain, self._insert_controlled)
         return self._insert_plain(jobs)
 
-    def _insert_controlled(self, job: NewJob) -> bool:
-        rows = db.execute(self._controlled, (*job.controlled_values(), CHANNEL, CHANNEL, DUE_TOPIC)).fetchall()
-        return bool(rows)
+    def _insert_controlled(self, jobs: list[NewJob]) -> list[bool]:
+        sql = "INSERT " + _CONTROLLED_HEAD + ", ".join([self._controlled_row] * len(jobs)) + _CONTROLLED_POSTGRES
+        params = [v for job in jobs for v in job.controlled_values()] + [CHANNEL, CHANNEL, DUE_TOPIC]
+        inserted = {(row[0], row[1]) for row in db.execute(sql, params).fetchall()}
+        return [(job.cluster_id, job.job_id) in inserted for job in jobs]
 
     def _insert_plain(self, jobs: list[NewJob]) -> list[bool]:
         params = [v for job in jobs for v in job.values()]
@@ -363,10 +369,13 @@ class SqliteDialect(db.SqliteDialect):
 
 
 def _split(jobs: list[NewJob], plain, controlled) -> list[bool]:
-    """Plain jobs in one batch statement, controlled ones one statement each; answers in order."""
-    plain_jobs = [job for job in jobs if not job.controlled]
-    plain_answers = iter(plain(plain_jobs) if plain_jobs else [])
-    return [controlled(job) if job.controlled else next(plain_answers) for job in jobs]
+    """Plain jobs in one statement, controlled ones in another; the answers in the jobs' order."""
+    answers = {}
+    for kind, insert in ((False, plain), (True, controlled)):
+        some = [job for job in jobs if job.controlled is kind]
+        if some:
+            answers[kind] = iter(insert(some))
+    return [next(answers[job.controlled]) for job in jobs]
 
 
 def _register_pow() -> None:

@@ -379,3 +379,26 @@ def test_store_results_answers_true_false_or_the_retry(app):
     assert stored[0] is True and stored[2] is False
     assert isinstance(stored[1], statements.RetryScheduled) and stored[1].delay_ms == 1500
     assert row("retried").run_at_ms == stored[1].run_at_ms and row("retried").status == JobStatus.SCHEDULED
+
+
+def test_a_batch_mixing_plain_and_controlled_jobs_answers_each_in_order(app):
+    def new_job(job_id, **controls):
+        return statements.NewJob(cluster_id="c1", job_id=job_id, service="svc", target_fn="f", target_args="kQ==",
+                                 cache_key=None, attempts_allowed=1, timeout_seconds=60, created_at=db_now(),
+                                 deployment_id=None, predictive_retries=False, **controls)
+
+    def insert(jobs):
+        return db.unit_of_work(lambda: statements.insert_jobs(jobs), transaction=not db.dialect.batch_in_one_statement)
+
+    policy = statements.Backoff(attempts=3, initial_ms=100, factor=2, max_ms=1000, jitter=0.5)
+    assert insert([new_job("p1"), new_job("d1", delay_ms=60_000), new_job("p2"), new_job("b1", backoff=policy),
+                   new_job("past", run_at_ms=1)]) == [True] * 5
+    assert insert([new_job("d1", delay_ms=1), new_job("new"), new_job("p1"), new_job("b1", backoff=policy)]) == [
+        False, True, False, False]
+    got = {j: (row(j).status, row(j).run_at_ms is not None, row(j).backoff_attempts)
+           for j in ("p1", "d1", "p2", "b1", "past", "new")}
+    assert got == {"p1": (JobStatus.PENDING, False, None), "d1": (JobStatus.SCHEDULED, True, None),
+                   "p2": (JobStatus.PENDING, False, None), "b1": (JobStatus.PENDING, False, 3),
+                   "past": (JobStatus.PENDING, False, None), "new": (JobStatus.PENDING, False, None)}
+    assert (row("b1").backoff_initial_ms, row("b1").backoff_factor, row("b1").backoff_max_ms,
+            row("b1").backoff_jitter) == (100, 2.0, 1000, 0.5)
