@@ -360,15 +360,18 @@ class Maintainer:
                     break
                 try:
                     if time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + self.interval  # a failed tick too waits a tick
                         self._holding = bool(self.tick())
-                        next_tick = time.monotonic() + self.interval
                     elif promoter is not None and self._holding:
-                        if fired is None or fired:  # a job became scheduled: when is the earliest due now?
-                            promoter.refresh()
-                        due_in = promoter.seconds_until_due()
-                        if due_in is not None and due_in <= MIN_WAKE / 2:
-                            self.tick(only=(promoter.name,))
-                        self._stop.wait(MIN_WAKE)  # a storm of hints or of due times costs at most this rate
+                        try:
+                            if fired is None or fired:  # a job became scheduled: when is the earliest due now?
+                                promoter.refresh()
+                            due_in = promoter.seconds_until_due()
+                            if due_in is not None and due_in <= MIN_WAKE / 2:
+                                self.tick(only=(promoter.name,))
+                        finally:
+                            self._stop.wait(MIN_WAKE)  # a storm of hints or of due times costs at most this rate
                 except Exception:  # taking the lease failed (database outage): the next tick retries
+                    self._holding = False
                     log.warning("maintenance tick failed", exc_info=True)
         self._hints = None

@@ -402,3 +402,29 @@ def test_a_batch_mixing_plain_and_controlled_jobs_answers_each_in_order(app):
                    "past": (JobStatus.PENDING, False, None), "new": (JobStatus.PENDING, False, None)}
     assert (row("b1").backoff_initial_ms, row("b1").backoff_factor, row("b1").backoff_max_ms,
             row("b1").backoff_jitter) == (100, 2.0, 1000, 0.5)
+
+
+def test_the_loop_waits_a_tick_after_a_failed_one_and_stops_promptly(app):
+    """The early wake-ups must not turn a database outage into a busy loop, nor delay a stop."""
+
+    class Down:
+        seconds = 3.0
+        calls = 0
+
+        def take(self, now):
+            Down.calls += 1
+            raise RuntimeError("database down")
+
+        renew = take
+
+        def release(self):
+            pass
+
+    m = Maintainer(Down(), [PromoteDueJobs()], interval=0.2)
+    m._holding = True  # as if it held the lease when the outage began
+    m.start()
+    time.sleep(1.1)
+    started = time.monotonic()
+    m.stop()
+    assert time.monotonic() - started < 1.0
+    assert 2 <= Down.calls <= 7, Down.calls  # about one a tick (0.2 s), not thousands
