@@ -56,13 +56,13 @@ _RETRY_WHEN = f"{{rt}} = {_REJECTION} AND {{j}}attempt < COALESCE({{j}}backoff_a
 def _backoff_delay(least: str, power: str, j: str, u: str) -> str:
     """The back-off before attempt n + 1, after the rejection of attempt n, in ms (its one home):
 
-        min(max, initial * factor ** (n - 1)) * (1 - jitter * u),  u uniform in [0, 1)
+        min(max, initial * factor ** (n - 1)) * (1 - jitter * u),  u uniform in [0, 1), rounded to a ms
 
     so the first retry waits `initial`, each next one `factor` times longer up to `max`, and the
     jitter takes a random share of up to `jitter` off each delay (0: exact, 1: anywhere in
     [0, delay)). Computed in the statement that fences the result, from the row's own columns."""
-    return (f"CAST({least}({j}backoff_max_ms, {j}backoff_initial_ms * {power}({j}backoff_factor, {j}attempt - 1))"
-            f" * (1 - {j}backoff_jitter * {u}) AS BIGINT)")
+    return (f"CAST(ROUND({least}({j}backoff_max_ms, {j}backoff_initial_ms * {power}({j}backoff_factor, {j}attempt - 1))"
+            f" * (1 - {j}backoff_jitter * {u})) AS BIGINT)")
 
 
 _RESULT_SQLITE = (f"UPDATE jobs SET status = CASE WHEN {_RETRY_WHEN.format(rt='%s', j='')} THEN {_SCHEDULED}"

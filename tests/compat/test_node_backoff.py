@@ -4,10 +4,12 @@ rejections as a job still pending, gets the value of the attempt that resolves, 
 rejection when the attempts run out. On PostgreSQL and SQLite."""
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
 
+import httpx
 import pytest
 
 from differential import Backoff, Differential
@@ -16,6 +18,7 @@ from support.node import NODE_DIR, run_node
 from support.server import ControlPlane
 
 from compat_helpers import json_lines
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
@@ -59,7 +62,13 @@ def test_the_published_callers_call_is_retried_by_its_functions_back_off(cp):
         raise ValueError(f"{tag} failed on attempt {attempt('alwaysFails')}")
 
     svc.start()
+
+    def stored():  # the functions' defaults apply to calls made once the definition is stored
+        r = httpx.get(f"{cp.url}/clusters/{cluster['id']}/service/{service}", headers=cp.management_headers)
+        return r.status_code == 200 and len(r.json()["definition"]["functions"]) == 2
+
     try:
+        wait_until(stored, timeout=15, what="the service definition")
         r = run_node(NODE_DIR / "backoff_caller.mjs", timeout=60,
                      env={"DIFFERENTIAL_API_SECRET": cluster["apiSecret"], "DIFFERENTIAL_ENDPOINT": cp.url,
                           "SERVICE": service})
@@ -72,5 +81,5 @@ def test_the_published_callers_call_is_retried_by_its_functions_back_off(cp):
     assert out.get("value") == "node resolved on attempt 3", out
     assert out["threw"] and out["isError"] and "node failed on attempt 2" in out["message"], out
     assert len(stamps["flaky"]) == 3 and len(stamps["alwaysFails"]) == 2
-    gaps = [b - a for a, b in zip(stamps["flaky"], stamps["flaky"][1:])]
+    gaps = [b - a for a, b in itertools.pairwise(stamps["flaky"])]
     assert 0.28 <= gaps[0] < 1.3 and 0.58 <= gaps[1] < 1.6, gaps  # 0.3 s, then 0.6 s

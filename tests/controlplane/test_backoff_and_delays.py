@@ -205,8 +205,8 @@ def test_jitter_takes_at_most_its_share_off_a_delay(api, monkeypatch, draw):
                                                  "maxDelaySeconds": 100, "jitter": 0.25})
     m = maintainer()
     delays = [reject_and_promote(api, cluster, job_id, m) for _ in range(2)]
-    assert delays == [int(2000 * (1 - 0.25 * draw)), int(6000 * (1 - 0.25 * draw))]
-    for delay, full in zip(delays, (2000, 6000)):
+    assert delays == [round(2000 * (1 - 0.25 * draw)), round(6000 * (1 - 0.25 * draw))]
+    for delay, full in zip(delays, (2000, 6000), strict=True):
         assert full * 0.75 <= delay <= full
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import itertools
 import threading
 import time
 
+import httpx
 import pytest
 
 from differential import Backoff, CallOptions, RemoteError
 from sdk_helpers import subprocess_env
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 UTC = dt.timezone.utc
@@ -33,11 +36,20 @@ class Flaky:
         raise ValueError(f"{tag} failed on attempt {n}")
 
     def gaps(self) -> list[float]:
-        return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+        return [b - a for a, b in itertools.pairwise(self.stamps)]
+
+
+def wait_for_definition(cp, cluster, service_name, function):
+    """A function's default applies to calls made once its worker's definition is stored."""
+    def stored():
+        r = httpx.get(f"{cp.url}/clusters/{cluster['id']}/service/{service_name}", headers=cp.management_headers)
+        return r.status_code == 200 and any(f["name"] == function for f in r.json()["definition"]["functions"])
+
+    wait_until(stored, timeout=15, what=f"{service_name}'s definition")
 
 
 @pytest.fixture
-def worker(d, service_name):
+def worker(d, service_name, sdk_control_plane, cluster):
     """A service with `flaky` (no default policy), `defaulted` (a function default) and `stamp`."""
     flaky, defaulted, stamps = Flaky(succeed_on=3), Flaky(succeed_on=None), []
     svc = d.service(service_name, concurrency=4)
@@ -50,6 +62,7 @@ def worker(d, service_name):
         return time.time()
 
     svc.start()
+    wait_for_definition(sdk_control_plane, cluster, service_name, "defaulted")
     yield {"flaky": flaky, "defaulted": defaulted, "stamps": stamps}
     assert svc.stop(timeout=10)
 
