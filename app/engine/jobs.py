@@ -179,9 +179,12 @@ def statuses(cluster_id: str, job_ids: list[str], cancelled: threading.Event | N
         for start in range(0, len(unique), _ID_CHUNK):
             for job_id, status, size, result_type, service, reason in statements.read_statuses(
                     cluster_id, unique[start:start + _ID_CHUNK]):
+                # A job not finished answers no result, not even a rejection that will be retried.
+                final = status in TERMINAL
                 found[job_id] = {"id": job_id, "status": wire_status(status, result_type), "result": None,
-                                 "resultType": result_type, "service": service, "state": status, "reason": reason}
-                if size is not None and status in TERMINAL:  # a rejection retried later is not the answer
+                                 "resultType": result_type if final else None, "service": service, "state": status,
+                                 "reason": reason}
+                if size is not None and final:
                     sizes[job_id] = size
         wanted = _within(unique, sizes, result_bytes, at_least_one)
         for job_id in sizes.keys() - set(wanted):

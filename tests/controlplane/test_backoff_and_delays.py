@@ -175,10 +175,12 @@ def test_a_retried_rejection_answers_scheduled_not_final(api):
     api.claim(cluster)
     api.result(cluster, job_id, value="oQ==", kind=ResultType.REJECTION)
     status = api.status(cluster, job_id, ttl=200)  # a long poll does not return it as finished either
-    assert (status["status"], status["state"], status["result"]) == ("pending", JobStatus.SCHEDULED, None)
+    assert (status["status"], status["state"], status["result"], status["resultType"]) == (
+        "pending", JobStatus.SCHEDULED, None, None)
     r = api.client.post("/batch-jobs-status-request", headers=api.headers(cluster),
                         json={"jobIds": [job_id], "ttl": 200})
-    assert [(s["status"], s["result"]) for s in r.json] == [("pending", None)]
+    assert [(s["status"], s["result"], s["resultType"]) for s in r.json] == [("pending", None, None)]
+    assert row(job_id).result_type == ResultType.REJECTION  # kept, as the last result, for when attempts run out
 
 
 def test_a_resolution_ends_the_call_whatever_attempts_are_left(api):
