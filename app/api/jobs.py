@@ -10,7 +10,7 @@ import socket
 
 from flask import Blueprint, g, jsonify, request
 
-from ..engine import jobs, machines, payloads, queue
+from ..engine import cancel, jobs, machines, payloads, queue
 from ..engine.fairness import PollBudget, PollLimits
 from ..engine.jobs import CallConfig
 from ..engine.states import ResultType
@@ -119,7 +119,9 @@ def create_job(body):
     caching = {"cache_key": cache["key"], "cache_ttl_seconds": cache["ttlSeconds"]} if cache.get("key") else {}
     config = CallConfig(retry_count_on_stall=cfg["retryCountOnStall"], timeout_seconds=cfg["timeoutSeconds"],
                         predictive_retries=cfg["predictiveRetriesOnRejection"], execution_id=cfg.get("executionId"),
-                        **caching, **call_controls.from_wire(cfg))
+                        queue_deadline_seconds=cfg.get("queueDeadlineSeconds"),
+                        call_deadline_seconds=cfg.get("callDeadlineSeconds"), **caching,
+                        **call_controls.from_wire(cfg))
     job_id, _created = jobs.create_job(g.cluster_id, body["service"], body["targetFn"], body["targetArgs"], config,
                                        machine_id=g.machine_id, deployment_id=g.deployment_id)
     return jsonify({"id": job_id}), 201
@@ -132,6 +134,13 @@ def job_status(job_id, query):
     with _poll_place(g.machine_id, query["ttl"]) as wait:
         row = jobs.wait_for_job(g.cluster_id, job_id, wait, stopping=state().stopping)
     return jsonify(row), 200
+
+
+@route(bp, "POST", "/jobs/<job_id>/cancel", summary="Cancel a call in flight (answers its status, as GET /jobs/:id)",
+       auth_kind="cluster", tag="caller", body=s.CANCEL_JOB, body_required=False,
+       responses={200: s.JOB_STATUS, 404: s.ERROR, 409: s.ERROR, **ERRORS})
+def cancel_job(job_id, body):
+    return jsonify(cancel.cancel_job(g.cluster_id, job_id, by=cancel.BY_CALLER, text=body.get("reason"))), 200
 
 
 # About 2,000 ids and up: the published SDK's storm of overlapping polls (see admission.py). A

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from ..engine import clusters
+from ..engine import cancel, clusters
 from . import auth, schemas as s
 from .routing import route
 
@@ -61,3 +61,11 @@ def put_settings(cluster_id, body):
 def activity(cluster_id, query):
     return jsonify(clusters.activity(cluster_id, job_id=query.get("jobId"), limit=query["limit"],
                                      before=query.get("before"))), 200
+
+
+@route(bp, "POST", "/clusters/<cluster_id>/jobs/<job_id>/cancel",
+       summary="Cancel a call in flight as an operator (answers its status, as GET /jobs/:id)",
+       auth_kind="management", tag="management", body=s.CANCEL_JOB, body_required=False,
+       responses={200: s.JOB_STATUS, 404: s.ERROR, 409: s.ERROR, **ERRORS})
+def cancel_job(cluster_id, job_id, body):
+    return jsonify(cancel.cancel_as_operator(cluster_id, job_id, body.get("reason"))), 200

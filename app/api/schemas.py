@@ -10,6 +10,7 @@ from ..engine.jobs import CallConfig
 
 _CALL = CallConfig()
 MAX_WAIT_MS = 20_000  # a long poll's longest wait, and its wait when the request names no ttl
+MAX_DEADLINE_SECONDS = 30 * 86400  # queue and call deadlines: at most 30 days
 
 def obj(properties: dict, required: tuple = (), extra: bool = True) -> dict:
     schema = {"type": "object", "properties": properties, "additionalProperties": extra}
@@ -79,6 +80,12 @@ CALL_CONFIG = obj({
                  required=("key", "ttlSeconds")),
     "executionId": NEW_ID,
     "background": {"type": "boolean", "description": "accepted; a background call differs only in how the caller waits"},
+    # Deadlines (extensions: the published SDK sends neither), from the create (a delayed call's
+    # queue deadline: from when it is due), on the database's clock.
+    "queueDeadlineSeconds": {"type": "number", "minimum": 0.001, "maximum": MAX_DEADLINE_SECONDS,
+                             "description": "the call fails unless a machine claims it within this"},
+    "callDeadlineSeconds": {"type": "number", "minimum": 0.001, "maximum": MAX_DEADLINE_SECONDS,
+                            "description": "the whole call, across attempts, fails unless it finishes within this"},
     # Delayed calls (at most one of the two) and retries on rejection (issue 14).
     "delaySeconds": {"type": "number", "minimum": 0, "maximum": MAX_DELAY_SECONDS,
                      "description": "claimable only this long after the create (database clock)"},
@@ -115,6 +122,9 @@ BATCH_STATUS_REQUEST = obj({
     "ttl": {"type": "integer", "minimum": 0, "maximum": 600000, "default": MAX_WAIT_MS},
 }, required=("jobIds",))
 JOB_STATUSES = {"type": "array", "items": JOB_STATUS}
+
+CANCEL_JOB = obj({"reason": {"type": "string", "maxLength": 500, "description": "why; recorded in the job's reason"}},
+                 extra=False)
 
 JOB_RESULT = obj({
     "result": PAYLOAD,
@@ -187,3 +197,38 @@ SNS_MESSAGE = obj({
 }, required=("Type", "MessageId", "TopicArn", "Message", "Timestamp"))
 SNS_ACCEPTED = obj({"type": {"type": "string"}, "stack": NULLABLE_TEXT, "outcome": NULLABLE_TEXT},
                    required=("type",))
+
+# --- schedules (engine/schedules.py) ---------------------------------------------------------------
+
+# One URL path segment, and short enough that `schedule:<name>:<tick>` fits an executionId (NEW_ID).
+SCHEDULE_NAME = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                 "description": "letters, digits, '_', '.', '-'; starting with a letter or digit"}
+_SCHEDULE_CALL_CONFIG = {key: value for key, value in CALL_CONFIG.items() if key != "default"}
+_SCHEDULE_FIELDS = {
+    "service": NAME,
+    "function": NAME,
+    "arguments": {"type": "array", "maxItems": 1000, "description": "the function's positional arguments, as JSON"},
+    "cron": {"type": "string", "minLength": 1, "maxLength": 200,
+             "description": "5 fields: minute hour day-of-month month day-of-week"},
+    "timezone": {"type": "string", "minLength": 1, "maxLength": 64, "default": "UTC",
+                 "description": "IANA time zone the cron expression is read in"},
+    "catchUp": {"type": "string", "enum": ["latest", "none", "all"], "default": "latest",
+                "description": "ticks missed while nobody maintained: fire the latest once, none, or all (bounded)"},
+    "callConfig": {**_SCHEDULE_CALL_CONFIG, "type": ["object", "null"],
+                   "description": "each call's callConfig, as POST /jobs takes it (no executionId: each tick has its own)"},
+    "paused": {"type": "boolean", "default": False},
+}
+_SCHEDULE_REQUIRED = ("service", "function", "arguments", "cron")
+CREATE_SCHEDULE = obj({"name": SCHEDULE_NAME, **_SCHEDULE_FIELDS}, required=("name",) + _SCHEDULE_REQUIRED, extra=False)
+PUT_SCHEDULE = obj({"name": SCHEDULE_NAME, **_SCHEDULE_FIELDS}, required=_SCHEDULE_REQUIRED, extra=False)
+PATCH_SCHEDULE = obj({key: {k: v for k, v in value.items() if k != "default"} for key, value in _SCHEDULE_FIELDS.items()},
+                     extra=False)
+SCHEDULE = obj({"name": {"type": "string"}, **{k: {k2: v2 for k2, v2 in v.items() if k2 != "default"}
+                                                for k, v in _SCHEDULE_FIELDS.items()},
+                "nextFireAt": TIMESTAMP, "lastFiredAt": TIMESTAMP, "createdAt": TIMESTAMP, "updatedAt": TIMESTAMP},
+               required=("name",) + tuple(_SCHEDULE_FIELDS) + ("nextFireAt", "lastFiredAt", "createdAt", "updatedAt"))
+SCHEDULES = obj({"schedules": {"type": "array", "items": SCHEDULE},
+                 "next": {"type": ["string", "null"], "description": "`after` for the next page"}},
+                required=("schedules", "next"))
+SCHEDULES_QUERY = obj({"limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                       "after": SCHEDULE_NAME}, extra=False)

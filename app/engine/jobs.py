@@ -33,6 +33,12 @@ class CallConfig:
     run_at_ms: int | None = None
     delay_ms: int | None = None
     retry: statements.Backoff | None = None
+    queue_deadline_seconds: float | None = None  # must be claimed within this, from the create
+    call_deadline_seconds: float | None = None  # must finish within this, across attempts
+
+    @property
+    def has_deadline(self) -> bool:
+        return self.queue_deadline_seconds is not None or self.call_deadline_seconds is not None
 
 
 def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, config: CallConfig,
@@ -53,6 +59,8 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
                 return hit, False
         job_id = config.execution_id or ids.job_id()
         inserted = statements.insert_jobs([new_job(job_id)])[0]
+        if inserted and config.has_deadline:  # same transaction: no claim sees the row without them
+            statements.set_deadlines(cluster_id, job_id, _queue_ms(), _ms(config.call_deadline_seconds))
         if not inserted and config.execution_id:  # lost a race with the same executionId
             existing = _find(cluster_id, job_id)
             if existing is not None:
@@ -66,6 +74,13 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
     delay_ms = config.delay_ms or None
     delayed = delay_ms is not None or (config.run_at_ms is not None and config.run_at_ms > _epoch_ms_now())
 
+    def _queue_ms() -> int | None:
+        # A delayed call cannot be claimed before it is due: its queue deadline counts from then.
+        queue_ms = _ms(config.queue_deadline_seconds)
+        if queue_ms is None or not delayed:
+            return queue_ms
+        return queue_ms + (delay_ms or max(0, config.run_at_ms - _epoch_ms_now()))
+
     def new_job(job_id: str) -> statements.NewJob:
         return statements.NewJob(
             cluster_id=cluster_id, job_id=job_id, service=service, target_fn=target_fn, target_args=target_args,
@@ -74,9 +89,11 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
             created_at=utcnow(), deployment_id=deployment_id, predictive_retries=config.predictive_retries,
             run_at_ms=config.run_at_ms, delay_ms=delay_ms, backoff=retry)
 
-    if config.execution_id or (config.cache_key and config.cache_ttl_seconds > 0):
+    if config.execution_id or (config.cache_key and config.cache_ttl_seconds > 0) or config.has_deadline:
         # Reads, then writes: one transaction. Run again after a commit whose answer was lost, it
         # finds the job the first run made (by executionId, or in flight under its cache key).
+        # A call with a deadline comes here too (its insert and deadlines commit together), so the
+        # batched path of plain calls stays as it was.
         job_id, created = db.unit_of_work(tx, idempotent=True)
     else:  # a plain call: one row, written in a batch with the other calls arriving now
         job_id = ids.job_id()
@@ -92,6 +109,10 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
 
 def _epoch_ms_now() -> int:
     return int(time.time() * 1000)
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else max(1, round(seconds * 1000))
 
 
 def _insert_batch(new_jobs: list[statements.NewJob]) -> list[bool]:

@@ -29,7 +29,7 @@ from typing import Protocol
 from .. import db, models
 from ..models import Event, Job, Machine
 from ..observability.events import events
-from . import statements
+from . import payloads, schedules, statements
 from .signals import DUE_TOPIC, hub, job_topic, notify_in_transaction, queue_topic
 from .states import TERMINAL, EventType, MachineStatus
 
@@ -175,16 +175,22 @@ class RecoverStalledJobs:
 
         def tx():
             stalled = statements.find_stalled(now_ms, self.batch)
-            retry = [j for j in stalled if j.attempt < j.attempts_allowed]
-            give_up = [j for j in stalled if j.attempt >= j.attempts_allowed]
+            # Past the call deadline the call ends whatever attempts remain (the claim ended the
+            # attempt there), with a reason and a packed rejection; stall failures stay without.
+            late = [j for j in stalled if j.call_deadline_ms is not None and j.call_deadline_ms < now_ms]
+            late_seqs = {j.seq for j in late}
+            rest = [j for j in stalled if j.seq not in late_seqs]
+            retry = [j for j in rest if j.attempt < j.attempts_allowed]
+            give_up = [j for j in rest if j.attempt >= j.attempts_allowed]
             statements.requeue_stalled([j.seq for j in retry])
-            statements.fail_stalled([j.seq for j in give_up], resulted_at=now)
+            statements.fail_stalled([j.seq for j in give_up], resulted_at=now,
+                                    endings=[_call_deadline_ending(j.seq, j.id) for j in late])
             topics = {queue_topic(j.cluster_id, j.service) for j in retry}
-            topics.update(job_topic(j.cluster_id, j.id) for j in give_up)
+            topics.update(job_topic(j.cluster_id, j.id) for j in give_up + late)
             notify_in_transaction(sorted(topics))
-            return stalled, retry, give_up, topics
+            return stalled, retry, give_up, late, topics
 
-        stalled, retry, give_up, topics = db.unit_of_work(tx)
+        stalled, retry, give_up, late, topics = db.unit_of_work(tx)
         if topics:
             hub.wake(topics)
         for j in stalled:
@@ -195,7 +201,66 @@ class RecoverStalledJobs:
             events.record(j.cluster_id, EventType.JOB_RECOVERED, job_id=j.id, service=j.service)
         for j in give_up:
             events.record(j.cluster_id, EventType.JOB_STALLED_TOO_MANY_TIMES, job_id=j.id, service=j.service)
-        return {"retried": len(retry), "failed": len(give_up)}
+        for j in late:
+            events.record(j.cluster_id, EventType.JOB_DEADLINE_EXCEEDED, job_id=j.id, machine_id=j.machine_id,
+                          service=j.service, reason=CALL_DEADLINE_REASON, code=payloads.CALL_DEADLINE)
+        return {"retried": len(retry), "failed": len(give_up) + len(late)}  # `late`: jobDeadlineExceeded events
+
+
+CALL_DEADLINE_REASON = "the call's deadline passed before it finished"
+
+
+def _call_deadline_ending(seq: int, job_id: str) -> statements.Ending:
+    return statements.Ending(seq, CALL_DEADLINE_REASON,
+                             payloads.deadline_exceeded(job_id, payloads.CALL_DEADLINE, CALL_DEADLINE_REASON))
+
+
+def _seconds(ms: int) -> str:
+    return f"{round(max(ms, 0) / 1000, 1):g} s"
+
+
+class ExpireDeadlines:
+    """pending | scheduled -> failure: calls not claimed within their queue deadline (or whose call
+    deadline passed while they waited), with a reason naming the service and a packed rejection,
+    so every waiting caller learns why at once. Runs every tick; the read uses the partial index
+    jobs_waiting_deadline, so a tick without expired calls costs one index probe."""
+
+    name = "expire_deadlines"
+    every = 0.0
+
+    def __init__(self, batch: int = _BATCH) -> None:
+        self.batch = batch
+
+    @staticmethod
+    def ending(job: statements.ExpiredJob) -> tuple[statements.Ending, str]:
+        """The job's ending and its code (QUEUE_DEADLINE, or CALL_DEADLINE when that came first)."""
+        if job.call_deadline_ms is not None and job.queue_deadline_ms >= job.call_deadline_ms:
+            code, reason = payloads.CALL_DEADLINE, CALL_DEADLINE_REASON
+        else:
+            code = payloads.QUEUE_DEADLINE
+            allowed = _seconds(job.queue_deadline_ms - epoch_ms(job.created_at))
+            reason = (f"no machine of service {job.service!r} claimed this call within its {allowed} "
+                      "queue deadline")
+        return statements.Ending(job.seq, reason, payloads.deadline_exceeded(job.id, code, reason)), code
+
+    def run_once(self, now: dt.datetime) -> dict[str, int]:
+        now_ms = epoch_ms(now)
+
+        def tx():
+            expired = statements.find_expired(now_ms, self.batch)
+            endings = {j.seq: self.ending(j) for j in expired}
+            failed = statements.expire_waiting([e for e, _ in endings.values()], resulted_at=now)
+            done = [(j, *endings[j.seq]) for j in expired if j.seq in failed]
+            notify_in_transaction(sorted(job_topic(j.cluster_id, j.id) for j, _, _ in done))
+            return done
+
+        done = db.unit_of_work(tx)
+        if done:
+            hub.wake([job_topic(j.cluster_id, j.id) for j, _, _ in done])
+        for j, ending, code in done:
+            events.record(j.cluster_id, EventType.JOB_DEADLINE_EXCEEDED, job_id=j.id, service=j.service,
+                          reason=ending.reason, code=code)
+        return {"expired": len(done)}
 
 
 class Prune:
@@ -260,6 +325,21 @@ class RefreshStatistics:
         return stale
 
 
+class FireSchedules:
+    """Cron schedules' due ticks -> calls, each tick once (engine/schedules.py says how, and how
+    ticks missed during downtime are caught up). A tick up to `on_time_seconds` late is on time."""
+
+    name = "fire_schedules"
+    every = 0.0
+
+    def __init__(self, on_time_seconds: float = 60.0, batch: int = 100) -> None:
+        self.on_time_seconds = on_time_seconds
+        self.batch = batch
+
+    def run_once(self, now: dt.datetime) -> dict[str, int]:
+        return schedules.fire_due(now, batch=self.batch, on_time_seconds=self.on_time_seconds)
+
+
 class Maintainer:
     """The lease and the loop: every `interval` seconds, take the lease and run the tasks due."""
 
@@ -276,11 +356,14 @@ class Maintainer:
     @classmethod
     def for_settings(cls, *, interval: float, machine_timeout: float, retention_days: float) -> Maintainer:
         """The standard tasks, in the order they run, on the bound database."""
+        lease = Lease(seconds=max(3 * interval, 3.0))
+        # A tick is late by up to an interval, plus a lease's expiry when the leader died.
+        on_time = max(60.0, lease.seconds + 2 * interval)
         tasks: list[Task] = [StallSilentMachines(machine_timeout), PromoteDueJobs(), RecoverStalledJobs(),
-                             Prune(retention_days)]
+                             Prune(retention_days), ExpireDeadlines(), FireSchedules(on_time)]
         if db.dialect.refreshes_statistics:
             tasks.append(RefreshStatistics())
-        return cls(Lease(seconds=max(3 * interval, 3.0)), tasks, interval)
+        return cls(lease, tasks, interval)
 
     def due(self, now: dt.datetime) -> list[Task]:
         def is_due(task: Task) -> bool:

@@ -3,8 +3,9 @@
 Each transition of app/engine/states.py is one function here: insert_jobs (-> pending, or ->
 scheduled with a due time ahead), claim_jobs (pending -> running), store_results (running ->
 success, or -> scheduled for a rejection with back-off attempts left), promote_due (scheduled ->
-pending), requeue_stalled (running -> pending) and fail_stalled (running -> failure). The first
-four run on every call; building them with the query
+pending), requeue_stalled (running -> pending), fail_stalled (running -> failure), cancel_jobs (in
+flight -> cancelled) and expire_waiting (pending | scheduled -> failure). The first four run on
+every call; building them with the query
 builder cost more CPU than the database spent running them (profiled under load). Creates and
 results come in batches (see `batching.py`): one statement writes many rows. On PostgreSQL the
 NOTIFY rides in the same statement (RETURNING pg_notify), so it is delivered exactly when the
@@ -34,8 +35,9 @@ from .states import JobStatus, MachineStatus, ResultType
 
 # Statuses in the SQL are literals, not parameters: the planner matches the partial indexes of
 # migration 1 (`WHERE status = 'pending'`, `'running'`) only against literals.
-_PENDING, _RUNNING, _SUCCESS, _FAILURE, _SCHEDULED = (f"'{s}'" for s in (
-    JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.SCHEDULED))
+_PENDING, _RUNNING, _SUCCESS, _FAILURE = (f"'{s}'" for s in (
+    JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCESS, JobStatus.FAILURE))
+_SCHEDULED, _CANCELLED = (f"'{s}'" for s in (JobStatus.SCHEDULED, JobStatus.CANCELLED))
 _REJECTION = f"'{ResultType.REJECTION}'"
 _INACTIVE = f"'{MachineStatus.INACTIVE}'"
 
@@ -160,7 +162,7 @@ _RESULTS = "SELECT id, result FROM jobs WHERE cluster_id = %s AND "
 # Maintenance: running jobs whose attempt timed out or whose machine went silent, oldest first.
 # The dialect appends FOR UPDATE SKIP LOCKED on PostgreSQL (nothing on SQLite: BEGIN IMMEDIATE).
 _STALLED = f"""
-SELECT seq, cluster_id, id, service, attempt, attempts_allowed, machine_id, deadline_ms FROM jobs
+SELECT seq, cluster_id, id, service, attempt, attempts_allowed, machine_id, deadline_ms, call_deadline_ms FROM jobs
 WHERE status = {_RUNNING} AND (deadline_ms < %s OR EXISTS (
     SELECT 1 FROM machines WHERE machines.cluster_id = jobs.cluster_id AND machines.id = jobs.machine_id
     AND machines.status = {_INACTIVE}))
@@ -172,6 +174,30 @@ ORDER BY seq LIMIT %s"""
 _REQUEUE = (f"UPDATE jobs SET status = {_PENDING}, machine_id = NULL, deadline_ms = NULL, claimed_at = NULL"
             f" WHERE status = {_RUNNING} AND seq IN ")
 _FAIL = f"UPDATE jobs SET status = {_FAILURE}, deadline_ms = NULL, resulted_at = %s WHERE status = {_RUNNING} AND seq IN "
+
+# Endings the control-plane writes itself (cancel, a deadline passed): the status, `reason` and a
+# packed rejection (payloads.py) per row, in one statement, fenced on the statuses it may leave; a
+# row that moved on meanwhile (a result came first) is left alone and missing from the answer.
+# The rows were read first (their payloads name the job), by seq: the primary key.
+_END_POSTGRES = f"""
+UPDATE jobs SET status = %s, reason = v.reason, result = v.result, result_type = {_REJECTION},
+       resulted_at = %s::timestamp, deadline_ms = NULL
+FROM (VALUES {{rows}}) AS v(seq, reason, result)
+WHERE jobs.seq = v.seq AND jobs.status IN {{sources}}
+RETURNING jobs.seq"""
+_END_ROW = "(%s::bigint, %s, %s)"
+_END_SQLITE = (f"UPDATE jobs SET status = %s, reason = %s, result = %s, result_type = {_REJECTION},"
+               " resulted_at = %s, deadline_ms = NULL WHERE seq = %s AND status IN {sources}")
+_REASON_MAX = 1024  # the column's length
+_CANCELLABLE = f"({_SCHEDULED}, {_PENDING}, {_RUNNING})"
+_WAITING = f"({_PENDING}, {_SCHEDULED})"
+
+# Maintenance: waiting (pending or scheduled) jobs past their queue deadline, oldest deadline
+# first, through the partial index jobs_waiting_deadline; locked as _STALLED is.
+_EXPIRED = f"""
+SELECT seq, cluster_id, id, service, created_at, queue_deadline_ms, call_deadline_ms FROM jobs
+WHERE status IN {_WAITING} AND queue_deadline_ms IS NOT NULL AND queue_deadline_ms < %s
+ORDER BY queue_deadline_ms LIMIT %s"""
 
 
 # Retention of the rows that requests insert as a side effect (audit L5). A machine goes when it has
@@ -274,6 +300,14 @@ def _stored(row: tuple | None) -> bool | RetryScheduled:
     return True
 
 
+@dataclass(frozen=True)
+class Ending:
+    """An end the control-plane writes itself: why (`reason`) and the packed rejection (`result`)."""
+    seq: int
+    reason: str
+    result: str
+
+
 class PostgresDialect(db.PostgresDialect):
     # The database's clock, as SQL: statement_timestamp() is one value for the whole statement and
     # stable, so a comparison against it can still use an index. `now` is a naive UTC timestamp,
@@ -323,6 +357,11 @@ class PostgresDialect(db.PostgresDialect):
     def next_due(self) -> tuple[int | None, int]:
         return db.execute(self._next_due).fetchone()
 
+    def end_jobs(self, target: str, sources: str, endings: list[Ending], resulted_at: object) -> set[int]:
+        sql = _END_POSTGRES.format(rows=", ".join([_END_ROW] * len(endings)), sources=sources)
+        params = [target, resulted_at, *(v for e in endings for v in (e.seq, e.reason[:_REASON_MAX], e.result))]
+        return {row[0] for row in db.execute(sql, params).fetchall()}
+
     def read_statuses(self, cluster_id: str, job_ids: list[str]) -> list[tuple]:
         return db.execute(_STATUS_POSTGRES, (cluster_id, job_ids)).fetchall()
 
@@ -358,6 +397,11 @@ class SqliteDialect(db.SqliteDialect):
 
     def next_due(self) -> tuple[int | None, int]:
         return db.execute(self._next_due).fetchone()
+
+    def end_jobs(self, target: str, sources: str, endings: list[Ending], resulted_at: object) -> set[int]:
+        sql = _END_SQLITE.format(sources=sources)
+        return {e.seq for e in endings
+                if db.execute(sql, (target, e.reason[:_REASON_MAX], e.result, resulted_at, e.seq)).rowcount > 0}
 
     def read_statuses(self, cluster_id: str, job_ids: list[str]) -> list[tuple]:
         placeholders = ", ".join(["%s"] * len(job_ids))
@@ -446,6 +490,7 @@ class StalledJob:
     attempts_allowed: int
     machine_id: str | None
     deadline_ms: int | None
+    call_deadline_ms: int | None = None
 
 
 def find_stalled(now_ms: int, limit: int) -> list[StalledJob]:
@@ -460,11 +505,61 @@ def requeue_stalled(seqs: list[int]) -> int:
     return db.execute(_REQUEUE + _in(seqs), seqs).rowcount
 
 
-def fail_stalled(seqs: list[int], resulted_at: dt.datetime) -> int:
-    """running -> failure (the caller checked attempt >= attempts_allowed): the control-plane gives up."""
-    if not seqs:
-        return 0
-    return db.execute(_FAIL + _in(seqs), (Job.resulted_at.db_value(resulted_at), *seqs)).rowcount
+def fail_stalled(seqs: list[int], resulted_at: dt.datetime, endings: list[Ending] = ()) -> int:
+    """running -> failure: the control-plane gives up. `seqs` spent their attempts (no result, as
+    the original: the published SDK sees `failure`); `endings` passed their call deadline (a
+    reason and a packed rejection each)."""
+    stamp = Job.resulted_at.db_value(resulted_at)
+    failed = db.execute(_FAIL + _in(seqs), (stamp, *seqs)).rowcount if seqs else 0
+    if endings:
+        failed += len(db.dialect.end_jobs(JobStatus.FAILURE, f"({_RUNNING})", list(endings), stamp))
+    return failed
+
+
+def set_deadlines(cluster_id: str, job_id: str, queue_ms: int | None, call_ms: int | None) -> int:
+    """A new job's deadlines, `queue_ms`/`call_ms` from now on the database's clock (not a
+    transition: the create's transaction writes them right after its insert). The queue deadline
+    is the earlier of the two: a call whose own deadline passed unclaimed has waited too long."""
+    queue_ms = call_ms if queue_ms is None else queue_ms if call_ms is None else min(queue_ms, call_ms)
+    now_ms = db.dialect.now_ms
+    return db.execute(
+        f"UPDATE jobs SET queue_deadline_ms = {now_ms} + %s, call_deadline_ms = {now_ms} + %s"
+        " WHERE cluster_id = %s AND id = %s", (queue_ms, call_ms, cluster_id, job_id)).rowcount
+
+
+def cancel_jobs(endings: list[Ending], resulted_at: dt.datetime) -> set[int]:
+    """scheduled | pending | running -> cancelled, fenced on those statuses: a job that finished
+    first is left alone. Returns the seqs cancelled. A running attempt's late result is then
+    fenced off by store_results (status = running)."""
+    if not endings:
+        return set()
+    return db.dialect.end_jobs(JobStatus.CANCELLED, _CANCELLABLE, endings, Job.resulted_at.db_value(resulted_at))
+
+
+@dataclass(frozen=True)
+class ExpiredJob:
+    seq: int
+    cluster_id: str
+    id: str
+    service: str
+    created_at: dt.datetime
+    queue_deadline_ms: int
+    call_deadline_ms: int | None
+
+
+def find_expired(now_ms: int, limit: int) -> list[ExpiredJob]:
+    """Pending or scheduled jobs past their queue deadline, locked for this transaction."""
+    rows = db.execute(_EXPIRED + db.dialect.skip_locked, (now_ms, limit)).fetchall()
+    return [ExpiredJob(seq, cluster_id, job_id, service, Job.created_at.python_value(created), queue_ms, call_ms)
+            for seq, cluster_id, job_id, service, created, queue_ms, call_ms in rows]
+
+
+def expire_waiting(endings: list[Ending], resulted_at: dt.datetime) -> set[int]:
+    """pending | scheduled -> failure (find_expired read and locked them): no machine claimed the
+    call within its queue deadline, or its call deadline passed first. Returns the seqs failed."""
+    if not endings:
+        return set()
+    return db.dialect.end_jobs(JobStatus.FAILURE, _WAITING, endings, Job.resulted_at.db_value(resulted_at))
 
 
 @dataclass(frozen=True)

@@ -108,8 +108,18 @@ TRANSITIONS = (
                "status = running on rows locked by the read; attempt < attempts_allowed",
                (EventType.JOB_STALLED, EventType.JOB_RECOVERED)),
     Transition("fail_stalled", JobStatus.RUNNING, JobStatus.FAILURE, "maintenance: RecoverStalledJobs",
-               "status = running on rows locked by the read; attempt >= attempts_allowed",
-               (EventType.JOB_STALLED, EventType.JOB_STALLED_TOO_MANY_TIMES)),
+               "status = running on rows locked by the read; attempt >= attempts_allowed, or the call "
+               "deadline passed (then with a reason and a packed rejection)",
+               (EventType.JOB_STALLED, EventType.JOB_STALLED_TOO_MANY_TIMES, EventType.JOB_DEADLINE_EXCEEDED)),
+    # Cancel and deadlines: endings the control-plane writes itself, a reason and a packed rejection.
+    *(Transition("cancel_jobs", source, JobStatus.CANCELLED, "cancel (caller or operator)",
+                 "status = scheduled, pending or running (a job that finished first is left alone)",
+                 (EventType.JOB_CANCELLED,))
+      for source in (JobStatus.SCHEDULED, JobStatus.PENDING, JobStatus.RUNNING)),
+    *(Transition("expire_waiting", source, JobStatus.FAILURE, "maintenance: ExpireDeadlines",
+                 "status = pending or scheduled on rows locked by the read; queue_deadline_ms < now",
+                 (EventType.JOB_DEADLINE_EXCEEDED,))
+      for source in (JobStatus.SCHEDULED, JobStatus.PENDING)),
 )
 
 

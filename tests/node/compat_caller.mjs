@@ -107,7 +107,19 @@ async function slow() {
   return { result: await client.slow(Number(process.env.SLOW_MS || 1500)), executions: await client.executions("slow") };
 }
 
-const scenarios = { slow,  values, big, error, cache, background, concurrent, stalled, latency };
+async function cancelled() {
+  // Cancelled mid-call from outside (tests/compat/test_node_cancel.py): the call must throw.
+  const started = Date.now();
+  try {
+    const result = await client.slow(Number(process.env.SLOW_MS || 8000));
+    return { threw: false, result };
+  } catch (e) {
+    return { threw: true, isError: e instanceof Error, name: e.name, code: e.code, message: e.message,
+             ms: Date.now() - started };
+  }
+}
+
+const scenarios = { slow,  values, big, error, cache, background, concurrent, stalled, latency, cancelled };
 const out = await scenarios[scenario]();
 process.stdout.write(JSON.stringify({ scenario, ...out }) + "\n");
 process.exit(0);

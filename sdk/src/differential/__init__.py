@@ -18,18 +18,22 @@ from .errors import (
     CallTimeoutError,
     ConnectionFailedError,
     ControlPlaneError,
+    DeadlineExceededError,
     DifferentialError,
+    JobCancelledError,
     JobFailedError,
     NotFoundError,
     RemoteError,
     SerializationError,
 )
+from .context import JobContext, current_job
 from .worker import Service
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncDifferential", "AuthenticationError", "Backoff", "CallOptions", "CallTimeoutError", "ConnectionFailedError",
-    "ControlPlaneError", "Differential", "DifferentialError", "JobFailedError", "JobStatus", "NotFoundError",
-    "RemoteError", "SerializationError", "Service", "ServiceClient",
+    "ControlPlaneError", "DeadlineExceededError", "Differential", "DifferentialError", "JobCancelledError",
+    "JobContext", "JobFailedError", "JobStatus", "NotFoundError", "RemoteError", "SerializationError", "Service",
+    "ServiceClient", "current_job",
 ]

@@ -6,6 +6,9 @@
     differential services list --cluster CLUSTER_ID        (management secret)
     differential call SERVICE FUNCTION [JSON_ARG ...]      (cluster API secret; --delay, --run-at, --retry-*)
     differential jobs show JOB_ID                          (cluster API secret)
+    differential jobs cancel JOB_ID [--reason TEXT]        (cluster API secret)
+    differential schedules create|list|show|pause|resume|delete --cluster CLUSTER_ID ...
+                                                           (management secret)
 
 Options (before or after the command): --endpoint (DIFFERENTIAL_ENDPOINT), --api-secret
 (DIFFERENTIAL_API_SECRET), --management-secret (DIFFERENTIAL_MANAGEMENT_SECRET) or
@@ -23,7 +26,7 @@ Exit codes (stable, for scripts):
     3  authentication failed (401)
     4  not found (404)
     5  control-plane unreachable, or it answered with a server error
-    6  timed out waiting for the call (--timeout)
+    6  timed out waiting for the call (--wait / --timeout)
     7  the control-plane refused the request (400, 413, other 4xx)
 """
 from __future__ import annotations
@@ -46,6 +49,7 @@ from .errors import (
     ConnectionFailedError,
     ControlPlaneError,
     DifferentialError,
+    JobCancelledError,
     JobFailedError,
     NotFoundError,
     RemoteError,
@@ -227,22 +231,40 @@ def _error_json(e: RemoteError) -> Dict[str, Any]:
     return {"name": e.name, "message": e.message, "code": e.code, "stack": e.stack, "details": e.details}
 
 
-def cmd_call(args: argparse.Namespace) -> int:
-    values = _parse_args(args.args)
-    options = CallOptions(
-        timeout=args.timeout, retry_count_on_stall=args.retries, execution_id=args.execution_id,
-        background=args.background,
-    )
+def _call_options(args: argparse.Namespace) -> CallOptions:
+    """`--timeout` is how long the command waits (as `--wait`): giving up does not make the
+    function run again; the per-attempt limit is `--attempt-timeout` (default 300 s)."""
+    wait = args.wait if args.wait is not None else args.timeout
+    try:
+        options = CallOptions(
+            wait=wait, attempt_timeout=args.attempt_timeout, retry_count_on_stall=args.retries,
+            execution_id=args.execution_id, background=args.background, queue_deadline=args.queue_deadline,
+            call_deadline=args.call_deadline, cancel_on_timeout=args.cancel_on_timeout,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if args.cache_key is not None:
         options = options.merged(cache_key=args.cache_key, cache_ttl=args.cache_ttl or 60)
-    options = options.merged(**_call_controls(args))
+    return options.merged(**_call_controls(args))
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    values = _parse_args(args.args)
+    options = _call_options(args)
+    if options.cancel_on_timeout and options.caller_wait is None:
+        raise UsageError("--cancel-on-timeout needs --wait (or --timeout): how long to wait before cancelling")
     with _differential(args) as d:
         job_id = d.create_job(args.service, args.function, *values, options=options)
         if args.background:
             _out(_dump({"jobId": job_id}) if args.json else job_id)
             return EXIT_OK
         try:
-            status = d.wait(job_id, timeout=args.timeout)
+            try:
+                status = d.wait(job_id, timeout=options.caller_wait)
+            except CallTimeoutError:
+                if options.cancel_on_timeout:
+                    _cancel_quietly(d, job_id, f"the caller stopped waiting after {options.caller_wait:g} s")
+                raise
             value = status.outcome()
         except RemoteError as e:
             if args.json:
@@ -288,6 +310,22 @@ def _call_controls(args: argparse.Namespace) -> Dict[str, Any]:
         raise UsageError(str(e).replace("Backoff.", "--retry-").replace("run_at", "--run-at")
                          .replace("delay or", "--delay or")) from None
     return out
+def _cancel_quietly(d: Differential, job_id: str, reason: str) -> None:
+    try:
+        d.cancel(job_id, reason=reason)
+        _err(f"differential: cancelled job {job_id} ({reason})")
+    except DifferentialError as e:  # it finished meanwhile: the timeout is still what happened
+        _err(f"differential: could not cancel job {job_id}: {e}")
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    with _differential(args) as d:
+        st: JobStatus = d.cancel(args.job_id, reason=args.reason)
+    if args.json:
+        _out(_dump({"id": st.id, "service": st.service, "state": st.state, "reason": st.reason}))
+    else:
+        _out(f"Cancelled job {st.id}: {st.reason}")
+    return EXIT_OK
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:
@@ -314,6 +352,147 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
         e = out["error"]
         _out(f"error:       {e['name']}: {e['message']}" + (f" (code {e['code']})" if e.get("code") is not None else ""))
     return EXIT_OK
+
+
+# -- schedules (management secret) -----------------------------------------------------------------
+
+def _schedules_path(args: argparse.Namespace, name: Optional[str] = None) -> str:
+    path = f"/clusters/{quote(args.cluster, safe='')}/schedules"
+    return path if name is None else f"{path}/{quote(name, safe='')}"
+
+
+def _json_option(text: Optional[str], option: str, kind: type) -> Any:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise UsageError(f"{option} is not JSON: {text!r}") from None
+    if not isinstance(value, kind):
+        example = "'[1, \"two\"]'" if kind is list else "'{\"timeoutSeconds\": 60}'"
+        raise UsageError(f"{option} must be a JSON {'array' if kind is list else 'object'}, e.g. {example}")
+    return value
+
+
+def _show_schedule(args: argparse.Namespace, s: Dict[str, Any], verb: Optional[str] = None) -> None:
+    if args.json:
+        _out(_dump(s))
+        return
+    if verb:
+        _out(f"{verb} schedule {s.get('name')}")
+    _out(f"Name:        {s.get('name')}")
+    _out(f"Target:      {s.get('service')}.{s.get('function')}({json.dumps(s.get('arguments'))[1:-1]})")
+    _out(f"Cron:        {s.get('cron')} ({s.get('timezone')})")
+    _out(f"Catch-up:    {s.get('catchUp')}")
+    _out(f"Paused:      {'yes' if s.get('paused') else 'no'}")
+    _out(f"Next fire:   {s.get('nextFireAt') or '-'}")
+    _out(f"Last fired:  {s.get('lastFiredAt') or '-'}")
+    if s.get("callConfig"):
+        _out(f"Call config: {json.dumps(s['callConfig'])}")
+
+
+def cmd_schedules_create(args: argparse.Namespace) -> int:
+    body: Dict[str, Any] = {"name": args.name, "service": args.service, "function": args.function,
+                            "arguments": _json_option(args.args, "--args", list) or [], "cron": args.cron,
+                            "timezone": args.timezone, "catchUp": args.catch_up, "paused": args.paused}
+    config = _json_option(args.call_config, "--call-config", dict)
+    if config is not None:
+        body["callConfig"] = config
+    with _management(args) as http:
+        if args.replace:
+            body.pop("name")
+            s = http.request("PUT", _schedules_path(args, args.name), json=body)
+        else:
+            s = http.request("POST", _schedules_path(args), json=body)
+    _show_schedule(args, s, "Saved" if args.replace else "Created")
+    return EXIT_OK
+
+
+def cmd_schedules_list(args: argparse.Namespace) -> int:
+    found: List[Dict[str, Any]] = []
+    after: Optional[str] = None
+    with _management(args) as http:
+        while True:  # every page
+            query = "?limit=1000" + (f"&after={quote(after, safe='')}" if after else "")
+            page = http.request("GET", _schedules_path(args) + query) or {}
+            found += page.get("schedules") or []
+            after = page.get("next")
+            if not after:
+                break
+    if args.json:
+        _out(_dump(found))
+        return EXIT_OK
+    if not found:
+        _out("No schedules.")
+        return EXIT_OK
+    rows = [dict(s, target=f"{s.get('service')}.{s.get('function')}", state="paused" if s.get("paused") else "active",
+                 cronTz=f"{s.get('cron')} ({s.get('timezone')})") for s in found]
+    _out(_table(rows, ["name", "target", "cronTz", "state", "nextFireAt", "lastFiredAt"],
+                ["NAME", "TARGET", "CRON", "STATE", "NEXT FIRE", "LAST FIRED"]))
+    return EXIT_OK
+
+
+def cmd_schedules_show(args: argparse.Namespace) -> int:
+    with _management(args) as http:
+        s = http.request("GET", _schedules_path(args, args.name))
+    _show_schedule(args, s)
+    return EXIT_OK
+
+
+def _set_paused(args: argparse.Namespace, paused: bool) -> int:
+    with _management(args) as http:
+        s = http.request("PATCH", _schedules_path(args, args.name), json={"paused": paused})
+    _show_schedule(args, s, "Paused" if paused else "Resumed")
+    return EXIT_OK
+
+
+def cmd_schedules_pause(args: argparse.Namespace) -> int:
+    return _set_paused(args, True)
+
+
+def cmd_schedules_resume(args: argparse.Namespace) -> int:
+    return _set_paused(args, False)
+
+
+def cmd_schedules_delete(args: argparse.Namespace) -> int:
+    with _management(args) as http:
+        http.request("DELETE", _schedules_path(args, args.name))
+    if args.json:
+        _out(_dump({"deleted": args.name}))
+    else:
+        _out(f"Deleted schedule {args.name}")
+    return EXIT_OK
+
+
+def _add_schedules(sub: Any, common: argparse.ArgumentParser) -> None:
+    schedules = sub.add_parser("schedules", help="cron schedules of a cluster (management secret)")
+    ssub = schedules.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    ssub.required = True
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = ssub.add_parser(name, parents=[common], help=help)
+        p.add_argument("--cluster", required=True, help="cluster id")
+        if name != "list":
+            p.add_argument("name", help="schedule name (letters, digits, '_', '.', '-')")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("create", cmd_schedules_create, "create a schedule: call SERVICE.FUNCTION(ARGS) at each cron tick")
+    p.add_argument("--service", required=True)
+    p.add_argument("--function", required=True)
+    p.add_argument("--args", help="the positional arguments as one JSON array (default [])")
+    p.add_argument("--cron", required=True, help="5 fields: minute hour day-of-month month day-of-week")
+    p.add_argument("--timezone", default="UTC", help="IANA time zone the cron is read in (default UTC)")
+    p.add_argument("--catch-up", choices=("latest", "none", "all"), default="latest",
+                   help="ticks missed during downtime: fire the latest once (default), none, or all")
+    p.add_argument("--call-config", help="each call's callConfig as a JSON object, e.g. '{\"timeoutSeconds\": 60}'")
+    p.add_argument("--paused", action="store_true", help="create it paused")
+    p.add_argument("--replace", action="store_true", help="replace a schedule of that name instead of refusing")
+    command("list", cmd_schedules_list, "list a cluster's schedules")
+    command("show", cmd_schedules_show, "show a schedule, with its next and last tick")
+    command("pause", cmd_schedules_pause, "pause a schedule (its ticks are skipped until it resumes)")
+    command("resume", cmd_schedules_resume, "resume a schedule at its next tick")
+    command("delete", cmd_schedules_delete, "delete a schedule (the calls it made are kept)")
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -373,7 +552,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service")
     p.add_argument("function")
     p.add_argument("args", nargs="*", help="positional arguments, each a JSON value ('\"text\"', 3, '[1,2]')")
-    p.add_argument("--timeout", type=float, help="seconds to wait (also the per-attempt timeout)")
+    p.add_argument("--timeout", type=float, help="seconds to wait (as --wait)")
+    p.add_argument("--wait", type=float, help="seconds to wait for the result; then exit 6, and the call goes on "
+                   "(unless --cancel-on-timeout); giving up never makes the function run again")
+    p.add_argument("--attempt-timeout", type=float, help="seconds one attempt may take before it is re-run "
+                   "(default 300)")
+    p.add_argument("--queue-deadline", type=float, help="fail the call unless a machine claims it within these seconds")
+    p.add_argument("--call-deadline", type=float, help="fail the whole call, across attempts, unless it finishes "
+                   "within these seconds")
+    p.add_argument("--cancel-on-timeout", action="store_true", help="cancel the call when the wait runs out")
     p.add_argument("--retries", type=int, default=3, help="re-runs after a stall (default 3)")
     p.add_argument("--execution-id", help="idempotency key: the same id runs the function once")
     p.add_argument("--cache-key", help="reuse a recent successful result with this key")
@@ -397,6 +584,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0.0,
                    help="seconds to wait for an unfinished job to finish (0-20, default 0: answer at once)")
     p.set_defaults(func=cmd_jobs_show)
+    _add_schedules(sub, common)
+    p = jsub.add_parser("cancel", parents=[common], help="cancel a call in flight")
+    p.add_argument("job_id")
+    p.add_argument("--reason", help="why (recorded with the job; at most 500 characters)")
+    p.set_defaults(func=cmd_jobs_cancel)
     return parser
 
 
@@ -410,6 +602,7 @@ FAILURES: Dict[Type[BaseException], Tuple[_Exit, Optional[str]]] = {
     SerializationError: (EXIT_USAGE, "differential: {e}"),
     CallTimeoutError: (EXIT_TIMEOUT, "differential: {e}"),
     JobFailedError: (EXIT_REMOTE, "differential: {e}"),
+    JobCancelledError: (EXIT_REMOTE, "differential: {e}"),
     AuthenticationError: (EXIT_AUTH, "differential: authentication failed: {e.message}"),
     NotFoundError: (EXIT_NOT_FOUND, "differential: not found: {e.message}"),
     ControlPlaneError: (lambda e: EXIT_UNAVAILABLE if e.status >= 500 else EXIT_REFUSED, "differential: {e}"),

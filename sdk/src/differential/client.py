@@ -29,7 +29,9 @@ from .controls import Backoff, due_fields
 from .errors import (
     CallTimeoutError,
     ControlPlaneError,
+    DeadlineExceededError,
     DifferentialError,
+    JobCancelledError,
     JobFailedError,
 )
 from .serialize import deserialize_error, pack_args, unpack
@@ -39,6 +41,7 @@ from .worker import Service
 log = logging.getLogger("differential.client")
 
 TERMINAL = ("success", "failure")
+_DEADLINE_CODES = ("QUEUE_DEADLINE", "CALL_DEADLINE")  # the codes of the control-plane's deadline rejections
 _BATCH_MAX = 1000  # job ids per batch long poll: the server takes up to 100,000; 1,000 keeps each poll small
 _MAX_POLLS = 8  # concurrent batch long polls per instance
 _CREATE_RETRY_SECONDS = 60.0  # how long a job creation keeps retrying network errors by default
@@ -46,8 +49,19 @@ _CREATE_RETRY_SECONDS = 60.0  # how long a job creation keeps retrying network e
 
 @dataclass(frozen=True)
 class CallOptions:
-    """Per-call settings. `timeout` (seconds) bounds one attempt on the control-plane
-    (`timeoutSeconds`) and, when set, how long the caller waits before CallTimeoutError.
+    """Per-call settings, in seconds where they are times.
+
+    `wait`: how long the caller waits; then CallTimeoutError, and the call goes on without it
+    (fetch it later with `result(job_id)`), unless `cancel_on_timeout`, which cancels it.
+    `attempt_timeout`: one attempt's limit on the control-plane (`timeoutSeconds`, default 300);
+    an attempt that passes it is re-run while `retry_count_on_stall` allows.
+    `queue_deadline`: the call fails unless a machine claims it within this.
+    `call_deadline`: the whole call, across attempts, fails unless it finishes within this.
+    `timeout`: the older all-in-one option, kept as it was for existing code: it is both `wait`
+    and `attempt_timeout` (each of those, when given, overrides its half). An attempt that outlives
+    it is re-run (up to `retry_count_on_stall` times) even though the caller stopped waiting; a
+    function that may run longer than the caller waits wants `wait` (and `attempt_timeout` sized to
+    the function), or `call_deadline` to bound the whole call.
     `retry_count_on_stall`: re-runs after a worker died or timed out. `cache_key`/`cache_ttl`:
     reuse a successful result of the same function and key younger than `cache_ttl` seconds.
     `execution_id`: idempotency key (the same id runs the function once). `background`: return
@@ -66,6 +80,23 @@ class CallOptions:
     retry: Optional[Backoff] = None
     delay: Optional[float] = None
     run_at: Optional[datetime.datetime] = None
+    wait: Optional[float] = None
+    attempt_timeout: Optional[float] = None
+    cancel_on_timeout: bool = False
+    queue_deadline: Optional[float] = None
+    call_deadline: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "wait", "attempt_timeout", "queue_deadline", "call_deadline"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value < math.inf):
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+
+    @property
+    def caller_wait(self) -> Optional[float]:
+        """How long the caller waits (None: until the call ends)."""
+        return self.wait if self.wait is not None else self.timeout
 
     def merged(self, **changes: Any) -> "CallOptions":
         if "cache" in changes:
@@ -86,7 +117,8 @@ class CallOptions:
         return base.merged(**changes) if changes else base
 
     def call_config(self) -> Dict[str, Any]:
-        timeout = 300 if self.timeout is None else max(1, math.ceil(self.timeout))
+        attempt = self.attempt_timeout if self.attempt_timeout is not None else self.timeout
+        timeout = 300 if attempt is None else max(1, math.ceil(attempt))
         cfg: Dict[str, Any] = {
             "retryCountOnStall": int(self.retry_count_on_stall),
             "predictiveRetriesOnRejection": bool(self.predictive_retries),
@@ -104,6 +136,10 @@ class CallOptions:
                 raise TypeError("retry must be a differential.Backoff")
             cfg["retryOnRejection"] = self.retry.wire()
         cfg.update(due_fields(self.delay, self.run_at))
+        if self.call_deadline is not None:
+            cfg["callDeadlineSeconds"] = self.call_deadline
+        if self.queue_deadline is not None:
+            cfg["queueDeadlineSeconds"] = self.queue_deadline
         return cfg
 
 
@@ -116,12 +152,15 @@ class JobStatus:
     result: Optional[str] = None
     result_type: Optional[str] = None
     service: Optional[str] = None
+    state: Optional[str] = None  # the job's own status ("cancelled", ...); `status` is the original's word
+    reason: Optional[str] = None  # why it ended without a result of its own
 
     @classmethod
     def from_row(cls, row: Dict[str, Any], job_id: Optional[str] = None) -> "JobStatus":
         return cls(
             id=str(row.get("id") or job_id), status=str(row.get("status")), result=row.get("result"),
-            result_type=row.get("resultType"), service=row.get("service"),
+            result_type=row.get("resultType"), service=row.get("service"), state=row.get("state"),
+            reason=row.get("reason"),
         )
 
     @property
@@ -129,8 +168,15 @@ class JobStatus:
         return self.status in TERMINAL and (self.status == "failure" or self.result_type is not None)
 
     def outcome(self) -> Any:
-        """The function's return value; raises RemoteError if it raised, JobFailedError if the
+        """The function's return value; raises RemoteError if it raised, JobCancelledError if the
+        call was cancelled, DeadlineExceededError if a deadline ended it, JobFailedError if the
         control-plane gave up. Only meaningful when `done`."""
+        if self.state == "cancelled":
+            raise JobCancelledError(self._message(f"job {self.id} was {self.reason or 'cancelled'}"),
+                                    job_id=self.id, reason=self.reason)
+        if self.state == "failure" and self._packed().get("code") in _DEADLINE_CODES:
+            raise DeadlineExceededError(self._message(f"job {self.id}: {self.reason}"), job_id=self.id,
+                                        reason=self.reason, kind=self._packed().get("code"))
         if self.status == "failure":
             raise JobFailedError(
                 f"job {self.id} did not complete: it stalled too many times or timed out", job_id=self.id
@@ -139,6 +185,18 @@ class JobStatus:
         if self.result_type == "rejection":
             raise deserialize_error(value, job_id=self.id)
         return value
+
+    def _packed(self) -> Dict[str, Any]:
+        """The error the control-plane packed as this job's result (cancel, deadline), or {}."""
+        try:
+            value = unpack(self.result) if self.result else None
+        except Exception:  # a result we cannot read: the reason alone still says why
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _message(self, fallback: str) -> str:
+        message = self._packed().get("message")
+        return message if isinstance(message, str) and message else fallback
 
 
 def _create_body(service: str, fn: str, args: Tuple[Any, ...], options: CallOptions) -> Dict[str, Any]:
@@ -338,13 +396,26 @@ class _Caller:
         """The POST /jobs body and the delays between its retries (within the call's timeout)."""
         options = options or CallOptions()
         budget = self.create_retry_seconds
-        if options.timeout is not None:
-            budget = min(options.timeout, budget)
+        if options.caller_wait is not None:
+            budget = min(options.caller_wait, budget)
         return _create_body(service, fn, args, options), retry.delays(budget, retry.CREATE)
 
     @staticmethod
     def _remaining(options: CallOptions, started: float) -> Optional[float]:
-        return None if options.timeout is None else max(0.0, options.timeout - (time.monotonic() - started))
+        wait = options.caller_wait
+        return None if wait is None else max(0.0, wait - (time.monotonic() - started))
+
+    @staticmethod
+    def _cancel_path(job_id: str) -> str:
+        return f"/jobs/{quote(job_id, safe='')}/cancel"
+
+    @staticmethod
+    def _cancel_body(reason: Optional[str]) -> Dict[str, Any]:
+        return {} if reason is None else {"reason": str(reason)}
+
+    @staticmethod
+    def _gave_up_reason(options: CallOptions) -> str:
+        return f"the caller stopped waiting after {options.caller_wait:g} s"
 
     @staticmethod
     def _timeout_error(job_id: str, timeout: Optional[float]) -> CallTimeoutError:
@@ -418,7 +489,22 @@ class Differential(_Caller):
         job_id = self.create_job(service, fn, *args, options=options)
         if options.background:
             return job_id
-        return self.result(job_id, timeout=self._remaining(options, started))
+        try:
+            return self.result(job_id, timeout=self._remaining(options, started))
+        except CallTimeoutError:
+            if options.cancel_on_timeout:
+                try:
+                    self.cancel(job_id, reason=self._gave_up_reason(options))
+                except DifferentialError as e:  # it finished meanwhile, or the cancel failed: the timeout stands
+                    log.info("job %s: cancelling after the caller's timeout: %s", job_id, e)
+            raise
+
+    def cancel(self, job_id: str, reason: Optional[str] = None) -> JobStatus:
+        """Cancel a call in flight (`POST /jobs/:id/cancel`); returns its status, now cancelled
+        (cancelling a cancelled call again is fine). A call that already finished raises
+        ControlPlaneError (status 409, code "job_finished"); an unknown one NotFoundError."""
+        row = self._http.request("POST", self._cancel_path(job_id), json=self._cancel_body(reason))
+        return JobStatus.from_row(row or {}, job_id)
 
     def wait(self, job_id: str, timeout: Optional[float] = None) -> JobStatus:
         """Wait until the job is finished; returns its JobStatus (raises CallTimeoutError)."""
@@ -494,7 +580,21 @@ class AsyncDifferential(_Caller):
         job_id = await self.create_job(service, fn, *args, options=options)
         if options.background:
             return job_id
-        return await self.result(job_id, timeout=self._remaining(options, started))
+        try:
+            return await self.result(job_id, timeout=self._remaining(options, started))
+        except CallTimeoutError:
+            if options.cancel_on_timeout:
+                try:
+                    await self.cancel(job_id, reason=self._gave_up_reason(options))
+                except DifferentialError as e:  # it finished meanwhile, or the cancel failed: the timeout stands
+                    log.info("job %s: cancelling after the caller's timeout: %s", job_id, e)
+            raise
+
+    async def cancel(self, job_id: str, reason: Optional[str] = None) -> JobStatus:
+        """As Differential.cancel."""
+        http, _ = self._transport()
+        row = await http.request("POST", self._cancel_path(job_id), json=self._cancel_body(reason))
+        return JobStatus.from_row(row or {}, job_id)
 
     async def wait(self, job_id: str, timeout: Optional[float] = None) -> JobStatus:
         _, poller = self._transport()

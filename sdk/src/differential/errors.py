@@ -67,6 +67,33 @@ class JobFailedError(DifferentialError):
         self.job_id = job_id
 
 
+class JobCancelledError(DifferentialError):
+    """The call was cancelled (by a caller or an operator) before it finished. `reason` is the
+    control-plane's ("cancelled by the caller: ..."). Raised in a function that calls
+    `current_job().raise_if_cancelled()` too."""
+
+    code = "CANCELLED"
+
+    def __init__(self, message: str, job_id: Optional[str] = None, reason: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.reason = reason
+
+
+class DeadlineExceededError(JobFailedError, TimeoutError):
+    """The control-plane ended the call at one of its deadlines: `kind` is "QUEUE_DEADLINE" (no
+    machine claimed it in time; `reason` names the service) or "CALL_DEADLINE" (the whole call,
+    across attempts). A JobFailedError, and a TimeoutError as CallTimeoutError is."""
+
+    code = "DEADLINE_EXCEEDED"
+
+    def __init__(self, message: str, job_id: Optional[str] = None, reason: Optional[str] = None,
+                 kind: Optional[str] = None) -> None:
+        super().__init__(message, job_id=job_id)
+        self.reason = reason
+        self.kind = kind
+
+
 class RemoteError(DifferentialError):
     """The remote function raised (Python) or threw (TypeScript). `name`, `message`, `code`,
     `stack` and any other properties (`details`) are those of the original error."""

@@ -13,7 +13,11 @@ The worker is an asyncio loop on its own thread:
   * any error of the control-plane or the network is met with capped, jittered back-off: the
     worker never dies of it;
   * stop(): no new claims (the outstanding poll is cancelled), in-flight jobs finish and report,
-    bounded by a timeout.
+    bounded by a timeout;
+  * while it runs jobs (only then), it asks every `cancel_check_interval` seconds for their status
+    (`POST /batch-jobs-status-request`, ttl 0): a job that ended meanwhile (cancelled, or its call
+    deadline passed) is abandoned: no result is posted, its `current_job()` flag is set
+    (context.py), an async function's task is cancelled.
 
 stop() cancels the outstanding long poll so that it returns at once (the published SDK waits the
 poll out, up to ~22 s). The control-plane cannot see that cancellation: until that poll's ttl runs
@@ -40,6 +44,7 @@ from urllib.parse import quote
 from . import retry
 from .errors import AuthenticationError, ControlPlaneError, DifferentialError, SerializationError
 from .controls import Backoff
+from .context import JobContext, _enter
 from .schema import function_schema_json
 from .serialize import pack, serialize_error, unpack_args
 from .transport import LONG_POLL_MS, AsyncTransport, Config, new_machine_id
@@ -49,6 +54,8 @@ log = logging.getLogger("differential.worker")
 DEFAULT_CONCURRENCY = 10
 DEFAULT_PING_INTERVAL = 15.0  # well inside the control-plane's 90 s machine timeout
 DEFAULT_RESULT_RETRY_SECONDS = 300.0  # keep trying to report a result for this long
+DEFAULT_CANCEL_CHECK_INTERVAL = 2.0  # how often a worker running jobs asks whether they were cancelled
+_ENDED = ("success", "failure", "cancelled")  # a status answer's `state` when the job is over
 
 
 class Service:
@@ -67,6 +74,7 @@ class Service:
         poll_ttl_ms: int = LONG_POLL_MS,
         ping_interval: float = DEFAULT_PING_INTERVAL,
         result_retry_seconds: float = DEFAULT_RESULT_RETRY_SECONDS,
+        cancel_check_interval: float = DEFAULT_CANCEL_CHECK_INTERVAL,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ValueError("a service needs a name")
@@ -80,6 +88,9 @@ class Service:
         self.poll_ttl_ms = poll_ttl_ms
         self.ping_interval = ping_interval
         self.result_retry_seconds = result_retry_seconds
+        if cancel_check_interval <= 0:
+            raise ValueError("cancel_check_interval must be positive (seconds)")
+        self.cancel_check_interval = cancel_check_interval
         self._functions: Dict[str, Callable[..., Any]] = {}
         self._schemas: Dict[str, str] = {}
         self._retries: Dict[str, Backoff] = {}
@@ -159,6 +170,7 @@ class Service:
             self.name, self.config, dict(self._functions), self.definition(), self._ready,
             concurrency=self.concurrency, poll_ttl_ms=self.poll_ttl_ms, ping_interval=self.ping_interval,
             result_retry_seconds=self.result_retry_seconds, max_idle_cycles=max_idle_cycles,
+            cancel_check_interval=self.cancel_check_interval,
         )
         self._thread = threading.Thread(
             target=self._worker.thread_main, name=f"differential-worker-{self.name}", daemon=True,
@@ -229,6 +241,7 @@ class _Worker:
         ping_interval: float,
         result_retry_seconds: float,
         max_idle_cycles: Optional[int],
+        cancel_check_interval: float = DEFAULT_CANCEL_CHECK_INTERVAL,
     ) -> None:
         self.name = name
         self.functions = functions
@@ -243,8 +256,13 @@ class _Worker:
         # stop() abandons a long poll that the server then answers with a claim nobody reads, that
         # job is re-queued once this id goes silent, even while the instance keeps making calls.
         self.config = dataclasses.replace(config, machine_id=new_machine_id())
-        self.stats = {"polls": 0, "claimed": 0, "reported": 0, "report_failures": 0, "poll_errors": 0, "pings": 0}
+        self.stats = {"polls": 0, "claimed": 0, "reported": 0, "report_failures": 0, "poll_errors": 0, "pings": 0,
+                      "cancelled": 0}
         self.in_flight: Dict[str, asyncio.Task] = {}
+        self.cancel_check_interval = cancel_check_interval
+        # Per claim: the job's context and the task running its function (what a cancel stops).
+        self.running: Dict[str, "tuple[JobContext, asyncio.Task]"] = {}
+        self.orphaned = 0  # pool threads still held by sync functions of abandoned jobs
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix=f"differential-fn-{name}",
         )
@@ -257,6 +275,7 @@ class _Worker:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.stop_event: Optional[asyncio.Event] = None
         self.slot_freed: Optional[asyncio.Event] = None
+        self.job_started: Optional[asyncio.Event] = None
         self.http: Optional[AsyncTransport] = None
         self.poll_task: Optional[asyncio.Task] = None
 
@@ -273,6 +292,7 @@ class _Worker:
         """Create what belongs to the running loop, then publish the loop (request_stop uses it)."""
         self.stop_event = asyncio.Event()
         self.slot_freed = asyncio.Event()
+        self.job_started = asyncio.Event()
         self.http = AsyncTransport(self.config)
         self.loop = asyncio.get_running_loop()
         if self.stopping:  # stop was asked before the loop existed
@@ -281,10 +301,13 @@ class _Worker:
 
     async def _main(self) -> None:
         self._bind_loop()
+        watcher = asyncio.ensure_future(self._watch_cancellations())
         try:
             await self._poll_loop()
             await self._drain()
         finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             await self.http.aclose()
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
@@ -297,7 +320,7 @@ class _Worker:
         backoff = retry.Backoff(*retry.WORKER_POLL)
         idle = 0
         while not self.stopping:
-            free = self.concurrency - len(self.in_flight)
+            free = self.concurrency - len(self.in_flight) - self.orphaned
             if free <= 0:
                 # Busy: wait for a slot, pinging so the control-plane knows we are alive.
                 self.slot_freed.clear()
@@ -369,40 +392,102 @@ class _Worker:
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
 
-    async def _execute(self, fn: Callable[..., Any], args: list) -> Any:
+    async def _execute(self, fn: Callable[..., Any], args: list, threads: List[concurrent.futures.Future]) -> Any:
         if inspect.iscoroutinefunction(fn):
             return await fn(*args)
         ctx = contextvars.copy_context()
-        value = await asyncio.get_running_loop().run_in_executor(
-            self.executor, functools.partial(ctx.run, fn, *args)
-        )
+        thread = self.executor.submit(functools.partial(ctx.run, fn, *args))
+        threads.append(thread)  # a cancelled job's thread runs on: the pool counts it until it ends
+        value = await asyncio.wrap_future(thread)
         if inspect.isawaitable(value):
             value = await value
         return value
+
+    async def _watch_cancellations(self) -> None:
+        """While jobs run, ask for their status every cancel_check_interval seconds; stop the
+        ones that ended (cancelled, a deadline passed, or finished by another machine)."""
+        while True:
+            if not self.running:
+                self.job_started.clear()
+                await self.job_started.wait()
+            await asyncio.sleep(self.cancel_check_interval)
+            ids = sorted({job.job_id for job, _ in self.running.values()})
+            if not ids:
+                continue
+            try:
+                rows = await self.http.request("POST", "/batch-jobs-status-request", json={"jobIds": ids, "ttl": 0})
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the next check asks again
+                log.debug("service %s: checking for cancelled jobs failed: %s", self.name, e)
+                continue
+            ended = {str(r.get("id")): r for r in rows or [] if isinstance(r, dict) and r.get("state") in _ENDED}
+            for job, task in list(self.running.values()):
+                row = ended.get(job.job_id)
+                if row is not None and not job.cancelled:
+                    log.info("service %s: job %s %s; abandoning it", self.name, job.job_id,
+                             row.get("reason") or f"ended ({row.get('state')})")
+                    job.cancel(row.get("reason") or f"ended ({row.get('state')})")
+                    task.cancel()
 
     async def _run_job(self, job: Dict[str, Any], key: str) -> None:
         job_id = str(job.get("id"))
         target = str(job.get("targetFn"))
         started = time.monotonic()
+        context = JobContext(job_id, self.name, target)
+        _enter(context)  # this task's own context: the function's (and its thread's) current_job()
+        threads: List[concurrent.futures.Future] = []
         try:
             fn = self.functions.get(target)
             try:
                 if fn is None:
                     raise DifferentialError(f"Function was not registered. name='{target}'", code="FUNCTION_NOT_FOUND")
-                value = await self._execute(fn, unpack_args(job.get("targetArgs")))
+                execution = asyncio.ensure_future(self._execute(fn, unpack_args(job.get("targetArgs")), threads))
+                self.running[key] = (context, execution)
+                self.job_started.set()
+                try:
+                    value = await execution
+                finally:
+                    self.running.pop(key, None)
                 try:
                     result, result_type = pack(value, "return value"), "resolution"
                 except SerializationError as e:
                     raise SerializationError(f"{self.name}.{target}: {e}") from None
             except asyncio.CancelledError:
+                if context.cancelled:
+                    return  # the job ended elsewhere: nothing to report
                 raise
             except BaseException as e:  # noqa: B902 - anything the function raises is its result
                 result, result_type = pack(serialize_error(e)), "rejection"
+            if context.cancelled:  # it returned (or raised) after all: the control-plane would fence it
+                return
             elapsed_ms = int((time.monotonic() - started) * 1000)
             await self._report(job_id, result, result_type, elapsed_ms)
         finally:
+            if context.cancelled:
+                self.stats["cancelled"] += 1
+                self._hold_thread(threads)
             self.in_flight.pop(key, None)
             self.slot_freed.set()
+
+    def _hold_thread(self, threads: List[concurrent.futures.Future]) -> None:
+        """Count an abandoned sync function's thread as busy until the function returns."""
+        loop = self.loop
+        for thread in threads:
+            if thread.done():
+                continue
+            self.orphaned += 1
+
+            def release(_: Any) -> None:
+                def on_loop() -> None:
+                    self.orphaned -= 1
+                    self.slot_freed.set()
+                try:
+                    loop.call_soon_threadsafe(on_loop)
+                except RuntimeError:  # the loop is closed: the worker is gone
+                    pass
+
+            thread.add_done_callback(release)
 
     async def _report(self, job_id: str, result: str, result_type: str, elapsed_ms: int) -> None:
         body = {"result": result, "resultType": result_type, "functionExecutionTime": elapsed_ms}
