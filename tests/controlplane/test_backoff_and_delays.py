@@ -457,3 +457,48 @@ def test_short_delays_are_on_time_in_a_real_server_of_two_processes(backend, req
                 assert claimed[0]["id"] == r.json()["id"]
                 took.append(time.monotonic() - started)
     assert all(0.45 <= t < 2.5 for t in took), took  # the tick alone would take up to 5 s
+
+
+# --- next to the other call controls --------------------------------------------------------------
+
+def test_a_delayed_calls_queue_deadline_counts_from_its_due_time(api):
+    cluster = api.new_cluster()
+    job_id = api.call(cluster, delaySeconds=30, queueDeadlineSeconds=5)
+    job = row(job_id)
+    assert abs(job.queue_deadline_ms - (job.run_at_ms + 5000)) < 1000  # not from the create
+    m = maintainer()
+    m.tick(db_now() + dt.timedelta(seconds=10))  # past create + 5 s, before due + 5 s
+    assert row(job_id).status == JobStatus.SCHEDULED
+    m.tick(ms_to_dt(job.run_at_ms + 6000))  # due, then unclaimed past its queue deadline
+    assert row(job_id).status == JobStatus.FAILURE
+
+
+def test_a_scheduled_retry_can_be_cancelled_and_its_late_rejection_is_fenced(api):
+    cluster = api.new_cluster()
+    job_id = api.call(cluster, retryOnRejection={"attempts": 3, "initialDelaySeconds": 60})
+    api.claim(cluster)
+    api.result(cluster, job_id, kind=ResultType.REJECTION)
+    r = api.client.post(f"/jobs/{job_id}/cancel", headers=api.headers(cluster), json={})
+    assert r.status_code == 200, r.json
+    assert row(job_id).status == JobStatus.CANCELLED
+    assert maintainer().tick(db_now() + dt.timedelta(seconds=120))["promote_due_jobs"] == {"promoted": 0}
+    assert api.claim(cluster) == []
+
+
+def test_a_schedules_calls_carry_its_back_off_and_delay_and_it_refuses_run_at(api):
+    from app.engine.maintenance import FireSchedules
+
+    cluster = api.new_cluster()
+    body = {"name": "nightly", "service": "svc", "function": "fn", "arguments": [], "cron": "* * * * *",
+            "timezone": "UTC", "callConfig": {"retryOnRejection": {"attempts": 4}, "delaySeconds": 20}}
+    r = api.client.post(f"/clusters/{cluster['id']}/schedules", headers=api.mgmt, json=body)
+    assert r.status_code == 201, r.json
+    r = api.client.post(f"/clusters/{cluster['id']}/schedules", headers=api.mgmt,
+                        json={**body, "name": "fixed", "callConfig": {"runAt": "2026-12-01T17:00:00Z"}})
+    assert r.status_code == 400 and "runAt" in r.json["error"]["message"]
+    from app.models import Schedule
+
+    due = db.unit_of_work(lambda: Schedule.get(Schedule.name == "nightly").next_fire_ms)
+    assert FireSchedules().run_once(ms_to_dt(due)) == {"fired": 1, "failed": 0}
+    job = db.unit_of_work(lambda: Job.get(Job.cluster_id == cluster["id"]))
+    assert (job.status, job.backoff_attempts) == (JobStatus.SCHEDULED, 4)
