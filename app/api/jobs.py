@@ -17,6 +17,7 @@ from ..engine.limits import Limits
 from ..engine.states import ResultType
 from ..errors import TooLarge
 from ..observability.events import events
+from . import call_controls
 from . import schemas as s
 from .admission import BigBodyAdmission
 from .routing import BIG_BODY_BYTES, release_admission, require_machine_id, route, state
@@ -131,7 +132,8 @@ def create_job(body):
     config = CallConfig(retry_count_on_stall=cfg["retryCountOnStall"], timeout_seconds=cfg["timeoutSeconds"],
                         predictive_retries=cfg["predictiveRetriesOnRejection"], execution_id=cfg.get("executionId"),
                         queue_deadline_seconds=cfg.get("queueDeadlineSeconds"),
-                        call_deadline_seconds=cfg.get("callDeadlineSeconds"), **caching)
+                        call_deadline_seconds=cfg.get("callDeadlineSeconds"), **caching,
+                        **call_controls.from_wire(cfg))
     job_id, _created = jobs.create_job(g.cluster_id, body["service"], body["targetFn"], body["targetArgs"], config,
                                        machine_id=g.machine_id, deployment_id=g.deployment_id)
     return jsonify({"id": job_id}), 201

@@ -5,7 +5,7 @@ call configuration's defaults come from the engine's `CallConfig`, their one hom
 """
 from __future__ import annotations
 
-from ..engine import states
+from ..engine import controls, states
 from ..engine.jobs import CallConfig
 from ..engine.limits import MAX_CONCURRENCY
 
@@ -41,13 +41,28 @@ ERROR = obj({"error": obj({
 
 # --- job protocol -------------------------------------------------------------------------------
 
+# Retries on rejection (issue 14), per call (callConfig) or per function (its definition).
+RETRY_ON_REJECTION = obj({
+    "attempts": {"type": "integer", "minimum": 1, "maximum": 100,
+                 "description": "attempts in all, the first included (1: no retry)"},
+    "initialDelaySeconds": {"type": "number", "minimum": 0, "maximum": 86400,
+                            "default": controls.INITIAL_DELAY_SECONDS},
+    "factor": {"type": "number", "minimum": 1, "maximum": 100, "default": controls.FACTOR,
+               "description": "each delay is the previous one times this"},
+    "maxDelaySeconds": {"type": "number", "minimum": 0, "maximum": 86400, "default": controls.MAX_DELAY_SECONDS},
+    "jitter": {"type": "number", "minimum": 0, "maximum": 1, "default": controls.JITTER,
+               "description": "the share of each delay drawn at random (0: exact)"},
+}, required=("attempts",), extra=False)
+MAX_DELAY_SECONDS = 366 * 86400  # the furthest ahead a delayed call may be due
+
 # Concurrency limits (engine/limits.py): optional, ours only; each poll is judged by its own.
 CONCURRENCY = {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY,
                "description": "the most running jobs at once, across every machine of the cluster"}
 
 FUNCTION = obj({"name": NAME, "schema": {"type": "string", "description": "JSON Schema of the input, as text"},
                 "concurrency": {**CONCURRENCY, "description": "the most running jobs of this function at once, "
-                                                              "across every machine of the cluster"}},
+                                                              "across every machine of the cluster"},
+                "retryOnRejection": RETRY_ON_REJECTION},
                required=("name",))
 
 JOBS_REQUEST = obj({
@@ -74,11 +89,18 @@ CALL_CONFIG = obj({
                  required=("key", "ttlSeconds")),
     "executionId": NEW_ID,
     "background": {"type": "boolean", "description": "accepted; a background call differs only in how the caller waits"},
-    # Deadlines (extensions: the published SDK sends neither), from the create, on the database's clock.
+    # Deadlines (extensions: the published SDK sends neither), from the create (a delayed call's
+    # queue deadline: from when it is due), on the database's clock.
     "queueDeadlineSeconds": {"type": "number", "minimum": 0.001, "maximum": MAX_DEADLINE_SECONDS,
                              "description": "the call fails unless a machine claims it within this"},
     "callDeadlineSeconds": {"type": "number", "minimum": 0.001, "maximum": MAX_DEADLINE_SECONDS,
                             "description": "the whole call, across attempts, fails unless it finishes within this"},
+    # Delayed calls (at most one of the two) and retries on rejection (issue 14).
+    "delaySeconds": {"type": "number", "minimum": 0, "maximum": MAX_DELAY_SECONDS,
+                     "description": "claimable only this long after the create (database clock)"},
+    "runAt": {"type": "string", "minLength": 1, "maxLength": 64,
+              "description": "an RFC 3339 date-time with an offset (2026-12-01T17:00:00Z): claimable from then"},
+    "retryOnRejection": RETRY_ON_REJECTION,
 })
 
 CREATE_JOB = obj({

@@ -10,11 +10,11 @@ from .. import db
 from ..errors import Conflict, NotFound
 from ..models import Job, utcnow
 from ..observability.events import events
-from . import ids, statements
+from . import controls, ids, statements
 from .batch_poll import BatchPolls
 from .batching import GroupCommit
 from .fairness import FairSlots
-from .signals import hub, job_topic, queue_topic
+from .signals import DUE_TOPIC, hub, job_topic, queue_topic
 from .states import IN_FLIGHT, TERMINAL, EventType, JobStatus, ResultType, wire_status
 
 _ID_CHUNK = 5000  # ids per IN (...) list: well under both databases' parameter limits
@@ -28,6 +28,11 @@ class CallConfig:
     cache_key: str | None = None
     cache_ttl_seconds: int = 0
     execution_id: str | None = None
+    # Call controls (issue 14): a due time in epoch ms, or a delay after the database's clock
+    # (never both); a back-off policy for rejections (None: the function's default, if any).
+    run_at_ms: int | None = None
+    delay_ms: int | None = None
+    retry: statements.Backoff | None = None
     queue_deadline_seconds: float | None = None  # must be claimed within this, from the create
     call_deadline_seconds: float | None = None  # must finish within this, across attempts
 
@@ -55,8 +60,7 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
         job_id = config.execution_id or ids.job_id()
         inserted = statements.insert_jobs([new_job(job_id)])[0]
         if inserted and config.has_deadline:  # same transaction: no claim sees the row without them
-            statements.set_deadlines(cluster_id, job_id, _ms(config.queue_deadline_seconds),
-                                     _ms(config.call_deadline_seconds))
+            statements.set_deadlines(cluster_id, job_id, _queue_ms(), _ms(config.call_deadline_seconds))
         if not inserted and config.execution_id:  # lost a race with the same executionId
             existing = _find(cluster_id, job_id)
             if existing is not None:
@@ -64,12 +68,26 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
                 return job_id, False
         return job_id, True
 
+    retry = config.retry or controls.default_backoff(cluster_id, service, target_fn)
+    # A delay of 0 is no delay; a runAt already past inserts pending (the statement compares it
+    # with the database's clock); this process's guess only picks which waiters to wake.
+    delay_ms = config.delay_ms or None
+    delayed = delay_ms is not None or (config.run_at_ms is not None and config.run_at_ms > _epoch_ms_now())
+
+    def _queue_ms() -> int | None:
+        # A delayed call cannot be claimed before it is due: its queue deadline counts from then.
+        queue_ms = _ms(config.queue_deadline_seconds)
+        if queue_ms is None or not delayed:
+            return queue_ms
+        return queue_ms + (delay_ms or max(0, config.run_at_ms - _epoch_ms_now()))
+
     def new_job(job_id: str) -> statements.NewJob:
         return statements.NewJob(
             cluster_id=cluster_id, job_id=job_id, service=service, target_fn=target_fn, target_args=target_args,
             cache_key=config.cache_key if config.cache_ttl_seconds > 0 else None,
             attempts_allowed=config.retry_count_on_stall + 1, timeout_seconds=config.timeout_seconds,
-            created_at=utcnow(), deployment_id=deployment_id, predictive_retries=config.predictive_retries)
+            created_at=utcnow(), deployment_id=deployment_id, predictive_retries=config.predictive_retries,
+            run_at_ms=config.run_at_ms, delay_ms=delay_ms, backoff=retry)
 
     if config.execution_id or (config.cache_key and config.cache_ttl_seconds > 0) or config.has_deadline:
         # Reads, then writes: one transaction. Run again after a commit whose answer was lost, it
@@ -83,10 +101,14 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
         if not created:
             raise RuntimeError(f"job id {job_id!r} was generated twice")
     if created:
-        hub.wake([queue_topic(cluster_id, service)])
+        hub.wake([DUE_TOPIC] if delayed else [queue_topic(cluster_id, service)])
     events.record(cluster_id, EventType.JOB_CREATED if created else EventType.JOB_JOINED, job_id=job_id, machine_id=machine_id,
                   service=service, targetFn=target_fn)
     return job_id, created
+
+
+def _epoch_ms_now() -> int:
+    return int(time.time() * 1000)
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -178,9 +200,12 @@ def statuses(cluster_id: str, job_ids: list[str], cancelled: threading.Event | N
         for start in range(0, len(unique), _ID_CHUNK):
             for job_id, status, size, result_type, service, reason in statements.read_statuses(
                     cluster_id, unique[start:start + _ID_CHUNK]):
+                # A job not finished answers no result, not even a rejection that will be retried.
+                final = status in TERMINAL
                 found[job_id] = {"id": job_id, "status": wire_status(status, result_type), "result": None,
-                                 "resultType": result_type, "service": service, "state": status, "reason": reason}
-                if size is not None:
+                                 "resultType": result_type if final else None, "service": service, "state": status,
+                                 "reason": reason}
+                if size is not None and final:
                     sizes[job_id] = size
         wanted = _within(unique, sizes, result_bytes, at_least_one)
         for job_id in sizes.keys() - set(wanted):

@@ -18,7 +18,7 @@ import peewee
 
 from .. import db
 from ..models import Machine, Service, Worker, utcnow
-from . import statements
+from . import controls, statements
 from .states import MachineStatus
 
 
@@ -191,6 +191,8 @@ def register_service(cluster_id: str, service: str, functions: list[dict] | None
          .execute())
 
     _write_or_forget(_definitions, key, tx)
+    if functions is not None:  # this process's creates see the functions' back-off defaults at once
+        controls.function_defaults.put(cluster_id, service, controls.policies_of(functions))
 
 
 def _write_or_forget(throttle: _Throttle, key: tuple, tx) -> None:

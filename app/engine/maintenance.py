@@ -30,13 +30,14 @@ from .. import db, models
 from ..models import Event, Job, Machine
 from ..observability.events import events
 from . import payloads, schedules, statements
-from .signals import hub, job_topic, notify_in_transaction, queue_topic
+from .signals import DUE_TOPIC, hub, job_topic, notify_in_transaction, queue_topic
 from .states import TERMINAL, EventType, MachineStatus
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "sweeper"
 _BATCH = 500
+MIN_WAKE = 0.05  # seconds: the loop's shortest sleep when it wakes early for a due job
 
 
 def epoch_ms(now: dt.datetime) -> int:
@@ -110,6 +111,52 @@ class StallSilentMachines:
         for m in silent:
             events.record(m.cluster_id, EventType.MACHINE_STALLED, machine_id=m.id)
         return {"stalledMachines": len(silent)}
+
+
+class PromoteDueJobs:
+    """scheduled -> pending: delayed calls and back-offs whose time has come (index
+    jobs_scheduled_due), a bounded batch a run, waking the queue topics so parked polls claim them
+    at once. Each run also reads the earliest due time still ahead (`next_due_ms`, with the
+    database's clock then), so the loop can wake for it before its next tick."""
+
+    name = "promote_due_jobs"
+    every = 0.0
+
+    def __init__(self, batch: int = _BATCH) -> None:
+        self.batch = batch
+        self.next_due_ms: int | None = None  # the earliest run_at_ms still scheduled, at the last read
+        self.clock_ms: int | None = None  # the database's clock at that read
+        self._read_at = 0.0  # time.monotonic() at that read
+
+    def run_once(self, now: dt.datetime) -> dict[str, int]:
+        now_ms = epoch_ms(now)
+
+        def tx():
+            due = statements.promote_due(now_ms, self.batch)
+            topics = sorted({queue_topic(j.cluster_id, j.service) for j in due})
+            notify_in_transaction(topics)
+            return due, topics
+
+        due, topics = db.unit_of_work(tx)
+        if topics:
+            hub.wake(topics)
+        for j in due:
+            events.record(j.cluster_id, EventType.JOB_DUE, job_id=j.id, service=j.service)
+        self.refresh()
+        if len(due) == self.batch:  # more may be due already: the next wake comes at once
+            self.next_due_ms = self.clock_ms
+        return {"promoted": len(due)}
+
+    def refresh(self) -> None:
+        """Read the earliest due time still ahead (one index-only query)."""
+        self.next_due_ms, self.clock_ms = db.unit_of_work(statements.next_due, transaction=False, idempotent=True)
+        self._read_at = time.monotonic()
+
+    def seconds_until_due(self) -> float | None:
+        """From the last read: how long from now until the earliest scheduled job falls due, or None."""
+        if self.next_due_ms is None or self.clock_ms is None:
+            return None
+        return max(0.0, (self.next_due_ms - self.clock_ms) / 1000 - (time.monotonic() - self._read_at))
 
 
 class RecoverStalledJobs:
@@ -302,6 +349,8 @@ class Maintainer:
         self.tasks = tasks
         self.interval = interval
         self._last_run: dict[str, dt.datetime] = {}
+        self._holding = False  # whether the last tick held the lease (only the holder wakes early)
+        self._hints = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -311,8 +360,8 @@ class Maintainer:
         lease = Lease(seconds=max(3 * interval, 3.0))
         # A tick is late by up to an interval, plus a lease's expiry when the leader died.
         on_time = max(60.0, lease.seconds + 2 * interval)
-        tasks: list[Task] = [StallSilentMachines(machine_timeout), RecoverStalledJobs(), Prune(retention_days),
-                             ExpireDeadlines(), FireSchedules(on_time)]
+        tasks: list[Task] = [StallSilentMachines(machine_timeout), PromoteDueJobs(), RecoverStalledJobs(),
+                             Prune(retention_days), ExpireDeadlines(), FireSchedules(on_time)]
         if db.dialect.refreshes_statistics:
             tasks.append(RefreshStatistics())
         return cls(lease, tasks, interval)
@@ -327,8 +376,9 @@ class Maintainer:
 
         return [task for task in self.tasks if is_due(task)]
 
-    def tick(self, now: dt.datetime | None = None) -> dict[str, dict[str, int]]:
-        """Take the lease and run the due tasks; per task run, its counts ({} without the lease).
+    def tick(self, now: dt.datetime | None = None, only: tuple[str, ...] | None = None) -> dict[str, dict[str, int]]:
+        """Take the lease and run the due tasks (of those named in `only`, if given); per task
+        run, its counts ({} without the lease).
 
         `now` defaults to the database's clock. A task that fails is logged and tried again next
         tick; the others still run."""
@@ -338,6 +388,8 @@ class Maintainer:
             return {}
         done = {}
         for task in self.due(now):
+            if only is not None and task.name not in only:
+                continue
             elapsed = time.monotonic() - started
             # Past a third of the lease, renew it (at `now` moved on by the steady clock) before
             # going on, so a slow tick never overlaps another process's.
@@ -362,6 +414,9 @@ class Maintainer:
 
     def stop(self) -> None:
         self._stop.set()
+        hints = self._hints
+        if hints is not None:
+            hints.wake()
         if self._thread:
             self._thread.join(timeout=5)
         try:
@@ -370,8 +425,37 @@ class Maintainer:
             log.debug("could not release the maintenance lease", exc_info=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.tick()
-            except Exception:  # taking the lease failed (database outage): the next tick retries
-                log.warning("maintenance tick failed", exc_info=True)
+        # Between ticks the lease holder also wakes when a scheduled job falls due before the next
+        # tick (the promoter's report) and promotes it then; it re-reads that earliest due time
+        # whenever a job became scheduled (DUE_TOPIC; on SQLite, whose other processes cannot
+        # notify, at every fallback wake-up, 0.25 s). So a delay or back-off shorter than a tick is
+        # promoted within about MIN_WAKE of its time on the holder, not at the next tick.
+        promoter = next((t for t in self.tasks if isinstance(t, PromoteDueJobs)), None)
+        next_tick = time.monotonic() + self.interval
+        with hub.subscribe([DUE_TOPIC]) as hints:
+            self._hints = hints
+            while not self._stop.is_set():
+                wait = next_tick - time.monotonic()
+                due_in = promoter.seconds_until_due() if promoter is not None and self._holding else None
+                if due_in is not None:
+                    wait = min(wait, due_in)
+                fired = hints.wait(wait) if wait > 0 else set()
+                if self._stop.is_set():
+                    break
+                try:
+                    if time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + self.interval  # a failed tick too waits a tick
+                        self._holding = bool(self.tick())
+                    elif promoter is not None and self._holding:
+                        try:
+                            if fired is None or fired:  # a job became scheduled: when is the earliest due now?
+                                promoter.refresh()
+                            due_in = promoter.seconds_until_due()
+                            if due_in is not None and due_in <= MIN_WAKE / 2:
+                                self.tick(only=(promoter.name,))
+                        finally:
+                            self._stop.wait(MIN_WAKE)  # a storm of hints or of due times costs at most this rate
+                except Exception:  # taking the lease failed (database outage): the next tick retries
+                    self._holding = False
+                    log.warning("maintenance tick failed", exc_info=True)
+        self._hints = None

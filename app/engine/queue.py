@@ -1,6 +1,7 @@
 """Claiming jobs for a machine, and fenced results coming back from it."""
 from __future__ import annotations
 
+import random
 import time
 
 from .. import db
@@ -10,7 +11,7 @@ from . import statements
 from .batching import GroupCommit
 from .limits import Holders, Limits
 from .limits import claim as claim_limited
-from .signals import hub, job_topic, queue_topic
+from .signals import DUE_TOPIC, hub, job_topic, queue_topic
 from .states import EventType, JobStatus
 
 
@@ -80,19 +81,24 @@ _results = GroupCommit(_store_batch, max_batch=200, key=lambda r: (r.cluster_id,
 
 
 def persist_result(cluster_id: str, job_id: str, machine_id: str, result: str, result_type: str,
-                   execution_time_ms: int | None, *, deployment_id: str | None = None) -> bool:
+                   execution_time_ms: int | None, *, deployment_id: str | None = None) -> bool | statements.RetryScheduled:
     """Store a result if it comes from the machine holding the running attempt; else drop it.
 
-    Returns whether it was stored. A dropped result is recorded in the activity log with why.
+    Returns whether it was stored (a RetryScheduled when a rejection scheduled another attempt).
+    A dropped result is recorded in the activity log with why.
     """
 
     stored = _results.submit(statements.Result(
         cluster_id=cluster_id, job_id=job_id, machine_id=machine_id, result=result, result_type=result_type,
-        execution_time_ms=execution_time_ms, resulted_at=utcnow()))
+        execution_time_ms=execution_time_ms, resulted_at=utcnow(), draw=random.random()))
     if stored:
         hub.wake([job_topic(cluster_id, job_id)])
         events.record(cluster_id, EventType.JOB_RESULTED, job_id=job_id, machine_id=machine_id, deployment_id=deployment_id,
                       resultType=result_type, functionExecutionTime=execution_time_ms)
+        if isinstance(stored, statements.RetryScheduled):  # a rejection with attempts left: due again later
+            hub.wake([DUE_TOPIC])
+            events.record(cluster_id, EventType.JOB_RETRY_SCHEDULED, job_id=job_id, machine_id=machine_id,
+                          deployment_id=deployment_id, delayMs=stored.delay_ms, runAtMs=stored.run_at_ms)
     else:
         events.record(cluster_id, EventType.JOB_RESULTED_BUT_NOT_PERSISTED, job_id=job_id, machine_id=machine_id,
                       deployment_id=deployment_id, resultType=result_type, reason=_why_fenced(cluster_id, job_id, machine_id))

@@ -32,7 +32,7 @@ from .. import db
 from ..errors import ApiError, BadRequest, Conflict, NotFound, TooLarge
 from ..models import Cluster, Schedule, utcnow
 from ..observability.events import events
-from . import jobs, statements
+from . import controls, jobs, statements
 from .arguments import ArgumentsError, pack_arguments
 from .signals import hub, queue_topic
 from .states import EventType
@@ -162,6 +162,9 @@ def _columns(spec: dict, now_ms: int) -> dict:
     if config and "executionId" in config:
         raise BadRequest("a schedule's callConfig cannot name an executionId: each tick's call has its own "
                          f"({EXECUTION_PREFIX}<name>:<tick>)", {"field": "callConfig.executionId"})
+    if config and "runAt" in config:
+        raise BadRequest("a schedule's callConfig cannot name a runAt: each tick's call runs at its tick "
+                         "(delaySeconds may delay it)", {"field": "callConfig.runAt"})
     try:
         target_args = pack_arguments(spec["arguments"])
     except ArgumentsError as exc:
@@ -286,7 +289,9 @@ def _call_config(stored: str | None, execution: str) -> jobs.CallConfig:
     return jobs.CallConfig(retry_count_on_stall=cfg.get("retryCountOnStall", base.retry_count_on_stall),
                            timeout_seconds=cfg.get("timeoutSeconds", base.timeout_seconds),
                            predictive_retries=cfg.get("predictiveRetriesOnRejection", base.predictive_retries),
-                           execution_id=execution, **caching)
+                           execution_id=execution, retry=controls.backoff_from_wire(cfg.get("retryOnRejection")),
+                           delay_ms=round(cfg["delaySeconds"] * 1000) if cfg.get("delaySeconds") else None,
+                           **caching)
 
 
 def fire_due(now: dt.datetime, *, batch: int = 100, on_time_seconds: float = 60.0) -> dict[str, int]:

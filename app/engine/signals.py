@@ -1,7 +1,7 @@
 """Wake-ups for long polls: in-process subscriptions fed by PostgreSQL LISTEN/NOTIFY.
 
 A topic names something a poll waits for: `q/<cluster>/<service>` (a job became claimable) or
-`j/<cluster>/<job id>` (a job finished); this module is the only code that knows the format.
+`j/<cluster>/<job id>` (a job finished), or `d/due` (a job became scheduled); this module is the only code that knows the format.
 NOTIFY is only a hint: waiters always re-read the table, and wake on a fallback timer too, so a
 missed notification costs one short delay, never a lost job. One LISTEN connection per process
 (opened lazily, after gunicorn forks) feeds every waiter; it reconnects after a database restart
@@ -36,6 +36,11 @@ def topic_sql(kind: str, cluster_column: str, name_column: str) -> str:
 
 def job_topic(cluster_id: str, job_id: str) -> str:
     return f"j/{cluster_id}/{job_id}"
+
+
+# A job became scheduled (a delay, a back-off): the maintenance loop wakes to see whether it falls
+# due before its next tick. One topic for every cluster: only the lease holder listens.
+DUE_TOPIC = "d/due"
 
 
 def job_of(topic: str) -> tuple[str, str] | None:

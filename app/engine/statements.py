@@ -1,9 +1,11 @@
 """Every write of a job's status, as plain SQL, for both databases side by side.
 
-Each transition of app/engine/states.py is one function here: insert_jobs (-> pending), claim_jobs
-(pending -> running), store_results (running -> success), requeue_stalled (running -> pending),
-fail_stalled (running -> failure), cancel_jobs (in flight -> cancelled) and expire_waiting
-(pending | scheduled -> failure). The first four run on every call; building them with the query
+Each transition of app/engine/states.py is one function here: insert_jobs (-> pending, or ->
+scheduled with a due time ahead), claim_jobs (pending -> running), store_results (running ->
+success, or -> scheduled for a rejection with back-off attempts left), promote_due (scheduled ->
+pending), requeue_stalled (running -> pending), fail_stalled (running -> failure), cancel_jobs (in
+flight -> cancelled) and expire_waiting (pending | scheduled -> failure). The first four run on
+every call; building them with the query
 builder cost more CPU than the database spent running them (profiled under load). Creates and
 results come in batches (see `batching.py`): one statement writes many rows. On PostgreSQL the
 NOTIFY rides in the same statement (RETURNING pg_notify), so it is delivered exactly when the
@@ -28,7 +30,7 @@ import peewee
 
 from .. import db
 from ..models import Job, Machine, Service, Worker
-from .signals import CHANNEL, topic_sql
+from .signals import CHANNEL, DUE_TOPIC, topic_sql
 from .states import RERUNNABLE, JobStatus, MachineStatus, ResultType
 
 # Statuses in the SQL are literals, not parameters: the planner matches the partial indexes of
@@ -48,18 +50,67 @@ _QUEUE_TOPIC = topic_sql("q", "cluster_id", "service")
 _INSERT_POSTGRES = " ON CONFLICT DO NOTHING RETURNING cluster_id, id, pg_notify(%s, " + _QUEUE_TOPIC + ")"
 _INSERT_SQLITE = "INSERT OR IGNORE INTO" + _INSERT_HEAD[len("INSERT INTO"):] + _ROW
 
-_RESULT_SQLITE = (f"UPDATE jobs SET status = {_SUCCESS}, result = %s, result_type = %s, resulted_at = %s,"
-                  " execution_time_ms = %s, deadline_ms = NULL"
-                  f" WHERE cluster_id = %s AND id = %s AND status = {_RUNNING} AND machine_id = %s")
+# A rejection of a job whose policy (backoff_*) allows another attempt is not final: it becomes
+# scheduled, due after the back-off (`_backoff_delay`), keeping the rejection as its last result.
+# `{rt}` is the new result's type, `{u}` the row's random draw in [0, 1) for the jitter.
+_RETRY_WHEN = f"{{rt}} = {_REJECTION} AND {{j}}attempt < COALESCE({{j}}backoff_attempts, 0)"
+
+
+def _backoff_delay(least: str, power: str, j: str, u: str) -> str:
+    """The back-off before attempt n + 1, after the rejection of attempt n, in ms (its one home):
+
+        min(max, initial * factor ** (n - 1)) * (1 - jitter * u),  u uniform in [0, 1), rounded to a ms
+
+    so the first retry waits `initial`, each next one `factor` times longer up to `max`, and the
+    jitter takes a random share of up to `jitter` off each delay (0: exact, 1: anywhere in
+    [0, delay)). Computed in the statement that fences the result, from the row's own columns."""
+    return (f"CAST(ROUND({least}({j}backoff_max_ms, {j}backoff_initial_ms * {power}({j}backoff_factor, {j}attempt - 1))"
+            f" * (1 - {j}backoff_jitter * {u})) AS BIGINT)")
+
+
+_RESULT_SQLITE = (f"UPDATE jobs SET status = CASE WHEN {_RETRY_WHEN.format(rt='%s', j='')} THEN {_SCHEDULED}"
+                  f" ELSE {_SUCCESS} END, result = %s, result_type = %s, resulted_at = %s,"
+                  " execution_time_ms = %s, deadline_ms = NULL,"
+                  f" run_at_ms = CASE WHEN {_RETRY_WHEN.format(rt='%s', j='')}"
+                  f" THEN {{now_ms}} + {_backoff_delay('min', 'differential_pow', '', '%s')} END"
+                  f" WHERE cluster_id = %s AND id = %s AND status = {_RUNNING} AND machine_id = %s"
+                  " RETURNING status, run_at_ms, {now_ms}")
 # The casts type the VALUES columns whatever the first row holds (a NULL would make them text).
-_RESULT_ROW = "(%s, %s, %s, %s, %s, %s::timestamp, %s::integer)"
+_RESULT_ROW = "(%s, %s, %s, %s, %s, %s::timestamp, %s::integer, %s::double precision)"
+_PG_RETRY = _RETRY_WHEN.format(rt="v.result_type", j="jobs.")
 _RESULTS_POSTGRES = f"""
-UPDATE jobs SET status = {_SUCCESS}, result = v.result, result_type = v.result_type, resulted_at = v.resulted_at,
-       execution_time_ms = v.execution_time_ms, deadline_ms = NULL
-FROM (VALUES {{rows}}) AS v(cluster_id, id, machine_id, result, result_type, resulted_at, execution_time_ms)
+UPDATE jobs SET status = CASE WHEN {_PG_RETRY} THEN {_SCHEDULED} ELSE {_SUCCESS} END,
+       result = v.result, result_type = v.result_type, resulted_at = v.resulted_at,
+       execution_time_ms = v.execution_time_ms, deadline_ms = NULL,
+       run_at_ms = CASE WHEN {_PG_RETRY} THEN {{now_ms}} + {_backoff_delay('LEAST', 'power', 'jobs.', 'v.u')} END
+FROM (VALUES {{rows}}) AS v(cluster_id, id, machine_id, result, result_type, resulted_at, execution_time_ms, u)
 WHERE jobs.cluster_id = v.cluster_id AND jobs.id = v.id AND jobs.status = {_RUNNING} AND jobs.machine_id = v.machine_id
-RETURNING jobs.cluster_id, jobs.id, pg_notify(%s, {topic_sql("j", "jobs.cluster_id", "jobs.id")})
+RETURNING jobs.cluster_id, jobs.id, jobs.status, jobs.run_at_ms, {{now_ms}},
+          pg_notify(%s, {topic_sql("j", "jobs.cluster_id", "jobs.id")}),
+          CASE WHEN jobs.status = {_SCHEDULED} THEN pg_notify(%s, %s) END
 """
+
+# A create with a delay, a due time or a back-off policy (a "controlled" job) takes this row form,
+# next to the plain insert, which stays as it was. The due time is the given epoch ms, or the
+# database's clock + the delay; a job not due yet is inserted scheduled (not claimable), one whose
+# time has come (a runAt in the past) pending.
+_DUE = "COALESCE(%s, {now_ms} + %s)"
+_CONTROLLED_COLUMNS = _JOB_COLUMNS + ("run_at_ms", "backoff_attempts", "backoff_initial_ms", "backoff_factor",
+                                      "backoff_max_ms", "backoff_jitter")
+_CONTROLLED_ROW = "(" + ", ".join(
+    f"CASE WHEN {_DUE} > {{now_ms}} THEN {_SCHEDULED} ELSE {_PENDING} END" if c == "status" else "%s"
+    for c in _JOB_COLUMNS) + f", CASE WHEN {_DUE} > {{now_ms}} THEN {_DUE} END, %s, %s, %s, %s, %s)"
+_CONTROLLED_HEAD = f"INTO jobs ({', '.join(_CONTROLLED_COLUMNS)}) VALUES "
+_CONTROLLED_POSTGRES = (" ON CONFLICT DO NOTHING RETURNING cluster_id, id, CASE WHEN status = "
+                        f"{_PENDING} THEN pg_notify(%s, {_QUEUE_TOPIC}) ELSE pg_notify(%s, %s) END")
+_CONTROLLED_SQLITE = "INSERT OR IGNORE " + _CONTROLLED_HEAD + _CONTROLLED_ROW
+
+# Maintenance: scheduled jobs whose time has come, soonest first (index jobs_scheduled_due), and
+# the earliest due time still ahead, with the database's clock (an index-only read).
+_DUE_JOBS = f"SELECT seq, cluster_id, id, service FROM jobs WHERE status = {_SCHEDULED} AND run_at_ms <= %s" \
+            " ORDER BY run_at_ms LIMIT %s"
+_PROMOTE = f"UPDATE jobs SET status = {_PENDING}, run_at_ms = NULL WHERE status = {_SCHEDULED} AND seq IN "
+_NEXT_DUE = f"SELECT (SELECT min(run_at_ms) FROM jobs WHERE status = {_SCHEDULED}), {{now_ms}}"
 
 # A claim ends the attempt at its timeout or at the call's deadline, whichever comes first (the
 # sweeper then ends the call), and from then on only the call deadline bounds its waits: a job put
@@ -250,6 +301,26 @@ _RERUN = (f"UPDATE jobs SET status = {_PENDING}, result = NULL, result_type = NU
 
 
 @dataclass(frozen=True)
+class Backoff:
+    """Retries on rejection: attempts in all (the first included), and the delays between them
+    (`_backoff_delay`). Stored in the job's backoff_* columns."""
+
+    attempts: int
+    initial_ms: int
+    factor: float
+    max_ms: int
+    jitter: float
+
+
+@dataclass(frozen=True)
+class RetryScheduled:
+    """A stored rejection that scheduled another attempt (store_results): due at `run_at_ms`."""
+
+    run_at_ms: int
+    delay_ms: int
+
+
+@dataclass(frozen=True)
 class NewJob:
     cluster_id: str
     job_id: str
@@ -262,6 +333,24 @@ class NewJob:
     created_at: dt.datetime
     deployment_id: str | None
     predictive_retries: bool
+    # Call controls (issue 14): a due time (epoch ms) or a delay after the database's clock, and
+    # a back-off policy for rejections. A job with none of them takes the plain, batched insert.
+    run_at_ms: int | None = None
+    delay_ms: int | None = None
+    backoff: Backoff | None = None
+
+    @property
+    def controlled(self) -> bool:
+        return self.run_at_ms is not None or self.delay_ms is not None or self.backoff is not None
+
+    def controlled_values(self) -> tuple:
+        due = (self.run_at_ms, self.delay_ms)
+        plain = list(self.values())
+        at = _JOB_COLUMNS.index("status")
+        plain[at:at + 1] = due
+        b = self.backoff
+        policy = (None,) * 5 if b is None else (b.attempts, b.initial_ms, b.factor, b.max_ms, b.jitter)
+        return (*plain, *due, *due, *policy)
 
     def values(self) -> tuple:
         return (self.cluster_id, self.job_id, self.service, self.target_fn, self.target_args, JobStatus.PENDING,
@@ -278,6 +367,17 @@ class Result:
     result_type: str
     execution_time_ms: int | None
     resulted_at: dt.datetime
+    draw: float = 0.0  # uniform in [0, 1): the jitter's share of a back-off (queue.py draws it)
+
+
+def _stored(row: tuple | None) -> bool | RetryScheduled:
+    """False if fenced; else True, or RetryScheduled from (status, run_at_ms, now_ms)."""
+    if row is None:
+        return False
+    status, run_at_ms, now_ms = row
+    if status == JobStatus.SCHEDULED:
+        return RetryScheduled(run_at_ms=int(run_at_ms), delay_ms=int(run_at_ms) - int(now_ms))
+    return True
 
 
 @dataclass(frozen=True)
@@ -297,10 +397,25 @@ class PostgresDialect(db.PostgresDialect):
 
     def __init__(self) -> None:
         self._claim = _CLAIM_POSTGRES.format(now=self.now, now_ms=self.now_ms)
+        self._results = _RESULTS_POSTGRES.replace("{now_ms}", self.now_ms)
+        self._controlled_row = _CONTROLLED_ROW.replace("{now_ms}", self.now_ms)
+        self._next_due = _NEXT_DUE.format(now_ms=self.now_ms)
 
     def insert_jobs(self, jobs: list[NewJob]) -> list[bool]:
         # One statement inserts them all, and its RETURNING notifies each queue topic (PostgreSQL
-        # sends one notification per distinct topic and transaction).
+        # sends one notification per distinct topic and transaction); controlled jobs, if any,
+        # take a second statement of their own row form (a scheduled one notifies DUE_TOPIC).
+        if any(job.controlled for job in jobs):
+            return _split(jobs, self._insert_plain, self._insert_controlled)
+        return self._insert_plain(jobs)
+
+    def _insert_controlled(self, jobs: list[NewJob]) -> list[bool]:
+        sql = "INSERT " + _CONTROLLED_HEAD + ", ".join([self._controlled_row] * len(jobs)) + _CONTROLLED_POSTGRES
+        params = [v for job in jobs for v in job.controlled_values()] + [CHANNEL, CHANNEL, DUE_TOPIC]
+        inserted = {(row[0], row[1]) for row in db.execute(sql, params).fetchall()}
+        return [(job.cluster_id, job.job_id) in inserted for job in jobs]
+
+    def _insert_plain(self, jobs: list[NewJob]) -> list[bool]:
         params = [v for job in jobs for v in job.values()]
         params.append(CHANNEL)
         rows = db.execute(_INSERT_HEAD + ", ".join([_ROW] * len(jobs)) + _INSERT_POSTGRES, params).fetchall()
@@ -317,13 +432,16 @@ class PostgresDialect(db.PostgresDialect):
         sql = _CLAIM_LIMITED_POSTGRES.format(now=self.now, now_ms=self.now_ms, **parts)
         return db.execute(sql, (cluster_id, service, *excluded, limit, *capped, machine_id, claimed, now_ms)).fetchall()
 
-    def store_results(self, results: list[Result]) -> list[bool]:
-        sql = _RESULTS_POSTGRES.format(rows=", ".join([_RESULT_ROW] * len(results)))
+    def store_results(self, results: list[Result]) -> list[bool | RetryScheduled]:
+        sql = self._results.replace("{rows}", ", ".join([_RESULT_ROW] * len(results)))
         params = [v for r in results for v in (r.cluster_id, r.job_id, r.machine_id, r.result, r.result_type,
-                                               Job.resulted_at.db_value(r.resulted_at), r.execution_time_ms)]
-        params.append(CHANNEL)
-        stored = {(row[0], row[1]) for row in db.execute(sql, params).fetchall()}
-        return [(r.cluster_id, r.job_id) in stored for r in results]
+                                               Job.resulted_at.db_value(r.resulted_at), r.execution_time_ms, r.draw)]
+        params += [CHANNEL, CHANNEL, DUE_TOPIC]
+        stored = {(row[0], row[1]): row[2:5] for row in db.execute(sql, params).fetchall()}
+        return [_stored(stored.get((r.cluster_id, r.job_id))) for r in results]
+
+    def next_due(self) -> tuple[int | None, int]:
+        return db.execute(self._next_due).fetchone()
 
     def end_jobs(self, target: str, sources: str, endings: list[Ending], resulted_at: object) -> set[int]:
         sql = _END_POSTGRES.format(rows=", ".join([_END_ROW] * len(endings)), sources=sources)
@@ -345,9 +463,13 @@ class SqliteDialect(db.SqliteDialect):
 
     def __init__(self) -> None:
         self._claim = _CLAIM_SQLITE.format(now=self.now, now_ms=self.now_ms)
+        self._result = _RESULT_SQLITE.replace("{now_ms}", self.now_ms)
+        self._controlled = _CONTROLLED_SQLITE.replace("{now_ms}", self.now_ms)
+        self._next_due = _NEXT_DUE.format(now_ms=self.now_ms)
 
     def insert_jobs(self, jobs: list[NewJob]) -> list[bool]:
-        return [db.execute(_INSERT_SQLITE, job.values()).rowcount > 0 for job in jobs]
+        return [(db.execute(self._controlled, job.controlled_values()) if job.controlled
+                 else db.execute(_INSERT_SQLITE, job.values())).rowcount > 0 for job in jobs]
 
     def claim_jobs(self, cluster_id: str, service: str, machine_id: str, limit: int, claimed: object,
                    now_ms: int | None) -> list[tuple]:
@@ -359,10 +481,14 @@ class SqliteDialect(db.SqliteDialect):
         sql = _CLAIM_LIMITED_SQLITE.format(now=self.now, now_ms=self.now_ms, **parts)
         return db.execute(sql, (machine_id, claimed, now_ms, cluster_id, service, *excluded, limit, *capped)).fetchall()
 
-    def store_results(self, results: list[Result]) -> list[bool]:
-        return [db.execute(_RESULT_SQLITE, (r.result, r.result_type, Job.resulted_at.db_value(r.resulted_at),
-                                            r.execution_time_ms, r.cluster_id, r.job_id, r.machine_id)).rowcount > 0
-                for r in results]
+    def store_results(self, results: list[Result]) -> list[bool | RetryScheduled]:
+        _register_pow()
+        return [_stored(db.execute(self._result, (
+            r.result_type, r.result, r.result_type, Job.resulted_at.db_value(r.resulted_at), r.execution_time_ms,
+            r.result_type, r.draw, r.cluster_id, r.job_id, r.machine_id)).fetchone()) for r in results]
+
+    def next_due(self) -> tuple[int | None, int]:
+        return db.execute(self._next_due).fetchone()
 
     def end_jobs(self, target: str, sources: str, endings: list[Ending], resulted_at: object) -> set[int]:
         sql = _END_SQLITE.format(sources=sources)
@@ -378,13 +504,32 @@ class SqliteDialect(db.SqliteDialect):
         return db.execute(_RESULTS + f"id IN ({placeholders})", (cluster_id, *job_ids)).fetchall()
 
 
+def _split(jobs: list[NewJob], plain, controlled) -> list[bool]:
+    """Plain jobs in one statement, controlled ones in another; the answers in the jobs' order."""
+    answers = {}
+    for kind, insert in ((False, plain), (True, controlled)):
+        some = [job for job in jobs if job.controlled is kind]
+        if some:
+            answers[kind] = iter(insert(some))
+    return [next(answers[job.controlled]) for job in jobs]
+
+
+def _register_pow() -> None:
+    # SQLite has power() only when built with its math functions: the back-off uses its own.
+    database = db.database.obj
+    if "differential_pow" not in getattr(database, "_functions", {}):
+        database.register_function(lambda x, y: None if x is None or y is None else float(x) ** y,
+                                   "differential_pow", 2, deterministic=True)
+
+
 DIALECTS = {"postgres": PostgresDialect, "sqlite": SqliteDialect}
 
 
 # --- the transitions ------------------------------------------------------------------------------
 
 def insert_jobs(jobs: list[NewJob]) -> list[bool]:
-    """-> pending: insert jobs unless their (cluster, id) exists; per job, whether it was inserted."""
+    """-> pending (-> scheduled with a due time still ahead): insert jobs unless their (cluster,
+    id) exists; per job, whether it was inserted."""
     return db.dialect.insert_jobs(jobs)
 
 
@@ -438,9 +583,12 @@ def database_now() -> dt.datetime:
     return dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=int(now_ms))
 
 
-def store_results(results: list[Result]) -> list[bool]:
+def store_results(results: list[Result]) -> list[bool | RetryScheduled]:
     """running -> success, fenced: only the running attempt's machine can finish a job. Per result,
-    whether it was stored. A batch must not name one job twice (the caller keeps them apart)."""
+    whether it was stored. A batch must not name one job twice (the caller keeps them apart).
+
+    running -> scheduled instead, for a rejection while the job's back-off policy allows another
+    attempt (attempt < backoff_attempts): the answer is then a RetryScheduled (truthy: stored)."""
     return db.dialect.store_results(results)
 
 
@@ -535,6 +683,28 @@ def expire_waiting(endings: list[Ending], resulted_at: dt.datetime) -> set[int]:
     if not endings:
         return set()
     return db.dialect.end_jobs(JobStatus.FAILURE, _WAITING, endings, Job.resulted_at.db_value(resulted_at))
+
+
+@dataclass(frozen=True)
+class DueJob:
+    seq: int
+    cluster_id: str
+    id: str
+    service: str
+
+
+def promote_due(now_ms: int, limit: int) -> list[DueJob]:
+    """scheduled -> pending: up to `limit` jobs due by `now_ms`, soonest first; the ones moved."""
+    due = [DueJob(*row) for row in db.execute(_DUE_JOBS + db.dialect.skip_locked, (now_ms, limit)).fetchall()]
+    if due:
+        db.execute(_PROMOTE + _in(due), [j.seq for j in due])
+    return due
+
+
+def next_due() -> tuple[int | None, int]:
+    """(the earliest run_at_ms of a scheduled job or None, the database's clock in epoch ms)."""
+    row = db.dialect.next_due()
+    return (None if row[0] is None else int(row[0])), int(row[1])
 
 
 def prune_machines(cutoff: dt.datetime, limit: int) -> int:

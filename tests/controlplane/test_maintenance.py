@@ -103,7 +103,7 @@ def test_the_standard_tasks_run_in_order_and_prune_once_a_minute(app):
     t0 = utcnow()
     m = Maintainer.for_settings(interval=0.5, machine_timeout=90, retention_days=7)
     first = m.tick(now=t0)
-    assert list(first)[:3] == ["stall_silent_machines", "recover_stalled_jobs", "prune"]
+    assert list(first)[:4] == ["stall_silent_machines", "promote_due_jobs", "recover_stalled_jobs", "prune"]
     assert "prune" not in m.tick(now=at(t0, 59))
     assert "prune" in m.tick(now=at(t0, 60))
 

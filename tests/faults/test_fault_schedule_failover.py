@@ -130,7 +130,7 @@ def test_catch_up_after_a_restart_follows_each_policy(fresh_pg_url):
         first = (now // MINUTE - 30) * MINUTE
         move_back(fresh_pg_url, cluster["id"], ["latest", "none", "all"], first)
         if now % MINUTE > MINUTE - 25_000:  # so that the restart lands in the same minute
-            time.sleep(MINUTE - now % MINUTE + 0.5)
+            time.sleep((MINUTE - now % MINUTE) / 1000 + 0.5)  # ms to s
         cp.start()
 
         def fired():

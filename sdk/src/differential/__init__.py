@@ -11,6 +11,7 @@
     svc.start()
     d.client("greeter").greet("Ada")   # -> "Hello, Ada!"
 """
+from .controls import Backoff
 from .client import AsyncDifferential, CallOptions, Differential, JobStatus, ServiceClient
 from .errors import (
     AuthenticationError,
@@ -31,7 +32,7 @@ from .worker import Service
 __version__ = "0.1.0"
 
 __all__ = [
-    "AsyncDifferential", "AuthenticationError", "CallOptions", "CallTimeoutError", "ConnectionFailedError",
+    "AsyncDifferential", "AuthenticationError", "Backoff", "CallOptions", "CallTimeoutError", "ConnectionFailedError",
     "ControlPlaneError", "DeadlineExceededError", "Differential", "DifferentialError", "JobCancelledError",
     "JobContext", "JobFailedError", "JobStatus", "NotFoundError", "RemoteError", "SerializationError", "Service",
     "ServiceClient", "current_job",

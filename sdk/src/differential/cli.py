@@ -4,7 +4,7 @@
     differential clusters list                             (management secret)
     differential clusters show CLUSTER_ID                  (management secret)
     differential services list --cluster CLUSTER_ID        (management secret)
-    differential call SERVICE FUNCTION [JSON_ARG ...]      (cluster API secret)
+    differential call SERVICE FUNCTION [JSON_ARG ...]      (cluster API secret; --delay, --run-at, --retry-*)
     differential jobs show JOB_ID                          (cluster API secret)
     differential jobs show JOB_ID --cluster CLUSTER_ID     (management secret: the job in full, its activity)
     differential jobs list --cluster CLUSTER_ID [--status S ...] [--service S] [--function F]
@@ -48,6 +48,7 @@ from urllib.parse import quote
 
 from . import __version__, management_secret
 from .client import CallOptions, Differential, JobStatus
+from .controls import Backoff, due_fields
 from .errors import (
     AuthenticationError,
     CallTimeoutError,
@@ -274,7 +275,7 @@ def _call_options(args: argparse.Namespace) -> CallOptions:
         raise UsageError(str(e)) from None
     if args.cache_key is not None:
         options = options.merged(cache_key=args.cache_key, cache_ttl=args.cache_ttl or 60)
-    return options
+    return options.merged(**_call_controls(args))
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -310,6 +311,36 @@ def cmd_call(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_RETRY_FLAGS = {"retry_initial": "initial_delay", "retry_factor": "factor", "retry_max": "max_delay",
+                "retry_jitter": "jitter"}
+
+
+def _call_controls(args: argparse.Namespace) -> Dict[str, Any]:
+    """CallOptions' retry, delay and run_at from --retry-*, --delay and --run-at (checked here,
+    so a bad value is a usage error before anything is sent)."""
+    out: Dict[str, Any] = {}
+    policy = {field: getattr(args, flag) for flag, field in _RETRY_FLAGS.items() if getattr(args, flag) is not None}
+    if policy and args.retry_attempts is None:
+        raise UsageError("--retry-initial/--retry-factor/--retry-max/--retry-jitter need --retry-attempts N")
+    try:
+        if args.retry_attempts is not None:
+            out["retry"] = Backoff(args.retry_attempts, **policy)
+        if args.run_at is not None:
+            try:
+                run_at = _dt.datetime.fromisoformat(args.run_at.replace("Z", "+00:00").replace("z", "+00:00"))
+            except ValueError:
+                raise UsageError(f"--run-at {args.run_at!r} is not an ISO 8601 date-time "
+                                 "(e.g. 2026-12-01T17:00:00Z)") from None
+            if run_at.tzinfo is None:
+                raise UsageError(f"--run-at {args.run_at!r} needs an offset, e.g. Z or +01:00")
+            out["run_at"] = run_at
+        if args.delay is not None:
+            out["delay"] = args.delay
+        due_fields(out.get("delay"), out.get("run_at"))  # the same checks the call makes
+    except ValueError as e:
+        raise UsageError(str(e).replace("Backoff.", "--retry-").replace("run_at", "--run-at")
+                         .replace("delay or", "--delay or")) from None
+    return out
 def _cancel_quietly(d: Differential, job_id: str, reason: str) -> None:
     try:
         d.cancel(job_id, reason=reason)
@@ -623,6 +654,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-key", help="reuse a recent successful result with this key")
     p.add_argument("--cache-ttl", type=float, help="cache lifetime in seconds (default 60)")
     p.add_argument("--background", action="store_true", help="print the job id and return at once")
+    p.add_argument("--delay", type=float, metavar="S", help="run no earlier than S seconds from now")
+    p.add_argument("--run-at", metavar="ISO", help="run no earlier than this time (ISO 8601 with an offset)")
+    p.add_argument("--retry-attempts", type=int, metavar="N",
+                   help="retry a rejection (the function raised) until N attempts in all")
+    p.add_argument("--retry-initial", type=float, metavar="S", help="first back-off in seconds (default 1)")
+    p.add_argument("--retry-factor", type=float, metavar="F", help="each back-off times F (default 2)")
+    p.add_argument("--retry-max", type=float, metavar="S", help="longest back-off in seconds (default 300)")
+    p.add_argument("--retry-jitter", type=float, metavar="J", help="share of each back-off drawn at random, 0..1")
     p.set_defaults(func=cmd_call)
 
     jobs = sub.add_parser("jobs", help="jobs (cluster API secret; with --cluster, the management secret)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import logging
 import math
 import threading
@@ -24,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 from urllib.parse import quote
 
 from . import retry
+from .controls import Backoff, due_fields
 from .errors import (
     CallTimeoutError,
     ControlPlaneError,
@@ -65,7 +67,7 @@ class CallOptions:
     `retry_count_on_stall`: re-runs after a worker died or timed out. `cache_key`/`cache_ttl`:
     reuse a successful result of the same function and key younger than `cache_ttl` seconds.
     `execution_id`: idempotency key (the same id runs the function once). `background`: return
-    the job id at once instead of waiting."""
+    the job id at once instead of waiting. `retry`, `delay`, `run_at`: see below."""
 
     timeout: Optional[float] = None
     retry_count_on_stall: int = 3
@@ -74,6 +76,12 @@ class CallOptions:
     cache_ttl: Optional[float] = None
     execution_id: Optional[str] = None
     background: bool = False
+    # Server-side controls: `retry` re-runs a call whose function raised, after a back-off
+    # (`Backoff`; None: the function's own default, if its worker declares one); `delay` (seconds)
+    # or `run_at` (an aware datetime): the call runs no earlier than that.
+    retry: Optional[Backoff] = None
+    delay: Optional[float] = None
+    run_at: Optional[datetime.datetime] = None
     wait: Optional[float] = None
     attempt_timeout: Optional[float] = None
     cancel_on_timeout: bool = False
@@ -125,6 +133,11 @@ class CallOptions:
             cfg["cache"] = {"key": str(self.cache_key), "ttlSeconds": max(1, math.ceil(self.cache_ttl))}
         if self.background:
             cfg["background"] = True
+        if self.retry is not None:
+            if not isinstance(self.retry, Backoff):
+                raise TypeError("retry must be a differential.Backoff")
+            cfg["retryOnRejection"] = self.retry.wire()
+        cfg.update(due_fields(self.delay, self.run_at))
         if self.call_deadline is not None:
             cfg["callDeadlineSeconds"] = self.call_deadline
         if self.queue_deadline is not None:

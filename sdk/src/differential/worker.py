@@ -43,6 +43,7 @@ from urllib.parse import quote
 
 from . import retry
 from .errors import AuthenticationError, ControlPlaneError, DifferentialError, SerializationError
+from .controls import Backoff
 from .context import JobContext, _enter
 from .schema import function_schema_json
 from .serialize import pack, serialize_error, unpack_args
@@ -110,6 +111,7 @@ class Service:
         self._functions: Dict[str, Callable[..., Any]] = {}
         self._schemas: Dict[str, str] = {}
         self._limits: Dict[str, int] = {}
+        self._retries: Dict[str, Backoff] = {}
         self._thread: Optional[threading.Thread] = None
         self._worker: Optional[_Worker] = None
         self._ready = threading.Event()
@@ -117,11 +119,16 @@ class Service:
     # -- definition ---------------------------------------------------------------------------
 
     def register(self, fn: Callable[..., Any], name: Optional[str] = None, *,
-                 concurrency: Optional[int] = None) -> Callable[..., Any]:
-        """Explicit form: `svc.register(fn)` or `svc.register(fn, name="other")`. `concurrency`: the
-        most running jobs of this function at once across every machine (the control-plane's claim
-        enforces it)."""
+                 concurrency: Optional[int] = None, retry: Optional[Backoff] = None) -> Callable[..., Any]:
+        """Explicit form: `svc.register(fn)` or `svc.register(fn, name="other")`.
+
+        `concurrency`: the most running jobs of this function at once across every machine (the
+        control-plane's claim enforces it). `retry`: this function's default back-off for
+        rejections (`Backoff`), sent in the service's definition: a call that names no `retry` of
+        its own gets it."""
         limit = _cluster_limit(concurrency, "concurrency")
+        if retry is not None and not isinstance(retry, Backoff):
+            raise TypeError("retry must be a differential.Backoff")
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
         fname = name or getattr(fn, "__name__", None)
@@ -135,25 +142,31 @@ class Service:
             self._limits.pop(fname, None)
         else:
             self._limits[fname] = limit
+        if retry is not None:
+            self._retries[fname] = retry
         return fn
 
     def function(self, fn: Optional[Callable[..., Any]] = None, *, name: Optional[str] = None,
-                 concurrency: Optional[int] = None) -> Any:
-        """Decorator: `@svc.function`, `@svc.function(name="other")`, `@svc.function(concurrency=2)`."""
+                 concurrency: Optional[int] = None, retry: Optional[Backoff] = None) -> Any:
+        """Decorator: `@svc.function`, `@svc.function(name="other")`, `@svc.function(concurrency=2)`,
+        `@svc.function(retry=Backoff(3))`."""
         if fn is not None:
-            return self.register(fn, name, concurrency=concurrency)
-        return lambda f: self.register(f, name, concurrency=concurrency)
+            return self.register(fn, name, concurrency=concurrency, retry=retry)
+        return lambda f: self.register(f, name, concurrency=concurrency, retry=retry)
 
     @property
     def functions(self) -> Dict[str, Callable[..., Any]]:
         return dict(self._functions)
 
     def definition(self) -> list:
-        """What each poll sends as `functions`: name, JSON Schema string and, when limited, concurrency."""
+        """What each poll sends as `functions`: name, JSON Schema string and, when set, the
+        function's concurrency limit and back-off default (`retryOnRejection`)."""
         functions = [{"name": n, "schema": self._schemas[n]} for n in self._functions]
         for fn in functions:
             if fn["name"] in self._limits:
                 fn["concurrency"] = self._limits[fn["name"]]
+            if fn["name"] in self._retries:
+                fn["retryOnRejection"] = self._retries[fn["name"]].wire()
         return functions
 
     # -- lifecycle ----------------------------------------------------------------------------
