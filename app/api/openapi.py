@@ -31,8 +31,10 @@ def document() -> dict:
         if params:
             op["parameters"] = params
         if spec.body is not None:
-            op["requestBody"] = {"required": spec.body_required,
-                                 "content": {"application/json": {"schema": spec.body}}}
+            media = {"schema": spec.body}
+            if spec.body.get("examples"):  # a body schema's own examples, where tools look for them
+                media["examples"] = {f"example{i}": {"value": v} for i, v in enumerate(spec.body["examples"], 1)}
+            op["requestBody"] = {"required": spec.body_required, "content": {"application/json": media}}
         responses = dict(spec.responses)
         if spec.body is not None:  # every body has a limit and takes its bytes from the body budget
             responses.setdefault(413, s.ERROR)

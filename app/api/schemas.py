@@ -265,8 +265,12 @@ _SCHEDULE_FIELDS = {
     "paused": {"type": "boolean", "default": False},
 }
 _SCHEDULE_REQUIRED = ("service", "function", "arguments", "cron")
-CREATE_SCHEDULE = obj({"name": SCHEDULE_NAME, **_SCHEDULE_FIELDS}, required=("name",) + _SCHEDULE_REQUIRED, extra=False)
-PUT_SCHEDULE = obj({"name": SCHEDULE_NAME, **_SCHEDULE_FIELDS}, required=_SCHEDULE_REQUIRED, extra=False)
+_SCHEDULE_EXAMPLE = {"service": "reports", "function": "build", "arguments": ["eu"], "cron": "30 2 * * *",
+                     "timezone": "Europe/Paris"}
+CREATE_SCHEDULE = {**obj({"name": SCHEDULE_NAME, **_SCHEDULE_FIELDS}, required=("name",) + _SCHEDULE_REQUIRED, extra=False),
+                   "examples": [{"name": "nightly-report", **_SCHEDULE_EXAMPLE}]}
+PUT_SCHEDULE = {**obj({"name": SCHEDULE_NAME, **_SCHEDULE_FIELDS}, required=_SCHEDULE_REQUIRED, extra=False),
+                "examples": [_SCHEDULE_EXAMPLE]}
 PATCH_SCHEDULE = obj({key: {k: v for k, v in value.items() if k != "default"} for key, value in _SCHEDULE_FIELDS.items()},
                      extra=False)
 SCHEDULE = obj({"name": {"type": "string"}, **{k: {k2: v2 for k2, v2 in v.items() if k2 != "default"}

@@ -127,10 +127,11 @@ def test_catch_up_after_a_restart_follows_each_policy(fresh_pg_url):
 
         # Down for half an hour (as the schedules see it: their next tick is 30 minutes back).
         now = db_now_ms(fresh_pg_url)
-        first = (now // MINUTE - 30) * MINUTE
-        move_back(fresh_pg_url, cluster["id"], ["latest", "none", "all"], first)
         if now % MINUTE > MINUTE - 25_000:  # so that the restart lands in the same minute
             time.sleep((MINUTE - now % MINUTE) / 1000 + 0.5)  # ms to s
+            now = db_now_ms(fresh_pg_url)
+        first = (now // MINUTE - 30) * MINUTE
+        move_back(fresh_pg_url, cluster["id"], ["latest", "none", "all"], first)
         cp.start()
 
         def fired():

@@ -356,6 +356,7 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
         _out(_dump({"id": st.id, "service": st.service, "state": st.state, "reason": st.reason}))
     else:
         _out(f"Cancelled job {st.id}: {st.reason}")
+    return EXIT_OK
 
 
 def _job_path(args: argparse.Namespace, *rest: str) -> str:
