@@ -10,14 +10,12 @@ import socket
 
 from flask import Blueprint, g, jsonify, request
 
-from ..engine import cancel, jobs, machines, payloads, queue
+from ..engine import call_config, cancel, jobs, machines, payloads, queue
 from ..engine.fairness import PollBudget, PollLimits
-from ..engine.jobs import CallConfig
 from ..engine.limits import Limits
 from ..engine.states import ResultType
 from ..errors import TooLarge
 from ..observability.events import events
-from . import call_controls
 from . import schemas as s
 from .admission import BigBodyAdmission
 from .routing import BIG_BODY_BYTES, release_admission, require_machine_id, route, state
@@ -126,14 +124,7 @@ def create_job(body):
     if len(body["targetArgs"]) > limit:
         raise TooLarge(f"targetArgs is {len(body['targetArgs'])} bytes, more than the {limit} (MAX_ARGS_BYTES) "
                        "a call may carry", {"field": "targetArgs", "limitBytes": limit})
-    cfg = body["callConfig"]  # the schema's defaults (CallConfig's own) are filled in
-    cache = cfg.get("cache") or {}
-    caching = {"cache_key": cache["key"], "cache_ttl_seconds": cache["ttlSeconds"]} if cache.get("key") else {}
-    config = CallConfig(retry_count_on_stall=cfg["retryCountOnStall"], timeout_seconds=cfg["timeoutSeconds"],
-                        predictive_retries=cfg["predictiveRetriesOnRejection"], execution_id=cfg.get("executionId"),
-                        queue_deadline_seconds=cfg.get("queueDeadlineSeconds"),
-                        call_deadline_seconds=cfg.get("callDeadlineSeconds"), **caching,
-                        **call_controls.from_wire(cfg))
+    config = call_config.from_wire(body["callConfig"])  # the schema's defaults are filled in
     job_id, _created = jobs.create_job(g.cluster_id, body["service"], body["targetFn"], body["targetArgs"], config,
                                        machine_id=g.machine_id, deployment_id=g.deployment_id)
     return jsonify({"id": job_id}), 201

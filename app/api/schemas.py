@@ -5,7 +5,7 @@ call configuration's defaults come from the engine's `CallConfig`, their one hom
 """
 from __future__ import annotations
 
-from ..engine import controls, states
+from ..engine import call_config, controls, states
 from ..engine.jobs import CallConfig
 from ..engine.limits import MAX_CONCURRENCY
 
@@ -53,7 +53,7 @@ RETRY_ON_REJECTION = obj({
     "jitter": {"type": "number", "minimum": 0, "maximum": 1, "default": controls.JITTER,
                "description": "the share of each delay drawn at random (0: exact)"},
 }, required=("attempts",), extra=False)
-MAX_DELAY_SECONDS = 366 * 86400  # the furthest ahead a delayed call may be due
+MAX_DELAY_SECONDS = call_config.MAX_DELAY_SECONDS
 
 # Concurrency limits (engine/limits.py): optional, ours only; each poll is judged by its own.
 CONCURRENCY = {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY,

@@ -32,7 +32,7 @@ from .. import db
 from ..errors import ApiError, BadRequest, Conflict, NotFound, TooLarge
 from ..models import Cluster, Schedule, utcnow
 from ..observability.events import events
-from . import controls, jobs, statements
+from . import call_config, jobs, statements
 from .arguments import ArgumentsError, pack_arguments
 from .signals import hub, queue_topic
 from .states import EventType
@@ -280,20 +280,6 @@ def delete(cluster_id: str, name: str) -> None:
 
 # --- firing (the maintenance task FireSchedules) ------------------------------------------------
 
-def _call_config(stored: str | None, execution: str) -> jobs.CallConfig:
-    """A stored callConfig (the wire's shape, as POST /jobs takes it) as the engine's CallConfig."""
-    cfg = json.loads(stored) if stored else {}
-    base = jobs.CallConfig()
-    cache = cfg.get("cache") or {}
-    caching = {"cache_key": cache["key"], "cache_ttl_seconds": cache["ttlSeconds"]} if cache.get("key") else {}
-    return jobs.CallConfig(retry_count_on_stall=cfg.get("retryCountOnStall", base.retry_count_on_stall),
-                           timeout_seconds=cfg.get("timeoutSeconds", base.timeout_seconds),
-                           predictive_retries=cfg.get("predictiveRetriesOnRejection", base.predictive_retries),
-                           execution_id=execution, retry=controls.backoff_from_wire(cfg.get("retryOnRejection")),
-                           delay_ms=round(cfg["delaySeconds"] * 1000) if cfg.get("delaySeconds") else None,
-                           **caching)
-
-
 def fire_due(now: dt.datetime, *, batch: int = 100, on_time_seconds: float = 60.0) -> dict[str, int]:
     """Fire the schedules due at `now` (at most `batch` of them; the next run goes on)."""
     now_ms = int(now.replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
@@ -330,7 +316,8 @@ def _fire(row: Schedule, now_ms: int, on_time_ms: int) -> tuple[int, int]:
             execution = execution_id(row.name, tick)
             try:
                 job_id, created = jobs.create_job(row.cluster_id, row.service, row.target_fn, row.target_args,
-                                                  _call_config(row.call_config, execution))
+                                                  call_config.from_wire(json.loads(row.call_config) if row.call_config else {},
+                                                                        execution_id=execution))
             except ApiError as exc:  # e.g. that id names another function's call: skip the tick
                 log.warning("schedule %s: tick %s not fired: %s", row.name, iso(tick), exc)
                 continue

@@ -502,3 +502,21 @@ def test_a_schedules_calls_carry_its_back_off_and_delay_and_it_refuses_run_at(ap
     assert FireSchedules().run_once(ms_to_dt(due)) == {"fired": 1, "failed": 0}
     job = db.unit_of_work(lambda: Job.get(Job.cluster_id == cluster["id"]))
     assert (job.status, job.backoff_attempts) == (JobStatus.SCHEDULED, 4)
+
+
+def test_a_schedules_calls_carry_its_deadlines(api):
+    """A schedule's callConfig goes through the one wire-to-CallConfig mapping (call_config.py),
+    deadlines included."""
+    from app.engine.maintenance import FireSchedules
+    from app.models import Schedule
+
+    cluster = api.new_cluster()
+    body = {"name": "hourly", "service": "svc", "function": "fn", "arguments": [], "cron": "0 * * * *",
+            "timezone": "UTC", "callConfig": {"queueDeadlineSeconds": 30, "callDeadlineSeconds": 60}}
+    r = api.client.post(f"/clusters/{cluster['id']}/schedules", headers=api.mgmt, json=body)
+    assert r.status_code == 201, r.json
+    due = db.unit_of_work(lambda: Schedule.get(Schedule.name == "hourly").next_fire_ms)
+    assert FireSchedules().run_once(ms_to_dt(due)) == {"fired": 1, "failed": 0}
+    job = db.unit_of_work(lambda: Job.get(Job.cluster_id == cluster["id"]))
+    assert job.status == JobStatus.PENDING
+    assert job.queue_deadline_ms is not None and job.call_deadline_ms - job.queue_deadline_ms == 30_000
