@@ -1,8 +1,9 @@
 """HTTP to the control-plane: headers and error mapping, sync and async (retries: retry.py).
 
 Every request carries `Authorization: Basic <secret>` (the raw secret, as the published SDK sends
-it), `x-machine-id` (constant for one Differential instance: the server fences results by it and
-counts any request carrying it as a ping) and, when deploying, `x-deployment-id`.
+it), `x-machine-id` (constant for one Differential instance: the server fences results by it; a
+poll for jobs makes the machine, and its other requests keep a known machine alive) and, when
+deploying, `x-deployment-id`.
 
 A secret is never sent in clear to another machine: an `http://` endpoint that is not this
 machine's loopback is refused unless the caller says so (`allow_insecure=True`,
