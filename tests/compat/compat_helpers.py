@@ -5,15 +5,35 @@ import json
 import os
 import signal
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
+from support import postgres
 from support.node import NODE_DIR, run_node, start_node
+from support.server import ControlPlane
 from support.waiting import wait_until
 
 WORKER = NODE_DIR / "compat_worker.mjs"
 CALLER = NODE_DIR / "compat_caller.mjs"
+
+
+@contextmanager
+def serving(database: str | None, env: dict | None = None):
+    """A real control-plane for a test module: on a new PostgreSQL database named after `database`,
+    or on SQLite when it is None; stopped, and its database dropped, afterwards."""
+    url = postgres.create_database(database) if database else None
+    server = ControlPlane(database_url=url, env=env or {}).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if url:
+            try:
+                postgres.drop_database(url)
+            except Exception:  # a test's leftover connection: the server's cleanup removes it
+                pass
 
 
 def json_lines(text: str) -> list[dict]:

@@ -13,11 +13,9 @@ import httpx
 import pytest
 
 from differential import Backoff, Differential
-from support import postgres
 from support.node import NODE_DIR, run_node
-from support.server import ControlPlane
 
-from compat_helpers import json_lines
+from compat_helpers import json_lines, serving
 from support.waiting import wait_until
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
@@ -25,15 +23,8 @@ pytestmark = [pytest.mark.node, pytest.mark.slow]
 
 @pytest.fixture(params=["postgres", "sqlite"])
 def cp(request, node_sdk):
-    db = postgres.create_database("backoff") if request.param == "postgres" else None
-    server = ControlPlane(database_url=db, env={"SWEEP_INTERVAL_SECONDS": "0.5"}).start()
-    yield server
-    server.stop()
-    if db:
-        try:
-            postgres.drop_database(db)
-        except Exception:
-            pass
+    with serving("backoff" if request.param == "postgres" else None, {"SWEEP_INTERVAL_SECONDS": "0.5"}) as server:
+        yield server
 
 
 def test_the_published_callers_call_is_retried_by_its_functions_back_off(cp):

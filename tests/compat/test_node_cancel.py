@@ -11,10 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support import postgres
-from support.server import ControlPlane
 
-from compat_helpers import Worker, get_job, json_lines, start_caller
+from compat_helpers import Worker, get_job, json_lines, serving, start_caller
 from support.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.node, pytest.mark.slow]
@@ -22,14 +20,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.node, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def cp(pg_admin_url, node_sdk):
-    db = postgres.create_database("cancel")
-    server = ControlPlane(database_url=db, env={"SWEEP_INTERVAL_SECONDS": "0.5"}).start()
-    yield server
-    server.stop()
-    try:
-        postgres.drop_database(db)
-    except Exception:
-        pass
+    with serving("cancel", {"SWEEP_INTERVAL_SECONDS": "0.5"}) as server:
+        yield server
 
 
 def _running_job(cp, cluster, fn):

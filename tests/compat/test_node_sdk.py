@@ -12,10 +12,9 @@ import httpx
 import msgpack
 import pytest
 
-from support import postgres
 from support.server import ControlPlane
 
-from compat_helpers import Worker, get_job, json_lines, run_caller, start_caller
+from compat_helpers import Worker, get_job, json_lines, run_caller, serving, start_caller
 from support.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.node, pytest.mark.slow]
@@ -23,14 +22,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.node, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def cp(pg_admin_url, node_sdk):
-    db = postgres.create_database("compat")
-    server = ControlPlane(database_url=db).start()
-    yield server
-    server.stop()
-    try:
-        postgres.drop_database(db)
-    except Exception:
-        pass
+    with serving("compat") as server:
+        yield server
 
 
 @pytest.fixture
