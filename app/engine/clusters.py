@@ -15,7 +15,7 @@ from ..models import Cluster, Event, Job, Machine, Service, Worker, utcnow
 from . import ids, machines as machines_
 
 
-def _iso(value: dt.datetime | None) -> str | None:
+def iso(value: dt.datetime | None) -> str | None:
     return value.replace(tzinfo=dt.timezone.utc).isoformat().replace("+00:00", "Z") if value else None
 
 
@@ -65,7 +65,7 @@ def seal_stored_secrets() -> dict[str, int]:
 
 
 def _public(cluster: Cluster) -> dict:
-    return {"id": cluster.id, "apiSecret": _secret(cluster), "createdAt": _iso(cluster.created_at),
+    return {"id": cluster.id, "apiSecret": _secret(cluster), "createdAt": iso(cluster.created_at),
             "description": cluster.description}
 
 
@@ -82,15 +82,11 @@ def list_clusters() -> list[dict]:
     return db.unit_of_work(lambda: [_public(c) for c in Cluster.select().order_by(Cluster.created_at, Cluster.id)])
 
 
-def _get(cluster_id: str) -> Cluster:
+def get_cluster(cluster_id: str) -> Cluster:
     cluster = Cluster.get_or_none(Cluster.id == cluster_id)
     if cluster is None:
         raise NotFound(f"cluster {cluster_id!r} does not exist", {"clusterId": cluster_id}, code="cluster_not_found")
     return cluster
-
-
-get_cluster = _get  # the cluster row, or NotFound (for the engine's other views)
-iso = _iso
 
 
 class _SecretCache:
@@ -136,7 +132,7 @@ def cluster_for_secret(secret: str) -> str | None:
 
 
 def get_settings(cluster_id: str) -> dict:
-    cluster = db.unit_of_work(lambda: _get(cluster_id))
+    cluster = db.unit_of_work(lambda: get_cluster(cluster_id))
     return {"predictiveRetriesEnabled": bool(cluster.predictive_retries_enabled),
             "cloudEnabled": bool(cluster.cloud_enabled)}
 
@@ -145,7 +141,7 @@ def put_settings(cluster_id: str, changes: dict) -> dict:
     fields = {"predictiveRetriesEnabled": Cluster.predictive_retries_enabled, "cloudEnabled": Cluster.cloud_enabled}
 
     def tx():
-        _get(cluster_id)
+        get_cluster(cluster_id)
         update = {fields[k]: bool(v) for k, v in changes.items() if k in fields}
         if update:
             Cluster.update(update).where(Cluster.id == cluster_id).execute()
@@ -164,7 +160,7 @@ def job_summary(job: Job) -> dict:
     """A job in a list (the cluster view, a service's jobs, job admin's list): `status` is its state."""
     return {"id": job.id, "service": job.service, "targetFn": job.target_fn, "status": job.status,
             "resultType": job.result_type, "attempt": job.attempt, "attemptsAllowed": job.attempts_allowed,
-            "createdAt": _iso(job.created_at), "resultedAt": _iso(job.resulted_at),
+            "createdAt": iso(job.created_at), "resultedAt": iso(job.resulted_at),
             "functionExecutionTime": job.execution_time_ms, "machineId": job.machine_id, "reason": job.reason}
 
 
@@ -182,7 +178,7 @@ def cluster_details(cluster_id: str, limit: int = 100, machine_timeout_seconds: 
     workers = machines_.live_workers(cluster_id, machine_timeout_seconds)
 
     def tx():
-        cluster = _get(cluster_id)
+        cluster = get_cluster(cluster_id)
         since = utcnow() - dt.timedelta(hours=1)
         # A machine row made by an older release for a caller stays out: only workers are listed.
         polled = Worker.select(Worker.pk).where((Worker.cluster_id == Machine.cluster_id)
@@ -197,7 +193,7 @@ def cluster_details(cluster_id: str, limit: int = 100, machine_timeout_seconds: 
         return {
             **_public(cluster),
             "machines": [{"id": m.id, "ip": m.ip, "status": m.status, "deploymentId": m.deployment_id,
-                          "lastPingAt": _iso(m.last_ping_at)} for m in machines],
+                          "lastPingAt": iso(m.last_ping_at)} for m in machines],
             "jobs": [job_summary(j) for j in jobs],
             "definitions": [_definition(s) for s in services],
             "workers": workers,
@@ -210,7 +206,7 @@ def cluster_details(cluster_id: str, limit: int = 100, machine_timeout_seconds: 
 
 def service_details(cluster_id: str, service: str, job_limit: int = 100) -> dict:
     def tx():
-        _get(cluster_id)
+        get_cluster(cluster_id)
         row = Service.get_or_none((Service.cluster_id == cluster_id) & (Service.name == service))
         if row is None:
             raise NotFound(f"service {service!r} has never been seen in cluster {cluster_id!r}",
@@ -226,7 +222,7 @@ def activity(cluster_id: str, *, job_id: str | None = None, limit: int = 100, be
     """Newest events first, a page at a time (`before` is the `next` cursor of the previous page)."""
 
     def tx():
-        _get(cluster_id)
+        get_cluster(cluster_id)
         query = Event.select().where(Event.cluster_id == cluster_id)
         if job_id:
             query = query.where(Event.job_id == job_id)
@@ -236,7 +232,7 @@ def activity(cluster_id: str, *, job_id: str | None = None, limit: int = 100, be
         page = rows[:limit]
         return {
             "events": [{"type": e.type, "jobId": e.job_id, "machineId": e.machine_id, "service": e.service,
-                        "deploymentId": e.deployment_id, "timestamp": _iso(e.created_at),
+                        "deploymentId": e.deployment_id, "timestamp": iso(e.created_at),
                         "meta": json.loads(e.meta) if e.meta else {}} for e in page],
             "next": page[-1].seq if len(rows) > limit else None,
         }
