@@ -32,7 +32,7 @@ from .. import db
 from ..errors import ApiError, BadRequest, Conflict, NotFound, TooLarge
 from ..models import Cluster, Schedule, utcnow
 from ..observability.events import events
-from . import call_config, jobs, statements
+from . import call_config, clusters, jobs, statements
 from .arguments import ArgumentsError, pack_arguments
 from .signals import hub, queue_topic
 from .states import EventType
@@ -146,12 +146,8 @@ def public(row: Schedule) -> dict:
         "cron": row.cron, "timezone": row.timezone, "catchUp": row.catch_up,
         "callConfig": json.loads(row.call_config) if row.call_config else None, "paused": bool(row.paused),
         "nextFireAt": iso(row.next_fire_ms), "lastFiredAt": iso(row.last_fired_ms),
-        "createdAt": _iso_dt(row.created_at), "updatedAt": _iso_dt(row.updated_at),
+        "createdAt": clusters.iso(row.created_at), "updatedAt": clusters.iso(row.updated_at),
     }
-
-
-def _iso_dt(value: dt.datetime) -> str:
-    return value.replace(tzinfo=dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _columns(spec: dict, now_ms: int) -> dict:
