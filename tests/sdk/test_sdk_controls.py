@@ -93,7 +93,8 @@ def test_a_calls_own_policy_overrides_its_functions_default(d, worker, service_n
 def test_a_delayed_call_runs_no_earlier_than_its_delay(d, worker, service_name):
     started = time.monotonic()
     d.call(service_name, "stamp", delay=1.0, timeout=30)
-    assert 1.0 <= worker["stamps"][0] - started < 1.0 + 2.0
+    # Its lower bound is the point; the upper one only says it ran (a loaded CI host ran it 5 s late).
+    assert 1.0 <= worker["stamps"][0] - started < 1.0 + 10.0
 
 
 def test_run_at_in_the_past_runs_at_once_and_ahead_waits(d, worker, service_name):
