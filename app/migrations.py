@@ -185,11 +185,44 @@ def _v3_tables(serial: str, timestamp: str, boolean: str, bigint: str) -> tuple[
 _V3_POSTGRES = _v3_job_columns("BIGINT") + _V3_INDEXES + _v3_tables("BIGSERIAL", "TIMESTAMP", "BOOLEAN", "BIGINT")
 _V3_SQLITE = _v3_job_columns("INTEGER") + _V3_INDEXES + _v3_tables("INTEGER", "DATETIME", "INTEGER", "INTEGER")
 
+
+# Version 4: the operators' surface (issue 15). Clusters gain a second secret for a rotation's
+# grace period (looked up by its hash, like the first) and a deletion mark (a deleted cluster
+# authenticates nothing while its rows go in batches). New tables: access points (named tokens,
+# kept as hashes, that may call some services of one cluster), metric rollups (per function,
+# minute and outcome: what the metrics API and its charts read instead of the jobs table) and the
+# rollup's progress mark.
+def _v4_statements(serial: str, timestamp: str, bigint: str) -> tuple[str, ...]:
+    return (
+        'ALTER TABLE "clusters" ADD COLUMN "previous_secret_hash" VARCHAR(64)',
+        f'ALTER TABLE "clusters" ADD COLUMN "previous_secret_expires_at" {timestamp}',
+        f'ALTER TABLE "clusters" ADD COLUMN "secret_rotated_at" {timestamp}',
+        f'ALTER TABLE "clusters" ADD COLUMN "deleted_at" {timestamp}',
+        'CREATE INDEX "clusters_previous_secret_hash" ON "clusters" ("previous_secret_hash")',
+        f'CREATE TABLE "access_points" ("pk" {serial} NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+        ' "name" VARCHAR(200) NOT NULL, "token_hash" VARCHAR(64) NOT NULL, "services" TEXT NOT NULL,'
+        f' "created_at" {timestamp} NOT NULL, "rotated_at" {timestamp} NOT NULL, "last_used_at" {timestamp})',
+        'CREATE UNIQUE INDEX "access_points_cluster_id_name" ON "access_points" ("cluster_id", "name")',
+        'CREATE UNIQUE INDEX "access_points_token_hash" ON "access_points" ("token_hash")',
+        f'CREATE TABLE "metric_rollups" ("pk" {serial} NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+        ' "service" VARCHAR(200) NOT NULL, "target_fn" VARCHAR(200) NOT NULL,'
+        f' "minute_ms" {bigint} NOT NULL, "outcome" VARCHAR(16) NOT NULL, "calls" INTEGER NOT NULL,'
+        f' "exec_ms_sum" {bigint} NOT NULL, "queue_ms_sum" {bigint} NOT NULL,'
+        ' "exec_histogram" TEXT NOT NULL, "queue_histogram" TEXT NOT NULL)',
+        'CREATE UNIQUE INDEX "metric_rollups_cluster_id_service_minute_ms_target_fn_outcome" ON "metric_rollups"'
+        ' ("cluster_id", "service", "minute_ms", "target_fn", "outcome")',
+        'CREATE INDEX "metric_rollups_minute_ms" ON "metric_rollups" ("minute_ms")',
+        f'CREATE TABLE "rollup_marks" ("name" VARCHAR(64) NOT NULL PRIMARY KEY, "through_ms" {bigint} NOT NULL)',
+    )
+
 MIGRATIONS: tuple[Migration, ...] = (
     (1, "initial schema", {"postgres": _V1_POSTGRES + _V1_INDEXES, "sqlite": _V1_SQLITE + _V1_INDEXES}),
     (2, "sealed cluster secrets", {"postgres": _V2_POSTGRES, "sqlite": _V2_SQLITE}),
     (3, "call controls: due times, deadlines, back-off, cancel; schedules and workers",
      {"postgres": _V3_POSTGRES, "sqlite": _V3_SQLITE}),
+    (4, "operators: secret rotation, cluster deletion, access points, metric rollups",
+     {"postgres": _v4_statements("BIGSERIAL", "TIMESTAMP", "BIGINT"),
+      "sqlite": _v4_statements("INTEGER", "DATETIME", "INTEGER")}),
 )
 
 

@@ -32,6 +32,11 @@ class Cluster(BaseModel):
     cloud_enabled = peewee.BooleanField(default=False)
     api_secret_sealed = peewee.TextField(null=True)  # Fernet token of the secret
     api_secret_key = peewee.CharField(max_length=16, null=True)  # sealing.key_id of the key that sealed it
+    # Migration 4: a rotation keeps the previous secret working (by its hash) until it expires.
+    previous_secret_hash = peewee.CharField(max_length=64, null=True, index=True)
+    previous_secret_expires_at = peewee.DateTimeField(null=True)
+    secret_rotated_at = peewee.DateTimeField(null=True)
+    deleted_at = peewee.DateTimeField(null=True)  # being deleted: authenticates nothing, its rows go in batches
 
     class Meta:
         table_name = "clusters"
@@ -184,4 +189,51 @@ class Worker(BaseModel):
         indexes = ((("cluster_id", "service", "machine_id"), True), (("last_poll_at",), False))
 
 
-ALL_MODELS = (Cluster, Job, Machine, Service, Event, Lease, Schedule, Worker)
+class AccessPoint(BaseModel):
+    """A named token that may call (execute) some services of one cluster, and nothing else."""
+
+    pk = peewee.BigAutoField()
+    cluster_id = peewee.CharField(max_length=100)
+    name = peewee.CharField(max_length=200)
+    token_hash = peewee.CharField(max_length=64, unique=True)  # sha256 hex of the token; the token is never kept
+    services = peewee.TextField()  # JSON list of the service names it may call
+    created_at = peewee.DateTimeField(default=utcnow)
+    rotated_at = peewee.DateTimeField(default=utcnow)
+    last_used_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "access_points"
+        indexes = ((("cluster_id", "name"), True),)
+
+
+class MetricRollup(BaseModel):
+    """Finished calls of one function in one minute with one outcome: what the metrics read."""
+
+    pk = peewee.BigAutoField()
+    cluster_id = peewee.CharField(max_length=100)
+    service = peewee.CharField(max_length=200)
+    target_fn = peewee.CharField(max_length=200)
+    minute_ms = peewee.BigIntegerField()  # the minute's start, epoch ms UTC
+    outcome = peewee.CharField(max_length=16)  # resolution, rejection, failure or cancelled
+    calls = peewee.IntegerField()
+    exec_ms_sum = peewee.BigIntegerField()
+    queue_ms_sum = peewee.BigIntegerField()
+    exec_histogram = peewee.TextField()  # JSON list: calls per execution-time bucket
+    queue_histogram = peewee.TextField()  # JSON list: calls per queue-time bucket
+
+    class Meta:
+        table_name = "metric_rollups"
+        indexes = ((("cluster_id", "service", "minute_ms", "target_fn", "outcome"), True), (("minute_ms",), False))
+
+
+class RollupMark(BaseModel):
+    """How far a rollup has folded the jobs table in: everything finished before `through_ms`."""
+
+    name = peewee.CharField(max_length=64, primary_key=True)
+    through_ms = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "rollup_marks"
+
+
+ALL_MODELS = (Cluster, Job, Machine, Service, Event, Lease, Schedule, Worker, AccessPoint, MetricRollup, RollupMark)

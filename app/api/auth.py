@@ -15,8 +15,10 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
-from ..engine import clusters
-from ..errors import Unauthorized, Unavailable
+from dataclasses import dataclass
+
+from ..engine import access_points, clusters
+from ..errors import Forbidden, Unauthorized, Unavailable
 from ..settings import MANAGEMENT_SECRET_MIN_LENGTH, MANAGEMENT_SECRET_PREFIX
 
 
@@ -101,3 +103,39 @@ def require_cluster(header: str | None) -> str:
         _failures.add(key)
         raise Unauthorized("the API secret does not belong to any cluster", code="invalid_credential")
     return cluster_id
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a call on a cluster's path: the cluster's own secret, or one of its access points."""
+
+    cluster_id: str
+    access_point: str | None  # its name; None for the cluster secret
+
+
+def require_caller(header: str | None, cluster_id: str, service: str) -> Caller:
+    """A credential that may call `service` of `cluster_id` (the path's cluster): an access point of
+    that cluster allowed that service (403 if not allowed), or that cluster's API secret. Any other
+    credential, another cluster's included, is 401: it never reaches the call."""
+    token = token_from_header(header)
+    if token is None:
+        raise Unauthorized("missing credential: send 'Authorization: Bearer <access-point token or cluster API "
+                           "secret>'", code="missing_credential")
+    key = hashlib.sha256(token.encode()).digest()
+    grant = None if key in _failures else access_points.grant_for_token(token)
+    if grant is not None:
+        if grant.cluster_id != cluster_id:
+            raise Unauthorized(f"the credential does not belong to cluster {cluster_id!r}", code="invalid_credential")
+        if not grant.allows(service):
+            raise Forbidden(f"access point {grant.name!r} may not call service {service!r}; it may call "
+                            f"{', '.join(grant.services) or 'no service'}",
+                            {"accessPoint": grant.name, "service": service}, code="service_not_allowed")
+        return Caller(cluster_id, grant.name)
+    owner = None if key in _failures else clusters.cluster_for_secret(token)
+    if owner is None:
+        _failures.add(key)
+        raise Unauthorized("the credential is neither an access point nor the API secret of any cluster",
+                           code="invalid_credential")
+    if owner != cluster_id:
+        raise Unauthorized(f"the credential does not belong to cluster {cluster_id!r}", code="invalid_credential")
+    return Caller(cluster_id, None)

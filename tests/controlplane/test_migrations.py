@@ -90,6 +90,19 @@ FIXTURES: dict[int, dict[str, list[dict]]] = {
         "workers": [{"pk": 1, "cluster_id": "c1", "service": "svc", "machine_id": "m1", "first_poll_at": T0,
                      "last_poll_at": T1}],
     },
+    4: {  # a cluster mid-rotation, an access point, a rollup row and its mark
+        "clusters": [{"id": "c4", "api_secret": None, "api_secret_hash": "j" * 64, "description": None,
+                      "created_at": T1, "predictive_retries_enabled": False, "cloud_enabled": False,
+                      "api_secret_sealed": "gAAAAAB" + "y" * 133, "api_secret_key": "0123456789abcdef",
+                      "previous_secret_hash": "k" * 64, "previous_secret_expires_at": T1, "secret_rotated_at": T0,
+                      "deleted_at": None}],
+        "access_points": [{"pk": 1, "cluster_id": "c1", "name": "billing", "token_hash": "t" * 64,
+                           "services": '["svc"]', "created_at": T0, "rotated_at": T1, "last_used_at": None}],
+        "metric_rollups": [{"pk": 1, "cluster_id": "c1", "service": "svc", "target_fn": "fn",
+                            "minute_ms": 1_796_000_040_000, "outcome": "resolution", "calls": 3, "exec_ms_sum": 36,
+                            "queue_ms_sum": 9, "exec_histogram": "[0,3]", "queue_histogram": "[3]"}],
+        "rollup_marks": [{"name": "metrics", "through_ms": 1_796_000_100_000}],
+    },
 }
 
 # --- databases ------------------------------------------------------------------------------
