@@ -188,7 +188,8 @@ _V3_SQLITE = _v3_job_columns("INTEGER") + _V3_INDEXES + _v3_tables("INTEGER", "D
 
 # Version 4: the operators' surface (issue 15). Clusters gain a second secret for a rotation's
 # grace period (looked up by its hash, like the first) and a deletion mark (a deleted cluster
-# authenticates nothing while its rows go in batches). New tables: access points (named tokens,
+# authenticates nothing while its rows go in batches). Services gain the schema an operator puts
+# (PUT .../schema, as the original's `json_schema`), kept apart from the definition workers send. New tables: access points (named tokens,
 # kept as hashes, that may call some services of one cluster), metric rollups (per function,
 # minute and outcome: what the metrics API and its charts read instead of the jobs table) and the
 # rollup's progress mark.
@@ -199,6 +200,7 @@ def _v4_statements(serial: str, timestamp: str, bigint: str) -> tuple[str, ...]:
         f'ALTER TABLE "clusters" ADD COLUMN "secret_rotated_at" {timestamp}',
         f'ALTER TABLE "clusters" ADD COLUMN "deleted_at" {timestamp}',
         'CREATE INDEX "clusters_previous_secret_hash" ON "clusters" ("previous_secret_hash")',
+        'ALTER TABLE "services" ADD COLUMN "json_schema" TEXT',
         f'CREATE TABLE "access_points" ("pk" {serial} NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
         ' "name" VARCHAR(200) NOT NULL, "token_hash" VARCHAR(64) NOT NULL, "services" TEXT NOT NULL,'
         f' "created_at" {timestamp} NOT NULL, "rotated_at" {timestamp} NOT NULL, "last_used_at" {timestamp})',

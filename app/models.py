@@ -109,6 +109,7 @@ class Service(BaseModel):
     definition = peewee.TextField(null=True)  # JSON: {"name", "functions": [{"name", "schema"?}]}
     definition_hash = peewee.CharField(max_length=64, null=True)
     updated_at = peewee.DateTimeField(default=utcnow)
+    json_schema = peewee.TextField(null=True)  # migration 4: the schema an operator put (PUT .../schema)
 
     class Meta:
         table_name = "services"

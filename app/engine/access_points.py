@@ -24,7 +24,7 @@ class Grant:
     services: tuple[str, ...]
 
     def allows(self, service: str) -> bool:
-        return service in self.services
+        return "*" in self.services or service in self.services  # "*": every service, as the original
 
 
 def grant_for_token(token: str) -> Grant | None:

@@ -102,6 +102,8 @@ FIXTURES: dict[int, dict[str, list[dict]]] = {
                             "minute_ms": 1_796_000_040_000, "outcome": "resolution", "calls": 3, "exec_ms_sum": 36,
                             "queue_ms_sum": 9, "exec_histogram": "[0,3]", "queue_histogram": "[3]"}],
         "rollup_marks": [{"name": "metrics", "through_ms": 1_796_000_100_000}],
+        "services": [{"pk": 2, "cluster_id": "c1", "name": "schema-only", "definition": None,
+                      "definition_hash": None, "updated_at": T1, "json_schema": '{"type":"object"}'}],
     },
 }
 
