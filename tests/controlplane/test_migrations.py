@@ -420,7 +420,21 @@ class _JobV1(peewee.Model):
         indexes = ((("cluster_id", "id"), True),)
 
 
-_MODELS_V1 = (_ClusterV1, _JobV1, models.Machine, models.Service, models.Event, models.Lease)
+class _ServiceV1(peewee.Model):
+    pk = peewee.BigAutoField()
+    cluster_id = peewee.CharField(max_length=100)
+    name = peewee.CharField(max_length=200)
+    definition = peewee.TextField(null=True)
+    definition_hash = peewee.CharField(max_length=64, null=True)
+    updated_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "services"
+        legacy_table_names = False
+        indexes = ((("cluster_id", "name"), True),)
+
+
+_MODELS_V1 = (_ClusterV1, _JobV1, models.Machine, _ServiceV1, models.Event, models.Lease)
 
 _OLD_V1_INDEXES = (
     "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (cluster_id, service, seq) WHERE status = 'pending'",
