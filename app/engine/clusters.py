@@ -1,4 +1,14 @@
-"""Clusters: creation, credentials, settings, and the views the management API shows."""
+"""Clusters: creation, credentials (rotation with a grace), settings, service schemas, and the views
+the management API shows. Deletion is engine/cluster_deletion.py.
+
+A cluster's secret is cached per process (hash -> cluster id, `_SecretCache`) because every
+worker and caller request authenticates by it. A rotation or a deletion must still take effect on
+every process of every replica at once, so each one NOTIFYs CREDENTIALS_TOPIC (signals.py), on
+which every process forgets every cached secret, as it does whenever its listener reconnects;
+a process with no listener (SQLite, whose gunicorn workers share the file; PostgreSQL while
+reconnecting) instead compares a credentials generation read from `clusters` at most every
+GENERATION_CHECK_SECONDS. An entry for a previous secret expires with its grace.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,6 +23,7 @@ from .. import db, sealing
 from ..errors import NotFound
 from ..models import Cluster, Event, Job, Machine, Service, Worker, utcnow
 from . import ids, machines as machines_
+from .signals import CREDENTIALS_TOPIC, hub, notify_in_transaction
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -65,8 +76,15 @@ def seal_stored_secrets() -> dict[str, int]:
 
 
 def _public(cluster: Cluster) -> dict:
-    return {"id": cluster.id, "apiSecret": _secret(cluster), "createdAt": iso(cluster.created_at),
-            "description": cluster.description}
+    """The cluster as listed: its current secret, and during a grace when the previous one stops
+    (never the previous secret itself)."""
+    shown = {"id": cluster.id, "apiSecret": _secret(cluster), "createdAt": iso(cluster.created_at),
+             "description": cluster.description}
+    if cluster.secret_rotated_at is not None:
+        shown["secretRotatedAt"] = iso(cluster.secret_rotated_at)
+    if cluster.previous_secret_expires_at is not None and cluster.previous_secret_expires_at > utcnow():
+        shown["previousSecretExpiresAt"] = iso(cluster.previous_secret_expires_at)
+    return shown
 
 
 def create_cluster(description: str | None = None) -> dict:
@@ -79,11 +97,13 @@ def create_cluster(description: str | None = None) -> dict:
 
 
 def list_clusters() -> list[dict]:
-    return db.unit_of_work(lambda: [_public(c) for c in Cluster.select().order_by(Cluster.created_at, Cluster.id)])
+    return db.unit_of_work(lambda: [_public(c) for c in Cluster.select().where(Cluster.deleted_at.is_null())
+                                    .order_by(Cluster.created_at, Cluster.id)])
 
 
 def get_cluster(cluster_id: str) -> Cluster:
-    cluster = Cluster.get_or_none(Cluster.id == cluster_id)
+    """The cluster, unless it does not exist or is being deleted (NotFound)."""
+    cluster = Cluster.get_or_none((Cluster.id == cluster_id) & Cluster.deleted_at.is_null())
     if cluster is None:
         raise NotFound(f"cluster {cluster_id!r} does not exist", {"clusterId": cluster_id}, code="cluster_not_found")
     return cluster
@@ -91,12 +111,14 @@ def get_cluster(cluster_id: str) -> Cluster:
 
 class _SecretCache:
     """Secret hash -> cluster id, for a short while: authentication runs on every request.
-    Bounded LRU (evicts, never refuses); entries are positive only, so a new cluster works at once."""
+    Bounded LRU (evicts, never refuses); entries are positive only, so a new cluster works at once.
+    `clear()` starts a new epoch: a lookup that began before it does not put what it read."""
 
     def __init__(self, ttl: float = 30.0, size: int = 10_000):
         self._ttl, self._size = ttl, size
         self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._lock = threading.Lock()
+        self.epoch = 0
 
     def get(self, key: str) -> str | None:
         with self._lock:
@@ -106,29 +128,124 @@ class _SecretCache:
             self._items.move_to_end(key)
             return item[1]
 
-    def put(self, key: str, value: str) -> None:
+    def put(self, key: str, value: str, ttl: float | None = None, epoch: int | None = None) -> None:
+        """Keep for `ttl` seconds (at most the cache's own), unless cleared since `epoch`."""
         with self._lock:
-            self._items[key] = (time.monotonic() + self._ttl, value)
+            if epoch is not None and epoch != self.epoch:
+                return
+            self._items[key] = (time.monotonic() + min(self._ttl, self._ttl if ttl is None else ttl), value)
             self._items.move_to_end(key)
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.epoch += 1
+
 
 _secrets = _SecretCache()
+hub.on_topic(CREDENTIALS_TOPIC, _secrets.clear)  # another process rotated or deleted; or a listener reconnect
+
+GENERATION_CHECK_SECONDS = 0.5
+
+
+class _Generation:
+    """Without a notification listener in this process: what changes whenever a secret is rotated
+    or a cluster marked deleted or created, read at most every GENERATION_CHECK_SECONDS (one
+    aggregate over `clusters`, a small table); a change clears the secret cache."""
+
+    def __init__(self, interval: float = GENERATION_CHECK_SECONDS) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._seen: tuple | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        if hub.listening or time.monotonic() < self._next or not self._lock.acquire(blocking=False):
+            return
+        try:
+            hub.ensure_listening()  # PostgreSQL: from then on, notifications say it at once
+            seen = db.unit_of_work(lambda: Cluster.select(
+                peewee.fn.COUNT(Cluster.id), peewee.fn.COUNT(Cluster.deleted_at),
+                peewee.fn.MAX(Cluster.secret_rotated_at)).tuples().first(), transaction=False, idempotent=True)
+            if seen != self._seen:
+                if self._seen is not None:
+                    _secrets.clear()
+                self._seen = seen
+            self._next = time.monotonic() + self.interval
+        finally:
+            self._lock.release()
+
+
+_generation = _Generation()
+
+
+def forget_secrets() -> None:
+    """This process: forget every cached secret (after a rotation or a deletion it made)."""
+    _secrets.clear()
+
+
+def credentials_changed() -> None:
+    """In the transaction that rotates a secret or marks a cluster deleted: every other process
+    forgets its cached secrets when it commits (PostgreSQL); the caller clears its own after."""
+    notify_in_transaction([CREDENTIALS_TOPIC])
 
 
 def cluster_for_secret(secret: str) -> str | None:
-    """The id of the cluster this API secret belongs to, or None."""
+    """The id of the cluster this API secret belongs to (its current secret, or its previous one
+    until the grace ends), or None; a cluster being deleted has none."""
     digest = ids.secret_hash(secret)
+    _generation.check()
     cached = _secrets.get(digest)
     if cached is not None:
         return cached
-    row = db.unit_of_work(lambda: Cluster.select(Cluster.id).where(Cluster.api_secret_hash == digest).first(),
-                         transaction=False, idempotent=True)
+    epoch, now = _secrets.epoch, utcnow()
+    row = db.unit_of_work(lambda: Cluster.select(Cluster.id, Cluster.api_secret_hash, Cluster.previous_secret_expires_at)
+                          .where(((Cluster.api_secret_hash == digest)
+                                  | ((Cluster.previous_secret_hash == digest)
+                                     & (Cluster.previous_secret_expires_at > now)))
+                                 & Cluster.deleted_at.is_null()).first(),
+                          transaction=False, idempotent=True)
     if row is None:
         return None
-    _secrets.put(digest, row.id)
+    ttl = None if row.api_secret_hash == digest else (row.previous_secret_expires_at - now).total_seconds()
+    _secrets.put(digest, row.id, ttl=ttl, epoch=epoch)
     return row.id
+
+
+# --- secret rotation ------------------------------------------------------------------------------
+
+MAX_GRACE_SECONDS = 7 * 86400
+DEFAULT_GRACE_SECONDS = 3600
+
+
+def rotate_secret(cluster_id: str, grace_seconds: int = DEFAULT_GRACE_SECONDS) -> dict:
+    """A new API secret for the cluster; the current one keeps working for `grace_seconds` (0:
+    it stops at once). A previous secret still in its grace stops at once: only the secret being
+    replaced gets a grace. Serialised per cluster, so two rotations at once chain."""
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise ValueError(f"grace_seconds must be between 0 and {MAX_GRACE_SECONDS}")
+    secret = ids.api_secret()
+    token, key = _box.seal(secret)
+
+    def tx() -> Cluster:
+        db.dialect.lock_key(f"differential:cluster:{cluster_id}")
+        cluster = get_cluster(cluster_id)
+        now = utcnow()
+        Cluster.update(api_secret=None, api_secret_sealed=token, api_secret_key=key,
+                       api_secret_hash=ids.secret_hash(secret),
+                       previous_secret_hash=cluster.api_secret_hash if grace_seconds else None,
+                       previous_secret_expires_at=now + dt.timedelta(seconds=grace_seconds) if grace_seconds else None,
+                       secret_rotated_at=now).where(Cluster.id == cluster_id).execute()
+        credentials_changed()
+        return Cluster.get(Cluster.id == cluster_id)
+
+    cluster = db.unit_of_work(tx)
+    forget_secrets()
+    # When the replaced secret stops: the end of its grace, or now (grace 0).
+    return {**_public(cluster), "graceSeconds": grace_seconds,
+            "previousSecretExpiresAt": iso(cluster.previous_secret_expires_at or cluster.secret_rotated_at)}
 
 
 def get_settings(cluster_id: str) -> dict:

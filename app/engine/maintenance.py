@@ -14,6 +14,10 @@ itself, a tick reads `now` from the database (one query), the clock that claims 
 and pings stamp machines with: replicas whose own clocks disagree still judge the lease, the
 deadlines and the silences alike (audit L4). A tick that runs long renews the lease before its
 next task, and stops if another process holds it by then.
+
+The tasks, in the order `for_settings` runs them: stall silent machines, promote due jobs, recover
+stalled jobs, prune, expire deadlines, fire schedules, finish cluster deletions, and (PostgreSQL)
+refresh statistics.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from typing import Protocol
 from .. import db, models
 from ..models import Event, Job, Machine
 from ..observability.events import events
-from . import payloads, schedules, statements
+from . import cluster_deletion, payloads, schedules, statements
 from .signals import DUE_TOPIC, hub, job_topic, notify_in_transaction, queue_topic
 from .states import TERMINAL, EventType, MachineStatus
 
@@ -341,6 +345,34 @@ class FireSchedules:
         return schedules.fire_due(now, batch=self.batch, on_time_seconds=self.on_time_seconds)
 
 
+class FinishClusterDeletions:
+    """Clusters marked deleted (DELETE /clusters/:id) -> gone: their rows in batches, for at most
+    `budget_seconds` a run, then the cluster row once it settled (engine/cluster_deletion.py).
+    Finishes a deletion whose request's process died, or ran out of its time, part-way."""
+
+    name = "finish_cluster_deletions"
+    every = 1.0
+
+    def __init__(self, budget_seconds: float = 1.0, clusters_per_run: int = 10,
+                 settle_seconds: float = cluster_deletion.SETTLE_SECONDS) -> None:
+        self.budget_seconds = budget_seconds
+        self.clusters_per_run = clusters_per_run
+        self.settle_seconds = settle_seconds
+
+    def run_once(self, now: dt.datetime) -> dict[str, int]:
+        stop = time.monotonic() + self.budget_seconds
+        rows = dropped = 0
+        for cluster_id in cluster_deletion.marked(self.clusters_per_run):
+            left = stop - time.monotonic()
+            if left <= 0:
+                break
+            finished, n = cluster_deletion.purge(cluster_id, budget_seconds=left)
+            rows += n
+            if finished and cluster_deletion.drop_tombstone(cluster_id, now, self.settle_seconds):
+                dropped += 1
+        return {"deletedRows": rows, "deletedClusters": dropped}
+
+
 class Maintainer:
     """The lease and the loop: every `interval` seconds, take the lease and run the tasks due."""
 
@@ -361,7 +393,8 @@ class Maintainer:
         # A tick is late by up to an interval, plus a lease's expiry when the leader died.
         on_time = max(60.0, lease.seconds + 2 * interval)
         tasks: list[Task] = [StallSilentMachines(machine_timeout), PromoteDueJobs(), RecoverStalledJobs(),
-                             Prune(retention_days), ExpireDeadlines(), FireSchedules(on_time)]
+                             Prune(retention_days), ExpireDeadlines(), FireSchedules(on_time),
+                             FinishClusterDeletions()]
         if db.dialect.refreshes_statistics:
             tasks.append(RefreshStatistics())
         return cls(lease, tasks, interval)

@@ -1,7 +1,8 @@
 """Wake-ups for long polls: in-process subscriptions fed by PostgreSQL LISTEN/NOTIFY.
 
 A topic names something a poll waits for: `q/<cluster>/<service>` (a job became claimable) or
-`j/<cluster>/<job id>` (a job finished), or `d/due` (a job became scheduled); this module is the only code that knows the format.
+`j/<cluster>/<job id>` (a job finished), or `d/due` (a job became scheduled), or `c/credentials`
+(a secret rotated or a cluster deleted: a callback, `on_topic`, clears caches); this module is the only code that knows the format.
 NOTIFY is only a hint: waiters always re-read the table, and wake on a fallback timer too, so a
 missed notification costs one short delay, never a lost job. One LISTEN connection per process
 (opened lazily, after gunicorn forks) feeds every waiter; it reconnects after a database restart
@@ -14,7 +15,7 @@ import logging
 import select
 import threading
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .. import db
 
@@ -41,6 +42,10 @@ def job_topic(cluster_id: str, job_id: str) -> str:
 # A job became scheduled (a delay, a back-off): the maintenance loop wakes to see whether it falls
 # due before its next tick. One topic for every cluster: only the lease holder listens.
 DUE_TOPIC = "d/due"
+
+# A cluster's credentials changed (a secret rotated, a cluster deleted): every process forgets the
+# secrets it cached (engine/clusters.py), through a callback rather than a waiter.
+CREDENTIALS_TOPIC = "c/credentials"
 
 
 def job_of(topic: str) -> tuple[str, str] | None:
@@ -119,6 +124,8 @@ class Hub:
         self._listening = False
         self._stopping = threading.Event()
         self.fallback_interval = 0.25
+        # Topic -> functions called when it fires, and on every wake_all (a listener reconnect).
+        self._callbacks: dict[str, list[Callable[[], None]]] = {}
 
     # -- configuration -------------------------------------------------------------------------
     def configure(self, postgres_params: dict | None) -> None:
@@ -146,6 +153,28 @@ class Hub:
     @property
     def listening(self) -> bool:
         return self._listening
+
+    def ensure_listening(self) -> None:
+        """Start this process's listener if it is not running (PostgreSQL; nothing on SQLite)."""
+        self._ensure_listener()
+
+    def on_topic(self, topic: str, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever `topic` fires in this process, and whenever anything may have
+        been missed (wake_all). Kept across configure(); the listener still starts lazily."""
+        with self._lock:
+            self._callbacks.setdefault(topic, []).append(callback)
+
+    def _run_callbacks(self, topics: Iterable[str] | None) -> None:
+        with self._lock:
+            if topics is None:
+                found = [fn for fns in self._callbacks.values() for fn in fns]
+            else:
+                found = [fn for topic in set(topics) for fn in self._callbacks.get(topic, ())]
+        for fn in found:
+            try:
+                fn()
+            except Exception:  # a callback must never stop the listener
+                log.warning("a callback of the notification hub failed", exc_info=True)
 
     # -- subscriptions -------------------------------------------------------------------------
     def subscribe(self, topics: Iterable[str]) -> Subscription:
@@ -181,6 +210,9 @@ class Hub:
 
     def wake(self, topics: Iterable[str]) -> None:
         """Wake this process's waiters on these topics."""
+        topics = list(topics)
+        if self._callbacks:
+            self._run_callbacks(topics)
         with self._lock:
             targets = []
             for topic in topics:
@@ -193,6 +225,7 @@ class Hub:
             sub.wake(topic)
 
     def wake_all(self) -> None:
+        self._run_callbacks(None)
         with self._lock:
             targets = set().union(*self._subscribers.values(), *self._job_watchers.values())
         for sub in targets:
