@@ -5,9 +5,9 @@ import datetime as dt
 
 from flask import Blueprint, jsonify
 
-from ..engine import admin, cancel, clusters
+from ..engine import admin, cancel, cluster_deletion, clusters
 from ..errors import ValidationFailed
-from . import auth, schemas as s
+from . import auth, schemas as s, validation
 from .routing import route, state
 
 bp = Blueprint("management", __name__)
@@ -73,6 +73,45 @@ def activity(cluster_id, query):
        responses={200: s.JOB_STATUS, 404: s.ERROR, 409: s.ERROR, **ERRORS})
 def cancel_job(cluster_id, job_id, body):
     return jsonify(cancel.cancel_as_operator(cluster_id, job_id, body.get("reason"))), 200
+
+
+# --- cluster lifecycle and service schemas ----------------------------------------------------------
+
+@route(bp, "POST", "/clusters/<cluster_id>/secret/rotate",
+       summary="Rotate the cluster's API secret: the new one answers once; the old one works for graceSeconds more",
+       auth_kind="management", tag="management", body=s.ROTATE_SECRET, body_required=False,
+       responses={200: s.ROTATED_SECRET, 404: s.ERROR, **ERRORS})
+def rotate_secret(cluster_id, body):
+    return jsonify(clusters.rotate_secret(cluster_id, body["graceSeconds"])), 200
+
+
+@route(bp, "DELETE", "/clusters/<cluster_id>",
+       summary="Delete a cluster and everything of it: it authenticates nothing from now on; its rows go in batches",
+       auth_kind="management", tag="management", responses={202: s.CLUSTER_DELETED, 404: s.ERROR, **ERRORS})
+def delete_cluster(cluster_id):
+    return jsonify(cluster_deletion.delete_cluster(cluster_id)), 202
+
+
+@route(bp, "PUT", "/clusters/<cluster_id>/service/<service_name>/schema",
+       summary="Store a service's schema (creates the service if no worker polled it yet)",
+       auth_kind="management", tag="management", body=s.PUT_SERVICE_SCHEMA,
+       max_body=2 * clusters.MAX_SCHEMA_BYTES + 1024,
+       responses={204: None, 404: s.ERROR, 413: s.ERROR, **ERRORS})
+def put_service_schema(cluster_id, service_name, body):
+    _check_name(service_name)
+    clusters.put_service_schema(cluster_id, service_name, body["schema"])
+    return "", 204
+
+
+@route(bp, "GET", "/clusters/<cluster_id>/service/<service_name>/schema", summary="A service's schema",
+       auth_kind="management", tag="management", responses={200: s.SERVICE_SCHEMA, 404: s.ERROR, **ERRORS})
+def get_service_schema(cluster_id, service_name):
+    return jsonify(clusters.get_service_schema(cluster_id, service_name)), 200
+
+
+def _check_name(service_name: str) -> None:
+    """A service named in the path must be one a worker could poll (schemas.NAME)."""
+    validation.validate(s.NAME, service_name, what="path parameter service_name")
 
 
 # --- job admin ------------------------------------------------------------------------------------

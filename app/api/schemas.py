@@ -5,7 +5,7 @@ call configuration's defaults come from the engine's `CallConfig`, their one hom
 """
 from __future__ import annotations
 
-from ..engine import call_config, controls, states
+from ..engine import call_config, clusters, controls, states
 from ..engine.jobs import CallConfig
 from ..engine.limits import MAX_CONCURRENCY
 
@@ -156,7 +156,11 @@ LIVE = obj({"status": {"type": "string"}}, required=("status",))
 CREATE_CLUSTER = obj({"description": {"type": ["string", "null"], "maxLength": 1024}})
 
 CLUSTER = obj({"id": ID, "apiSecret": {"type": "string"}, "createdAt": TIMESTAMP,
-               "description": NULLABLE_TEXT}, required=("id", "apiSecret", "createdAt", "description"))
+               "description": NULLABLE_TEXT,
+               "secretRotatedAt": {**TIMESTAMP, "description": "when the secret was last rotated (absent: never)"},
+               "previousSecretExpiresAt": {**TIMESTAMP, "description": "present during a rotation's grace: when the "
+                                                                       "previous secret stops working"}},
+              required=("id", "apiSecret", "createdAt", "description"))
 CLUSTERS = {"type": "array", "items": CLUSTER}
 
 JOB_SUMMARY = obj({"id": ID, "service": {"type": "string"}, "targetFn": {"type": "string"},
@@ -189,7 +193,8 @@ CLUSTER_DETAILS = {**CLUSTER, "properties": {
 
 LIST_QUERY = obj({"limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}, extra=False)
 
-SERVICE_DETAILS = obj({"definition": DEFINITION, "jobs": {"type": "array", "items": JOB_SUMMARY}},
+SERVICE_DETAILS = obj({"definition": DEFINITION, "jobs": {"type": "array", "items": JOB_SUMMARY},
+                       "schema": {"description": "the schema an operator put (PUT .../schema), or null"}},
                       required=("definition", "jobs"))
 
 CLUSTER_SETTINGS = obj({"predictiveRetriesEnabled": {"type": "boolean"}, "cloudEnabled": {"type": "boolean"}},
@@ -282,3 +287,29 @@ SCHEDULES = obj({"schedules": {"type": "array", "items": SCHEDULE},
                 required=("schedules", "next"))
 SCHEDULES_QUERY = obj({"limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
                        "after": SCHEDULE_NAME}, extra=False)
+
+# --- cluster lifecycle and service schemas (engine/clusters.py, engine/cluster_deletion.py) ----------
+
+ROTATE_SECRET = obj({"graceSeconds": {
+    "type": "integer", "minimum": 0, "maximum": clusters.MAX_GRACE_SECONDS, "default": clusters.DEFAULT_GRACE_SECONDS,
+    "description": "how long the current secret keeps working beside the new one (0: it stops at once)"}},
+    extra=False)
+
+ROTATED_SECRET = {**CLUSTER, "properties": {
+    **CLUSTER["properties"],
+    "graceSeconds": {"type": "integer"},
+    "previousSecretExpiresAt": {**TIMESTAMP, "description": "when the replaced secret stops (now, for a grace of 0)"},
+}, "required": CLUSTER["required"] + ["graceSeconds", "previousSecretExpiresAt"]}
+
+CLUSTER_DELETED = obj({"id": ID, "deletedAt": TIMESTAMP,
+                       "finished": {"type": "boolean", "description": "whether every row of the cluster went "
+                                                                      "within the request (else maintenance goes on)"}},
+                      required=("id", "deletedAt", "finished"))
+
+PUT_SERVICE_SCHEMA = obj({"schema": {"type": ["string", "object", "boolean"],
+                                     "description": "a JSON Schema: as JSON text (as the original takes it) or as "
+                                                    f"JSON; at most {clusters.MAX_SCHEMA_BYTES} bytes"}},
+                         required=("schema",), extra=False)
+
+SERVICE_SCHEMA = obj({"service": {"type": "string"}, "schema": {"description": "the schema, as JSON"}},
+                     required=("service", "schema"))

@@ -20,7 +20,7 @@ from collections import OrderedDict
 import peewee
 
 from .. import db, sealing
-from ..errors import NotFound
+from ..errors import NotFound, ValidationFailed
 from ..models import Cluster, Event, Job, Machine, Service, Worker, utcnow
 from . import ids, machines as machines_
 from .signals import CREDENTIALS_TOPIC, hub, notify_in_transaction
@@ -267,6 +267,62 @@ def put_settings(cluster_id: str, changes: dict) -> dict:
     return get_settings(cluster_id)
 
 
+# --- service schemas: what an operator puts (PUT .../schema), apart from the workers' definition ---
+
+MAX_SCHEMA_BYTES = 64 * 1024
+
+
+def schema_text(value) -> str:
+    """The stored text of a schema given as JSON text or as a JSON object (or a boolean, which
+    JSON Schema allows too); ValidationFailed naming `schema` otherwise, or when over the cap."""
+    def refuse(message: str) -> ValidationFailed:
+        return ValidationFailed(f"invalid body: schema {message}",
+                                {"fields": [{"field": "schema", "message": message}]})
+
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise refuse(f"must be valid JSON ({exc})") from None
+    else:
+        parsed = value
+    if not isinstance(parsed, (dict, bool)):
+        raise refuse("must be a JSON object (a JSON Schema), or true or false")
+    text = json.dumps(parsed, separators=(",", ":"), sort_keys=True)
+    if len(text.encode()) > MAX_SCHEMA_BYTES:
+        raise refuse(f"must be at most {MAX_SCHEMA_BYTES} bytes as JSON")
+    return text
+
+
+def put_service_schema(cluster_id: str, service: str, schema) -> dict:
+    """Store a service's schema, creating the service if no worker polled it yet (its definition
+    then shows no functions). The definition workers send is left as it is, and a poll never
+    touches the schema."""
+    text = schema_text(schema)
+
+    def tx() -> None:
+        get_cluster(cluster_id)
+        (Service.insert(cluster_id=cluster_id, name=service, definition=None, definition_hash=None,
+                        json_schema=text, updated_at=utcnow())
+         .on_conflict(conflict_target=[Service.cluster_id, Service.name], update={Service.json_schema: text})
+         .execute())
+
+    db.unit_of_work(tx)
+    return {"service": service, "schema": json.loads(text)}
+
+
+def get_service_schema(cluster_id: str, service: str) -> dict:
+    def tx() -> dict:
+        get_cluster(cluster_id)
+        row = Service.get_or_none((Service.cluster_id == cluster_id) & (Service.name == service))
+        if row is None or row.json_schema is None:
+            raise NotFound(f"service {service!r} of cluster {cluster_id!r} has no schema",
+                           {"clusterId": cluster_id, "serviceName": service}, code="schema_not_found")
+        return {"service": service, "schema": json.loads(row.json_schema)}
+
+    return db.unit_of_work(tx)
+
+
 def _definition(service: Service) -> dict:
     if not service.definition:
         return {"name": service.name, "functions": []}
@@ -330,7 +386,8 @@ def service_details(cluster_id: str, service: str, job_limit: int = 100) -> dict
                            {"clusterId": cluster_id, "serviceName": service}, code="service_not_found")
         jobs = (Job.select(*SUMMARY_FIELDS).where((Job.cluster_id == cluster_id) & (Job.service == service))
                 .order_by(Job.seq.desc()).limit(job_limit))
-        return {"definition": _definition(row), "jobs": [job_summary(j) for j in jobs]}
+        return {"definition": _definition(row), "jobs": [job_summary(j) for j in jobs],
+                "schema": json.loads(row.json_schema) if row.json_schema else None}
 
     return db.unit_of_work(tx)
 

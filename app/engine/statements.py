@@ -272,7 +272,7 @@ DELETE FROM machines WHERE pk IN (
 ) AND status = {_INACTIVE} AND last_ping_at < %s"""
 _PRUNE_SERVICES = """
 DELETE FROM services WHERE pk IN (
-    SELECT pk FROM services AS s WHERE s.updated_at < %s
+    SELECT pk FROM services AS s WHERE s.updated_at < %s AND s.json_schema IS NULL
     AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.cluster_id = s.cluster_id AND jobs.service = s.name)
     LIMIT %s
 ) AND updated_at < %s"""
@@ -714,7 +714,8 @@ def prune_machines(cutoff: dt.datetime, limit: int) -> int:
 
 
 def prune_services(cutoff: dt.datetime, limit: int) -> int:
-    """Delete up to `limit` services not polled for since before `cutoff` that have no job left."""
+    """Delete up to `limit` services not polled for since before `cutoff` that have no job left and no
+    schema an operator put (that one is the operator's to keep)."""
     stamp = Service.updated_at.db_value(cutoff)
     return db.execute(_PRUNE_SERVICES, (stamp, limit, stamp)).rowcount
 
