@@ -64,6 +64,6 @@ def cancel_job(cluster_id: str, job_id: str, *, by: str, text: str | None = None
 
 def cancel_as_operator(cluster_id: str, job_id: str, text: str | None = None) -> dict:
     """cancel_job through the management API: an unknown cluster is NotFound of its own."""
-    if db.unit_of_work(lambda: Cluster.get_or_none(Cluster.id == cluster_id)) is None:
+    if db.unit_of_work(lambda: Cluster.get_or_none((Cluster.id == cluster_id) & Cluster.deleted_at.is_null())) is None:
         raise NotFound(f"cluster {cluster_id!r} does not exist", {"clusterId": cluster_id}, code="cluster_not_found")
     return cancel_job(cluster_id, job_id, by=BY_OPERATOR, text=text)

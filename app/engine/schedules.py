@@ -179,7 +179,7 @@ def _columns(spec: dict, now_ms: int) -> dict:
 
 
 def _require_cluster(cluster_id: str) -> None:
-    if not Cluster.select(Cluster.id).where(Cluster.id == cluster_id).exists():
+    if not Cluster.select(Cluster.id).where((Cluster.id == cluster_id) & Cluster.deleted_at.is_null()).exists():
         raise NotFound(f"cluster {cluster_id!r} does not exist", {"clusterId": cluster_id}, code="cluster_not_found")
 
 
