@@ -3,7 +3,11 @@
     differential clusters create [--description TEXT]     (management secret)
     differential clusters list                             (management secret)
     differential clusters show CLUSTER_ID                  (management secret)
+    differential clusters rotate-secret CLUSTER_ID [--grace 1h]   (management secret)
+    differential clusters delete CLUSTER_ID [--yes]        (management secret)
     differential services list --cluster CLUSTER_ID        (management secret)
+    differential services schema put|show --cluster CLUSTER_ID SERVICE [SCHEMA_JSON | --file PATH]
+                                                           (management secret)
     differential call SERVICE FUNCTION [JSON_ARG ...]      (cluster API secret; --delay, --run-at, --retry-*)
     differential jobs show JOB_ID                          (cluster API secret)
     differential jobs show JOB_ID --cluster CLUSTER_ID     (management secret: the job in full, its activity)
@@ -584,6 +588,129 @@ def _add_schedules(sub: Any, common: argparse.ArgumentParser) -> None:
     command("delete", cmd_schedules_delete, "delete a schedule (the calls it made are kept)")
 
 
+# -- cluster lifecycle and service schemas -------------------------------------------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> int:
+    """Seconds from '90', '90s', '15m', '2h' or '7d' (argparse type)."""
+    raw = text.strip().lower()
+    unit = _UNITS.get(raw[-1:])
+    number = raw[:-1] if unit else raw
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 0, 90, 15m, 2h, 7d)") from None
+    if value < 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}")
+    return int(value)
+
+
+def _cluster_path(cluster_id: str, *rest: str) -> str:
+    return "/".join([f"/clusters/{quote(cluster_id, safe='')}", *(quote(r, safe="") for r in rest)])
+
+
+def cmd_clusters_rotate_secret(args: argparse.Namespace) -> int:
+    with _management(args) as http:
+        rotated = http.request("POST", _cluster_path(args.cluster_id, "secret", "rotate"),
+                               json={"graceSeconds": args.grace})
+    if args.json:
+        _out(_dump(rotated))
+        return EXIT_OK
+    _out(f"New API secret: {rotated.get('apiSecret')}")
+    if args.grace:
+        _out(f"The previous secret keeps working until {rotated.get('previousSecretExpiresAt')}: "
+             "switch workers and callers to the new one before then.")
+    else:
+        _out("The previous secret stopped working now.")
+    return EXIT_OK
+
+
+def cmd_clusters_delete(args: argparse.Namespace) -> int:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("deleting a cluster needs a confirmation: pass --yes, or run it in a terminal")
+        _err(f"This deletes cluster {args.cluster_id} and every job, event, machine, service and schedule of it; "
+             "its API secret stops working at once.")
+        sys.stderr.write("Type the cluster id to confirm: ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip() != args.cluster_id:
+            _err("Not deleted.")
+            return EXIT_USAGE
+    with _management(args) as http:
+        deleted = http.request("DELETE", _cluster_path(args.cluster_id))
+    if args.json:
+        _out(_dump(deleted))
+    else:
+        _out(f"Deleted cluster {args.cluster_id}" + ("" if deleted.get("finished") else
+                                                     " (its remaining rows go in the background)"))
+    return EXIT_OK
+
+
+def _schema_text(args: argparse.Namespace) -> str:
+    if (args.schema is None) == (args.file is None):
+        raise UsageError("give the schema as one JSON argument or with --file PATH ('-' for stdin), not both")
+    if args.file is None:
+        return args.schema
+    if args.file == "-":
+        return sys.stdin.read()
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise UsageError(f"cannot read {args.file}: {e.strerror}") from None
+
+
+def cmd_services_schema_put(args: argparse.Namespace) -> int:
+    text = _schema_text(args)
+    with _management(args) as http:
+        http.request("PUT", _cluster_path(args.cluster, "service", args.service, "schema"), json={"schema": text})
+    if args.json:
+        _out(_dump({"service": args.service, "stored": True}))
+    else:
+        _out(f"Stored the schema of service {args.service}")
+    return EXIT_OK
+
+
+def cmd_services_schema_show(args: argparse.Namespace) -> int:
+    with _management(args) as http:
+        shown = http.request("GET", _cluster_path(args.cluster, "service", args.service, "schema"))
+    _out(_dump(shown if args.json else shown.get("schema")))
+    return EXIT_OK
+
+
+def _add_cluster_lifecycle(csub: Any, common: argparse.ArgumentParser) -> None:
+    p = csub.add_parser("rotate-secret", parents=[common],
+                        help="give a cluster a new API secret; prints it once (the old one works for --grace)")
+    p.add_argument("cluster_id")
+    p.add_argument("--grace", type=_duration, default=3600, metavar="DURATION",
+                   help="how long the old secret keeps working: 0 (stops at once), 90, 15m, 2h, up to 7d "
+                        "(default 1h)")
+    p.set_defaults(func=cmd_clusters_rotate_secret)
+    p = csub.add_parser("delete", parents=[common],
+                        help="delete a cluster and everything of it (asks for the cluster id unless --yes)")
+    p.add_argument("cluster_id")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_clusters_delete)
+
+
+def _add_service_schemas(ssub: Any, common: argparse.ArgumentParser) -> None:
+    schema = ssub.add_parser("schema", help="a service's JSON Schema, as an operator stores it")
+    schema_sub = schema.add_subparsers(dest="schema_action", metavar="ACTION", parser_class=_Parser)
+    schema_sub.required = True
+    p = schema_sub.add_parser("put", parents=[common], help="store a service's schema (creates the service if new)")
+    p.add_argument("--cluster", required=True, help="cluster id")
+    p.add_argument("service")
+    p.add_argument("schema", nargs="?", help="the schema as JSON text (or use --file)")
+    p.add_argument("--file", help="read the schema from this file ('-': stdin)")
+    p.set_defaults(func=cmd_services_schema_put)
+    p = schema_sub.add_parser("show", parents=[common], help="print a service's schema")
+    p.add_argument("--cluster", required=True, help="cluster id")
+    p.add_argument("service")
+    p.set_defaults(func=cmd_services_schema_show)
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 def _common(suppress: bool) -> argparse.ArgumentParser:
@@ -629,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = csub.add_parser("show", parents=[common], help="show a cluster: services, machines, recent jobs")
     p.add_argument("cluster_id")
     p.set_defaults(func=cmd_clusters_show)
+    _add_cluster_lifecycle(csub, common)
 
     services = sub.add_parser("services", help="services of a cluster (management secret)")
     ssub = services.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -636,6 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = ssub.add_parser("list", parents=[common], help="list the services registered in a cluster")
     p.add_argument("--cluster", required=True, help="cluster id")
     p.set_defaults(func=cmd_services_list)
+    _add_service_schemas(ssub, common)
 
     p = sub.add_parser("call", parents=[common], help="call a function; arguments are JSON values")
     p.add_argument("service")
