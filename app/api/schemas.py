@@ -311,5 +311,6 @@ PUT_SERVICE_SCHEMA = obj({"schema": {"type": ["string", "object", "boolean"],
                                                     f"JSON; at most {clusters.MAX_SCHEMA_BYTES} bytes"}},
                          required=("schema",), extra=False)
 
-SERVICE_SCHEMA = obj({"service": {"type": "string"}, "schema": {"description": "the schema, as JSON"}},
+SERVICE_SCHEMA = obj({"service": {"type": "string"},
+                      "schema": {"description": "the schema, as JSON; null if nobody put one"}},
                      required=("service", "schema"))

@@ -312,13 +312,14 @@ def put_service_schema(cluster_id: str, service: str, schema) -> dict:
 
 
 def get_service_schema(cluster_id: str, service: str) -> dict:
+    """The service's schema, None if nobody put one; NotFound if the service was never seen."""
     def tx() -> dict:
         get_cluster(cluster_id)
         row = Service.get_or_none((Service.cluster_id == cluster_id) & (Service.name == service))
-        if row is None or row.json_schema is None:
-            raise NotFound(f"service {service!r} of cluster {cluster_id!r} has no schema",
-                           {"clusterId": cluster_id, "serviceName": service}, code="schema_not_found")
-        return {"service": service, "schema": json.loads(row.json_schema)}
+        if row is None:
+            raise NotFound(f"service {service!r} has never been seen in cluster {cluster_id!r}",
+                           {"clusterId": cluster_id, "serviceName": service}, code="service_not_found")
+        return {"service": service, "schema": json.loads(row.json_schema) if row.json_schema else None}
 
     return db.unit_of_work(tx)
 

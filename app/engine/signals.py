@@ -211,8 +211,10 @@ class Hub:
     def wake(self, topics: Iterable[str]) -> None:
         """Wake this process's waiters on these topics."""
         topics = list(topics)
-        if self._callbacks:
-            self._run_callbacks(topics)
+        if self._callbacks:  # registered at import: a read without the lock is enough to skip them
+            called = [topic for topic in topics if topic in self._callbacks]
+            if called:
+                self._run_callbacks(called)
         with self._lock:
             targets = []
             for topic in topics:

@@ -56,7 +56,9 @@ def test_the_workers_definition_and_the_schema_stay_apart(api):
     api.claim(cluster, service="plain")
     assert api.client.get(f"/clusters/{cluster['id']}/service/plain", headers=api.mgmt).json["schema"] is None
     r = get(api, cluster["id"], "plain")
-    assert r.status_code == 404 and r.json["error"]["code"] == "schema_not_found"
+    assert r.status_code == 200 and r.json == {"service": "plain", "schema": None}
+    r = get(api, cluster["id"], "never-seen")
+    assert r.status_code == 404 and r.json["error"]["code"] == "service_not_found"
 
 
 @pytest.mark.parametrize("body, field", [
@@ -74,7 +76,7 @@ def test_bad_input_is_400_naming_the_field_and_stores_nothing(api, body, field):
     r = api.client.put(f"/clusters/{cluster['id']}/service/svc/schema", headers=api.mgmt, json=body)
     assert r.status_code == 400, r.json
     assert field in json.dumps(r.json["error"]["details"])
-    assert get(api, cluster["id"], "svc").status_code == 404
+    assert get(api, cluster["id"], "svc").status_code == 404  # no service was created
     assert api.client.get(f"/clusters/{cluster['id']}", headers=api.mgmt).json["definitions"] == []
 
 
