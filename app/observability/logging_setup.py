@@ -99,8 +99,8 @@ class Formatter(logging.Formatter):
         redact = self.redactor.redact
         line: dict = {"time": _iso(record.created), "level": record.levelname, "logger": record.name,
                       "message": redact(record.getMessage())}
-        if rid:
-            line["requestId"] = rid
+        if rid:  # a client's id is plain, but could be a secret sent in the wrong header
+            line["requestId"] = redact(rid)
         fields = getattr(record, "http", None)  # the request line's fields (request_log.py)
         if fields:
             line.update({k: redact(v) if isinstance(v, str) else v for k, v in fields.items()})
