@@ -63,17 +63,18 @@ def _finisher(mode: str):
 
 
 def _write(response: Response, status: int, rid: str) -> None:
-    started = g.get("_request_started")
+    req, ctx = request._get_current_object(), g._get_current_object()  # one context lookup each
+    started = ctx.get("_request_started")
     duration_ms = round((time.perf_counter() - started) * 1000, 1) if started is not None else None
-    rule = request.url_rule
-    route = rule.rule if rule is not None else _clean(request.path, _PATH_CHARS)
+    rule = req.url_rule
+    route = rule.rule if rule is not None else _clean(req.path, _PATH_CHARS)
     size = response.content_length  # None when streamed
-    fields = {"method": request.method, "route": route, "status": status, "durationMs": duration_ms,
+    fields = {"method": req.method, "route": route, "status": status, "durationMs": duration_ms,
               "bytes": size}
-    cluster_id = g.get("cluster_id")
+    cluster_id = ctx.get("cluster_id")
     if cluster_id:
         fields["clusterId"] = cluster_id
-    machine = request.headers.get("x-machine-id")
+    machine = req.headers.get("x-machine-id")
     if machine:
         fields["machineId"] = _clean(machine, _ID_CHARS)
     text = (f"{fields['method']} {route} {status} {'-' if duration_ms is None else duration_ms}ms "
