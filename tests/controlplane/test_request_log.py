@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import secrets
+import socket
 import threading
 import time
 import types
@@ -259,7 +260,20 @@ def _flow(cp: ControlPlane) -> list[str]:
                                                   "X-Request-Id": cp.management_secret}).status_code == 200
         assert http.post("/jobs", headers=auth, content=f'{{"service": "{secret}"').status_code == 400
         assert http.post("/jobs", headers=auth, json={"service": METRICS_TOKEN, "targetFn": AWS_SECRET}).status_code == 400
-        return [secret, wrong, cp.management_secret, ACCESS_POINT, METRICS_TOKEN, AWS_SECRET, SECRETS_KEY]
+    # An answer of the server itself (a head past its limit never reaches the app) has an id too.
+    answer = _raw(cp.port, b"GET /live HTTP/1.1\r\nHost: x\r\nAuthorization: Basic " + secret.encode()
+                  + b"\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ") and re.search(rb"\r\nX-Request-Id: [0-9a-f]{16}\r\n", answer), answer
+    return [secret, wrong, cp.management_secret, ACCESS_POINT, METRICS_TOKEN, AWS_SECRET, SECRETS_KEY]
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _leaks(log: str, tokens: list[str]) -> list[str]:
