@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from typing import Iterable
 from urllib.parse import urlparse
@@ -116,7 +117,7 @@ class Formatter(logging.Formatter):
             line["exception"] = redact(record.exc_text)
         if record.stack_info:
             line["stack"] = redact(self.formatStack(record.stack_info))
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return json.dumps(line, default=str)  # ASCII: whatever the stream's encoding
 
 
 def _iso(created: float) -> str:
@@ -124,6 +125,22 @@ def _iso(created: float) -> str:
 
 
 _OURS = "_differential_handler"
+
+
+def _handle_error(record: logging.LogRecord) -> None:
+    """In place of logging's, which prints the record's message and arguments (maybe a secret) raw."""
+    kind = sys.exc_info()[0]
+    sys.stderr.write(f"a log record of {record.name} ({record.pathname}:{record.lineno}) could not be written: "
+                     f"{kind.__name__ if kind else 'error'}\n")
+
+
+def _thread_died(args: threading.ExceptHookArgs) -> None:
+    """An uncaught exception in a thread is logged (formatted, redacted), not printed raw."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread else "?"
+    logging.getLogger("app").error("uncaught exception in thread %s", name,
+                                   exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def configure(settings) -> None:
@@ -134,9 +151,12 @@ def configure(settings) -> None:
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(Formatter(Redactor(secrets_of(settings)), as_json=settings.log_format == "json"))
+    handler.handleError = _handle_error
     setattr(handler, _OURS, True)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    if threading.excepthook is threading.__excepthook__:  # not over another's (pytest's, in tests)
+        threading.excepthook = _thread_died
     # peewee logs each statement with its parameters (job arguments and results) at DEBUG: only on request.
     level = logging.getLevelName(settings.log_level)
     logging.getLogger("peewee").setLevel(logging.DEBUG if settings.sql_debug else max(level, logging.INFO))
@@ -156,3 +176,4 @@ class GunicornLogger(glogging.Logger):
                 old = handler.formatter
                 handler.setFormatter(Formatter(redactor, as_json=as_json, fmt=getattr(old, "_fmt", None),
                                                datefmt=getattr(old, "datefmt", None)))
+                handler.handleError = _handle_error

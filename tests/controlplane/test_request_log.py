@@ -221,6 +221,32 @@ def test_ordinary_words_are_not_redacted():
     assert _format(Redactor(), text).endswith(text)
 
 
+def _our_handler() -> logging.Handler:
+    return next(h for h in logging.getLogger().handlers if getattr(h, "_differential_handler", False))
+
+
+def test_a_record_that_cannot_be_formatted_is_not_printed_raw(make_app, capsys):
+    make_app()
+    record = logging.LogRecord("app.t", logging.INFO, __file__, 7, "two values %s %s", (CLUSTER_SECRET,), None)
+    _our_handler().handle(record)  # logging's own handleError would print the arguments as they are
+    err = capsys.readouterr().err
+    assert "could not be written: TypeError" in err and CLUSTER_SECRET not in err
+
+
+def test_an_uncaught_exception_in_a_thread_is_logged_redacted(make_app, capsys):
+    make_app(log_format="json")
+    try:
+        raise RuntimeError(f"failed with {CLUSTER_SECRET}")
+    except RuntimeError as exc:
+        args = types.SimpleNamespace(exc_type=RuntimeError, exc_value=exc, exc_traceback=exc.__traceback__,
+                                     thread=threading.current_thread())
+    logging_setup._thread_died(args)
+    err = capsys.readouterr().err
+    record = json.loads(err.strip().splitlines()[-1])
+    assert record["message"].startswith("uncaught exception in thread") and "RuntimeError" in record["exception"]
+    assert CLUSTER_SECRET not in err
+
+
 # -- a whole flow through gunicorn, searched for every secret --------------------------------------
 
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCY" + secrets.token_hex(5)
