@@ -156,13 +156,14 @@ VARIABLES: tuple[Variable, ...] = (
              "how long gunicorn keeps an idle connection open; keep it longer than your clients do "
              "(see `gunicorn.conf.py`)"),
     Variable("ACCESS_LOG", "access_log", _text, "", "server", False,
-             "where gunicorn writes one line per request: a file, or `-` for the terminal; unset: none",
+             "where gunicorn writes its own access line per request (besides the app's, `REQUEST_LOG`), ending "
+             "with the request id: a file, or `-` for the terminal; unset: none",
              local_default="-"),
     Variable("LOG_LEVEL", "log_level", _log_level, "INFO", "server", False,
              "DEBUG, INFO, WARNING or ERROR (the app's log and gunicorn's)"),
     Variable("SQL_DEBUG", "sql_debug", _truthy, False, "server", False,
-             "log every SQL statement with its parameters (job arguments and results included); "
-             "`LOG_LEVEL=DEBUG` alone does not"),
+             "log every SQL statement with its parameters (job arguments and results included; secrets "
+             "redacted, see Logs); `LOG_LEVEL=DEBUG` alone does not"),
     Variable("REQUEST_READ_SECONDS", "request_read_seconds", _positive_float, 15.0, "server", False,
              "deadline for receiving a request's head and body, from its first byte; past it the client gets "
              "408 and the connection closes (a long poll's wait is not cut: it reads nothing meanwhile)"),
