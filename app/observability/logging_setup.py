@@ -37,7 +37,9 @@ _TOKEN = r"[A-Za-z0-9_\-+/=%.~]"  # what a token may be made of (base64, base64u
 _PATTERNS = (
     # Our credentials: cluster secrets (sk_ + hex), access-point tokens (sk_ap_...), the management
     # secret (MANAGEMENT_SECRET_PREFIX...). Not after a letter or digit: "task_..." is no secret.
-    (("sk_",), re.compile(r"(?<![A-Za-z0-9])(sk_)" + _TOKEN + "{12,}"), r"\1" + REDACTED),
+    (("sk_", settings_module.MANAGEMENT_SECRET_PREFIX.lower()),
+     re.compile(r"(?<![A-Za-z0-9])(sk_|" + re.escape(settings_module.MANAGEMENT_SECRET_PREFIX) + ")" + _TOKEN + "{12,}"),
+     r"\1" + REDACTED),
     # A credential after the name it goes by, in a header, a query, a JSON body or a config dump.
     (("authoriz", "api-key", "secret", "token", "passw"),
      re.compile(r"(?i)((?:proxy-)?authorization|x-api-key|api[_-]?secret|management[_-]?secret|metrics[_-]?token"
