@@ -35,8 +35,14 @@ keepalive = _settings.keepalive_seconds
 # count is cut to fit if even that is lower.
 worker_connections = _fds.worker_connections(20000, _fds.raise_soft_limit())
 backlog = 4096
+# The app writes its own line per request (REQUEST_LOG, app/observability/request_log.py);
+# gunicorn's access log is an extra, off unless ACCESS_LOG names where; its lines end with the
+# request id, as the app's do. Both logs go through the app's formatter (LOG_FORMAT, redaction).
+# gunicorn's %(u)s (the user of a Basic credential) is left out: it base64-decodes the header.
 accesslog = _settings.access_log or None
+access_log_format = '%(h)s %(l)s - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
 errorlog = "-"
+logger_class = "app.observability.logging_setup.GunicornLogger"
 # One shared control socket per user would make concurrent instances (replicas, tests) collide.
 control_socket_disable = True
 loglevel = _settings.log_level.lower()

@@ -12,6 +12,7 @@ from .cloud.sns import Verifier
 from .engine import clusters, statements
 from .engine.maintenance import Maintainer
 from .engine.signals import hub
+from .observability import logging_setup, request_log
 from .observability.events import events
 from .settings import Settings
 
@@ -50,10 +51,7 @@ class AppState:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or settings_module.load_or_exit()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # peewee logs each statement with its parameters (secrets, job arguments) at DEBUG: only on request.
-    level = logging.getLevelName(settings.log_level)
-    logging.getLogger("peewee").setLevel(logging.DEBUG if settings.sql_debug else max(level, logging.INFO))
+    logging_setup.configure(settings)  # text or JSON lines, request ids, no secrets
     database = db.bind(settings, statements.DIALECTS)
     clusters.configure_sealing(sealing.Box(_secrets_keys(settings)))
     migrations.migrate(database)
@@ -76,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from . import api
 
     api.register(app)
+    request_log.install(app, settings.request_log)
     return app
 
 

@@ -82,6 +82,16 @@ def _management_secret(value: str) -> str:
     return value
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        chosen = value.strip().lower()
+        if chosen not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return chosen
+
+    return parse
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -146,13 +156,14 @@ VARIABLES: tuple[Variable, ...] = (
              "how long gunicorn keeps an idle connection open; keep it longer than your clients do "
              "(see `gunicorn.conf.py`)"),
     Variable("ACCESS_LOG", "access_log", _text, "", "server", False,
-             "where gunicorn writes one line per request: a file, or `-` for the terminal; unset: none",
+             "where gunicorn writes its own access line per request (besides the app's, `REQUEST_LOG`), ending "
+             "with the request id: a file, or `-` for the terminal; unset: none",
              local_default="-"),
     Variable("LOG_LEVEL", "log_level", _log_level, "INFO", "server", False,
              "DEBUG, INFO, WARNING or ERROR (the app's log and gunicorn's)"),
     Variable("SQL_DEBUG", "sql_debug", _truthy, False, "server", False,
-             "log every SQL statement with its parameters (job arguments and results included); "
-             "`LOG_LEVEL=DEBUG` alone does not"),
+             "log every SQL statement with its parameters (job arguments and results included; secrets "
+             "redacted, see Logs); `LOG_LEVEL=DEBUG` alone does not"),
     Variable("REQUEST_READ_SECONDS", "request_read_seconds", _positive_float, 15.0, "server", False,
              "deadline for receiving a request's head and body, from its first byte; past it the client gets "
              "408 and the connection closes (a long poll's wait is not cut: it reads nothing meanwhile)"),
@@ -160,6 +171,11 @@ VARIABLES: tuple[Variable, ...] = (
              "how long a new connection may stay open without starting a request, unless the worker is at "
              "its connection limit, which closes the oldest such first (a busy published SDK may write its "
              "first request a minute after connecting: see app/server/worker.py)"),
+    Variable("LOG_FORMAT", "log_format", _choice("text", "json"), "text", "server", False,
+             "`text`, or `json`: every log line (the app's, gunicorn's) one JSON object (see Logs)"),
+    Variable("REQUEST_LOG", "request_log", _choice("all", "errors", "off"), "all", "server", False,
+             "the app's line per request: `all`, `errors` (status 400 and up only) or `off`; the "
+             "`X-Request-Id` header is answered either way"),
     # Cloud features: each switches on when its variables are set.
     Variable("ASSET_UPLOAD_BUCKET", "asset_upload_bucket", _text, "", "cloud", False,
              f"S3 bucket for service bundles and client libraries {RESERVED}"),
@@ -247,6 +263,8 @@ class Settings:
     sql_debug: bool
     request_read_seconds: float
     pending_connection_seconds: float
+    log_format: str
+    request_log: str
     asset_upload_bucket: str
     deployment_template_bucket: str
     deployment_sns_topic: str

@@ -11,8 +11,9 @@ CODES = {400: "bad_request", 403: "forbidden", 408: "request_timeout", 413: "pay
          500: "internal_error", 501: "not_implemented", 503: "unavailable"}
 
 
-def error(status: int, message: str) -> bytes:
-    """A complete HTTP/1.1 response that closes the connection."""
+def error(status: int, message: str, request_id: str) -> bytes:
+    """A complete HTTP/1.1 response that closes the connection; `request_id` goes in X-Request-Id,
+    as on the app's answers (app/observability/request_log.py)."""
     body = json.dumps({"error": {"code": CODES.get(status, "http_error"), "message": message,
                                  "details": None}}, separators=(",", ":")).encode()
     try:
@@ -20,7 +21,7 @@ def error(status: int, message: str) -> bytes:
     except ValueError:
         reason = "Error"
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
+            f"X-Request-Id: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n")
     return head.encode("latin-1") + body
 
 

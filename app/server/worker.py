@@ -37,6 +37,7 @@ from functools import partial
 from gunicorn import http, util
 from gunicorn.workers import gthread
 
+from ..observability import request_log
 from . import answers, head as heads
 from .lanes import FairPool
 from .source import ReadDeadline, RequestSource
@@ -284,11 +285,12 @@ class ThreadWorker(gthread.ThreadWorker):
         self._wait(conn, CLOSING, CLOSE_LINGER)
 
     def _refuse(self, conn: Conn, status: int, message: str):
+        rid = request_log.incoming_or_new(None)
         try:
-            conn.sock.send(answers.error(status, message))  # non-blocking: a client that reads nothing gets less
+            conn.sock.send(answers.error(status, message, rid))  # non-blocking: a client that reads nothing gets less
         except OSError:
             pass
-        self.log.debug("refused a request from %s with %d: %s", conn.client, status, message)
+        self.log.debug("refused a request from %s with %d (request id %s): %s", conn.client, status, rid, message)
         self._close_gracefully(conn)
 
     def _readable(self, conn: Conn, _fileobj):
@@ -424,7 +426,9 @@ class ThreadWorker(gthread.ThreadWorker):
             message = html.unescape(found.group(1).decode("latin-1")).strip() if found else ""
             if status >= 500 or not message:
                 message = "the server could not handle this request; it has been logged"
+        rid = request_log.incoming_or_new(None)
+        self.log.debug("answered %d (request id %s): %s", status, rid, message)
         try:
-            util.write_nonblock(client, answers.error(status, message))
+            util.write_nonblock(client, answers.error(status, message, rid))
         except Exception:
             self.log.debug("failed to send an error answer")

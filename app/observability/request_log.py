@@ -1,0 +1,102 @@
+"""One line per request, and the request id that ties every line of a request together.
+
+The id comes from the client's `X-Request-Id` when that is short and plain (at most 64 of
+[A-Za-z0-9._-], so it cannot forge a log line or carry much), else it is made here; every answer
+the app gives carries it back in `X-Request-Id`, errors and long polls included. While the request
+is served it is in `logging_setup.request_id`, so every record logged meanwhile names it.
+
+The line is written when the answer is ready: a long poll gives one line when it ends, with its
+whole wait as its duration. Its route is the Flask rule (`/jobs/<job_id>`: no ids, no secrets in
+paths); a path that matched none is cut and cleaned. REQUEST_LOG=errors keeps only answers of 400
+and up, `off` none (the header stays). gunicorn's own access log (ACCESS_LOG) is separate and off by
+default; when on, its lines end with the same request id.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+
+from flask import Flask, Response, g, request
+
+from .logging_setup import request_id
+
+HEADER = "X-Request-Id"
+_PLAIN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
+_PATH_CHARS = 120
+_ID_CHARS = 64
+
+log = logging.getLogger("app.request")
+
+
+def install(app: Flask, mode: str) -> None:
+    """`mode`: REQUEST_LOG (all, errors or off). Ours run first before the request and last after it."""
+    app.before_request_funcs.setdefault(None, []).insert(0, _begin)
+    app.after_request_funcs.setdefault(None, []).insert(0, _finisher(mode))  # run in reverse order
+    app.teardown_request_funcs.setdefault(None, []).append(_end)
+
+
+def incoming_or_new(value: str | None) -> str:
+    """The client's request id when it is plain enough to log, else a new one."""
+    return value if value and _PLAIN.match(value) else secrets.token_hex(8)
+
+
+def _begin() -> None:
+    g._request_started = time.perf_counter()
+    g._request_id_token = request_id.set(incoming_or_new(request.headers.get(HEADER)))
+
+
+def _finisher(mode: str):
+    def finish(response: Response) -> Response:
+        rid = request_id.get()
+        if rid is None:  # a hook before ours answered or failed: still an id for this answer
+            rid = incoming_or_new(request.headers.get(HEADER))
+        response.headers[HEADER] = rid
+        status = response.status_code
+        if mode == "all" or (mode == "errors" and status >= 400):
+            _write(response, status, rid)
+        return response
+
+    return finish
+
+
+def _write(response: Response, status: int, rid: str) -> None:
+    req, ctx = request._get_current_object(), g._get_current_object()  # one context lookup each
+    started = ctx.get("_request_started")
+    duration_ms = round((time.perf_counter() - started) * 1000, 1) if started is not None else None
+    rule = req.url_rule
+    route = rule.rule if rule is not None else _clean(req.path, _PATH_CHARS)
+    size = response.content_length  # None when streamed
+    fields = {"method": req.method, "route": route, "status": status, "durationMs": duration_ms,
+              "bytes": size}
+    cluster_id = ctx.get("cluster_id")
+    if cluster_id:
+        fields["clusterId"] = cluster_id
+    machine = req.headers.get("x-machine-id")
+    if machine:
+        fields["machineId"] = _clean(machine, _ID_CHARS)
+    text = (f"{fields['method']} {route} {status} {'-' if duration_ms is None else duration_ms}ms "
+            f"{'-' if size is None else size}B")
+    if cluster_id:
+        text += f" cluster={cluster_id}"
+    if machine:
+        text += f" machine={fields['machineId']}"
+    log.log(logging.WARNING if status >= 500 else logging.INFO, text,
+            extra={"http": fields, "request_id": rid})
+
+
+def _end(_exc: BaseException | None) -> None:
+    token = g.pop("_request_id_token", None)
+    if token is not None:
+        try:
+            request_id.reset(token)
+        except ValueError:  # set in another context (cannot happen in one thread; never fail a request)
+            request_id.set(None)
+
+
+def _clean(value: str, limit: int) -> str:
+    """Printable ASCII only, at most `limit` characters: a path or header cannot break a line."""
+    cleaned = _UNPRINTABLE.sub("?", value[: limit + 1])
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
