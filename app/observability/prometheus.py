@@ -102,8 +102,20 @@ _COUNTED = {EventType.JOB_CREATED: JOBS_CREATED, EventType.JOB_RECEIVED: JOBS_CL
             EventType.JOB_STALLED: JOBS_STALLED, EventType.JOB_RERUN: JOBS_RERUN}
 
 
-def _labels(metric, cluster_id: str, service: str | None):
-    return metric.labels(*_CAPS[metric](cluster_id, service))
+# Children by their label values: the client's own `labels()` costs a few microseconds a call.
+# Only admitted pairs are kept (folded ones are looked up each time), so this stays bounded too.
+_children: dict[tuple, object] = {}
+
+
+def _labels(metric, cluster_id: str, service: str | None, *extra: str):
+    key = (metric, cluster_id, service, extra)
+    child = _children.get(key)
+    if child is None:
+        labels = _CAPS[metric](cluster_id, service)
+        child = metric.labels(*labels, *extra)
+        if labels == (cluster_id, service):
+            _children[key] = child
+    return child
 
 
 def count_event(cluster_id: str, type: str, service: str | None, fields: dict) -> None:
@@ -117,11 +129,11 @@ def count_event(cluster_id: str, type: str, service: str | None, fields: dict) -
             _labels(EXECUTION, cluster_id, service).observe(max(0.0, elapsed / 1000))
         if not fields.get("retryScheduled"):  # a rejection retried later has not finished
             outcome = ResultType.REJECTION if fields.get("resultType") == ResultType.REJECTION else ResultType.RESOLUTION
-            JOBS_FINISHED.labels(*_CAPS[JOBS_FINISHED](cluster_id, service), outcome).inc()
+            _labels(JOBS_FINISHED, cluster_id, service, outcome).inc()
     elif type in _FAILED:
-        JOBS_FINISHED.labels(*_CAPS[JOBS_FINISHED](cluster_id, service), JobStatus.FAILURE).inc()
+        _labels(JOBS_FINISHED, cluster_id, service, JobStatus.FAILURE).inc()
     elif type == EventType.JOB_CANCELLED:
-        JOBS_FINISHED.labels(*_CAPS[JOBS_FINISHED](cluster_id, service), JobStatus.CANCELLED).inc()
+        _labels(JOBS_FINISHED, cluster_id, service, JobStatus.CANCELLED).inc()
 
 
 def claimed(cluster_id: str, service: str, rows: Iterable[tuple]) -> None:
@@ -138,10 +150,18 @@ def claimed(cluster_id: str, service: str, rows: Iterable[tuple]) -> None:
 
 
 def http_request(method: str, rule: str | None, status: int, seconds: float) -> None:
+    """One answered request. Bounded: the methods below, the app's URL rules, 3-digit statuses."""
     method = method if method in _METHODS else "other"
     route = rule or "unmatched"  # the URL rule, never the raw path (a 404's path is anyone's text)
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_DURATION.labels(method, route).observe(seconds)
+    key = (method, route, status)
+    children = _http.get(key)
+    if children is None:
+        children = _http[key] = (HTTP_REQUESTS.labels(method, route, str(status)), HTTP_DURATION.labels(method, route))
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+_http: dict[tuple, tuple] = {}
 
 
 # --- the database gauges ------------------------------------------------------------------------
