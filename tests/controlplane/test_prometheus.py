@@ -337,3 +337,16 @@ def _ready(cp: ControlPlane) -> bool:
     except httpx.HTTPError:
         time.sleep(0.1)
         return False
+
+
+def test_the_readme_shows_the_rules_of_the_alerts_file():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        section = f.read().split("### Prometheus", 1)[1].split("\n## ", 1)[0]
+    [block] = [b for b in re.findall(r"```yaml\n(.*?)```", section, re.S) if "- alert:" in b]
+    with open(os.path.join(ROOT, "deploy", "prometheus", "alerts.yml")) as f:
+        rules = [rule for group in yaml.safe_load(f)["groups"] for rule in group["rules"]]
+
+    def short(rule):
+        return rule["alert"], re.sub(r"\s+", "", rule["expr"]), rule["for"]
+
+    assert [short(r) for r in yaml.safe_load(block)] == [short(r) for r in rules]
