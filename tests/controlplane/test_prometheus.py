@@ -321,14 +321,28 @@ def test_counters_add_up_across_two_workers_and_two_replicas_and_survive_a_worke
         for cp in (a, b):
             wait_until(lambda cp=cp: gauges(cp) == (3, 1, 2), 10, what="queued 3, svc 1, 2 live machines")
 
-        # Every worker of replica a goes (SIGKILL), gunicorn starts new ones: the counts stay.
+        # A parked poll shows in its replica's gauge (summed over its live workers).
+        def park():
+            try:
+                post(a, "/jobs-request", {"service": "idle", "limit": 1, "ttl": 8000}, machine="m9")
+            except httpx.HTTPError:
+                pass  # its worker is killed below
+
+        poll = threading.Thread(target=park)
+        poll.start()
+        wait_until(lambda: value(_scrape_url(a), "differential_long_polls_parked") == 1, 10, what="a parked poll")
+
+        # Every worker of replica a goes (SIGKILL), gunicorn starts new ones: the counts stay, and
+        # the dead workers' parked polls leave the gauge (child_exit marks them dead).
         old = _workers(a)
         assert len(old) == 2
         for pid in old:
             os.kill(pid, signal.SIGKILL)
         wait_until(lambda: len(_workers(a) - old) == 2, 30, what="two new workers")
         wait_until(lambda: _ready(a), 30, what="replica a serving again")
+        poll.join(30)
         assert totals() == expected
+        assert value(_scrape_url(a), "differential_long_polls_parked") == 0
 
 
 def _ready(cp: ControlPlane) -> bool:
