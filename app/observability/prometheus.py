@@ -3,9 +3,9 @@
 Counters and histograms are the official client's. Under gunicorn (gunicorn.conf.py sets
 PROMETHEUS_MULTIPROC_DIR before the workers start) each worker writes its values to files of its
 own there and a scrape sums every worker's files, a dead worker's included, so a restart loses
-nothing. Without that directory (`python -m app` with one worker is still gunicorn; in-process
-test apps are not) they live in this process. Each replica is its own scrape target; Prometheus
-sums them.
+nothing (`python -m app` runs gunicorn too). Without that directory (an app built in-process, as
+the tests do) they live in this process's registry. Each replica is its own scrape target;
+Prometheus sums them.
 
 The job counters have one home: `count_event`, called by the activity log's `record` for every
 transition, before its buffer may drop the row, so each transition is counted once, in the process
