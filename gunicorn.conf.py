@@ -5,10 +5,35 @@ connection), so a few hundred threads per worker hold that many polls for little
 worker is gthread's, changed (app/server/worker.py) so that a thread only gets a request once it
 has arrived: slow and silent clients wait in the event loop, under deadlines, not in threads.
 """
+import atexit
+import os
+import shutil
 import signal
+import tempfile
 
-from app import settings as _settings_module
-from app.server import fds as _fds, worker as _worker
+# Prometheus multiprocess mode (app/observability/prometheus.py): every worker writes its counters
+# to files of its own in one directory per control-plane instance, and a scrape sums them all. Set
+# before `app` is imported (here, in the master): the client picks its value store at import. A
+# fresh temp dir unless PROMETHEUS_MULTIPROC_DIR is given (then emptied: old files would count twice).
+_PROMETHEUS_OWNER = "DIFFERENTIAL_PROMETHEUS_MASTER"  # "<pid>:<1 if it made the dir>": a reload keeps it
+# gunicorn loads this file as `__config__`; a test that loads it must not change its own environment.
+if __name__ == "__config__" and os.environ.get(_PROMETHEUS_OWNER, ":").split(":")[0] != str(os.getpid()):
+    _made = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if _made:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="differential-prometheus-")
+    else:
+        _dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        os.makedirs(_dir, exist_ok=True)
+        for _name in os.listdir(_dir):
+            if _name.endswith(".db"):
+                os.remove(os.path.join(_dir, _name))
+    os.environ[_PROMETHEUS_OWNER] = f"{os.getpid()}:{int(_made)}"
+    if _made:  # at the master's exit (a bad setting's too); never a worker's: they exit through here too
+        atexit.register(lambda pid, path: os.getpid() == pid and shutil.rmtree(path, ignore_errors=True),
+                        os.getpid(), os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+from app import settings as _settings_module  # noqa: E402
+from app.server import fds as _fds, worker as _worker  # noqa: E402
 
 # Every variable is parsed in app/settings.py (group "server"); a bad one stops the master here,
 # naming it, before any worker is started.
@@ -70,6 +95,13 @@ def worker_exit(server, worker):
     state = _state(worker)
     if state is not None:
         state.shutdown()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    # Its counters stay (a restart loses no counts); its live gauges (parked polls) go.
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def on_starting(server):

@@ -16,6 +16,7 @@ from . import sealing
 
 MANAGEMENT_SECRET_PREFIX = "sk_management_"
 MANAGEMENT_SECRET_MIN_LENGTH = 32
+METRICS_TOKEN_MIN_LENGTH = 16
 # What the Docker image's users set when they really want SQLite (on a volume they mount there).
 SQLITE_ESCAPE_HATCH = "sqlite:////var/lib/differential/differential.db"
 
@@ -92,6 +93,14 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _metrics_token(value: str) -> str:
+    value = value.strip()
+    if len(value) < METRICS_TOKEN_MIN_LENGTH:
+        raise ValueError(f"must be at least {METRICS_TOKEN_MIN_LENGTH} characters long "
+                         "(try: openssl rand -hex 32)")
+    return value
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -144,6 +153,9 @@ VARIABLES: tuple[Variable, ...] = (
              "keys that seal cluster API secrets in the database, newest first, comma-separated; each 32 bytes "
              "in base64 (`openssl rand -base64 32`); required with `DIFFERENTIAL_REQUIRE_DATABASE_URL`. "
              f"Unset: the key file `{sealing.KEY_FILE}` in `DIFFERENTIAL_DATA_DIR` (made on first run)"),
+    Variable("METRICS_TOKEN", "metrics_token", _metrics_token, None, "core", True,
+             "bearer token of `GET /metrics` (Prometheus), at least 16 characters; the management secret "
+             "works there too. Neither set: `GET /metrics` answers 503"),
     # Server: read by gunicorn.conf.py (and by `python -m app`, which passes them on).
     Variable("BIND_HOST", "bind_host", _text, "0.0.0.0", "server", False,
              "address gunicorn listens on", local_default="127.0.0.1"),
@@ -253,6 +265,7 @@ class Settings:
     require_database_url: bool
     public_url: str
     secrets_key: tuple[str, ...] | None
+    metrics_token: str | None
     bind_host: str
     port: int
     web_concurrency: int

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Hashable, Iterator
 
+from ..observability.prometheus import LONG_POLLS_PARKED
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class PollBudget:
             if kind is not None:
                 self._total += 1
         place.kind = kind
+        if kind is not None:
+            LONG_POLLS_PARKED.inc()
         if kind is _POLL:
             return place.wait_seconds
         self._warn(cluster_id, limits)
@@ -91,6 +94,7 @@ class PollBudget:
         kind, place.kind = place.kind, None
         if kind is None:
             return
+        LONG_POLLS_PARKED.dec()
         with self._lock:
             self._total -= 1
             if kind is _POLL:

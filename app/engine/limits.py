@@ -105,7 +105,7 @@ def _claim(cluster_id: str, service: str, machine_id: str, limit: int, limits: L
         rows += batch
         room -= len(batch)
         filled = []
-        for _seq, _id, target_fn, _args, _attempt in batch:
+        for _seq, _id, target_fn, *_rest in batch:
             if target_fn in caps:
                 caps[target_fn] -= 1
                 if caps[target_fn] == 0:

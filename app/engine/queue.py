@@ -6,6 +6,7 @@ import time
 
 from .. import db
 from ..models import Job, utcnow
+from ..observability import prometheus
 from ..observability.events import events
 from . import statements
 from .batching import GroupCommit
@@ -34,7 +35,8 @@ def _claim(cluster_id: str, service: str, machine_id: str, limit: int,
         limited = claim_limited(cluster_id, service, machine_id, limit, limits)
         rows, watch = sorted(limited.rows), limited.watch
     claimed = [{"id": r[1], "targetFn": r[2], "targetArgs": r[3]} for r in rows]
-    for _seq, job_id, target_fn, _args, attempt in rows:
+    prometheus.claimed(cluster_id, service, rows)
+    for _seq, job_id, target_fn, _args, attempt, _created_at in rows:
         events.record(cluster_id, EventType.JOB_RECEIVED, job_id=job_id, machine_id=machine_id, service=service,
                       targetFn=target_fn, attempt=attempt)
     return claimed, watch
@@ -69,8 +71,8 @@ def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, t
             sub.wait(min(remaining, max(0.0, last_beat + heartbeat_every - time.monotonic())) if beat else remaining)
 
 
-def _store_batch(results: list[statements.Result]) -> list[bool]:
-    return db.unit_of_work(lambda: statements.store_results(results),
+def _store_batch(results: list[statements.Result]) -> list[tuple[bool | statements.RetryScheduled, str | None]]:
+    return db.unit_of_work(lambda: statements.store_results_with_services(results),
                            transaction=not db.dialect.batch_in_one_statement)
 
 
@@ -88,17 +90,20 @@ def persist_result(cluster_id: str, job_id: str, machine_id: str, result: str, r
     A dropped result is recorded in the activity log with why.
     """
 
-    stored = _results.submit(statements.Result(
+    stored, service = _results.submit(statements.Result(
         cluster_id=cluster_id, job_id=job_id, machine_id=machine_id, result=result, result_type=result_type,
         execution_time_ms=execution_time_ms, resulted_at=utcnow(), draw=random.random()))
     if stored:
         hub.wake([job_topic(cluster_id, job_id)])
+        retry = isinstance(stored, statements.RetryScheduled)  # a rejection with attempts left: due again later
         events.record(cluster_id, EventType.JOB_RESULTED, job_id=job_id, machine_id=machine_id, deployment_id=deployment_id,
-                      resultType=result_type, functionExecutionTime=execution_time_ms)
-        if isinstance(stored, statements.RetryScheduled):  # a rejection with attempts left: due again later
+                      service=service, resultType=result_type, functionExecutionTime=execution_time_ms,
+                      **({"retryScheduled": True} if retry else {}))
+        if retry:
             hub.wake([DUE_TOPIC])
             events.record(cluster_id, EventType.JOB_RETRY_SCHEDULED, job_id=job_id, machine_id=machine_id,
-                          deployment_id=deployment_id, delayMs=stored.delay_ms, runAtMs=stored.run_at_ms)
+                          deployment_id=deployment_id, service=service, delayMs=stored.delay_ms,
+                          runAtMs=stored.run_at_ms)
     else:
         events.record(cluster_id, EventType.JOB_RESULTED_BUT_NOT_PERSISTED, job_id=job_id, machine_id=machine_id,
                       deployment_id=deployment_id, resultType=result_type, reason=_why_fenced(cluster_id, job_id, machine_id))

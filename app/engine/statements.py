@@ -74,7 +74,7 @@ _RESULT_SQLITE = (f"UPDATE jobs SET status = CASE WHEN {_RETRY_WHEN.format(rt='%
                   f" run_at_ms = CASE WHEN {_RETRY_WHEN.format(rt='%s', j='')}"
                   f" THEN {{now_ms}} + {_backoff_delay('min', 'differential_pow', '', '%s')} END"
                   f" WHERE cluster_id = %s AND id = %s AND status = {_RUNNING} AND machine_id = %s"
-                  " RETURNING status, run_at_ms, {now_ms}")
+                  " RETURNING status, run_at_ms, {now_ms}, service")
 # The casts type the VALUES columns whatever the first row holds (a NULL would make them text).
 _RESULT_ROW = "(%s, %s, %s, %s, %s, %s::timestamp, %s::integer, %s::double precision)"
 _PG_RETRY = _RETRY_WHEN.format(rt="v.result_type", j="jobs.")
@@ -87,7 +87,7 @@ FROM (VALUES {{rows}}) AS v(cluster_id, id, machine_id, result, result_type, res
 WHERE jobs.cluster_id = v.cluster_id AND jobs.id = v.id AND jobs.status = {_RUNNING} AND jobs.machine_id = v.machine_id
 RETURNING jobs.cluster_id, jobs.id, jobs.status, jobs.run_at_ms, {{now_ms}},
           pg_notify(%s, {topic_sql("j", "jobs.cluster_id", "jobs.id")}),
-          CASE WHEN jobs.status = {_SCHEDULED} THEN pg_notify(%s, %s) END
+          CASE WHEN jobs.status = {_SCHEDULED} THEN pg_notify(%s, %s) END, jobs.service
 """
 
 # A create with a delay, a due time or a back-off policy (a "controlled" job) takes this row form,
@@ -141,7 +141,7 @@ WITH picked AS (
 {_CLAIM_SET_POSTGRES}
 FROM picked
 WHERE jobs.seq = picked.seq AND jobs.status = {_PENDING}
-RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
+RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt, jobs.created_at
 """
 
 # SQLite runs one writing statement at a time, so the plain form cannot claim a row twice.
@@ -153,7 +153,7 @@ WHERE seq IN (
     WHERE cluster_id = %s AND service = %s AND status = {_PENDING}
     ORDER BY seq LIMIT %s
 ) AND status = {_PENDING}
-RETURNING seq, id, target_fn, target_args, attempt
+RETURNING seq, id, target_fn, target_args, attempt, created_at
 """
 
 # A claim under concurrency limits (limits.py) runs in a transaction that first serialises the
@@ -181,7 +181,7 @@ WITH candidates AS (
 {_CLAIM_SET_POSTGRES}
 FROM picked
 WHERE jobs.seq = picked.seq AND jobs.status = {_PENDING}
-RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt
+RETURNING jobs.seq, jobs.id, jobs.target_fn, jobs.target_args, jobs.attempt, jobs.created_at
 """
 
 _CLAIM_LIMITED_SQLITE = f"""
@@ -195,7 +195,7 @@ WHERE seq IN (
         )
     ) WHERE {{caps}}
 ) AND status = {_PENDING}
-RETURNING seq, id, target_fn, target_args, attempt
+RETURNING seq, id, target_fn, target_args, attempt, created_at
 """
 
 
@@ -380,6 +380,11 @@ def _stored(row: tuple | None) -> bool | RetryScheduled:
     return True
 
 
+def _stored_service(row: tuple | None) -> tuple[bool | RetryScheduled, str | None]:
+    """_stored of (status, run_at_ms, now_ms, service), and the job's service (None if fenced)."""
+    return (False, None) if row is None else (_stored(row[:3]), row[3])
+
+
 @dataclass(frozen=True)
 class Ending:
     """An end the control-plane writes itself: why (`reason`) and the packed rejection (`result`)."""
@@ -432,13 +437,13 @@ class PostgresDialect(db.PostgresDialect):
         sql = _CLAIM_LIMITED_POSTGRES.format(now=self.now, now_ms=self.now_ms, **parts)
         return db.execute(sql, (cluster_id, service, *excluded, limit, *capped, machine_id, claimed, now_ms)).fetchall()
 
-    def store_results(self, results: list[Result]) -> list[bool | RetryScheduled]:
+    def store_results(self, results: list[Result]) -> list[tuple[bool | RetryScheduled, str | None]]:
         sql = self._results.replace("{rows}", ", ".join([_RESULT_ROW] * len(results)))
         params = [v for r in results for v in (r.cluster_id, r.job_id, r.machine_id, r.result, r.result_type,
                                                Job.resulted_at.db_value(r.resulted_at), r.execution_time_ms, r.draw)]
         params += [CHANNEL, CHANNEL, DUE_TOPIC]
-        stored = {(row[0], row[1]): row[2:5] for row in db.execute(sql, params).fetchall()}
-        return [_stored(stored.get((r.cluster_id, r.job_id))) for r in results]
+        stored = {(row[0], row[1]): (*row[2:5], row[7]) for row in db.execute(sql, params).fetchall()}
+        return [_stored_service(stored.get((r.cluster_id, r.job_id))) for r in results]
 
     def next_due(self) -> tuple[int | None, int]:
         return db.execute(self._next_due).fetchone()
@@ -481,9 +486,9 @@ class SqliteDialect(db.SqliteDialect):
         sql = _CLAIM_LIMITED_SQLITE.format(now=self.now, now_ms=self.now_ms, **parts)
         return db.execute(sql, (machine_id, claimed, now_ms, cluster_id, service, *excluded, limit, *capped)).fetchall()
 
-    def store_results(self, results: list[Result]) -> list[bool | RetryScheduled]:
+    def store_results(self, results: list[Result]) -> list[tuple[bool | RetryScheduled, str | None]]:
         _register_pow()
-        return [_stored(db.execute(self._result, (
+        return [_stored_service(db.execute(self._result, (
             r.result_type, r.result, r.result_type, Job.resulted_at.db_value(r.resulted_at), r.execution_time_ms,
             r.result_type, r.draw, r.cluster_id, r.job_id, r.machine_id)).fetchone()) for r in results]
 
@@ -535,7 +540,8 @@ def insert_jobs(jobs: list[NewJob]) -> list[bool]:
 
 def claim_jobs(*, cluster_id: str, service: str, machine_id: str, limit: int, claimed_at: dt.datetime | None = None,
                now_ms: int | None = None) -> list[tuple]:
-    """pending -> running: up to `limit` jobs, oldest first; rows (seq, id, target_fn, target_args, attempt).
+    """pending -> running: up to `limit` jobs, oldest first; rows (seq, id, target_fn, target_args, attempt,
+    created_at) (created_at as the driver reads it: a datetime on PostgreSQL, text on SQLite).
 
     The deadline is the claim time (`now_ms`, default: the database's clock) + the job's timeout."""
     return db.dialect.claim_jobs(cluster_id, service, machine_id, limit, Job.claimed_at.db_value(claimed_at), now_ms)
@@ -589,6 +595,11 @@ def store_results(results: list[Result]) -> list[bool | RetryScheduled]:
 
     running -> scheduled instead, for a rejection while the job's back-off policy allows another
     attempt (attempt < backoff_attempts): the answer is then a RetryScheduled (truthy: stored)."""
+    return [stored for stored, _service in db.dialect.store_results(results)]
+
+
+def store_results_with_services(results: list[Result]) -> list[tuple[bool | RetryScheduled, str | None]]:
+    """store_results, each answer with the job's service (None when fenced): what metrics label it by."""
     return db.dialect.store_results(results)
 
 

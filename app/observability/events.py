@@ -21,6 +21,7 @@ from typing import Callable
 
 from .. import db
 from ..models import Event, utcnow
+from . import prometheus
 
 _created_at = Event.created_at.db_value
 
@@ -57,6 +58,7 @@ class EventLog:
                **fields) -> bool:
         """Buffer one event; `meta` carries arbitrary (client-sent) keys, `fields` our own.
         False when it was dropped (its cluster's share, or the whole buffer, is full)."""
+        prometheus.count_event(cluster_id, type, service, fields)  # every transition, even one whose row drops
         if not self._has_room(cluster_id):  # a flood is dropped before it costs a row
             return self._dropped(cluster_id)
         meta = {**(meta or {}), **fields}
