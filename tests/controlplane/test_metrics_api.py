@@ -49,7 +49,7 @@ def at(base, job_id, *, minute, second, queue_ms):
 # The mix: (function, outcome, execution ms or None, queue ms, minute, second) of each call.
 MIX = [
     ("f", "resolution", 10, 3, 0, 5), ("f", "resolution", 20, 7, 0, 40), ("f", "resolution", 30, 40, 1, 10),
-    ("f", "resolution", 400, 2500, 2, 50), ("f", "rejection", 5, 1, 1, 30), ("f", "rejection", 5, 1, 1, 45),
+    ("f", "resolution", 400, 2500, 2, 50), ("f", "rejection", 5, 1, 1, 30), ("f", "rejection", 8, 1, 1, 45),
     ("g", "failure", None, 15, 0, 20), ("g", "failure", None, 15, 1, 20),
     ("g", "cancelled", None, 90_000, 2, 10),
     ("g", "resolution", 1500, 1, 2, 20),
@@ -159,15 +159,15 @@ def test_the_summary_and_timeseries_equal_the_mix_before_half_way_and_after_the_
     assert mark() is None  # no fold yet: the tail alone
     check_answer(before, base, bucket_minutes=1)
 
-    # Half-way, with the mark inside minute 1 (jobs of that minute on both sides of it) and in
-    # one-minute chunks: rollups up to the mark, the tail after it, nothing counted twice.
-    fold_until(base + MINUTE + dt.timedelta(seconds=25), chunk_ms=60_000)
-    assert mark() == rollups.epoch_ms(base + MINUTE + dt.timedelta(seconds=25))
+    # Half-way, with the mark inside minute 1 (rejections of f in that minute on both sides of it)
+    # and in one-minute chunks: rollups up to the mark, the tail after it, nothing counted twice.
+    fold_until(base + MINUTE + dt.timedelta(seconds=35), chunk_ms=60_000)
+    assert mark() == rollups.epoch_ms(base + MINUTE + dt.timedelta(seconds=35))
     assert db.unit_of_work(lambda: MetricRollup.select().count()) > 0
     half = metrics(api, cluster["id"], **query)
     assert half == before
 
-    fold_until(base + 3 * MINUTE + dt.timedelta(seconds=7), chunk_ms=60_000)  # minute 1 is merged into
+    fold_until(base + 3 * MINUTE + dt.timedelta(seconds=7), chunk_ms=60_000)  # the row of f's rejections in minute 1 is added to
     after = metrics(api, cluster["id"], **query)
     assert after == before
     stored = db.unit_of_work(lambda: sum(r.calls for r in MetricRollup.select()))
