@@ -243,6 +243,18 @@ def _row(values) -> Row:
                [int(n) for n in json.loads(eh)], [int(n) for n in json.loads(qh)])
 
 
+# The distinct services of a cluster's rollups, one index probe each (a loose index scan).
+_SERVICES = ("WITH RECURSIVE s(service) AS ("
+             " SELECT (SELECT MIN(service) FROM metric_rollups WHERE cluster_id = %s)"
+             " UNION ALL SELECT (SELECT MIN(service) FROM metric_rollups WHERE cluster_id = %s AND service > s.service)"
+             " FROM s WHERE s.service IS NOT NULL)"
+             " SELECT service FROM s WHERE service IS NOT NULL")
+
+
+def _services(cluster_id: str) -> list[str]:
+    return [r[0] for r in db.execute(_SERVICES, (cluster_id, cluster_id)).fetchall()]
+
+
 def read_rows(cluster_id: str, service: str | None, start_ms: int, end_ms: int) -> list[Row]:
     """Rollup rows of minutes in [start_ms, end_ms) (both whole minutes) folded up to the mark,
     plus rows aggregated from the jobs finished since the mark (the tail), in one transaction
@@ -251,13 +263,18 @@ def read_rows(cluster_id: str, service: str | None, start_ms: int, end_ms: int) 
     def tx() -> list[Row]:
         sql = _sql()
         mark = _read_mark(sql.for_share) or 0
-        by_service, params = ("AND service = %s ", [service]) if service is not None else ("", [])
-        folded = db.execute(f"SELECT {_COLUMNS} FROM metric_rollups WHERE cluster_id = %s {by_service}"
-                          "AND minute_ms >= %s AND minute_ms < %s", (cluster_id, *params, start_ms, end_ms)).fetchall()
-        rows = [_row(r) for r in folded]
+        # By the unique index (cluster, service, minute): each service's minutes are one range of it.
+        services = [service] if service is not None else _services(cluster_id)
+        rows = []
+        if services:
+            folded = db.execute(f"SELECT {_COLUMNS} FROM metric_rollups WHERE cluster_id = %s AND service IN "
+                                f"({', '.join(['%s'] * len(services))}) AND minute_ms >= %s AND minute_ms < %s",
+                                (cluster_id, *services, start_ms, end_ms)).fetchall()
+            rows = [_row(r) for r in folded]
         if mark < end_ms:
+            by_service, params = ("AND service = %s", [service]) if service is not None else ("", [])
             tail = db.execute(sql.aggregate(f"resulted_at >= %s AND resulted_at < %s AND cluster_id = %s {by_service}"),
-                            (stamp(max(mark, start_ms)), stamp(end_ms), cluster_id, *params)).fetchall()
+                              (stamp(max(mark, start_ms)), stamp(end_ms), cluster_id, *params)).fetchall()
             rows += [_row(r) for r in tail]
         return rows
 

@@ -7,6 +7,7 @@ and after the jobs themselves were pruned."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 
 import pytest
@@ -388,3 +389,58 @@ def test_percentile_estimates_fall_in_the_true_values_bucket(values):
         low = 0 if i == 0 else BOUNDS_MS[i - 1]
         high = BOUNDS_MS[i] if i < len(BOUNDS_MS) else BOUNDS_MS[-1]
         assert low <= percentile(h, q) <= high
+
+
+# --- the read does not scan the jobs table (PostgreSQL plans) ---------------------------------------
+
+def bulk_finished(cluster_id, n, start, spread_seconds):
+    """n finished jobs of one cluster, ended evenly over spread_seconds from start (one statement)."""
+    db.unit_of_work(lambda: db.execute(
+        "INSERT INTO jobs (cluster_id, id, service, target_fn, target_args, status, result_type, attempts_allowed,"
+        " attempt, timeout_seconds, created_at, claimed_at, resulted_at, execution_time_ms, predictive_retries)"
+        " SELECT %s, 'bulk-' || i, 'svc', 'f' || mod(i, 5), '', 'success', 'resolution', 1, 1, 60,"
+        " %s + (i * %s) * interval '1 millisecond', %s + (i * %s + 5) * interval '1 millisecond',"
+        " %s + (i * %s + 20) * interval '1 millisecond', mod(i, 300), false FROM generate_series(1, %s) AS i",
+        (cluster_id, start, spread_seconds * 1000 / n, start, spread_seconds * 1000 / n, start,
+         spread_seconds * 1000 / n, n)))
+
+
+def test_the_read_uses_the_rollups_index_and_the_finished_index_for_the_tail(api, backend):
+    if backend != "postgres":
+        pytest.skip("PostgreSQL plans")
+    clusters = [api.new_cluster()["id"] for _ in range(4)]
+    start = utcnow().replace(second=0, microsecond=0) - dt.timedelta(hours=6)
+    for cid in clusters:  # 6 hours of history in 4 clusters, folded but for the last minutes
+        bulk_finished(cid, 20_000, start, 6 * 3600)
+    fold_until(start + dt.timedelta(hours=5, minutes=55), chunk_ms=3_600_000, max_chunks=100)
+    # and 3 days of older rollups of 10 other clusters, as a retention's worth of history looks
+    db.unit_of_work(lambda: db.execute(
+        "INSERT INTO metric_rollups (cluster_id, service, target_fn, minute_ms, outcome, calls, exec_ms_sum,"
+        " queue_ms_sum, exec_histogram, queue_histogram) SELECT 'old-' || mod(i, 10), 'svc', 'f', %s - i / 10 * 60000,"
+        " 'resolution', 1, 1, 1, %s, %s FROM generate_series(1, 43200) AS i",
+        (rollups.epoch_ms(start), json.dumps([1] + [0] * (BUCKETS - 1)), json.dumps([1] + [0] * (BUCKETS - 1)))))
+    db.unit_of_work(lambda: [db.execute(f"ANALYZE {t}") for t in ("jobs", "metric_rollups", "rollup_marks")],
+                    transaction=False)
+    seen = []
+    real = db.execute
+
+    def record(sql, params=()):
+        seen.append((sql, params))
+        return real(sql, params)
+
+    db.execute = record
+    try:
+        answer = metrics(api, clusters[0], start=(start + dt.timedelta(hours=5)).isoformat())
+    finally:
+        db.execute = real
+    assert sum(f["summary"]["calls"]["total"] for f in answer["functions"]) == pytest.approx(20_000 / 6, abs=2)
+    reads = [(sql, params) for sql, params in seen if sql.lstrip().startswith("SELECT")]
+    plans = db.unit_of_work(lambda: ["\n".join(r[0] for r in real("EXPLAIN " + sql, params).fetchall())
+                                     for sql, params in reads])
+    rollup_plan = next(p for (sql, _), p in zip(reads, plans, strict=True) if "FROM metric_rollups" in sql)
+    tail_plan = next(p for (sql, _), p in zip(reads, plans, strict=True) if "FROM jobs" in sql)
+    # by either of its indexes: (cluster, service, minute) or, for a recent range, minute (the
+    # planner's choice): what it reads grows with the range and the functions, not with jobs
+    assert "Index Scan using metric_rollups_" in rollup_plan, rollup_plan
+    assert not any("Seq Scan on jobs" in p or "Seq Scan on metric_rollups" in p for p in plans), plans
+    assert "jobs_finished" in tail_plan and "Seq Scan on jobs" not in tail_plan, tail_plan
