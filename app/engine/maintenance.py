@@ -266,8 +266,8 @@ class ExpireDeadlines:
 class RollUpMetrics:
     """Finished jobs -> metric rollups (engine/rollups.py says how: exactly once, up to now minus
     a lag of seconds), a bounded number of chunks a run; rollups older than their own retention
-    go, once a minute. Runs before Prune: finished jobs are kept for days, so each is folded in
-    long before it is pruned."""
+    go, once a minute. Prune keeps finished jobs for days, so each is folded in long before it is
+    pruned (whatever the order within a tick); it runs after the tasks that finish jobs."""
 
     name = "roll_up_metrics"
     every = 5.0  # the metrics read adds the jobs finished since the mark, so this is not freshness
@@ -386,8 +386,8 @@ class Maintainer:
         # A tick is late by up to an interval, plus a lease's expiry when the leader died.
         on_time = max(60.0, lease.seconds + 2 * interval)
         tasks: list[Task] = [StallSilentMachines(machine_timeout), PromoteDueJobs(), RecoverStalledJobs(),
-                             RollUpMetrics(metrics_retention_days), Prune(retention_days), ExpireDeadlines(),
-                             FireSchedules(on_time)]
+                             Prune(retention_days), ExpireDeadlines(), FireSchedules(on_time),
+                             RollUpMetrics(metrics_retention_days)]
         if db.dialect.refreshes_statistics:
             tasks.append(RefreshStatistics())
         return cls(lease, tasks, interval)

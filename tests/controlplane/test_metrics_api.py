@@ -353,11 +353,12 @@ def test_rollups_older_than_their_retention_are_pruned(api, mix):
     assert db.unit_of_work(lambda: RollupMark.select().count()) == 1
 
 
-def test_the_rollup_runs_before_prune_among_the_standard_tasks(app):
-    from app.engine.maintenance import Maintainer
+def test_the_rollup_is_a_standard_task_with_its_retention(app):
+    from app.engine.maintenance import Maintainer, RollUpMetrics
 
-    names = [t.name for t in Maintainer.for_settings(interval=1, machine_timeout=90, retention_days=7).tasks]
-    assert names.index("roll_up_metrics") < names.index("prune")
+    tasks = Maintainer.for_settings(interval=1, machine_timeout=90, retention_days=7, metrics_retention_days=12).tasks
+    [task] = [t for t in tasks if isinstance(t, RollUpMetrics)]
+    assert task.retention_days == 12
 
 
 # --- percentiles from histograms ------------------------------------------------------------------
