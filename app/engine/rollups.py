@@ -21,8 +21,14 @@ What a row holds, per finished job:
 
 Both histograms count over BOUNDS_MS (one constant, below). The read (`read_rows`) takes the
 rollups up to the mark plus the jobs finished after it (the tail, small by construction: the lag
-and a tick), under a share lock of the mark row, so a fold committing meanwhile is seen wholly or
-not at all: nothing is missed or counted twice.
+and a tick), in one transaction (PostgreSQL: under a share lock of the mark row, which a fold
+updates; SQLite: one snapshot), so a fold committing meanwhile is seen wholly or not at all:
+nothing is missed or counted twice.
+
+resulted_at is stamped by the replica that stored the result (the sweeper's endings by the
+database's clock): a replica whose clock is behind the database's by more than the lag would
+stamp results the fold has already passed, and those would be missed. NTP keeps skew to
+milliseconds; the lag is 30 s.
 """
 from __future__ import annotations
 
@@ -284,7 +290,13 @@ def read_rows(cluster_id: str, service: str | None, start_ms: int, end_ms: int) 
             rows += [_row(r) for r in tail]
         return rows
 
-    return db.unit_of_work(tx)
+    def read_only():
+        # Not the dialect's writing transaction (BEGIN IMMEDIATE on SQLite would hold every writer
+        # back while it reads): a deferred one, which on SQLite reads one WAL snapshot throughout.
+        with db.database.obj.atomic():
+            return tx()
+
+    return db.unit_of_work(read_only, transaction=False, idempotent=True)
 
 
 def mark_ms() -> int | None:

@@ -282,6 +282,35 @@ def test_a_mark_moved_by_another_replicas_fold_while_this_one_reads(make_app, ap
     assert answers and all(a == expected for a in answers), len(answers)
 
 
+def test_a_fold_committing_in_the_middle_of_a_read_is_seen_wholly_or_not_at_all(make_app, api, mix):
+    cluster, base = mix
+    other = Api(make_app())
+    query = {**window(base), "bucketSeconds": 60}
+    fold_until(base + MINUTE + dt.timedelta(seconds=35))
+    expected = metrics(api, cluster["id"], **query)
+    real = db.execute
+    folds = []
+
+    def fold_between_the_mark_and_the_rollups(sql, params=()):
+        if not folds and "FROM metric_rollups WHERE cluster_id" in sql:
+            # The read has its mark: another process's fold moves it now (and may wait for the read).
+            folder = threading.Thread(target=lambda: folds.append(fold_until(base + 4 * MINUTE)))
+            folds.append(folder)
+            folder.start()
+            folder.join(timeout=2)
+        return real(sql, params)
+
+    db.execute = fold_between_the_mark_and_the_rollups
+    try:
+        during = metrics(other, cluster["id"], **query)
+    finally:
+        db.execute = real
+        folds[0].join(timeout=30)
+    assert folds[1]["rollupChunks"] >= 1  # the fold did move the mark, past the rest of the mix
+    assert during == expected
+    assert metrics(api, cluster["id"], **query) == expected
+
+
 def test_cluster_isolation_and_unknown_clusters(api, mix):
     cluster, base = mix
     other = api.new_cluster()
