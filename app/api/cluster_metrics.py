@@ -41,8 +41,8 @@ def _time(query: dict, name: str) -> dt.datetime | None:
 
 @route(bp, "GET", "/clusters/<cluster_id>/metrics",
        summary="Per function: calls by outcome, execution and queue time, throughput (summary and timeseries)",
-       auth_kind="management", tag="management", query=s.METRICS_QUERY,
-       responses={200: s.METRICS, 400: s.ERROR, 401: s.ERROR, 404: s.ERROR})
+       auth_kind="management", tag="management", query=s.CLUSTER_METRICS_QUERY,
+       responses={200: s.CLUSTER_METRICS, 400: s.ERROR, 401: s.ERROR, 404: s.ERROR})
 def metrics(cluster_id, query):
     now = utcnow()
     end = _time(query, "end") or now

@@ -285,7 +285,7 @@ SCHEDULES_QUERY = obj({"limit": {"type": "integer", "minimum": 1, "maximum": 100
 
 # --- cluster metrics (management) -----------------------------------------------------------------
 
-METRICS_QUERY = obj({
+CLUSTER_METRICS_QUERY = obj({
     "serviceName": {**NAME, "description": "one service; every service when absent"},
     "start": {"type": "string", "maxLength": 64,
               "description": "ISO 8601 (UTC unless it names an offset); default an hour before `end`; rounds down to a minute"},
@@ -305,7 +305,7 @@ _METRIC_FIELDS = {"calls": _METRIC_CALLS, "throughputPerSecond": _NUMBER_OR_NULL
                   "executionMs": {**_METRIC_TIMES, "description": "jobs that ran; percentiles interpolated "
                                   "inside histogram buckets"},
                   "queueMs": {**_METRIC_TIMES, "description": "claimed (or, never claimed, ended) minus created"}}
-METRICS = obj({
+CLUSTER_METRICS = obj({
     "clusterId": {"type": "string"}, "serviceName": {"type": ["string", "null"]},
     "start": {"type": "string"}, "end": {"type": "string"}, "bucketSeconds": {"type": "integer"},
     "histogramBoundsMs": {"type": "array", "items": {"type": "integer"}},
