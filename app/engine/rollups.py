@@ -43,7 +43,8 @@ from .states import JobStatus, ResultType
 
 # Upper bounds (ms, inclusive) of the histogram buckets, log-spaced 1-2-5 up to 30 minutes, the
 # same for execution and queue time. Bucket i counts values v with BOUNDS_MS[i-1] < v <= BOUNDS_MS[i]
-# (bucket 0: v <= 1); the last bucket, one past the bounds, counts v > 30 min.
+# (bucket 0: v <= 1); the last bucket, one past the bounds, counts v > 30 min. Stored rows hold
+# counts by position: changing the bounds means emptying metric_rollups and rollup_marks.
 BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 60_000, 300_000, 1_800_000)
 BUCKETS = len(BOUNDS_MS) + 1
 
@@ -114,8 +115,8 @@ _POSTGRES = _Sql(
 )
 # SQLite keeps timestamps as text ('YYYY-MM-DD HH:MM:SS[.ffffff]'): whole seconds from the first 19
 # characters (rounded: exact) and the milliseconds from the digits after the point, so no sub-ms
-# rounding moves a job across a minute.
-# One writer at a time (BEGIN IMMEDIATE) stands in for the row locks.
+# rounding moves a job across a minute. The fold's BEGIN IMMEDIATE (one writer at a time) stands in
+# for the mark's row lock, and a read is one WAL snapshot.
 _SQLITE = _Sql(
     ms=("(CAST(ROUND((julianday(substr({x}, 1, 19)) - 2440587.5) * 86400) AS INTEGER) * 1000"
         " + CAST(substr({x}, 21, 3) AS INTEGER))"),
