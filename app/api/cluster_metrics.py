@@ -11,7 +11,7 @@ from ..engine import cluster_metrics
 from ..engine.rollups import epoch_ms
 from ..errors import ValidationFailed
 from ..models import utcnow
-from . import schemas as s
+from . import management, schemas as s
 from .routing import route
 
 bp = Blueprint("cluster_metrics", __name__)
@@ -24,17 +24,10 @@ def _invalid(name: str, message: str) -> ValidationFailed:
 
 
 def _time(query: dict, name: str) -> dt.datetime | None:
-    """An ISO 8601 query time as naive UTC; 400 naming the field."""
-    text = query.get(name)
-    if text is None:
-        return None
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise _invalid(name, "must be an ISO 8601 time, e.g. 2026-12-01T16:00:00Z") from None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    if not dt.datetime(1970, 1, 1) <= value < dt.datetime(9999, 1, 1):
+    """An ISO 8601 query time as naive UTC (management's parser, the one home of that rule), within
+    the range epoch milliseconds hold; 400 naming the field."""
+    value = management._time(query, name)
+    if value is not None and not dt.datetime(1970, 1, 1) <= value < dt.datetime(9999, 1, 1):
         raise _invalid(name, "must be after 1970 and before 9999")
     return value
 
