@@ -48,7 +48,8 @@ from .states import JobStatus, ResultType
 BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 60_000, 300_000, 1_800_000)
 BUCKETS = len(BOUNDS_MS) + 1
 
-OUTCOMES = ("resolution", "rejection", "failure", "cancelled")
+# A finished job's outcome: its result type when it succeeded, else its status.
+OUTCOMES = (ResultType.RESOLUTION, ResultType.REJECTION, JobStatus.FAILURE, JobStatus.CANCELLED)
 MARK = "jobs"
 LAG_SECONDS = 30.0  # a result is stamped before it commits; batches commit within ms, 30 s is generous
 CHUNK_MS = 5 * 60_000  # at most this much resulted_at per statement
@@ -56,8 +57,9 @@ MINUTE_MS = 60_000
 _EPOCH = dt.datetime(1970, 1, 1)
 
 _TERMINAL = ", ".join(f"'{s}'" for s in (JobStatus.SUCCESS, JobStatus.FAILURE, JobStatus.CANCELLED))
-_OUTCOME = (f"CASE WHEN status = '{JobStatus.FAILURE}' THEN 'failure' WHEN status = '{JobStatus.CANCELLED}'"
-            f" THEN 'cancelled' WHEN result_type = '{ResultType.REJECTION}' THEN 'rejection' ELSE 'resolution' END")
+_OUTCOME = (f"CASE WHEN status IN ('{JobStatus.FAILURE}', '{JobStatus.CANCELLED}') THEN status"
+            f" WHEN result_type = '{ResultType.REJECTION}' THEN '{ResultType.REJECTION}'"
+            f" ELSE '{ResultType.RESOLUTION}' END")
 _KEY = "cluster_id, service, target_fn, minute_ms, outcome"
 _COLUMNS = _KEY + ", calls, exec_ms_sum, queue_ms_sum, exec_histogram, queue_histogram"
 
