@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.sweeper_enabled:
         maintainer = Maintainer.for_settings(interval=settings.sweep_interval_seconds,
                                              machine_timeout=settings.machine_timeout_seconds,
-                                             retention_days=settings.retention_days)
+                                             retention_days=settings.retention_days,
+                                             metrics_retention_days=settings.metrics_retention_days)
         maintainer.start()
 
     app = Flask(__name__)

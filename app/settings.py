@@ -252,6 +252,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("BIG_POLLS_PER_CLUSTER", "big_polls_per_cluster", _positive_int, 8, "tuning", False,
              "batch status polls with a big body (64 KiB and up) parked at once per cluster and process; "
              "past them one answers `[]` at once (the SDKs ask again)"),
+    Variable("METRICS_RETENTION_DAYS", "metrics_retention_days", _positive_float, 30.0, "tuning", False,
+             "metric rollups (per function and minute, what GET /clusters/:id/metrics reads) older than this are pruned"),
 )
 
 CLOUD_VARIABLES = tuple(v.name for v in VARIABLES if v.group == "cloud")
@@ -305,6 +307,7 @@ class Settings:
     long_poll_thread_reserve: int
     long_poll_pause_seconds: float
     big_polls_per_cluster: int
+    metrics_retention_days: float
 
     @property
     def uses_postgres(self) -> bool:

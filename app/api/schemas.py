@@ -314,3 +314,37 @@ PUT_SERVICE_SCHEMA = obj({"schema": {"type": ["string", "object", "boolean"],
 SERVICE_SCHEMA = obj({"service": {"type": "string"},
                       "schema": {"description": "the schema, as JSON; null if nobody put one"}},
                      required=("service", "schema"))
+# --- cluster metrics (management) -----------------------------------------------------------------
+
+CLUSTER_METRICS_QUERY = obj({
+    "serviceName": {**NAME, "description": "one service; every service when absent"},
+    "start": {"type": "string", "maxLength": 64,
+              "description": "ISO 8601 (UTC unless it names an offset); default an hour before `end`; rounds down to a minute"},
+    "end": {"type": "string", "maxLength": 64,
+            "description": "ISO 8601 (UTC unless it names an offset); default now; rounds up to a minute"},
+    "bucketSeconds": {"type": "integer", "minimum": 60, "maximum": 366 * 86400, "multipleOf": 60,
+                      "description": "timeseries bucket size, a multiple of 60, at most 1500 buckets in the range; "
+                                     "default the smallest whole minutes within that"},
+}, extra=False)
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_METRIC_TIMES = obj({"count": {"type": "integer"}, "mean": _NUMBER_OR_NULL, "p50": _NUMBER_OR_NULL,
+                     "p90": _NUMBER_OR_NULL, "p99": _NUMBER_OR_NULL},
+                    required=("count", "mean", "p50", "p90", "p99"))
+_METRIC_CALLS = obj({k: {"type": "integer"} for k in ("resolution", "rejection", "failure", "cancelled", "total")},
+                    required=("resolution", "rejection", "failure", "cancelled", "total"))
+_METRIC_FIELDS = {"calls": _METRIC_CALLS, "throughputPerSecond": _NUMBER_OR_NULL,
+                  "executionMs": {**_METRIC_TIMES, "description": "jobs that ran; percentiles interpolated "
+                                  "inside histogram buckets"},
+                  "queueMs": {**_METRIC_TIMES, "description": "claimed (or, never claimed, ended) minus created"}}
+CLUSTER_METRICS = obj({
+    "clusterId": {"type": "string"}, "serviceName": {"type": ["string", "null"]},
+    "start": {"type": "string"}, "end": {"type": "string"}, "bucketSeconds": {"type": "integer"},
+    "histogramBoundsMs": {"type": "array", "items": {"type": "integer"}},
+    "functions": {"type": "array", "items": obj({
+        "service": {"type": "string"}, "function": {"type": "string"},
+        "summary": obj(_METRIC_FIELDS, required=tuple(_METRIC_FIELDS)),
+        "timeseries": {"type": "array", "description": "buckets with calls, oldest first (empty ones left out)",
+                       "items": obj({"start": {"type": "string"}, **_METRIC_FIELDS},
+                                    required=("start", *_METRIC_FIELDS))},
+    }, required=("service", "function", "summary", "timeseries"))},
+}, required=("clusterId", "serviceName", "start", "end", "bucketSeconds", "histogramBoundsMs", "functions"))

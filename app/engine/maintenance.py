@@ -16,8 +16,8 @@ deadlines and the silences alike (audit L4). A tick that runs long renews the le
 next task, and stops if another process holds it by then.
 
 The tasks, in the order `for_settings` runs them: stall silent machines, promote due jobs, recover
-stalled jobs, prune, expire deadlines, fire schedules, finish cluster deletions, and (PostgreSQL)
-refresh statistics.
+stalled jobs, prune, expire deadlines, fire schedules, finish cluster deletions, roll up metrics,
+and (PostgreSQL) refresh statistics.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from typing import Protocol
 from .. import db, models
 from ..models import Event, Job, Machine
 from ..observability.events import events
-from . import cluster_deletion, payloads, schedules, statements
+from . import cluster_deletion, payloads, rollups, schedules, statements
 from .signals import DUE_TOPIC, hub, job_topic, notify_in_transaction, queue_topic
 from .states import TERMINAL, EventType, MachineStatus
 
@@ -267,6 +267,30 @@ class ExpireDeadlines:
         return {"expired": len(done)}
 
 
+class RollUpMetrics:
+    """Finished jobs -> metric rollups (engine/rollups.py says how: exactly once, up to now minus
+    a lag of seconds), a bounded number of chunks a run; rollups older than their own retention
+    go, once a minute. Prune keeps finished jobs for days, so each is folded in long before it is
+    pruned (whatever the order within a tick); it runs after the tasks that finish jobs."""
+
+    name = "roll_up_metrics"
+    every = 5.0  # the metrics read adds the jobs finished since the mark, so this is not freshness
+    prune_every = 60.0
+
+    def __init__(self, retention_days: float, max_chunks: int = 12) -> None:
+        self.retention_days = retention_days
+        self.max_chunks = max_chunks
+        self._pruned_at: dt.datetime | None = None
+
+    def run_once(self, now: dt.datetime) -> dict[str, int]:
+        done = rollups.fold(now, max_chunks=self.max_chunks)
+        if self._pruned_at is None or not 0 <= (now - self._pruned_at).total_seconds() < self.prune_every:
+            cutoff = now - dt.timedelta(days=self.retention_days)
+            done["rollupsPruned"] = rollups.prune(rollups.epoch_ms(cutoff))
+            self._pruned_at = now
+        return done
+
+
 class Prune:
     """Delete finished jobs and events older than the retention, and workers, machines and services
     unheard of for that long (statements.py says which), a bounded number of batches per run."""
@@ -387,14 +411,15 @@ class Maintainer:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def for_settings(cls, *, interval: float, machine_timeout: float, retention_days: float) -> Maintainer:
+    def for_settings(cls, *, interval: float, machine_timeout: float, retention_days: float,
+                     metrics_retention_days: float = 30.0) -> Maintainer:
         """The standard tasks, in the order they run, on the bound database."""
         lease = Lease(seconds=max(3 * interval, 3.0))
         # A tick is late by up to an interval, plus a lease's expiry when the leader died.
         on_time = max(60.0, lease.seconds + 2 * interval)
         tasks: list[Task] = [StallSilentMachines(machine_timeout), PromoteDueJobs(), RecoverStalledJobs(),
                              Prune(retention_days), ExpireDeadlines(), FireSchedules(on_time),
-                             FinishClusterDeletions()]
+                             FinishClusterDeletions(), RollUpMetrics(metrics_retention_days)]
         if db.dialect.refreshes_statistics:
             tasks.append(RefreshStatistics())
         return cls(lease, tasks, interval)

@@ -18,6 +18,8 @@
     differential jobs cancel JOB_ID [--reason TEXT]        (cluster API secret)
     differential schedules create|list|show|pause|resume|delete --cluster CLUSTER_ID ...
                                                            (management secret)
+    differential metrics --cluster CLUSTER_ID [--service S] [--since 1h] [--bucket 5m]
+                                                           (management secret)
 
 Options (before or after the command): --endpoint (DIFFERENTIAL_ENDPOINT), --api-secret
 (DIFFERENTIAL_API_SECRET), --management-secret (DIFFERENTIAL_MANAGEMENT_SECRET) or
@@ -588,7 +590,7 @@ def _add_schedules(sub: Any, common: argparse.ArgumentParser) -> None:
     command("delete", cmd_schedules_delete, "delete a schedule (the calls it made are kept)")
 
 
-# -- cluster lifecycle and service schemas -------------------------------------------------------
+# -- cluster lifecycle, service schemas and metrics ----------------------------------------------
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -709,6 +711,60 @@ def _add_service_schemas(ssub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", required=True, help="cluster id")
     p.add_argument("service")
     p.set_defaults(func=cmd_services_schema_show)
+def _ms(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def _metrics_rows(functions: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    rows = []
+    for f in functions:
+        s = f["summary"]
+        calls, ex, qu = s["calls"], s["executionMs"], s["queueMs"]
+        rows.append({"service": f["service"], "function": f["function"], "calls": calls["total"],
+                     "ok": calls["resolution"], "rejected": calls["rejection"], "failed": calls["failure"],
+                     "cancelled": calls["cancelled"], "rate": _ms(s["throughputPerSecond"]),
+                     "p50": _ms(ex["p50"]), "p90": _ms(ex["p90"]), "p99": _ms(ex["p99"]), "mean": _ms(ex["mean"]),
+                     "queue50": _ms(qu["p50"]), "queue99": _ms(qu["p99"])})
+    return rows
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    since = args.since
+    if since <= 0:
+        raise UsageError("--since must be more than 0")
+    start = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=since)
+    params: Dict[str, Any] = {"start": start.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if args.service:
+        params["serviceName"] = args.service
+    if args.bucket:
+        params["bucketSeconds"] = args.bucket
+    with _management(args) as http:
+        answer = http.request("GET", f"/clusters/{quote(args.cluster, safe='')}/metrics", params=params) or {}
+    if args.json:
+        _out(_dump(answer))
+        return EXIT_OK
+    functions = answer.get("functions") or []
+    _out(f"Cluster {answer.get('clusterId')}, {answer.get('start')} to {answer.get('end')}")
+    if not functions:
+        _out("No finished calls in this range.")
+        return EXIT_OK
+    _out(_table(_metrics_rows(functions),
+                ["service", "function", "calls", "ok", "rejected", "failed", "cancelled", "rate", "p50", "p90",
+                 "p99", "mean", "queue50", "queue99"],
+                ["SERVICE", "FUNCTION", "CALLS", "OK", "REJECTED", "FAILED", "CANCELLED", "PER S", "EXEC P50",
+                 "EXEC P90", "EXEC P99", "EXEC MEAN", "QUEUE P50", "QUEUE P99"]))
+    _out("Times in ms (percentiles interpolated in histogram buckets); --json adds the timeseries "
+         f"({answer.get('bucketSeconds')} s buckets).")
+    return EXIT_OK
+
+
+def _add_metrics(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("metrics", parents=[common], help="calls, outcomes and latencies per function (management secret)")
+    p.add_argument("--cluster", required=True, help="cluster id")
+    p.add_argument("--service", help="only this service (default every service)")
+    p.add_argument("--since", type=_duration, default="1h", help="how far back: 90s, 15m, 1h, 7d (default 1h)")
+    p.add_argument("--bucket", type=_duration, help="timeseries bucket (--json), a whole number of minutes: 1m, 5m, 1h")
+    p.set_defaults(func=cmd_metrics)
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -804,6 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", help="cluster id: show the job in full with its activity (management secret)")
     p.set_defaults(func=cmd_jobs_show)
     _add_schedules(sub, common)
+    _add_metrics(sub, common)
     p = jsub.add_parser("cancel", parents=[common], help="cancel a call in flight")
     p.add_argument("job_id")
     p.add_argument("--reason", help="why (recorded with the job; at most 500 characters)")
