@@ -129,7 +129,7 @@ def _str(s: str, out: bytearray, where: str) -> None:
 #   a map key that is not text         -> its JSON text (1 -> "1", true -> "true")
 #   text that is not UTF-8             -> decoded with U+FFFD for the bad bytes
 
-MAX_DECODE_DEPTH = 512
+MAX_DECODE_DEPTH = 200  # a result nested deeper is refused (clearly), not a RecursionError
 
 
 def unpack_value(text: str | None):

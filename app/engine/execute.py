@@ -82,6 +82,8 @@ def _error(text: str | None, reason: str | None) -> dict:
                 "message": reason or "the control-plane gave up on the call: its attempts were spent (each stalled "
                                      "or timed out)"}
     value = _decoded(text)
+    if isinstance(value, list) and len(value) >= 2 and isinstance(value[0], str) and isinstance(value[1], str):
+        value = {"name": value[0], "message": value[1]}  # msgpackr's form of a bare JS Error
     if isinstance(value, dict) and isinstance(value.get("message"), str):
         return {"name": value.get("name") if isinstance(value.get("name"), str) else "Error", **value}
     return {"name": "Error", "message": "the function threw a value that is not an error", "value": value}
