@@ -120,7 +120,9 @@ def _str(s: str, out: bytearray, where: str) -> None:
 #   nil, bool, str, array, map         -> the same JSON value
 #   int (any width, up to 2^64 - 1)    -> a JSON number, written exactly (past 2^53, JavaScript's
 #                                         JSON.parse rounds it; Python's json does not)
-#   float32/64                         -> a number; NaN, Infinity, -Infinity -> null (as JSON.stringify)
+#   float32/64                         -> a number; NaN, Infinity, -Infinity -> null (as JSON.stringify);
+#                                         a whole one up to 2^53 -> an integer (3.0 -> 3, as JSON.stringify:
+#                                         msgpackr writes every JS number past 32 bits as a float64)
 #   bin (a Buffer, bytes)              -> base64 text
 #   timestamp (ext -1: a JS Date,      -> ISO 8601 UTC text, "2024-01-02T03:04:05.678Z" (3, 6 or 9
 #     a Python aware datetime)            fraction digits, as few as exact); an Invalid Date -> null
@@ -187,7 +189,9 @@ class _Reader:
             return self.ext(self.unpack(">b"), n)
         if b in (0xCA, 0xCB):
             x = self.unpack(">f" if b == 0xCA else ">d")
-            return x if math.isfinite(x) else None
+            if not math.isfinite(x):
+                return None
+            return int(x) if x.is_integer() and abs(x) <= _SAFE_INTEGER else x
         ints = {0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q", 0xD0: ">b", 0xD1: ">h", 0xD2: ">i", 0xD3: ">q"}
         if b in ints:
             return self.unpack(ints[b])
@@ -251,3 +255,4 @@ def _timestamp(data: bytes):
 
 
 _EPOCH = dt.datetime(1970, 1, 1)
+_SAFE_INTEGER = 2**53

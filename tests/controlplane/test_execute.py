@@ -58,7 +58,8 @@ def test_json_values_round_trip_through_the_packer_and_the_decoder():
     (b"\xc4\x03\x00\x01\xff", "AAH/"),  # bin -> base64
     (b"\xc5\x00\x00", ""),
     (b"\xcb" + struct.pack(">d", float("nan")), None), (b"\xcb" + struct.pack(">d", float("inf")), None),
-    (b"\xca" + struct.pack(">f", 1.5), 1.5),
+    (b"\xca" + struct.pack(">f", 1.5), 1.5), (b"\xcb" + struct.pack(">d", 2.0**53), 2**53),
+    (b"\xcb" + struct.pack(">d", -3.0), -3), (b"\xcb" + struct.pack(">d", 2.0**60), 2.0**60),
     (b"\xcf" + struct.pack(">Q", 2**64 - 1), 2**64 - 1), (b"\xd3" + struct.pack(">q", -(2**63)), -(2**63)),
     (b"\xd5\x05ab", {"$ext": 5, "base64": "YWI="}), (b"\xc7\x01\x42\x07", {"$ext": 0x42, "base64": "Bw=="}),
     (b"\x83\x01\xa1a\xc0\xa1b\xc3\xa1c", {"1": "a", "null": "b", "true": "c"}),  # keys that are not text
@@ -66,7 +67,8 @@ def test_json_values_round_trip_through_the_packer_and_the_decoder():
     (b"\x81\xa1a\x90", {"a": []}),
 ])
 def test_the_documented_mapping(packed, expected):
-    assert unpack_value(b64(packed)) == expected
+    got = unpack_value(b64(packed))
+    assert got == expected and type(got) is type(expected)
 
 
 def test_what_our_python_sdk_and_msgpack_write_decodes():
