@@ -1,7 +1,8 @@
 """Access points (management secret) and synchronous calls (an access point or the cluster secret).
 
-`execute` and its poll take auth kind "caller": the credential is checked before the body is read
-(`precondition`), the service once the body names it (auth.require_caller, Caller.require). They
+`execute` and its poll take auth kind "caller": routing checks the credential first, before any
+path check or body (auth.require_caller, into `g.caller`), the view the service once it is known
+(Caller.require). They
 wait in the same poll budget as GET /jobs/:id (api/jobs.py), so parked calls cannot take every
 thread; past its share a call answers 202 at once, to be polled.
 """
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify
 
 from ..engine import access_points, execute as calls
-from . import auth, schemas as s
+from . import schemas as s
 from .jobs import _poll_place
 from .routing import route, state
 
@@ -45,13 +46,6 @@ def delete_access_point(cluster_id, name):
 
 # --- synchronous calls ----------------------------------------------------------------------------
 
-def _caller() -> None:
-    """The credential, before the body is read: an access point of the path's cluster or its secret."""
-    cluster_id = request.view_args["cluster_id"]
-    g.caller = auth.require_caller(request.headers.get("Authorization"), cluster_id, None)
-    g.cluster_id = cluster_id  # the poll budget's key
-
-
 def _answer(cluster_id: str, job_id: str, wait_seconds: float):
     with _poll_place(g.machine_id, round(wait_seconds * 1000)) as wait:
         row = calls.wait(cluster_id, job_id, wait, stopping=state().stopping)
@@ -67,7 +61,7 @@ _CALL_RESPONSES = {200: s.EXECUTED, 202: s.EXECUTE_PENDING, 403: s.ERROR, **ERRO
 
 @route(bp, "POST", "/clusters/<cluster_id>/execute", summary="Call a function and wait for its result (JSON in "
        "and out); 202 with a Location to poll if it takes longer than waitSeconds", auth_kind="caller",
-       tag="access points", body=s.EXECUTE, precondition=_caller, responses={**_CALL_RESPONSES, 413: s.ERROR})
+       tag="access points", body=s.EXECUTE, responses={**_CALL_RESPONSES, 409: s.ERROR, 413: s.ERROR})
 def execute(cluster_id, body):
     g.caller.require(body["service"])
     job_id = calls.start(cluster_id, g.caller.grant, body["service"], body["function"], body["args"],
@@ -77,7 +71,7 @@ def execute(cluster_id, body):
 
 @route(bp, "GET", "/clusters/<cluster_id>/execute/<job_id>", summary="A synchronous call's answer (long poll "
        "until it finishes or waitSeconds); an access point reads only calls of services it may call",
-       auth_kind="caller", tag="access points", query=s.EXECUTE_POLL_QUERY, precondition=_caller,
+       auth_kind="caller", tag="access points", query=s.EXECUTE_POLL_QUERY,
        responses=_CALL_RESPONSES)
 def execute_result(cluster_id, job_id, query):
     g.caller.require(calls.status(cluster_id, job_id)["service"])

@@ -26,6 +26,8 @@ def document() -> dict:
                 params.append({"name": header, "in": "header", "required": False,
                                "schema": {"type": "string", "maxLength": 200}})
             op["security"] = [{"clusterSecret": []}]
+        elif spec.auth == "caller":  # either credential (api/access.py)
+            op["security"] = [{"accessPoint": []}, {"clusterSecret": []}]
         elif spec.auth == "management":
             op["security"] = [{"managementSecret": []}]
         if params:
@@ -65,6 +67,8 @@ def document() -> dict:
                               "description": "'Basic <cluster API secret>'"},
             "managementSecret": {"type": "apiKey", "in": "header", "name": "Authorization",
                                  "description": "'Basic <management secret>'"},
+            "accessPoint": {"type": "apiKey", "in": "header", "name": "Authorization",
+                            "description": "'Bearer <access-point token>' (sk_ap_...): calls some services of one cluster"},
         }},
     }
 

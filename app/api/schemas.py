@@ -291,6 +291,7 @@ PUT_ACCESS_POINT = obj({
                         "description": "service names, comma-separated as the original takes them or a list; "
                                        "\"*\" allows every service"},
 }, required=("allowedServices",), extra=False)
+PUT_ACCESS_POINT = {**PUT_ACCESS_POINT, "examples": [{"allowedServices": "billing, reports"}]}
 _ACCESS_POINT_FIELDS = {"name": {"type": "string"}, "allowedServices": {"type": "array", "items": {"type": "string"}},
                         "createdAt": TIMESTAMP, "rotatedAt": TIMESTAMP, "lastUsedAt": TIMESTAMP}
 ACCESS_POINT = obj(_ACCESS_POINT_FIELDS, required=tuple(_ACCESS_POINT_FIELDS))
@@ -307,12 +308,12 @@ EXECUTE = {**obj({
     "waitSeconds": {"type": "number", "minimum": 0, "maximum": MAX_EXECUTE_WAIT_SECONDS,
                     "default": MAX_EXECUTE_WAIT_SECONDS,
                     "description": "how long to wait for the result before answering 202 with the job id"},
-}, required=("service", "function"), extra=False), "examples": [{"service": "greeter", "function": "greet",
-                                                                  "args": ["world"]}]}
+}, required=("service", "function"), extra=False)}
 EXECUTE_POLL_QUERY = obj({"waitSeconds": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS // 1000,
                                           "default": MAX_WAIT_MS // 1000}}, extra=False)
-EXECUTE_ERROR = obj({"name": {"type": "string"}, "message": {"type": "string"}, "code": {"type": "string"},
-                     "stack": {"type": "string"}}, required=("name", "message"))
+EXECUTE_ERROR = obj({"name": {"type": "string"}, "message": {"type": "string"},
+                     "code": {"description": "as the function's error had it (often text)"},
+                     "stack": {"description": "as the SDK serialised it"}}, required=("name", "message"))
 EXECUTED = obj({
     "jobId": ID,
     "status": JOB_STATUS["properties"]["status"],

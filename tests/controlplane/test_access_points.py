@@ -200,3 +200,13 @@ def test_rotation_and_deletion_effective_at_once_across_two_replicas(fresh_pg_ur
     finally:
         b.stop()
         a.stop()
+
+
+def test_the_credential_is_checked_before_the_path(api):
+    """A caller route answers 401 to a wrong credential whatever the path holds (an id longer than
+    any stored one is 404 only after the credential passed), as every guarded route does."""
+    long_id = "c" * 300
+    for path in (f"/clusters/{long_id}/execute", f"/clusters/{long_id}/execute/{'j' * 300}"):
+        r = api.client.open(path, method="POST" if path.endswith("execute") else "GET",
+                            headers={"Authorization": "Bearer wrong"}, json={})
+        assert r.status_code == 401, (path, r.json)
