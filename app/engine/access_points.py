@@ -117,15 +117,14 @@ def put(cluster_id: str, name: str, services: list[str]) -> dict:
     def tx() -> dict:
         _require_cluster(cluster_id)
         now = utcnow()
-        row = AccessPoint.get_or_none((AccessPoint.cluster_id == cluster_id) & (AccessPoint.name == name))
-        if row is None:
-            row = AccessPoint.create(cluster_id=cluster_id, name=name, token_hash=digest,
-                                     services=json.dumps(services), created_at=now, rotated_at=now)
-        else:
-            (AccessPoint.update(token_hash=digest, services=json.dumps(services), rotated_at=now)
-             .where(AccessPoint.pk == row.pk).execute())
-            row.token_hash, row.services, row.rotated_at = digest, json.dumps(services), now
-        return _public(row)
+        # One statement, so two PUTs of one new name at once cannot both insert (the last wins).
+        (AccessPoint.insert(cluster_id=cluster_id, name=name, token_hash=digest, services=json.dumps(services),
+                            created_at=now, rotated_at=now)
+         .on_conflict(conflict_target=[AccessPoint.cluster_id, AccessPoint.name],
+                      update={AccessPoint.token_hash: digest, AccessPoint.services: json.dumps(services),
+                              AccessPoint.rotated_at: now})
+         .execute())
+        return _public(AccessPoint.get(AccessPoint.token_hash == digest))
 
     # Not idempotent: run twice, the first token would be answered to nobody (a new one per run is
     # fine, the caller gets the last); a lost commit answers 503 and the operator asks again.
@@ -160,19 +159,19 @@ class _UseWrites:
     def __init__(self, every: float = USE_WRITE_EVERY_SECONDS, size: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._every, self._size, self._clock = every, size, clock
-        self._last: dict[int, float] = {}
+        self._last: dict[tuple[str, int], float] = {}
         self._lock = threading.Lock()
 
-    def due(self, pk: int) -> bool:
-        """True at most once per `every` seconds per access point (and claims that turn)."""
+    def due(self, key: tuple[str, int]) -> bool:
+        """True at most once per `every` seconds per key, (cluster, access point), and claims that turn."""
         now = self._clock()
         with self._lock:
-            last = self._last.get(pk)
+            last = self._last.get(key)
             if last is not None and now - last < self._every:
                 return False
             if len(self._last) >= self._size:
                 self._last.clear()  # at worst one extra write each
-            self._last[pk] = now
+            self._last[key] = now
             return True
 
 
@@ -182,7 +181,7 @@ _uses = _UseWrites()
 def record_use(grant: Grant) -> None:
     """Note that `grant` was used now: `last_used_at`, written at most once a minute per process.
     Best effort: a failed write never fails the call it records."""
-    if not _uses.due(grant.pk):
+    if not _uses.due((grant.cluster_id, grant.pk)):
         return
     try:
         db.unit_of_work(lambda: AccessPoint.update(last_used_at=utcnow()).where(AccessPoint.pk == grant.pk).execute(),

@@ -166,11 +166,11 @@ def test_management_routes_need_the_management_secret_and_404_an_unknown_cluster
 def test_last_used_is_written_at_most_once_a_minute_per_access_point():
     now = [1000.0]
     uses = access_points._UseWrites(every=60, clock=lambda: now[0])
-    assert uses.due(1) and not uses.due(1) and uses.due(2)
+    assert uses.due(("c", 1)) and not uses.due(("c", 1)) and uses.due(("c", 2)) and uses.due(("d", 1))
     now[0] += 59.9
-    assert not uses.due(1)
+    assert not uses.due(("c", 1))
     now[0] += 0.2
-    assert uses.due(1)
+    assert uses.due(("c", 1))
 
 
 @pytest.mark.postgres
@@ -210,3 +210,25 @@ def test_the_credential_is_checked_before_the_path(api):
         r = api.client.open(path, method="POST" if path.endswith("execute") else "GET",
                             headers={"Authorization": "Bearer wrong"}, json={})
         assert r.status_code == 401, (path, r.json)
+
+
+def test_concurrent_puts_of_one_new_name_leave_one_access_point_with_the_last_token(app):
+    import threading
+
+    api = Api(app)
+    cluster = api.new_cluster()
+    tokens, errors = [], []
+
+    def put_one():
+        r = Api(app).client.put(f"/clusters/{cluster['id']}/access-point/race", headers=api.mgmt,
+                                json={"allowedServices": "svc"})
+        (tokens if r.status_code == 200 else errors).append(r.json)
+
+    threads = [threading.Thread(target=put_one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(tokens) == 8
+    [row] = db.unit_of_work(lambda: list(AccessPoint.select()), transaction=False)
+    assert sum(hashlib.sha256(t["token"].encode()).hexdigest() == row.token_hash for t in tokens) == 1
