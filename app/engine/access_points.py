@@ -56,9 +56,12 @@ class Grant:
 def grant_for_token(token: str) -> Grant | None:
     """The access point this token belongs to, or None; read from the database on every call."""
     digest = ids.secret_hash(token)
+    # A cluster being deleted (deleted_at set) takes no more calls, before its rows are gone.
     row = db.unit_of_work(lambda: AccessPoint.select(AccessPoint.pk, AccessPoint.cluster_id, AccessPoint.name,
                                                      AccessPoint.services)
-                          .where(AccessPoint.token_hash == digest).first(), transaction=False, idempotent=True)
+                          .join(Cluster, on=(Cluster.id == AccessPoint.cluster_id))
+                          .where((AccessPoint.token_hash == digest) & Cluster.deleted_at.is_null()).first(),
+                          transaction=False, idempotent=True)
     if row is None:
         return None
     return Grant(row.cluster_id, row.name, tuple(json.loads(row.services)), row.pk)

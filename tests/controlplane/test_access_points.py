@@ -232,3 +232,14 @@ def test_concurrent_puts_of_one_new_name_leave_one_access_point_with_the_last_to
     assert errors == [] and len(tokens) == 8
     [row] = db.unit_of_work(lambda: list(AccessPoint.select()), transaction=False)
     assert sum(hashlib.sha256(t["token"].encode()).hexdigest() == row.token_hash for t in tokens) == 1
+
+
+def test_a_cluster_being_deleted_takes_no_more_calls_through_its_access_points(api, app):
+    from app.models import Cluster, utcnow
+
+    cluster = api.new_cluster()
+    token = put(api, cluster["id"], "ops", "*")["token"]
+    assert execute(api, cluster["id"], token).status_code == 202
+    db.unit_of_work(lambda: Cluster.update(deleted_at=utcnow()).where(Cluster.id == cluster["id"]).execute())
+    assert execute(api, cluster["id"], token).status_code == 401
+    assert len(jobs_of(app, cluster["id"])) == 1
