@@ -111,31 +111,42 @@ class Caller:
 
     cluster_id: str
     access_point: str | None  # its name; None for the cluster secret
+    grant: access_points.Grant | None = None  # the access point's; None for the cluster secret
+
+    def require(self, service: str) -> None:
+        """403 unless this caller may call `service` (the cluster secret may call every one)."""
+        if self.grant is not None and not self.grant.allows(service):
+            raise Forbidden(f"access point {self.grant.name!r} may not call service {service!r}; it may call "
+                            f"{', '.join(self.grant.services) or 'no service'}",
+                            {"accessPoint": self.grant.name, "service": service}, code="service_not_allowed")
 
 
-def require_caller(header: str | None, cluster_id: str, service: str) -> Caller:
+def require_caller(header: str | None, cluster_id: str, service: str | None) -> Caller:
     """A credential that may call `service` of `cluster_id` (the path's cluster): an access point of
     that cluster allowed that service (403 if not allowed), or that cluster's API secret. Any other
-    credential, another cluster's included, is 401: it never reaches the call."""
+    credential, another cluster's included, is 401: it never reaches the call. `service` None
+    checks only the credential (the caller then checks `Caller.require` once it knows the service)."""
     token = token_from_header(header)
     if token is None:
         raise Unauthorized("missing credential: send 'Authorization: Bearer <access-point token or cluster API "
                            "secret>'", code="missing_credential")
     key = hashlib.sha256(token.encode()).digest()
-    grant = None if key in _failures else access_points.grant_for_token(token)
+    # Always read (never the refusal cache): a token refused by a cluster-secret route a moment ago
+    # is still a good access point here.
+    grant = access_points.grant_for_token(token)
     if grant is not None:
         if grant.cluster_id != cluster_id:
             raise Unauthorized(f"the credential does not belong to cluster {cluster_id!r}", code="invalid_credential")
-        if not grant.allows(service):
-            raise Forbidden(f"access point {grant.name!r} may not call service {service!r}; it may call "
-                            f"{', '.join(grant.services) or 'no service'}",
-                            {"accessPoint": grant.name, "service": service}, code="service_not_allowed")
-        return Caller(cluster_id, grant.name)
-    owner = None if key in _failures else clusters.cluster_for_secret(token)
-    if owner is None:
-        _failures.add(key)
-        raise Unauthorized("the credential is neither an access point nor the API secret of any cluster",
-                           code="invalid_credential")
-    if owner != cluster_id:
-        raise Unauthorized(f"the credential does not belong to cluster {cluster_id!r}", code="invalid_credential")
-    return Caller(cluster_id, None)
+        caller = Caller(cluster_id, grant.name, grant)
+    else:
+        owner = None if key in _failures else clusters.cluster_for_secret(token)
+        if owner is None:
+            _failures.add(key)
+            raise Unauthorized("the credential is neither an access point nor the API secret of any cluster",
+                               code="invalid_credential")
+        if owner != cluster_id:
+            raise Unauthorized(f"the credential does not belong to cluster {cluster_id!r}", code="invalid_credential")
+        caller = Caller(cluster_id, None)
+    if service is not None:
+        caller.require(service)
+    return caller

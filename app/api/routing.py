@@ -128,6 +128,9 @@ def _guard(spec: RouteSpec) -> None:
     g.deployment_id = request.headers.get("x-deployment-id") or None
     if spec.auth == "management":
         auth.require_management(header, settings.management_secret)
+    elif spec.auth == "caller":  # the credential now, before any path check; the service in the view
+        g.caller = auth.require_caller(header, request.view_args["cluster_id"], None)
+        g.cluster_id = g.caller.cluster_id
     elif spec.auth == "cluster":
         g.cluster_id = auth.require_cluster(header)
         for name in _ID_HEADERS:  # checked before any use: they go to VARCHAR(200) columns

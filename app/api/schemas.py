@@ -348,3 +348,49 @@ CLUSTER_METRICS = obj({
                                     required=("start", *_METRIC_FIELDS))},
     }, required=("service", "function", "summary", "timeseries"))},
 }, required=("clusterId", "serviceName", "start", "end", "bucketSeconds", "histogramBoundsMs", "functions"))
+
+
+# --- access points and synchronous calls (engine/access_points.py, engine/execute.py) -----------
+
+PUT_ACCESS_POINT = obj({
+    "allowedServices": {"type": ["string", "array"], "items": {"type": "string"}, "maxItems": 100,
+                        "maxLength": 20_000,
+                        "description": "service names, comma-separated as the original takes them or a list; "
+                                       "\"*\" allows every service"},
+}, required=("allowedServices",), extra=False)
+PUT_ACCESS_POINT = {**PUT_ACCESS_POINT, "examples": [{"allowedServices": "billing, reports"}]}
+_ACCESS_POINT_FIELDS = {"name": {"type": "string"}, "allowedServices": {"type": "array", "items": {"type": "string"}},
+                        "createdAt": TIMESTAMP, "rotatedAt": TIMESTAMP, "lastUsedAt": TIMESTAMP}
+ACCESS_POINT = obj(_ACCESS_POINT_FIELDS, required=tuple(_ACCESS_POINT_FIELDS))
+ACCESS_POINT_TOKEN = obj({"token": {"type": "string", "description": "sk_ap_ + 64 hex; shown only in this answer"},
+                          **_ACCESS_POINT_FIELDS}, required=("token",) + tuple(_ACCESS_POINT_FIELDS))
+ACCESS_POINTS = obj({"accessPoints": {"type": "array", "items": ACCESS_POINT}}, required=("accessPoints",))
+
+MAX_EXECUTE_WAIT_SECONDS = MAX_WAIT_MS / 1000
+EXECUTE = {**obj({
+    "service": NAME,
+    "function": NAME,
+    "args": {"type": "array", "default": [], "description": "the function's positional arguments, as JSON"},
+    "callConfig": {**_SCHEDULE_CALL_CONFIG, "default": {}, "description": "as POST /jobs takes it"},
+    "waitSeconds": {"type": "number", "minimum": 0, "maximum": MAX_EXECUTE_WAIT_SECONDS,
+                    "default": MAX_EXECUTE_WAIT_SECONDS,
+                    "description": "how long to wait for the result before answering 202 with the job id"},
+}, required=("service", "function"), extra=False)}
+EXECUTE_POLL_QUERY = obj({"waitSeconds": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS // 1000,
+                                          "default": MAX_WAIT_MS // 1000}}, extra=False)
+EXECUTE_ERROR = obj({"name": {"type": "string"}, "message": {"type": "string"},
+                     "code": {"description": "as the function's error had it (often text)"},
+                     "stack": {"description": "as the SDK serialised it"}}, required=("name", "message"))
+EXECUTED = obj({
+    "jobId": ID,
+    "status": JOB_STATUS["properties"]["status"],
+    "state": JOB_STATUS["properties"]["state"],
+    "resultType": JOB_STATUS["properties"]["resultType"],
+    "outcome": {"type": "string", "enum": [states.ResultType.RESOLUTION, states.ResultType.REJECTION,
+                                           states.JobStatus.FAILURE, states.JobStatus.CANCELLED]},
+    "result": {"description": "the function's value as JSON (resolution only; README: the JSON/MessagePack mapping)"},
+    "error": {**EXECUTE_ERROR, "description": "the function's error (rejection), or why the control-plane ended it"},
+    "reason": {"type": ["string", "null"], "description": "why the control-plane ended it (failure, cancelled)"},
+}, required=("jobId", "status", "state", "resultType", "outcome"))
+EXECUTE_PENDING = obj({"jobId": ID, "status": JOB_STATUS["properties"]["status"],
+                       "state": JOB_STATUS["properties"]["state"]}, required=("jobId", "status", "state"))

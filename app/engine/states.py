@@ -73,6 +73,7 @@ class EventType:
     JOB_DUE = "jobDue"  # scheduled -> pending
     JOB_RERUN = "jobRerun"  # an operator put a failed or cancelled job back
     SCHEDULE_FIRED = "scheduleFired"  # a schedule's tick made a call
+    ACCESS_POINT_USED = "accessPointUsed"  # an access point made a call (execute); meta: its name, targetFn
 
 
 @dataclass(frozen=True)

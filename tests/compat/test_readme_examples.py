@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow]
 README = REPO_ROOT / "README.md"
 LOCAL_ENDPOINT = "http://127.0.0.1:4000"
 EXAMPLE = re.compile(r"^<!-- example: (\S+) -->\n```[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
-NAMES = {"cluster.sh", "greeter.py", "service.mjs", "caller.py", "caller.mjs", "run.sh"}
+NAMES = {"cluster.sh", "greeter.py", "service.mjs", "caller.py", "caller.mjs", "run.sh", "execute.sh"}
 
 # run.sh: what each background job prints first, and the services they register, ...
 READY_LINES = ["greeter: serving", "ts-greeter: serving"]

@@ -65,8 +65,21 @@ LONG_POLLS = {("POST", "/jobs-request"): "body", ("GET", "/jobs/{jobId}"): "quer
               ("POST", "/batch-jobs-status-request"): "body"}
 
 
+# Synchronous calls wait up to waitSeconds (20 s when absent): capped the same way.
+WAITS = {("POST", "/clusters/{clusterId}/execute"): "body", ("GET", "/clusters/{clusterId}/execute/{jobId}"): "query"}
+
+
+def _cap_wait(case) -> None:
+    where = WAITS.get((case.operation.method.upper(), case.operation.path))
+    if where == "query":
+        case.query = {**(case.query or {}), "waitSeconds": 0}
+    elif where == "body" and isinstance(case.body, dict):
+        case.body["waitSeconds"] = 0
+
+
 def _cap_ttl(case) -> None:
     """Long polls wait up to ttl (20 s when absent): cap it, so one example costs milliseconds."""
+    _cap_wait(case)
     where = LONG_POLLS.get((case.operation.method.upper(), case.operation.path))
     if where is None:
         return

@@ -20,6 +20,10 @@
                                                            (management secret)
     differential metrics --cluster CLUSTER_ID [--service S] [--since 1h] [--bucket 5m]
                                                            (management secret)
+    differential access-points create|list|rotate|delete --cluster CLUSTER_ID ...
+                                                           (management secret; create/rotate print the token once)
+    differential execute SERVICE FUNCTION [JSON_ARG ...] --cluster CLUSTER_ID [--token T] [--wait S]
+                                                           (access point token or cluster API secret)
 
 Options (before or after the command): --endpoint (DIFFERENTIAL_ENDPOINT), --api-secret
 (DIFFERENTIAL_API_SECRET), --management-secret (DIFFERENTIAL_MANAGEMENT_SECRET) or
@@ -49,6 +53,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 from urllib.parse import quote
 
@@ -767,6 +772,153 @@ def _add_metrics(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_metrics)
 
 
+# -- access points (management secret) and synchronous calls (access point or API secret) -------
+
+def _access_point_path(args: argparse.Namespace, name: Optional[str] = None) -> str:
+    cluster = f"/clusters/{quote(args.cluster, safe='')}"
+    return f"{cluster}/access-points" if name is None else f"{cluster}/access-point/{quote(name, safe='')}"
+
+
+def _find_access_point(http: SyncTransport, args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    listed = http.request("GET", _access_point_path(args)) or {}
+    return next((a for a in listed.get("accessPoints") or [] if a.get("name") == args.name), None)
+
+
+def _show_token(args: argparse.Namespace, made: Dict[str, Any], verb: str) -> None:
+    if args.json:
+        _out(_dump(made))
+        return
+    _out(f"{verb} access point {made.get('name')} (services: {', '.join(made.get('allowedServices') or [])})")
+    _out(f"Token:       {made.get('token')}")
+    _out("The token is shown only now: store it (the control-plane keeps only its hash).")
+
+
+def cmd_access_points_create(args: argparse.Namespace) -> int:
+    with _management(args) as http:
+        if not args.replace and _find_access_point(http, args) is not None:
+            raise UsageError(f"access point {args.name!r} exists; `access-points rotate` gives it a new token, "
+                             "--replace replaces it")
+        made = http.request("PUT", _access_point_path(args, args.name), json={"allowedServices": args.services})
+    _show_token(args, made, "Created")
+    return EXIT_OK
+
+
+def cmd_access_points_rotate(args: argparse.Namespace) -> int:
+    with _management(args) as http:
+        services = args.services
+        if services is None:  # keep its services
+            found = _find_access_point(http, args)
+            if found is None:
+                raise NotFoundError(404, f"access point {args.name!r} does not exist in cluster {args.cluster!r}")
+            services = found.get("allowedServices") or []
+        made = http.request("PUT", _access_point_path(args, args.name), json={"allowedServices": services})
+    _show_token(args, made, "Rotated (the old token no longer works)")
+    return EXIT_OK
+
+
+def cmd_access_points_list(args: argparse.Namespace) -> int:
+    with _management(args) as http:
+        found = (http.request("GET", _access_point_path(args)) or {}).get("accessPoints") or []
+    if args.json:
+        _out(_dump(found))
+    elif not found:
+        _out("No access points.")
+    else:
+        rows = [dict(a, services=", ".join(a.get("allowedServices") or [])) for a in found]
+        _out(_table(rows, ["name", "services", "createdAt", "rotatedAt", "lastUsedAt"],
+                    ["NAME", "SERVICES", "CREATED", "ROTATED", "LAST USED"]))
+    return EXIT_OK
+
+
+def cmd_access_points_delete(args: argparse.Namespace) -> int:
+    with _management(args) as http:
+        http.request("DELETE", _access_point_path(args, args.name))
+    _out(_dump({"deleted": args.name}) if args.json else f"Deleted access point {args.name} (its token no longer works)")
+    return EXIT_OK
+
+
+EXECUTE_WAIT_STEP = 20  # seconds: the most one execute request (or poll) waits on the server
+
+
+def cmd_execute(args: argparse.Namespace) -> int:
+    """POST /clusters/:id/execute, then its poll route until the answer or --wait runs out."""
+    token = args.token or os.environ.get("DIFFERENTIAL_ACCESS_POINT_TOKEN") or getattr(args, "api_secret", None) \
+        or os.environ.get("DIFFERENTIAL_API_SECRET")
+    if not token:
+        raise UsageError("no credential: pass --token (an access point's) or set DIFFERENTIAL_ACCESS_POINT_TOKEN, "
+                         "or use the cluster's API secret (--api-secret, DIFFERENTIAL_API_SECRET)")
+    if args.wait is not None and args.wait < 0:
+        raise UsageError("--wait must be 0 or more seconds")
+    body: Dict[str, Any] = {"service": args.service, "function": args.function, "args": _parse_args(args.args)}
+    config = _json_option(args.call_config, "--call-config", dict)
+    if config is not None:
+        body["callConfig"] = config
+    budget = 60.0 if args.wait is None else args.wait
+    deadline = time.monotonic() + budget
+    config_ = Config.from_env(endpoint=_endpoint(args), allow_insecure=_allow_insecure(args))
+    with SyncTransport(config_, secret=token) as http:
+        step = min(EXECUTE_WAIT_STEP, budget)
+        answer = http.request("POST", f"/clusters/{quote(args.cluster, safe='')}/execute",
+                              json={**body, "waitSeconds": step}, long_poll_ms=int(step * 1000))
+        poll = f"/clusters/{quote(args.cluster, safe='')}/execute/{quote(answer['jobId'], safe='')}"
+        while "outcome" not in answer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if args.json:
+                    _out(_dump(answer))
+                _err(f"differential: call {answer['jobId']} is still {answer.get('state')} after {budget:g} s; "
+                     f"it goes on (differential jobs show {answer['jobId']})")
+                return EXIT_TIMEOUT
+            step = int(min(EXECUTE_WAIT_STEP, max(1, left)))
+            answer = http.request("GET", poll, params={"waitSeconds": step}, long_poll_ms=step * 1000)
+    if args.json:
+        _out(_dump(answer))
+    elif answer["outcome"] == "resolution":
+        _out(_dump(answer.get("result")))
+    else:
+        e = answer.get("error") or {}
+        code = f" (code {e['code']})" if e.get("code") is not None else ""
+        _err(f"{e.get('name', 'Error')}: {e.get('message', '')}{code}")
+    return EXIT_OK if answer["outcome"] == "resolution" else EXIT_REMOTE
+
+
+def _add_access_points(sub: Any, common: argparse.ArgumentParser) -> None:
+    points = sub.add_parser("access-points", help="access points: tokens that may call some services of a cluster "
+                            "(management secret)")
+    asub = points.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    asub.required = True
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = asub.add_parser(name, parents=[common], help=help)
+        p.add_argument("--cluster", required=True, help="cluster id")
+        if name != "list":
+            p.add_argument("name", help="access point name (letters, digits, '_', '.', '-')")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("create", cmd_access_points_create, "create an access point; prints its token (once)")
+    p.add_argument("--services", required=True, help="services it may call, comma-separated ('*': every service)")
+    p.add_argument("--replace", action="store_true", help="replace an access point of that name (new token)")
+    p = command("rotate", cmd_access_points_rotate, "give an access point a new token (the old one stops at once); "
+                "prints it (once)")
+    p.add_argument("--services", help="also change its services (default: keep them)")
+    command("list", cmd_access_points_list, "list a cluster's access points (never their tokens)")
+    command("delete", cmd_access_points_delete, "delete an access point (its token stops working at once)")
+
+    p = sub.add_parser("execute", parents=[common], help="call a function through POST /clusters/:id/execute (an "
+                       "access point's token or the API secret); prints its result as JSON")
+    p.add_argument("service")
+    p.add_argument("function")
+    p.add_argument("args", nargs="*", help="positional arguments, each a JSON value ('\"text\"', 3, '[1,2]')")
+    p.add_argument("--cluster", required=True, help="cluster id")
+    p.add_argument("--token", help="access point token (prefer env DIFFERENTIAL_ACCESS_POINT_TOKEN); default: the "
+                   "API secret")
+    p.add_argument("--wait", type=float, help="seconds to wait for the result (default 60); then exit 6, and the "
+                   "call goes on")
+    p.add_argument("--call-config", help="callConfig as a JSON object, e.g. '{\"timeoutSeconds\": 60}'")
+    p.set_defaults(func=cmd_execute)
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 def _common(suppress: bool) -> argparse.ArgumentParser:
@@ -861,6 +1013,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_jobs_show)
     _add_schedules(sub, common)
     _add_metrics(sub, common)
+    _add_access_points(sub, common)
     p = jsub.add_parser("cancel", parents=[common], help="cancel a call in flight")
     p.add_argument("job_id")
     p.add_argument("--reason", help="why (recorded with the job; at most 500 characters)")
