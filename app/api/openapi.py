@@ -17,6 +17,8 @@ _DESCRIPTIONS = {200: "OK", 201: "Created", 204: "No content", 400: "Invalid req
                  429: "Too many requests", 503: "Unavailable"}
 
 # A route's auth kind -> the credentials that pass it (any one of them).
+MEDIA_TYPE = "x-media-type"  # a response schema's key naming its media type, when it is not JSON
+
 SECURITY = {
     "cluster": [{"clusterSecret": []}],
     "management": [{"managementSecret": []}],
@@ -91,7 +93,8 @@ def document() -> dict:
             response: dict = {"description": implied.get(status) or _DESCRIPTIONS.get(status, str(status)),
                               "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}}
             if schema is not None:
-                response["content"] = {"application/json": {"schema": schema}}
+                media_type = schema.get(MEDIA_TYPE, "application/json")
+                response["content"] = {media_type: {"schema": {k: v for k, v in schema.items() if k != MEDIA_TYPE}}}
             op["responses"][str(status)] = response
         paths.setdefault(path, {})[spec.method.lower()] = op
     return {

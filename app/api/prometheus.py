@@ -19,7 +19,8 @@ from .routing import route, state
 
 bp = Blueprint("prometheus", __name__)
 
-_TEXT = {"type": "string", "description": "Prometheus text exposition format 0.0.4"}
+# A response schema may name its media type (openapi.MEDIA_TYPE); JSON otherwise.
+_TEXT = {"type": "string", "description": "Prometheus text exposition format 0.0.4", "x-media-type": "text/plain"}
 
 
 def require_scraper(header: str | None, metrics_token: str | None, management_secret: str | None) -> None:
