@@ -564,18 +564,28 @@ def cmd_schedules_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _named_commands(subparsers: Any, common: argparse.ArgumentParser,
+                    thing: str) -> Callable[..., argparse.ArgumentParser]:
+    """`command(name, func, help)` adds an ACTION of a cluster's named things (schedules, access
+    points): each takes --cluster, and all but `list` the thing's name."""
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = subparsers.add_parser(name, parents=[common], help=help)
+        p.add_argument("--cluster", required=True, help="cluster id")
+        if name != "list":
+            p.add_argument("name", help=f"{thing} name (letters, digits, '_', '.', '-')")
+        p.set_defaults(func=func)
+        return p
+
+    return command
+
+
 def _add_schedules(sub: Any, common: argparse.ArgumentParser) -> None:
     schedules = sub.add_parser("schedules", help="cron schedules of a cluster (management secret)")
     ssub = schedules.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     ssub.required = True
 
-    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        p = ssub.add_parser(name, parents=[common], help=help)
-        p.add_argument("--cluster", required=True, help="cluster id")
-        if name != "list":
-            p.add_argument("name", help="schedule name (letters, digits, '_', '.', '-')")
-        p.set_defaults(func=func)
-        return p
+    command = _named_commands(ssub, common, "schedule")
 
     p = command("create", cmd_schedules_create, "create a schedule: call SERVICE.FUNCTION(ARGS) at each cron tick")
     p.add_argument("--service", required=True)
@@ -888,13 +898,7 @@ def _add_access_points(sub: Any, common: argparse.ArgumentParser) -> None:
     asub = points.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     asub.required = True
 
-    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        p = asub.add_parser(name, parents=[common], help=help)
-        p.add_argument("--cluster", required=True, help="cluster id")
-        if name != "list":
-            p.add_argument("name", help="access point name (letters, digits, '_', '.', '-')")
-        p.set_defaults(func=func)
-        return p
+    command = _named_commands(asub, common, "access point")
 
     p = command("create", cmd_access_points_create, "create an access point; prints its token (once)")
     p.add_argument("--services", required=True, help="services it may call, comma-separated ('*': every service)")
