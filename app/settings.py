@@ -169,8 +169,7 @@ VARIABLES: tuple[Variable, ...] = (
              "(see `gunicorn.conf.py`)"),
     Variable("ACCESS_LOG", "access_log", _text, "", "server", False,
              "where gunicorn writes its own access line per request (besides the app's, `REQUEST_LOG`), ending "
-             "with the request id: a file, or `-` for the terminal; unset: none",
-             local_default="-"),
+             "with the request id: a file, or `-` for the terminal; unset: none (the app's line says as much)"),
     Variable("LOG_LEVEL", "log_level", _log_level, "INFO", "server", False,
              "DEBUG, INFO, WARNING or ERROR (the app's log and gunicorn's)"),
     Variable("SQL_DEBUG", "sql_debug", _truthy, False, "server", False,
