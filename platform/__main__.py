@@ -60,6 +60,7 @@ settings = control_plane_settings(
     public_url=cfg.control_plane_url,
     management_secret=secrets.management_secret,
     secrets_key=secrets.secrets_key,
+    metrics_token=secrets.metrics_token,
     database_url=secrets.database_url,
     asset_bucket=storage.asset_bucket_name,
     template_bucket=storage.template_bucket_name,
@@ -90,6 +91,7 @@ if cfg.deploy_app:
 
 pulumi.export("endpoint", endpoint)
 pulumi.export("managementSecret", secrets.management_secret)
+pulumi.export("metricsToken", secrets.metrics_token)
 pulumi.export("assetUploadBucket", storage.asset_bucket_name)
 pulumi.export("deploymentTemplateBucket", storage.template_bucket_name)
 pulumi.export("deploymentSnsTopicArn", notifications.topic_arn)

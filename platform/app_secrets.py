@@ -1,4 +1,4 @@
-"""Secrets: the management secret and the key that seals cluster secrets in the database (app/sealing.py),
+"""Secrets: the management secret, the Prometheus scrape token and the key that seals cluster secrets in the database (app/sealing.py),
 generated once and kept (encrypted) in the stack's state, and the database URL from secret stack
 config. (Not `secrets.py`: that would shadow the stdlib.)"""
 from __future__ import annotations
@@ -50,6 +50,14 @@ class Secrets(pulumi.ComponentResource):
             pulumi.Output.all(self.secrets_key_bytes.base64, args.older_secrets_keys or "").apply(
                 lambda keys: ",".join(k for k in keys if k))
         )
+        # METRICS_TOKEN: what Prometheus sends to GET /metrics, so scrapers never hold the management secret.
+        self.metrics_random = random.RandomPassword(
+            "metrics-token",
+            length=RANDOM_LENGTH,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.metrics_token: pulumi.Output[str] = pulumi.Output.secret(self.metrics_random.result)
         self.database_url: pulumi.Output[str] = pulumi.Output.secret(args.database_url)
         self.register_outputs({"managementSecret": self.management_secret, "secretsKey": self.secrets_key,
-                               "databaseUrl": self.database_url})
+                               "metricsToken": self.metrics_token, "databaseUrl": self.database_url})

@@ -10,6 +10,7 @@ def control_plane_settings(
     public_url: pulumi.Input[str],
     management_secret: pulumi.Input[str],
     secrets_key: pulumi.Input[str],
+    metrics_token: pulumi.Input[str],
     database_url: pulumi.Input[str],
     asset_bucket: pulumi.Input[str],
     template_bucket: pulumi.Input[str],
@@ -26,6 +27,7 @@ def control_plane_settings(
         "MANAGEMENT_SECRET": pulumi.Output.secret(management_secret),
         "DATABASE_URL": pulumi.Output.secret(database_url),
         "SECRETS_KEY": pulumi.Output.secret(secrets_key),
+        "METRICS_TOKEN": pulumi.Output.secret(metrics_token),
         # cloud
         "ASSET_UPLOAD_BUCKET": asset_bucket,
         "DEPLOYMENT_TEMPLATE_BUCKET": template_bucket,

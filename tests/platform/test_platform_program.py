@@ -76,6 +76,7 @@ def expected_resources(deploy_app: bool, subscribe: bool = True) -> Counter:
         *[(OBJECT, f"template-{key.replace('/', '-')}", STORAGE) for key in template_files()],
         (SECRETS, "secrets", None),
         (PASSWORD, "management-secret", SECRETS),
+        (PASSWORD, "metrics-token", SECRETS),
         (BYTES, "secrets-key", SECRETS),
         (NOTIFICATIONS, "notifications", None),
         (TOPIC, "deployments", NOTIFICATIONS),
@@ -434,7 +435,7 @@ def test_subscription_can_wait_until_the_app_runs():
 
 
 def test_management_secret_is_generated_once_long_enough_and_secret(full_run):
-    password = full_run.one(PASSWORD).plain
+    password = full_run.one(PASSWORD, "management-secret").plain
     assert password["length"] >= 32 and password["special"] is False
     secret = full_run.outputs["managementSecret"]
     assert "managementSecret" in full_run.secret_outputs
@@ -479,11 +480,12 @@ def test_secret_values_never_appear_in_clear(full_run, app_off_run):
         settings = run.outputs["controlPlaneSettings"]
         secret_values = {
             "management secret": run.outputs["managementSecret"],
+            "metrics token": run.outputs["metricsToken"],
             "access key secret": settings["AWS_SECRET_ACCESS_KEY"],
             "secrets key": settings["SECRETS_KEY"],
             "database URL": BASE_CONFIG["differential:databaseUrl"],
         }
-        assert {"managementSecret", "controlPlaneSettings"} <= run.secret_outputs
+        assert {"managementSecret", "metricsToken", "controlPlaneSettings"} <= run.secret_outputs
         for label, text in secret_values.items():
             for resource in run.resources:
                 assert not _leaks(resource.inputs, text), (label, resource.type, resource.name)
@@ -534,6 +536,7 @@ def test_injected_values_are_the_stack_outputs_and_the_app_accepts_them(full_run
     assert parsed.aws_access_key_id == out["controlPlaneAccessKeyId"]
     assert parsed.aws_region == REGION
     assert parsed.management_secret == out["managementSecret"]
+    assert parsed.metrics_token == out["metricsToken"]  # GET /metrics is guarded by a token of its own
     assert parsed.database_url == BASE_CONFIG["differential:databaseUrl"]
     assert parsed.deployments_enabled and parsed.assets_enabled and parsed.uses_postgres
     # The same map is a (secret) stack output, for `fly secrets import` by hand.
@@ -542,11 +545,11 @@ def test_injected_values_are_the_stack_outputs_and_the_app_accepts_them(full_run
 
 def test_stack_outputs(full_run):
     assert set(full_run.outputs) == {
-        "endpoint", "managementSecret", "assetUploadBucket", "deploymentTemplateBucket",
+        "endpoint", "managementSecret", "metricsToken", "assetUploadBucket", "deploymentTemplateBucket",
         "deploymentSnsTopicArn", "deploymentServiceRoleArn", "deploymentRuntimeRoleArn", "awsRegion",
         "controlPlaneAccessKeyId", "controlPlaneSettings", "flyApp",
     }
-    assert full_run.secret_outputs == {"managementSecret", "controlPlaneSettings"}
+    assert full_run.secret_outputs == {"managementSecret", "metricsToken", "controlPlaneSettings"}
 
 
 # --- the fly.io app ----------------------------------------------------------------------------
