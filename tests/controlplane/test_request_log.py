@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import re
 import secrets
 import socket
@@ -334,3 +335,20 @@ def test_no_secret_in_any_line_of_a_whole_flow_at_debug_with_sql_debug(log_forma
         assert all(rec["requestId"] for rec in requests)
         # gunicorn's access line ends with the same id as the app's line of that request
         assert {rec["message"].rsplit(" ", 1)[1] for rec in access} >= {rec["requestId"] for rec in requests}
+
+
+def test_made_request_ids_are_unique_and_a_forked_process_draws_its_own_prefix():
+    from app.observability import request_log
+
+    made = {request_log.incoming_or_new(None) for _ in range(10_000)}
+    assert len(made) == 10_000 and all(re.fullmatch(r"[0-9a-f]{16}", rid) for rid in made)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a gunicorn worker forked from its master
+        os.write(write, request_log.incoming_or_new(None).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert child[:8] != next(iter(made))[:8] and child not in made
