@@ -62,11 +62,16 @@ class _RecentFailures:
 
 
 _failures = _RecentFailures()
+# Tokens that are no access point, kept apart from the refused cluster secrets (audit S3: one
+# cache answered both kinds). Safe to remember: a token becomes an access point only by being
+# minted (random, so never refused before); a rotation or deletion makes tokens fail, not pass.
+_not_access_points = _RecentFailures()
 
 
 def forget_failures() -> None:
     """A cluster was created: a token refused a moment ago may be its secret now."""
     _failures.clear()
+    _not_access_points.clear()
 
 
 def token_from_header(header: str | None) -> str | None:
@@ -131,9 +136,11 @@ def require_caller(header: str | None, cluster_id: str, service: str | None) -> 
         raise Unauthorized("missing credential: send 'Authorization: Bearer <access-point token or cluster API "
                            "secret>'", code="missing_credential")
     key = hashlib.sha256(token.encode()).digest()
-    # Always read (never the refusal cache): a token refused by a cluster-secret route a moment ago
-    # is still a good access point here.
-    grant = access_points.grant_for_token(token)
+    # Its own refusal cache: a token refused by a cluster-secret route a moment ago may still be a
+    # good access point here; a wrong token retried costs one lookup of each kind, not one a request.
+    grant = None if key in _not_access_points else access_points.grant_for_token(token)
+    if grant is None:
+        _not_access_points.add(key)
     if grant is not None:
         if grant.cluster_id != cluster_id:
             raise Unauthorized(f"the credential does not belong to cluster {cluster_id!r}", code="invalid_credential")

@@ -61,3 +61,22 @@ def test_creating_a_cluster_forgets_the_failures(api, monkeypatch):
     monkeypatch.setattr(ids, "api_secret", lambda: secret)  # the next cluster gets exactly that secret
     api.new_cluster()
     assert api.client.get("/jobs/x?ttl=0", headers=headers).status_code == 404  # known now, at once
+
+
+def test_a_wrong_token_retried_on_execute_is_looked_up_once_of_each_kind(api, lookups, monkeypatch):
+    """Audit L5 on the caller route: a refused token costs no database lookup per request, and its
+    refusal as an access point is remembered apart from the cluster secrets' (S3)."""
+    from app.engine import access_points
+
+    grants = []
+    real = access_points.grant_for_token
+    monkeypatch.setattr(access_points, "grant_for_token", lambda token: grants.append(token) or real(token))
+    c = api.new_cluster()
+    wrong = {"Authorization": "Bearer sk_ap_" + "0" * 64}
+    for _ in range(20):
+        r = api.client.post(f"/clusters/{c['id']}/execute", headers=wrong, json={"service": "s", "function": "f"})
+        assert r.status_code == 401 and r.json["error"]["code"] == "invalid_credential"
+    assert grants == ["sk_ap_" + "0" * 64] and lookups == ["sk_ap_" + "0" * 64]
+    r = api.client.post(f"/clusters/{c['id']}/execute", headers=api.headers(c),
+                        json={"service": "s", "function": "f", "waitSeconds": 0})
+    assert r.status_code == 202  # the cluster's own secret still works
