@@ -14,7 +14,7 @@ from flask import Blueprint, g, jsonify
 
 from ..engine import access_points, execute as calls
 from . import schemas as s
-from .jobs import _poll_place
+from .jobs import poll_place
 from .routing import route, state
 
 bp = Blueprint("access", __name__)
@@ -47,7 +47,7 @@ def delete_access_point(cluster_id, name):
 # --- synchronous calls ----------------------------------------------------------------------------
 
 def _answer(cluster_id: str, job_id: str, wait_seconds: float):
-    with _poll_place(g.machine_id, round(wait_seconds * 1000)) as wait:
+    with poll_place(g.machine_id, round(wait_seconds * 1000)) as wait:
         row = calls.wait(cluster_id, job_id, wait, stopping=state().stopping)
     status, body = calls.answer(row)
     response = jsonify(body)

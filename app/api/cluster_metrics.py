@@ -23,10 +23,10 @@ def _invalid(name: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"invalid query: {name} {message}", {"fields": [{"field": name, "message": message}]})
 
 
-def _time(query: dict, name: str) -> dt.datetime | None:
+def _epoch_time(query: dict, name: str) -> dt.datetime | None:
     """An ISO 8601 query time as naive UTC (management's parser, the one home of that rule), within
     the range epoch milliseconds hold; 400 naming the field."""
-    value = management._time(query, name)
+    value = management.query_time(query, name)
     if value is not None and not dt.datetime(1970, 1, 1) <= value < dt.datetime(9999, 1, 1):
         raise _invalid(name, "must be after 1970 and before 9999")
     return value
@@ -38,8 +38,8 @@ def _time(query: dict, name: str) -> dt.datetime | None:
        responses={200: s.CLUSTER_METRICS, 400: s.ERROR, 401: s.ERROR, 404: s.ERROR})
 def metrics(cluster_id, query):
     now = utcnow()
-    end = _time(query, "end") or now
-    start = _time(query, "start") or end - _DEFAULT_RANGE
+    end = _epoch_time(query, "end") or now
+    start = _epoch_time(query, "start") or end - _DEFAULT_RANGE
     if end <= start:
         raise _invalid("end", "must be after start")
     start_ms, end_ms = cluster_metrics.whole_minutes(epoch_ms(start), epoch_ms(end))

@@ -45,7 +45,7 @@ def _wait_seconds(ttl_ms: int) -> float:
 _POLLS = PollBudget()
 
 
-def _poll_place(machine_id: str | None, ttl_ms: int):
+def poll_place(machine_id: str | None, ttl_ms: int):
     """A place in the poll budget for this request; `with` it to learn how long the poll may wait."""
     st = state().settings
     # Polls leave alone the threads of short requests and those big bodies can hold in admission.
@@ -72,7 +72,7 @@ def jobs_request(body):
         machines.worker_polled(cluster_id, service, machine_id, machine_timeout_seconds=timeout)
 
     # A dead (e.g. SIGKILLed) worker's orphaned poll neither claims jobs nor keeps the machine alive.
-    with _poll_place(machine_id, body["ttl"]) as wait:
+    with poll_place(machine_id, body["ttl"]) as wait:
         claimed = queue.wait_and_claim(g.cluster_id, body["service"], machine_id, body["limit"],
                                        wait, stopping=state().stopping,
                                        alive=lambda: not _disconnected(client),
@@ -134,7 +134,7 @@ def create_job(body):
        auth_kind="cluster", tag="caller", query=s.JOB_STATUS_QUERY,
        responses={200: s.JOB_STATUS, 404: s.ERROR, **ERRORS})
 def job_status(job_id, query):
-    with _poll_place(g.machine_id, query["ttl"]) as wait:
+    with poll_place(g.machine_id, query["ttl"]) as wait:
         row = jobs.wait_for_job(g.cluster_id, job_id, wait, stopping=state().stopping)
     return jsonify(row), 200
 
@@ -164,7 +164,7 @@ def _no_statuses_yet():
 def batch_status(body):
     # No 1,000-id cap: the published SDK sends every outstanding call's id in one request.
     big = (request.content_length or 0) >= _BIG_STATUS_POLLS.threshold_bytes
-    with _poll_place(g.machine_id, body["ttl"]) as wait:
+    with poll_place(g.machine_id, body["ttl"]) as wait:
         rows = jobs.wait_for_any(g.cluster_id, body["jobIds"], wait, stopping=state().stopping,
                                  machine_id=g.machine_id, after_reading=release_admission,
                                  result_bytes=state().settings.max_status_result_bytes,

@@ -116,7 +116,7 @@ def _check_name(service_name: str) -> None:
 
 # --- job admin ------------------------------------------------------------------------------------
 
-def _time(query: dict, name: str) -> dt.datetime | None:
+def query_time(query: dict, name: str) -> dt.datetime | None:
     """An ISO 8601 query time as naive UTC (as the columns hold it); 400 naming the field."""
     text = query.get(name)
     if text is None:
@@ -137,7 +137,7 @@ def _time(query: dict, name: str) -> dt.datetime | None:
 def list_jobs(cluster_id, query):
     return jsonify(admin.list_jobs(
         cluster_id, statuses=query.get("status"), service=query.get("service"), function=query.get("function"),
-        created_after=_time(query, "createdAfter"), created_before=_time(query, "createdBefore"),
+        created_after=query_time(query, "createdAfter"), created_before=query_time(query, "createdBefore"),
         limit=query["limit"], cursor=query.get("cursor"))), 200
 
 

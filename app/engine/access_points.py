@@ -23,7 +23,7 @@ from typing import Callable
 from .. import db
 from ..errors import NotFound, ValidationFailed
 from ..models import AccessPoint, Cluster, utcnow
-from . import ids
+from . import clusters, ids
 from .clusters import iso
 
 log = logging.getLogger(__name__)
@@ -102,11 +102,6 @@ def parse_services(value) -> list[str]:
     return [ALL_SERVICES] if ALL_SERVICES in items else items
 
 
-def _require_cluster(cluster_id: str) -> None:
-    if not Cluster.select(Cluster.id).where((Cluster.id == cluster_id) & Cluster.deleted_at.is_null()).exists():
-        raise NotFound(f"cluster {cluster_id!r} does not exist", {"clusterId": cluster_id}, code="cluster_not_found")
-
-
 def _public(row: AccessPoint) -> dict:
     return {"name": row.name, "allowedServices": json.loads(row.services), "createdAt": iso(row.created_at),
             "rotatedAt": iso(row.rotated_at), "lastUsedAt": iso(row.last_used_at)}
@@ -118,7 +113,7 @@ def put(cluster_id: str, name: str, services: list[str]) -> dict:
     digest = ids.secret_hash(token)
 
     def tx() -> dict:
-        _require_cluster(cluster_id)
+        clusters.get_cluster(cluster_id)
         now = utcnow()
         # One statement, so two PUTs of one new name at once cannot both insert (the last wins).
         (AccessPoint.insert(cluster_id=cluster_id, name=name, token_hash=digest, services=json.dumps(services),
@@ -136,7 +131,7 @@ def put(cluster_id: str, name: str, services: list[str]) -> dict:
 
 def list_for(cluster_id: str) -> list[dict]:
     def tx() -> list[dict]:
-        _require_cluster(cluster_id)
+        clusters.get_cluster(cluster_id)
         rows = AccessPoint.select().where(AccessPoint.cluster_id == cluster_id).order_by(AccessPoint.name)
         return [_public(row) for row in rows]
 
@@ -145,7 +140,7 @@ def list_for(cluster_id: str) -> list[dict]:
 
 def delete(cluster_id: str, name: str) -> None:
     def tx() -> int:
-        _require_cluster(cluster_id)
+        clusters.get_cluster(cluster_id)
         return (AccessPoint.delete()
                 .where((AccessPoint.cluster_id == cluster_id) & (AccessPoint.name == name)).execute())
 

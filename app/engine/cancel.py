@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from .. import db
 from ..errors import Conflict, NotFound
-from ..models import Cluster, Job, utcnow
+from ..models import Job, utcnow
 from ..observability.events import events
-from . import payloads, statements
+from . import clusters, payloads, statements
 from .jobs import job_status
 from .signals import hub, job_topic, notify_in_transaction
 from .states import TERMINAL, EventType, JobStatus
@@ -64,6 +64,5 @@ def cancel_job(cluster_id: str, job_id: str, *, by: str, text: str | None = None
 
 def cancel_as_operator(cluster_id: str, job_id: str, text: str | None = None) -> dict:
     """cancel_job through the management API: an unknown cluster is NotFound of its own."""
-    if db.unit_of_work(lambda: Cluster.get_or_none((Cluster.id == cluster_id) & Cluster.deleted_at.is_null())) is None:
-        raise NotFound(f"cluster {cluster_id!r} does not exist", {"clusterId": cluster_id}, code="cluster_not_found")
+    db.unit_of_work(lambda: clusters.get_cluster(cluster_id))
     return cancel_job(cluster_id, job_id, by=BY_OPERATOR, text=text)

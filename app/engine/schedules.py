@@ -30,7 +30,7 @@ from croniter.croniter import CroniterError
 
 from .. import db
 from ..errors import ApiError, BadRequest, Conflict, NotFound, TooLarge
-from ..models import Cluster, Schedule, utcnow
+from ..models import Schedule, utcnow
 from ..observability.events import events
 from . import call_config, clusters, jobs, statements
 from .arguments import ArgumentsError, pack_arguments
@@ -178,17 +178,12 @@ def _columns(spec: dict, now_ms: int) -> dict:
     }
 
 
-def _require_cluster(cluster_id: str) -> None:
-    if not Cluster.select(Cluster.id).where((Cluster.id == cluster_id) & Cluster.deleted_at.is_null()).exists():
-        raise NotFound(f"cluster {cluster_id!r} does not exist", {"clusterId": cluster_id}, code="cluster_not_found")
-
-
 def _find(cluster_id: str, name: str) -> Schedule | None:
     return Schedule.get_or_none((Schedule.cluster_id == cluster_id) & (Schedule.name == name))
 
 
 def _get(cluster_id: str, name: str) -> Schedule:
-    _require_cluster(cluster_id)
+    clusters.get_cluster(cluster_id)
     row = _find(cluster_id, name)
     if row is None:
         raise NotFound(f"schedule {name!r} does not exist in cluster {cluster_id!r}",
@@ -207,7 +202,7 @@ def create(cluster_id: str, name: str, spec: dict, *, replace: bool = False,
     columns = _columns(spec, _now_ms(now))
 
     def tx() -> tuple[Schedule, bool]:
-        _require_cluster(cluster_id)
+        clusters.get_cluster(cluster_id)
         existing = _find(cluster_id, name)
         if existing is not None and not replace:
             raise Conflict(f"schedule {name!r} already exists in this cluster; PUT replaces it",
@@ -255,7 +250,7 @@ def list_schedules(cluster_id: str, limit: int, after: str | None = None) -> dic
     """A page of the cluster's schedules by name; `next` is the `after` of the next page."""
 
     def read() -> list[Schedule]:
-        _require_cluster(cluster_id)
+        clusters.get_cluster(cluster_id)
         query = Schedule.select().where(Schedule.cluster_id == cluster_id)
         if after is not None:
             query = query.where(Schedule.name > after)
