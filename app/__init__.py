@@ -72,9 +72,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["differential"] = AppState(settings, maintainer)
 
-    from . import api
+    from . import api, console
 
     api.register(app)
+    console.register(app)
     request_log.install(app, settings.request_log)
     return app
 

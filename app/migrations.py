@@ -217,6 +217,19 @@ def _v4_statements(serial: str, timestamp: str, bigint: str) -> tuple[str, ...]:
         f'CREATE TABLE "rollup_marks" ("name" VARCHAR(64) NOT NULL PRIMARY KEY, "through_ms" {bigint} NOT NULL)',
     )
 
+
+# Version 5: console sign-ins. A session is kept as the sha256 of its cookie token, with its CSRF
+# token and the fingerprint of the management secret it signed in with (changing the secret signs
+# every session out); rows past `expires_at` are deleted when the next session is made.
+def _v5_statements(timestamp: str) -> tuple[str, ...]:
+    return (
+        'CREATE TABLE "console_sessions" ("token_hash" VARCHAR(64) NOT NULL PRIMARY KEY,'
+        ' "csrf_token" VARCHAR(64) NOT NULL, "secret_fingerprint" VARCHAR(64) NOT NULL,'
+        f' "created_at" {timestamp} NOT NULL, "expires_at" {timestamp} NOT NULL)',
+        'CREATE INDEX "console_sessions_expires_at" ON "console_sessions" ("expires_at")',
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     (1, "initial schema", {"postgres": _V1_POSTGRES + _V1_INDEXES, "sqlite": _V1_SQLITE + _V1_INDEXES}),
     (2, "sealed cluster secrets", {"postgres": _V2_POSTGRES, "sqlite": _V2_SQLITE}),
@@ -225,6 +238,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     (4, "operators: secret rotation, cluster deletion, access points, metric rollups",
      {"postgres": _v4_statements("BIGSERIAL", "TIMESTAMP", "BIGINT"),
       "sqlite": _v4_statements("INTEGER", "DATETIME", "INTEGER")}),
+    (5, "console sessions", {"postgres": _v5_statements("TIMESTAMP"), "sqlite": _v5_statements("DATETIME")}),
 )
 
 

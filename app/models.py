@@ -237,4 +237,18 @@ class RollupMark(BaseModel):
         table_name = "rollup_marks"
 
 
-ALL_MODELS = (Cluster, Job, Machine, Service, Event, Lease, Schedule, Worker, AccessPoint, MetricRollup, RollupMark)
+class ConsoleSession(BaseModel):
+    """A signed-in console: the cookie token is kept only as its sha256."""
+
+    token_hash = peewee.CharField(max_length=64, primary_key=True)
+    csrf_token = peewee.CharField(max_length=64)
+    secret_fingerprint = peewee.CharField(max_length=64)  # of the management secret it signed in with
+    created_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField(index=True)
+
+    class Meta:
+        table_name = "console_sessions"
+
+
+ALL_MODELS = (Cluster, Job, Machine, Service, Event, Lease, Schedule, Worker, AccessPoint, MetricRollup, RollupMark,
+              ConsoleSession)

@@ -156,6 +156,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("METRICS_TOKEN", "metrics_token", _metrics_token, None, "core", True,
              "bearer token of `GET /metrics` (Prometheus), at least 16 characters; the management secret "
              "works there too. Neither set: `GET /metrics` answers 503"),
+    Variable("CONSOLE_SESSION_HOURS", "console_session_hours", _positive_float, 12.0, "core", False,
+             "how long a sign-in to the console (`/console`, with the management secret) lasts; changing "
+             "`MANAGEMENT_SECRET` signs every session out"),
     # Server: read by gunicorn.conf.py (and by `python -m app`, which passes them on).
     Variable("BIND_HOST", "bind_host", _text, "0.0.0.0", "server", False,
              "address gunicorn listens on", local_default="127.0.0.1"),
@@ -267,6 +270,7 @@ class Settings:
     public_url: str
     secrets_key: tuple[str, ...] | None
     metrics_token: str | None
+    console_session_hours: float
     bind_host: str
     port: int
     web_concurrency: int

@@ -101,6 +101,11 @@ def list_clusters() -> list[dict]:
                                     .order_by(Cluster.created_at, Cluster.id)])
 
 
+def describe_cluster(cluster_id: str) -> dict:
+    """One live cluster as listed (NotFound if it does not exist or is being deleted)."""
+    return db.unit_of_work(lambda: _public(get_cluster(cluster_id)), transaction=False, idempotent=True)
+
+
 def get_cluster(cluster_id: str) -> Cluster:
     """The cluster, unless it does not exist or is being deleted (NotFound)."""
     cluster = Cluster.get_or_none((Cluster.id == cluster_id) & Cluster.deleted_at.is_null())

@@ -105,6 +105,10 @@ FIXTURES: dict[int, dict[str, list[dict]]] = {
         "services": [{"pk": 2, "cluster_id": "c1", "name": "schema-only", "definition": None,
                       "definition_hash": None, "updated_at": T1, "json_schema": '{"type":"object"}'}],
     },
+    5: {  # a console session
+        "console_sessions": [{"token_hash": "s" * 64, "csrf_token": "c" * 64, "secret_fingerprint": "f" * 64,
+                              "created_at": T0, "expires_at": T1}],
+    },
 }
 
 # --- databases ------------------------------------------------------------------------------

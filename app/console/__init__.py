@@ -1,0 +1,31 @@
+"""The console at /console: pages rendered on the server over the engine (no SQL here), signed in
+with the management secret (security.py), readable without JavaScript and enhanced by one
+vendored script (static/console.js: live regions, copy buttons, confirmations).
+
+Each page module attaches its views to `bp`; `CLUSTER_PAGES` is a cluster's navigation, and an
+entry shows once its view exists. Templates live in templates/console/ and extend base.html.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+
+bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
+               static_folder="static")
+
+# (label, endpoint) of a cluster's pages, in navigation order; every one takes `cluster_id`.
+CLUSTER_PAGES = (
+    ("Overview", "console.overview"),
+    ("Services", "console.services"),
+    ("Jobs", "console.jobs"),
+    ("Activity", "console.activity"),
+    ("Monitoring", "console.monitoring"),
+    ("Access points", "console.access_points"),
+    ("Settings", "console.cluster_settings"),
+)
+
+
+def register(app: Flask) -> None:
+    from . import clusters, present, security, sign_in  # noqa: F401  (they attach their views to bp)
+
+    present.install(app)
+    app.register_blueprint(bp)
