@@ -83,6 +83,7 @@ def _banner(endpoint: str, secret_file: Path | None, database: str, secrets_key:
             cli_line = f"{cli} clusters create{endpoint_flag} --management-secret-file {shlex.quote(str(secret_file))}"
     return (f"Differential control-plane\n"
             f"  endpoint:          {endpoint}\n"
+            f"  console:           {endpoint}/console/ (sign in with the management secret)\n"
             f"  management secret: {where}\n"
             f"  database:          {database}\n"
             f"  secrets key:       {secrets_key}\n"
