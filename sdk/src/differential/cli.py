@@ -24,6 +24,7 @@
                                                            (management secret; create/rotate print the token once)
     differential execute SERVICE FUNCTION [JSON_ARG ...] --cluster CLUSTER_ID [--token T] [--wait S]
                                                            (access point token or cluster API secret)
+    differential console [--cluster CLUSTER_ID] [--open]   (no secret: prints the console's URL)
 
 Options (before or after the command): --endpoint (DIFFERENTIAL_ENDPOINT), --api-secret
 (DIFFERENTIAL_API_SECRET), --management-secret (DIFFERENTIAL_MANAGEMENT_SECRET) or
@@ -54,8 +55,9 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from . import __version__, management_secret
 from .client import CallOptions, Differential, JobStatus
@@ -923,6 +925,55 @@ def _add_access_points(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_execute)
 
 
+# -- console ---------------------------------------------------------------------------------------
+
+def console_url(endpoint: str, cluster: Optional[str] = None) -> str:
+    """The console of the control-plane at `endpoint` (a cluster's page with `cluster`); whatever
+    user or password the endpoint carries is left out, and so is any query."""
+    try:
+        parts = urlsplit(endpoint.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError as e:
+        raise UsageError(f"the endpoint {endpoint!r} is not a URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise UsageError(f"the endpoint {endpoint!r} is not an http:// or https:// URL")
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
+    path = parts.path.rstrip("/") + "/console/"
+    if cluster:
+        path += f"clusters/{quote(cluster, safe='')}"
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    """Print (and with --open, open) the console's URL. Reads and prints no secret: the console
+    asks for the management secret itself; stderr says where the local server keeps it."""
+    import webbrowser
+
+    endpoint = Config.from_env(endpoint=_endpoint(args)).endpoint
+    url = console_url(endpoint, args.cluster)
+    opened = webbrowser.open(url) if args.open else None
+    if args.json:
+        _out(_dump({"url": url, **({"opened": opened} if args.open else {})}))
+    else:
+        _out(url)
+        where = None
+        if management_secret.is_local(endpoint):
+            where, _ = management_secret.local_secret_file(os.environ, Path.cwd())
+        _err(f"Sign in with the management secret (in {where})." if where else
+             "Sign in with the control-plane's management secret (its MANAGEMENT_SECRET).")
+    if args.open and not opened:
+        _err("differential: no browser could be opened here; open the URL above yourself")
+    return EXIT_OK
+
+
+def _add_console(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("console", parents=[common], help="print the URL of the control-plane's console (the "
+                       "endpoint's /console); --open opens it in a browser")
+    p.add_argument("--cluster", help="a cluster's pages rather than the list of clusters")
+    p.add_argument("--open", action="store_true", help="also open it in the default web browser")
+    p.set_defaults(func=cmd_console)
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 def _common(suppress: bool) -> argparse.ArgumentParser:
@@ -1018,6 +1069,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schedules(sub, common)
     _add_metrics(sub, common)
     _add_access_points(sub, common)
+    _add_console(sub, common)
     p = jsub.add_parser("cancel", parents=[common], help="cancel a call in flight")
     p.add_argument("job_id")
     p.add_argument("--reason", help="why (recorded with the job; at most 500 characters)")
