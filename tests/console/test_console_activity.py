@@ -5,11 +5,11 @@ from __future__ import annotations
 import html
 import re
 
+import pytest
+
 from app.observability.events import events
 
-from test_console_jobs import Jobs
-
-import pytest
+from test_console_jobs import Jobs  # the cluster-and-calls helper of the explorer's tests
 
 
 @pytest.fixture
