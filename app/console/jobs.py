@@ -109,13 +109,14 @@ def _explorer(cluster_id: str, status: int = 200, notice: str | None = None):
         error, status, filters = exc.message, 400, None
     if filters is not None:
         page = admin.list_jobs(cluster_id, limit=PAGE_SIZE, **{k: v or None for k, v in filters.items()})
-        live = filters["cursor"] is None
+        # Only the first page of a plain answer refreshes: a refresh of a 404 search would fail.
+        live = filters["cursor"] is None and status == 200
     functions = console_jobs.known_functions(cluster_id)
     filtered = any(args.get(name) for name in ("status", "service", "function", "from", "to"))
     return render_template(
         "console/jobs.html", cluster=cluster, jobs=[_with_duration(j) for j in page["jobs"]], next=page["next"],
         live=live, live_seconds=EXPLORER_LIVE_SECONDS, error=error, notice=notice, filtered=filtered,
-        cursor=args.get("cursor"), chosen=set(args.getlist("status")), states=ALL, form=args,
+        cursor=args.get("cursor"), chosen=set(filters["statuses"] if filters else ()), states=ALL, form=args,
         services=sorted(functions), functions=sorted({f for fns in functions.values() for f in fns})), status
 
 

@@ -103,7 +103,8 @@ def test_filters_by_status_service_function_and_time(jobs, app):
     assert listed(jobs.page("?status=success").text) == [a]
     assert listed(jobs.page("?status=running").text) == [b]
     assert listed(jobs.page("?status=running&status=pending").text) == [c, b]
-    assert listed(jobs.page("?status=pending,success").text) == [c, a]
+    both = jobs.page("?status=pending,success").text
+    assert listed(both) == [c, a] and 'value="pending" checked' in both and 'value="success" checked' in both
     assert listed(jobs.page("?service=billing").text) == [b, a]
     assert listed(jobs.page("?service=billing&function=refund").text) == [b]
     assert listed(jobs.page("?function=send").text) == [c]
@@ -168,6 +169,7 @@ def test_search_by_id_goes_to_the_job_or_says_there_is_none(jobs, console):
     missing = jobs.page("?id=<b>nope</b>", status=404)
     assert "No job with id &#39;&lt;b&gt;nope&lt;/b&gt;&#39; in this cluster." in missing.text
     assert listed(missing.text) == [job_id]  # the explorer is still there
+    assert "data-live" not in missing.text  # a refresh of this URL would answer 404 again
     assert "id=" not in (older_link(missing.text) or "")
     jobs.page("?id=" + "x" * 300, status=404)
     jobs.page("?id=a%00b", status=404)
