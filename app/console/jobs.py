@@ -19,6 +19,7 @@ from ..engine.arguments import ArgumentsError, unpack_value
 from ..engine.states import ALL, IN_FLIGHT, RERUNNABLE, TERMINAL, ResultType
 from ..errors import BadRequest, Conflict
 from . import bp
+from .present import pretty
 
 PAGE_SIZE = 50
 TIMELINE_EVENTS = 200  # a job's page shows its newest events up to this; the activity log has the rest
@@ -162,8 +163,10 @@ def error_of(job: dict) -> dict | None:
         return {"name": "Error", "message": value if isinstance(value, str) else None, "code": None, "stack": None,
                 "cause": None, "fields": {}}
     named = ("name", "message", "code", "stack", "cause")
-    stack = value.get("stack")
-    return {"name": str(value.get("name") or "Error"), "message": value.get("message"), "code": value.get("code"),
+    stack, message = value.get("stack"), value.get("message")
+    if message is not None and not isinstance(message, str):
+        message = pretty(message)
+    return {"name": str(value.get("name") or "Error"), "message": message, "code": value.get("code"),
             "stack": stack if isinstance(stack, str) else None, "cause": value.get("cause"),
             "fields": {k: v for k, v in value.items() if k not in named}}
 

@@ -252,6 +252,10 @@ def test_a_bare_js_error_and_a_payload_that_is_not_msgpack(jobs, app):
     jobs.result(job_id, ["TypeError", "x is undefined"], kind="rejection")
     page = jobs.job_page(job_id).text
     assert '<strong class="error-name">TypeError</strong>' in page and "x is undefined" in page
+    odd = jobs.call(fn="odd")
+    jobs.claim(fn="odd")
+    jobs.result(odd, {"name": "Odd", "message": {"why": "<not text>"}}, kind="rejection")
+    assert '<p class="error-message">{\n  &#34;why&#34;: &#34;&lt;not text&gt;&#34;\n}</p>' in jobs.job_page(odd).text
     with app.app_context():
         db.unit_of_work(lambda: Job.update(target_args="not base64!").where(Job.id == job_id).execute())
     assert "(not MessagePack: the payload is not base64; as stored)" in jobs.job_page(job_id).text
