@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import re
 import statistics
 import sys
@@ -143,6 +144,7 @@ def main() -> int:
         made = fill(cid, a.jobs, start, a.rare_every)
         print(f"filled {a.jobs:,} jobs in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # create_app logs at INFO: not a line per GET
         client = sign_in(cp.url, cp.management_secret)
         jobs = f"/console/clusters/{cid}/jobs"
         first = client.get(jobs)
