@@ -58,10 +58,10 @@ def _time(args, field: str) -> dt.datetime | None:
         return None
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # OverflowError: an offset that moves it out of years 1..9999
         raise FormError(field, f"{text!r} is not a time (expected e.g. 2026-12-01T16:00, UTC)") from None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value
 
 
@@ -75,8 +75,9 @@ def _statuses(args) -> list[str]:
 
 def filters_of(args) -> dict:
     """The explorer's query as admin.list_jobs's arguments; FormError naming the first bad field."""
-    found = {"statuses": _statuses(args), "service": text_field(args, "service"), "function": text_field(args, "function"),
-             "created_after": _time(args, "from"), "created_before": _time(args, "to")}
+    found = {"statuses": _statuses(args), "service": text_field(args, "service"),
+             "function": text_field(args, "function"), "created_after": _time(args, "from"),
+             "created_before": _time(args, "to")}
     if found["created_after"] and found["created_before"] and found["created_before"] <= found["created_after"]:
         raise FormError("to", "must be after from")
     cursor = text_field(args, "cursor", 100)
