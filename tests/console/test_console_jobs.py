@@ -341,3 +341,10 @@ def test_both_forms_need_the_csrf_token(jobs):
     rerun_form = jobs.job_page(job_id).text
     assert re.search(r'action="[^"]+/rerun" class="inline" data-confirm="[^"]+"><input type="hidden" '
                      r'name="csrf_token"', rerun_form)
+
+
+@pytest.mark.parametrize("path", ["/jobs/a%00b", "/jobs/a%00b/cancel", "/jobs/a%00b/rerun", "%00/jobs", "%00/activity"])
+def test_a_nul_in_the_address_is_a_400_page_not_a_database_error(jobs, path):
+    url = f"/console/clusters/{jobs.id}{path}"
+    r = jobs.console.post(url) if path.endswith(("cancel", "rerun")) else jobs.client.get(url)
+    assert r.status_code == 400 and "holds a NUL character" in r.text
