@@ -89,3 +89,23 @@ def test_find_a_call_open_it_cancel_and_rerun_a_pending_one_and_see_new_calls_li
     browser.assert_no_errors("the live explorer")
     browser.screenshot("explorer-live")
     d.cancel(pending)
+
+    # Filtered without scripts' help: the GET form, then the activity log of one job.
+    browser.find("details.job-filters summary").click()
+    browser.find("input[name=status][value=success]").click()
+    browser.find("input[name=service]").send_keys(greeter)
+    browser.find("details.job-filters button[type=submit]").click()
+    browser.wait(lambda: "status=success" in browser.driver.current_url, "the filtered explorer")
+    shown = {a.text for a in browser.find_all("#jobs-live tbody a")}
+    assert shown == {job_id, fresh} or shown == {job_id}  # the fresh call may not have finished yet
+    browser.assert_no_errors("the filtered explorer")
+    browser.screenshot("explorer-filtered")
+    def kinds():  # another server process may hold the last event for up to half a second: ask again
+        browser.driver.get(f"{console_server.url}/console/clusters/{cluster['id']}/activity?jobId={pending}")
+        return [td.text for td in browser.find_all("#activity-live tbody tr td:first-child")]
+
+    browser.wait(lambda: kinds() == ["jobCancelled", "jobRerun", "jobCancelled", "jobCreated"], "the job's events")
+    browser.assert_no_errors("the activity of a job")
+    browser.screenshot("activity-of-a-job")
+    browser.open(f"/console/clusters/{cluster['id']}/activity", shot="activity")
+    assert "jobResulted" in browser.text("#activity-live")
