@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app, g, redirect, request, url_for
 
+from ..api.validation import storable_text
 from ..engine import console_sessions
 from . import bp
 from .error_pages import page as refuse
@@ -133,6 +134,17 @@ def _guard():
     if request.method not in ("GET", "HEAD") and not _csrf_ok(session.csrf_token):
         return refuse(403, "Form expired", "The form's CSRF token is missing or wrong. Reload the page and try "
                                            "again.")
+    return None
+
+
+@bp.before_request
+def _storable_path():
+    """A path part the database cannot hold (NUL, an unpaired surrogate) names nothing: a 400 page,
+    never the database's error (a 500 on PostgreSQL)."""
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and not storable_text(value):
+            return refuse(400, "Bad address", f"The address's {name} holds a NUL character or an unpaired "
+                                              "surrogate, so it names nothing.")
     return None
 
 
