@@ -25,7 +25,7 @@ CLUSTER_PAGES = (
 
 
 def register(app: Flask) -> None:
-    from . import clusters, present, security, sign_in  # noqa: F401  (they attach their views to bp)
+    from . import clusters, monitoring, overview, present, security, services, sign_in  # noqa: F401  (views on bp)
 
     present.install(app)
     app.register_blueprint(bp)
