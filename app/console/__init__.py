@@ -25,8 +25,8 @@ CLUSTER_PAGES = (
 
 
 def register(app: Flask) -> None:
-    from . import (access_points, activity, cluster_settings, clusters, jobs, present,  # noqa: F401
-                   security, sign_in)  # (they attach their views to bp)
+    from . import (access_points, activity, cluster_settings, clusters, jobs, monitoring,  # noqa: F401
+                   overview, present, security, services, sign_in)  # (they attach their views to bp)
 
     present.install(app)
     app.register_blueprint(bp)
