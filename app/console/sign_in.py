@@ -28,6 +28,9 @@ def _next_path() -> str:
 def sign_in():
     secret = management_secret()
     if request.method == "GET":
+        token = request.cookies.get(COOKIE)
+        if secret and token and console_sessions.lookup(token, secret):
+            return redirect(_next_path(), 303)  # signed in already
         return render_template("console/sign_in.html", next=_next_path(), off=not secret)
     address = request.remote_addr or "?"
     wait = limiter.wait_seconds(address)

@@ -66,6 +66,11 @@ def test_signing_in_sets_a_strict_http_only_cookie_and_goes_where_it_was_asked(a
     assert MANAGEMENT_SECRET not in cookie
 
 
+def test_the_sign_in_page_sends_a_signed_in_browser_on(console):
+    r = console.client.get("/console/sign-in?next=/console/clusters/abc")
+    assert r.status_code == 303 and r.headers["Location"] == "/console/clusters/abc"
+
+
 def test_behind_an_https_proxy_the_cookie_is_secure(app):
     client = app.test_client()
     https = {"X-Forwarded-Proto": "https"}
@@ -190,8 +195,10 @@ def test_the_secret_is_in_no_page_url_or_log_line(console, caplog):
 
 
 def test_pages_carry_a_policy_forbidding_inline_script_and_are_never_cached(console):
+    signed_out = console.app.test_client()
     for path in ("/console/", "/console/sign-in", "/console/static/console.css", "/console/static/console.js"):
-        r = console.get(path)
+        r = signed_out.get(path) if path.endswith("sign-in") else console.get(path)
+        assert r.status_code == 200, path
         policy = r.headers["Content-Security-Policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "default-src 'none'" in policy
         assert "frame-ancestors 'none'" in policy
