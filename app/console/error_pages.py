@@ -35,3 +35,10 @@ def _unexpected(exc: Exception):
                                                  "in a moment.")
     log.exception("unhandled error in the console")
     return page(500, "Unexpected error", "An unexpected error occurred; it has been logged.")
+
+
+@bp.route("/<path:rest>", endpoint="not_found")
+def _no_such_page(rest: str):
+    """Any other path under /console is a page saying so (the API's 404 answers JSON)."""
+    return page(404, "No such page", f"There is no console page at /console/{rest}; the clusters list "
+                                     "leads to every page.")

@@ -214,6 +214,13 @@ def test_what_a_user_names_is_shown_as_text(console):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in page
 
 
+def test_a_wrong_console_address_is_a_page_that_says_so(console):
+    r = console.get("/console/no/such/page", status=404)
+    assert "There is no console page at /console/no/such/page" in r.text
+    assert console.get("/console/static/console.css").status_code == 200
+    assert console.client.get("/console/static/nothing.css").status_code == 404
+
+
 def test_a_missing_cluster_is_a_page_that_says_so(console):
     r = console.get("/console/clusters/cluster-nope", status=404)
     assert "cluster-nope" in r.text and "does not exist" in r.text
