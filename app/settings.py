@@ -148,7 +148,8 @@ VARIABLES: tuple[Variable, ...] = (
              f"from a throwaway SQLite file); to keep SQLite there anyway, set `DATABASE_URL={SQLITE_ESCAPE_HATCH}` "
              "on a volume"),
     Variable("PUBLIC_URL", "public_url", _text, "", "core", False,
-             f"the URL where services reach this control-plane {RESERVED}"),
+             "the URL where services reach this control-plane, as the console's connect snippet shows it "
+             "(unset: the address the browser used); cloud deployments will pass it to their functions"),
     Variable("SECRETS_KEY", "secrets_key", sealing.parse_keys, None, "core", True,
              "keys that seal cluster API secrets in the database, newest first, comma-separated; each 32 bytes "
              "in base64 (`openssl rand -base64 32`); required with `DIFFERENTIAL_REQUIRE_DATABASE_URL`. "
