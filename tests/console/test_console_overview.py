@@ -34,6 +34,7 @@ def test_an_empty_cluster_says_how_a_service_connects_without_its_secret(console
     assert "No service has connected yet" in page
     assert "from differential import Differential" in page and "endpoint=&#34;http://localhost&#34;" in page
     assert "@svc.function" in page
+    assert "pip install ./sdk" in page  # PyPI's `differential` is another package
     assert p.cluster["apiSecret"] not in page  # the snippet reads it from the environment
     assert 'id="overview-live" data-live="3"' in page
 
