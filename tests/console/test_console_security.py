@@ -214,6 +214,14 @@ def test_what_a_user_names_is_shown_as_text(console):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in page
 
 
+@pytest.mark.parametrize("description", ["x" * 1025, "nul\x00byte"])
+def test_a_cluster_description_the_api_refuses_is_refused_on_the_page_too(console, description):
+    before = len(clusters.list_clusters())
+    r = console.post("/console/clusters", {"description": description}, status=400)
+    assert "description" in r.text
+    assert len(clusters.list_clusters()) == before
+
+
 def test_a_wrong_console_address_is_a_page_that_says_so(console):
     r = console.get("/console/no/such/page", status=404)
     assert "There is no console page at /console/no/such/page" in r.text
