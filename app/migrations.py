@@ -230,6 +230,67 @@ def _v5_statements(timestamp: str) -> tuple[str, ...]:
     )
 
 
+# Version 6: cloud deployments and the client-library registry.
+# - deployments: one row per upload of a service (uploading -> deploying -> active | failed;
+#   active -> inactive when a newer one turns active). Stack and function names are derived once
+#   and stored (AWS limits them to 128 and 64 characters); wake-ups count the invocations made
+#   while no machine of the deployment polled, so a function that never polls is marked failed.
+# - assets: objects in the asset store (S3 or a local folder): one per target (a deployment's
+#   bundle, a client library's package); its size and digests are recorded once the upload is checked.
+# - client_libraries: a version per cluster and language, unique; reserved by a publish, it counts
+#   once its asset is checked; a reservation never completed expires and frees its number.
+# - registry_tokens: read tokens of one cluster's packages, kept as sha256 hashes.
+def _v6_deployment_statements(timestamp: str) -> tuple[str, ...]:
+    return (
+        'CREATE TABLE "deployments" ("id" VARCHAR(64) NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+        ' "service" VARCHAR(200) NOT NULL, "status" VARCHAR(16) NOT NULL, "provider" VARCHAR(16) NOT NULL,'
+        ' "runtime" VARCHAR(32) NOT NULL, "stack_name" VARCHAR(128) NOT NULL, "function_name" VARCHAR(64) NOT NULL,'
+        ' "asset_id" VARCHAR(64), "service_module" VARCHAR(300), "reason" VARCHAR(1024), "meta" TEXT,'
+        f' "created_at" {timestamp} NOT NULL, "updated_at" {timestamp} NOT NULL, "released_at" {timestamp},'
+        f' "activated_at" {timestamp}, "expires_at" {timestamp}, "wakeups" INTEGER NOT NULL,'
+        f' "last_woken_at" {timestamp})',
+        'CREATE INDEX "deployments_cluster_id_service_created_at" ON "deployments" ("cluster_id", "service", "created_at")',
+        'CREATE INDEX "deployments_status" ON "deployments" ("status")',
+        'CREATE INDEX "deployments_stack_name" ON "deployments" ("stack_name")',
+    )
+
+
+def _v6_asset_statements(timestamp: str, bigint: str) -> tuple[str, ...]:
+    return (
+        'CREATE TABLE "assets" ("id" VARCHAR(64) NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+        ' "kind" VARCHAR(32) NOT NULL, "target_id" VARCHAR(64) NOT NULL, "key" VARCHAR(400) NOT NULL,'
+        ' "content_type" VARCHAR(100) NOT NULL, "status" VARCHAR(16) NOT NULL,'
+        f' "size" {bigint}, "sha256" VARCHAR(64), "sha1" VARCHAR(40), "sha512" VARCHAR(128),'
+        f' "created_at" {timestamp} NOT NULL, "uploaded_at" {timestamp})',
+        'CREATE UNIQUE INDEX "assets_key" ON "assets" ("key")',
+        'CREATE UNIQUE INDEX "assets_cluster_id_kind_target_id" ON "assets" ("cluster_id", "kind", "target_id")',
+    )
+
+
+def _v6_registry_statements(timestamp: str) -> tuple[str, ...]:
+    return (
+        'CREATE TABLE "client_libraries" ("id" VARCHAR(64) NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+        ' "language" VARCHAR(16) NOT NULL, "version" VARCHAR(64) NOT NULL, "major" INTEGER NOT NULL,'
+        ' "minor" INTEGER NOT NULL, "patch" INTEGER NOT NULL, "status" VARCHAR(16) NOT NULL,'
+        ' "asset_id" VARCHAR(64), "meta" TEXT,'
+        f' "created_at" {timestamp} NOT NULL, "published_at" {timestamp}, "expires_at" {timestamp})',
+        'CREATE UNIQUE INDEX "client_libraries_cluster_id_language_version" ON "client_libraries"'
+        ' ("cluster_id", "language", "version")',
+        'CREATE INDEX "client_libraries_cluster_id_language_major_minor_patch" ON "client_libraries"'
+        ' ("cluster_id", "language", "major", "minor", "patch")',
+        'CREATE TABLE "registry_tokens" ("id" VARCHAR(64) NOT NULL PRIMARY KEY, "cluster_id" VARCHAR(100) NOT NULL,'
+        ' "name" VARCHAR(200) NOT NULL, "token_hash" VARCHAR(64) NOT NULL,'
+        f' "created_at" {timestamp} NOT NULL, "last_used_at" {timestamp})',
+        'CREATE UNIQUE INDEX "registry_tokens_token_hash" ON "registry_tokens" ("token_hash")',
+        'CREATE INDEX "registry_tokens_cluster_id" ON "registry_tokens" ("cluster_id")',
+    )
+
+
+def _v6_statements(timestamp: str, bigint: str) -> tuple[str, ...]:
+    return (_v6_deployment_statements(timestamp) + _v6_asset_statements(timestamp, bigint)
+            + _v6_registry_statements(timestamp))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     (1, "initial schema", {"postgres": _V1_POSTGRES + _V1_INDEXES, "sqlite": _V1_SQLITE + _V1_INDEXES}),
     (2, "sealed cluster secrets", {"postgres": _V2_POSTGRES, "sqlite": _V2_SQLITE}),
@@ -239,6 +300,8 @@ MIGRATIONS: tuple[Migration, ...] = (
      {"postgres": _v4_statements("BIGSERIAL", "TIMESTAMP", "BIGINT"),
       "sqlite": _v4_statements("INTEGER", "DATETIME", "INTEGER")}),
     (5, "console sessions", {"postgres": _v5_statements("TIMESTAMP"), "sqlite": _v5_statements("DATETIME")}),
+    (6, "cloud deployments, assets, client libraries, registry tokens",
+     {"postgres": _v6_statements("TIMESTAMP", "BIGINT"), "sqlite": _v6_statements("DATETIME", "INTEGER")}),
 )
 
 

@@ -250,5 +250,92 @@ class ConsoleSession(BaseModel):
         table_name = "console_sessions"
 
 
+class Deployment(BaseModel):
+    """One upload of a service to the cloud; engine/states.py has its state machine."""
+
+    id = peewee.CharField(max_length=64, primary_key=True)
+    cluster_id = peewee.CharField(max_length=100)
+    service = peewee.CharField(max_length=200)
+    status = peewee.CharField(max_length=16)
+    provider = peewee.CharField(max_length=16)  # lambda
+    runtime = peewee.CharField(max_length=32)  # python3.13, nodejs22.x, ...
+    stack_name = peewee.CharField(max_length=128, index=True)  # derived once, stored (AWS's limits)
+    function_name = peewee.CharField(max_length=64)
+    asset_id = peewee.CharField(max_length=64, null=True)  # its bundle
+    service_module = peewee.CharField(max_length=300, null=True)  # Python: package.module:attribute
+    reason = peewee.CharField(max_length=1024, null=True)  # why it failed
+    meta = peewee.TextField(null=True)  # JSON: stack id, the last stack event, ...
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+    released_at = peewee.DateTimeField(null=True)
+    activated_at = peewee.DateTimeField(null=True)
+    expires_at = peewee.DateTimeField(null=True)  # an unreleased deployment fails then
+    wakeups = peewee.IntegerField(default=0)  # invocations since a machine of it last polled
+    last_woken_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "deployments"
+        indexes = ((("cluster_id", "service", "created_at"), False), (("status",), False))
+
+
+class Asset(BaseModel):
+    """An object in the asset store (S3 or a local folder): a bundle or a package, one per target."""
+
+    id = peewee.CharField(max_length=64, primary_key=True)
+    cluster_id = peewee.CharField(max_length=100)
+    kind = peewee.CharField(max_length=32)  # service_bundle, client_library
+    target_id = peewee.CharField(max_length=64)  # the deployment or client library it belongs to
+    key = peewee.CharField(max_length=400, unique=True)
+    content_type = peewee.CharField(max_length=100)
+    status = peewee.CharField(max_length=16)  # pending (URL handed out), uploaded (checked)
+    size = peewee.BigIntegerField(null=True)
+    sha256 = peewee.CharField(max_length=64, null=True)  # hex
+    sha1 = peewee.CharField(max_length=40, null=True)  # hex (npm's shasum)
+    sha512 = peewee.CharField(max_length=128, null=True)  # hex (npm's integrity is its base64)
+    created_at = peewee.DateTimeField(default=utcnow)
+    uploaded_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "assets"
+        indexes = ((("cluster_id", "kind", "target_id"), True),)
+
+
+class ClientLibrary(BaseModel):
+    """A version of a cluster's typed client in one language; unique per (cluster, language, version)."""
+
+    id = peewee.CharField(max_length=64, primary_key=True)
+    cluster_id = peewee.CharField(max_length=100)
+    language = peewee.CharField(max_length=16)  # typescript, python
+    version = peewee.CharField(max_length=64)
+    major = peewee.IntegerField()
+    minor = peewee.IntegerField()
+    patch = peewee.IntegerField()
+    status = peewee.CharField(max_length=16)  # reserved, published
+    asset_id = peewee.CharField(max_length=64, null=True)
+    meta = peewee.TextField(null=True)  # JSON
+    created_at = peewee.DateTimeField(default=utcnow)
+    published_at = peewee.DateTimeField(null=True)
+    expires_at = peewee.DateTimeField(null=True)  # a reservation not published by then frees its number
+
+    class Meta:
+        table_name = "client_libraries"
+        indexes = ((("cluster_id", "language", "version"), True),
+                   (("cluster_id", "language", "major", "minor", "patch"), False))
+
+
+class RegistryToken(BaseModel):
+    """A token that reads one cluster's packages (npm, pip) and nothing else; kept as its sha256."""
+
+    id = peewee.CharField(max_length=64, primary_key=True)
+    cluster_id = peewee.CharField(max_length=100, index=True)
+    name = peewee.CharField(max_length=200)
+    token_hash = peewee.CharField(max_length=64, unique=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    last_used_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "registry_tokens"
+
+
 ALL_MODELS = (Cluster, Job, Machine, Service, Event, Lease, Schedule, Worker, AccessPoint, MetricRollup, RollupMark,
-              ConsoleSession)
+              ConsoleSession, Deployment, Asset, ClientLibrary, RegistryToken)

@@ -136,3 +136,50 @@ TRANSITIONS = (
 def allowed(source: str | None, target: str) -> bool:
     """Whether some transition moves a job from `source` to `target`."""
     return any(t.source == source and t.target == target for t in TRANSITIONS)
+
+
+# --- deployments (issue 12): docs/state-machine.md "Deployments" draws the same machine ---------
+
+
+class DeploymentStatus:
+    UPLOADING = "uploading"  # created: its bundle is being uploaded; expires unless released in time
+    DEPLOYING = "deploying"  # released: its stack is being created or updated
+    ACTIVE = "active"  # its stack succeeded: the service's calls carry its id; at most one per service
+    INACTIVE = "inactive"  # a newer deployment of the service turned active, or it was rolled back from
+    FAILED = "failed"  # its stack failed, its upload expired, or its function never polled (`reason`)
+
+
+DEPLOYMENT_STATUSES = (DeploymentStatus.UPLOADING, DeploymentStatus.DEPLOYING, DeploymentStatus.ACTIVE,
+                       DeploymentStatus.INACTIVE, DeploymentStatus.FAILED)
+
+# (source, target): every move a deployment may make. A failed stack update rolls back: the
+# deployment that was released fails, the one active before stays active. A rollback releases an
+# inactive deployment again (inactive -> deploying).
+DEPLOYMENT_TRANSITIONS = (
+    (None, DeploymentStatus.UPLOADING),
+    (DeploymentStatus.UPLOADING, DeploymentStatus.DEPLOYING),
+    (DeploymentStatus.UPLOADING, DeploymentStatus.FAILED),
+    (DeploymentStatus.DEPLOYING, DeploymentStatus.ACTIVE),
+    (DeploymentStatus.DEPLOYING, DeploymentStatus.FAILED),
+    (DeploymentStatus.ACTIVE, DeploymentStatus.INACTIVE),
+    (DeploymentStatus.ACTIVE, DeploymentStatus.FAILED),
+    (DeploymentStatus.INACTIVE, DeploymentStatus.DEPLOYING),
+)
+
+
+def deployment_allowed(source: str | None, target: str) -> bool:
+    return (source, target) in DEPLOYMENT_TRANSITIONS
+
+
+class DeploymentEventType:
+    """What the activity log records about deployments (the original's names where it had them)."""
+
+    CREATED = "deploymentCreated"
+    UPLOADED = "deploymentUploaded"  # its bundle was checked: size and digests recorded
+    INITIATED = "deploymentInitiated"  # released: the stack create or update was sent
+    RESULTED = "deploymentResulted"  # its stack succeeded or failed (meta: the stack status)
+    INACTIVATED = "deploymentInactivated"
+    NOTIFIED = "deploymentNotified"  # its function was invoked to pick up waiting calls
+    STALLED = "deploymentStalled"  # woken too often with no machine polling: failed
+    EXPIRED = "deploymentExpired"  # never released in time: failed
+    DELETED = "deploymentDeleted"  # the service's stack, function and bundles were removed

@@ -109,6 +109,23 @@ FIXTURES: dict[int, dict[str, list[dict]]] = {
         "console_sessions": [{"token_hash": "s" * 64, "csrf_token": "c" * 64, "secret_fingerprint": "f" * 64,
                               "created_at": T0, "expires_at": T1}],
     },
+    6: {  # a deployment with its bundle, a client library with its package, a registry token
+        "deployments": [{"id": "dpl_1", "cluster_id": "c1", "service": "svc", "status": "active", "provider": "lambda",
+                         "runtime": "python3.13", "stack_name": "differential-deployment-c1-svc-0a1b",
+                         "function_name": "differential-deployment-c1-svc-0a1b", "asset_id": "dpl_1",
+                         "service_module": "svc:service", "reason": None, "meta": '{"stackId":"s"}',
+                         "created_at": T0, "updated_at": T1, "released_at": T0, "activated_at": T1,
+                         "expires_at": None, "wakeups": 2, "last_woken_at": T1}],
+        "assets": [{"id": "dpl_1", "cluster_id": "c1", "kind": "service_bundle", "target_id": "dpl_1",
+                    "key": "service_bundle/dpl_1", "content_type": "application/zip", "status": "uploaded",
+                    "size": 1234, "sha256": "a" * 64, "sha1": "b" * 40, "sha512": "c" * 128,
+                    "created_at": T0, "uploaded_at": T1}],
+        "client_libraries": [{"id": "lib_1", "cluster_id": "c1", "language": "typescript", "version": "0.1.2",
+                              "major": 0, "minor": 1, "patch": 2, "status": "published", "asset_id": "lib_1",
+                              "meta": None, "created_at": T0, "published_at": T1, "expires_at": None}],
+        "registry_tokens": [{"id": "rt_1", "cluster_id": "c1", "name": "ci", "token_hash": "t" * 64,
+                             "created_at": T0, "last_used_at": None}],
+    },
 }
 
 # --- databases ------------------------------------------------------------------------------
