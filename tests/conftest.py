@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from support import node, postgres
+from support import moto, node, postgres
 
 _PG_FIXTURES = {"pg_admin_url", "fresh_pg_url", "make_pg_database"}
 
@@ -56,3 +56,17 @@ def fresh_pg_url(make_pg_database, request):
 def node_sdk():
     """tests/node, with @differentialhq/core 3.18.0 installed (npm ci if missing)."""
     return node.ensure_node_sdk()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A moto server on 127.0.0.1 for the session (tests/support/moto.py); reset it where state matters."""
+    yield moto.moto_server()
+    moto.stop()
+
+
+@pytest.fixture
+def moto_clean(moto_endpoint):
+    """The session's moto server, emptied before this test."""
+    moto.reset()
+    return moto_endpoint
