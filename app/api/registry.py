@@ -142,12 +142,8 @@ def tarball(cluster_id, file_name):
 # --- pip --------------------------------------------------------------------------------------------
 
 def _simple(text: str, as_json: bool) -> Response:
-    if as_json:
-        content_type = simple_index.JSON_TYPE
-    elif request.accept_mimetypes.best == simple_index.HTML_TYPE:
-        content_type = simple_index.HTML_TYPE
-    else:
-        content_type = "text/html; charset=utf-8"
+    # HTML as text/html always (PEP 691 allows it for the v1 HTML form too; pip reads either).
+    content_type = simple_index.JSON_TYPE if as_json else "text/html; charset=utf-8"
     return Response(text, status=200, content_type=content_type, headers={"Vary": "Accept"})
 
 

@@ -17,9 +17,9 @@ API_VERSION = "1.1"  # PEP 700: `versions`, `size`, `upload-time`
 
 
 def wants_json(accept) -> bool:
-    """Whether a request's Accept (werkzeug's MIMEAccept) prefers PEP 691 JSON over HTML."""
-    best = accept.best_match([JSON_TYPE, HTML_TYPE, "text/html"], default="text/html")
-    return best == JSON_TYPE
+    """Whether a request's Accept (werkzeug's MIMEAccept) prefers PEP 691 JSON over HTML: strictly,
+    so that no Accept, or `*/*`, gets the HTML every installer reads (pip asks for JSON first)."""
+    return accept[JSON_TYPE] > max(accept[HTML_TYPE], accept["text/html"])
 
 
 def _page(title: str, links: list[tuple[str, str]]) -> str:

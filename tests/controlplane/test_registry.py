@@ -176,6 +176,9 @@ def test_the_simple_index_in_html_and_json(world):
     assert doc["files"] == [{"filename": py["fileName"], "url": f"../../files/{cluster}/{py['fileName']}",
                              "hashes": {"sha256": sha256(wheel)}, "size": len(wheel),
                              "upload-time": py["publishedAt"]}]
+    for accept in ("*/*", "text/html", f"{JSON_ACCEPT}; q=0.5, text/html"):  # HTML unless JSON is preferred
+        r = api.client.get(f"/packages/pypi/simple/{project}/", headers={**creds, "Accept": accept})
+        assert r.headers["Content-Type"].startswith("text/html"), accept
     rj = json.loads(api.client.get("/packages/pypi/simple/", headers={**bearer(world["tokens"][cluster]),
                                                                      "Accept": JSON_ACCEPT}).data)
     assert rj["projects"] == [{"name": project}]
