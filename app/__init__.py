@@ -10,7 +10,7 @@ from flask import Flask
 from . import db, migrations, sealing, settings as settings_module
 from .cloud import assets as asset_store
 from .cloud.sns import Verifier
-from .engine import clusters, statements
+from .engine import cluster_deletion, clusters, statements
 from .engine.maintenance import Maintainer
 from .engine.signals import hub
 from .observability import logging_setup, request_log
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["differential"] = AppState(settings, maintainer,
                                               assets=asset_store.for_settings(settings, asset_store.signing_key(keys[0])))
+    cluster_deletion.configure_store(app.extensions["differential"].assets)  # a deleted cluster's objects go too
 
     from . import api, console
 

@@ -9,22 +9,36 @@ keeps the id refused and lets the work resume) goes last, by `drop_tombstone`, o
 cluster is left and it was marked at least SETTLE_SECONDS ago: what requests in flight at the mark
 still wrote (an event flushed from a buffer, a long poll's last claim) goes in a later purge. If
 the process dies mid-way, the maintenance leader's FinishClusterDeletions goes on where it stopped.
+Its stored objects (bundles, packages: the assets table) go last, each object before its row, once
+the process knows the asset store (`configure_store`, at start-up); a store that fails leaves the
+rest for the next purge, and the tombstone waits for them.
 """
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 
 from .. import db
 from ..errors import NotFound
 from ..observability.events import events
-from ..models import (AccessPoint, ClientLibrary, Cluster, Event, Job, Machine, MetricRollup, RegistryToken, Schedule,
-                      Service, Worker, utcnow)
+from ..cloud.assets import StoreError
+from ..models import (AccessPoint, Asset, ClientLibrary, Cluster, Event, Job, Machine, MetricRollup, RegistryToken,
+                      Schedule, Service, Worker, utcnow)
 from . import clusters
 
 TABLES = (Job, Event, Machine, Worker, Service, Schedule, AccessPoint, MetricRollup, ClientLibrary, RegistryToken)
 BATCH = 1000
+ASSET_BATCH = 100  # objects deleted one request each (S3): a smaller batch between budget checks
 SETTLE_SECONDS = 60.0
+
+log = logging.getLogger(__name__)
+_store = None  # the asset store (cloud/assets.py), set by configure_store() at start-up
+
+
+def configure_store(store) -> None:
+    global _store
+    _store = store
 
 
 def mark(cluster_id: str) -> dt.datetime:
@@ -67,7 +81,35 @@ def purge(cluster_id: str, *, batch: int = BATCH, budget_seconds: float | None =
                 break
             if stop is not None and time.monotonic() >= stop:
                 return False, total
-    return True, total
+    if _store is None:  # not known yet (maintenance may start first): the rows wait, so no object is orphaned
+        return not _has_assets(cluster_id), total
+    while True:
+        try:
+            n = delete_assets_batch(cluster_id, _store)
+        except StoreError as exc:
+            log.warning("deleting the stored objects of deleted cluster %s failed (retried later): %s", cluster_id, exc)
+            return False, total
+        total += n
+        if n < ASSET_BATCH:
+            return True, total
+        if stop is not None and time.monotonic() >= stop:
+            return False, total
+
+
+def _has_assets(cluster_id: str) -> bool:
+    return db.unit_of_work(lambda: Asset.select(1).where(Asset.cluster_id == cluster_id).exists(), transaction=False,
+                           idempotent=True)
+
+
+def delete_assets_batch(cluster_id: str, store, batch: int = ASSET_BATCH) -> int:
+    """Delete up to `batch` of the cluster's stored objects, each before its row; how many went."""
+    rows = db.unit_of_work(lambda: list(Asset.select(Asset.id, Asset.key).where(Asset.cluster_id == cluster_id)
+                                        .limit(batch)), transaction=False, idempotent=True)
+    for row in rows:
+        store.delete(row.key)
+        db.unit_of_work(lambda row=row: Asset.delete().where((Asset.id == row.id)
+                                                             & (Asset.cluster_id == cluster_id)).execute())
+    return len(rows)
 
 
 def drop_tombstone(cluster_id: str, now: dt.datetime, settle_seconds: float = SETTLE_SECONDS) -> bool:
@@ -75,7 +117,7 @@ def drop_tombstone(cluster_id: str, now: dt.datetime, settle_seconds: float = SE
     of it is left in any table (checked in the same transaction); whether it went."""
 
     def tx() -> bool:
-        if any(m.select(1).where(m.cluster_id == cluster_id).exists() for m in TABLES):
+        if any(m.select(1).where(m.cluster_id == cluster_id).exists() for m in TABLES + (Asset,)):
             return False
         cutoff = now - dt.timedelta(seconds=settle_seconds)
         return bool(Cluster.delete().where((Cluster.id == cluster_id) & (Cluster.deleted_at <= cutoff)).execute())

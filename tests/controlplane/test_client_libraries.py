@@ -225,16 +225,20 @@ def test_bad_queries_unknown_and_other_clusters_ids_and_credentials(api, steps):
         assert r.status_code == 401
 
 
-def test_deleting_a_cluster_removes_its_libraries_and_tokens(api, steps):
+def test_deleting_a_cluster_removes_its_libraries_tokens_and_stored_objects(app, api, steps):
     cluster = api.new_cluster()["id"]
-    steps.release(cluster)
+    published = steps.release(cluster)[0]
     steps.reserve(cluster, language="python")
+    store = app.extensions["differential"].assets
+    key = f"client_library/{published['id']}"
+    assert store.inspect(key, max_bytes=1 << 20) is not None
     token = api.client.post(f"/clusters/{cluster}/registry-tokens", headers=api.mgmt, json={"name": "t"}).json["token"]
     packument = f"/packages/npm/@differential.dev/{cluster}"
     assert api.client.get(packument, headers={"Authorization": f"Bearer {token}"}).status_code == 200
     r = api.client.delete(f"/clusters/{cluster}", headers=api.mgmt)
     assert r.status_code == 202 and r.json["finished"], r.json
-    assert rows(ClientLibrary, cluster) == [] and rows(RegistryToken, cluster) == []
+    assert rows(ClientLibrary, cluster) == [] and rows(RegistryToken, cluster) == [] and rows(Asset, cluster) == []
+    assert store.inspect(key, max_bytes=1 << 20) is None  # the object went with its row
     assert api.client.get(packument, headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
