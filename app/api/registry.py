@@ -31,7 +31,7 @@ bp = Blueprint("registry", __name__)
 REALM = 'Basic realm="differential"'
 _NPM = "/packages/npm/@" + names.NPM_SCOPE + "/<cluster_id>"
 _SIMPLE = "/packages/pypi/simple/"
-_FILES = "/packages/pypi/files/<cluster_id>/<file_name>"
+_FILES = "/packages/pypi/files/<cluster_id>/<wheel_name>"
 _READ_ERRORS = {401: s.ERROR, 404: s.ERROR}
 PACKUMENT = s.obj({"name": {"type": "string"}, "dist-tags": s.obj({"latest": {"type": "string"}}),
                    "versions": {"type": "object"}, "time": {"type": "object"}},
@@ -181,10 +181,10 @@ def simple_project(project):
 
 @route(bp, "GET", _FILES, summary="A published wheel of a cluster's Python client", auth_kind="registry",
        tag="registry", responses={200: _WHEEL, **_READ_ERRORS})
-def wheel(cluster_id, file_name):
+def wheel(cluster_id, wheel_name):
     require_reader(cluster_id)
-    version = names.version_of_file("python", cluster_id, file_name)
+    version = names.version_of_file("python", cluster_id, wheel_name)
     if version is None:
-        raise NotFound(f"{file_name!r} is not a wheel of {names.distribution(cluster_id)}", {"file": file_name},
+        raise NotFound(f"{wheel_name!r} is not a wheel of {names.distribution(cluster_id)}", {"file": wheel_name},
                        code="client_library_version_not_found")
-    return _stream(libraries.published_file(cluster_id, "python", version), file_name)
+    return _stream(libraries.published_file(cluster_id, "python", version), wheel_name)

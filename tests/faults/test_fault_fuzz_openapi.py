@@ -209,6 +209,27 @@ def _auth_kind(operation) -> str | None:
     return "management" if "managementSecret" in names else "cluster" if "clusterSecret" in names else None
 
 
+def _publish_clients(cp, cluster_id: str) -> dict:
+    """A published TypeScript and Python client and a registry token of the fuzzed cluster: the
+    registry routes' real ids (api/client_libraries.py, api/registry.py)."""
+    mgmt = {"Authorization": f"Basic {cp.management_secret}"}
+    base = f"{cp.url}/clusters/{cluster_id}"
+    ids = {}
+    for language in ("typescript", "python"):
+        made = requests.post(f"{base}/client-libraries", json={"language": language}, headers=mgmt, timeout=30).json()
+        upload = requests.post(f"{base}/assets", json={"type": "client_library", "target": made["id"]}, headers=mgmt,
+                               timeout=30).json()
+        requests.put(upload["presignedUrl"], data=b"fuzz", headers=upload["headers"], timeout=30).raise_for_status()
+        requests.post(f"{base}/client-libraries/{made['id']}/publish", headers=mgmt, timeout=30).raise_for_status()
+        ids["libraryId"] = made["id"]
+        if language == "typescript":
+            ids["fileName"] = made["fileName"]
+        else:
+            ids.update(wheelName=made["fileName"], project=made["distribution"])
+    ids["tokenId"] = requests.post(f"{base}/registry-tokens", json={"name": "fuzz"}, headers=mgmt, timeout=30).json()["id"]
+    return ids
+
+
 def test_every_route_survives_fuzzing(fresh_pg_url):
     with ControlPlane(fresh_pg_url, env={"WEB_CONCURRENCY": "2"}) as cp:
         cluster = cp.create_cluster()
@@ -221,7 +242,8 @@ def test_every_route_survives_fuzzing(fresh_pg_url):
         pending_id = wire.call(service="fuzz-unserved", fn="fuzz-fn")
         wire.close()
         real_ids = {"clusterId": cluster["id"], "jobId": job_id, "serviceName": "fuzz-svc",
-                    "name": "nightly-report"}  # the schedule the create example below makes
+                    "name": "nightly-report",  # the schedule the create example below makes
+                    **_publish_clients(cp, cluster["id"])}
 
         schema = schemathesis.openapi.from_url(cp.url + "/openapi.json")
         headers_for = {
