@@ -1,27 +1,22 @@
 """The package registry the real npm and pip read: npm's packument and tarball routes, and the
 Python simple index (PEP 503 HTML, PEP 691 JSON) with its wheel files.
 
-Read with a registry token of the package's cluster (npm's `_authToken`, i.e. `Bearer <token>`;
-pip's URL credentials, i.e. HTTP Basic with the token as the password and any user name) or with
-the management secret. Anything else, another cluster's token included, is 401 with
-`WWW-Authenticate: Basic realm="differential"` (pip then retries with its credentials or keyring).
+Read with a registry token of the package's cluster or with the management secret (api/registry_auth.py,
+checked by the route's guard before anything else). Anything else, another cluster's token included,
+is 401 with `WWW-Authenticate: Basic realm="differential"` (pip then retries with its credentials).
 Werkzeug decodes npm's `@differential.dev%2f<id>` before routing, so one route serves both forms.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import logging
 
-from flask import Blueprint, Response, jsonify, redirect, request
+from flask import Blueprint, Response, g, jsonify, redirect, request
 
 from ..cloud.assets import StoreError
-from ..engine import client_libraries as libraries, registry_tokens as tokens
+from ..engine import client_libraries as libraries
 from ..errors import NotFound, Unauthorized, UpstreamFailed
 from ..registry import names, npm, simple_index
 from . import schemas as s
-from .auth import token_from_header
 from .routing import request_base_url, route, state
 
 log = logging.getLogger(__name__)
@@ -49,49 +44,12 @@ def _unauthorized(exc: Unauthorized):
     return response, 401
 
 
-def _candidates(header: str | None) -> list[str]:
-    """The credential as sent (`Bearer <t>`, or a bare `Basic <t>`), then Basic's password if the
-    rest is base64 of `user:password` (what pip sends for URL credentials)."""
-    token = token_from_header(header)
-    if token is None:
-        return []
-    found = [token]
-    if header.strip().lower().startswith("basic "):
-        try:
-            decoded = base64.b64decode(token, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            decoded = ""
-        user, colon, password = decoded.partition(":")
-        if colon and password:
-            found.append(password)
-    return found
-
-
 def require_reader(cluster_id: str | None) -> str | None:
-    """The cluster the credential reads (None: the management secret, every cluster); 401 unless it
-    may read `cluster_id` (None: only that it is a credential at all)."""
-    management = state().settings.management_secret
-    candidates = _candidates(request.headers.get("Authorization"))
-    if not candidates:
-        raise Unauthorized("missing credential: npm sends its _authToken (a registry token) as 'Authorization: "
-                           "Bearer <token>'; pip sends the password of the index URL's credentials",
-                           code="missing_credential")
-    for token in candidates:
-        if management and hmac.compare_digest(token.encode(), management.encode()):
-            return None
-    for token in candidates:
-        if not tokens.looks_like_token(token):
-            continue
-        reader = tokens.reader_for_token(token)
-        if reader is None:
-            continue
-        if cluster_id is not None and reader.cluster_id != cluster_id:
-            raise Unauthorized(f"the registry token does not belong to cluster {cluster_id!r}",
-                               code="invalid_credential")
-        tokens.record_use(reader.token_id)
-        return reader.cluster_id
-    raise Unauthorized("the credential is neither a registry token (revoked ones stop at once) nor the management "
-                       "secret", code="invalid_credential")
+    """The cluster the request's credential reads (None: the management secret, every cluster);
+    401 unless it may read `cluster_id`. The credential itself was checked by the route's guard."""
+    reader = g.registry_reader
+    reader.require_cluster(cluster_id)
+    return reader.cluster_id
 
 
 def _stream(file: dict, download_name: str) -> Response:

@@ -19,7 +19,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from ..engine import machines
 from ..errors import BadRequest, NotFound, TooLarge, Unavailable
-from . import auth, validation
+from . import auth, registry_auth, validation
 from .admission import BigBodyAdmission
 from .body_budget import BodyBudget, Grant
 
@@ -139,6 +139,8 @@ def _guard(spec: RouteSpec) -> None:
     elif spec.auth == "caller":  # the credential now, before any path check; the service in the view
         g.caller = auth.require_caller(header, request.view_args["cluster_id"], None)
         g.cluster_id = g.caller.cluster_id
+    elif spec.auth == "registry":  # a registry token or the management secret (api/registry_auth.py)
+        g.registry_reader = registry_auth.require_reader(header, settings.management_secret)
     elif spec.auth == "cluster":
         g.cluster_id = auth.require_cluster(header)
         for name in _ID_HEADERS:  # checked before any use: they go to VARCHAR(200) columns

@@ -101,6 +101,10 @@ def test_who_may_read(world):
         assert r.status_code == 401, (headers, r.json)
         assert r.headers["WWW-Authenticate"] == 'Basic realm="differential"'
         assert r.is_json and r.json["error"]["code"] in ("missing_credential", "invalid_credential")
+    # The credential is checked before anything in the path: an id no row can have is 401 without one.
+    too_long = "/packages/npm/@differential.dev/" + "x" * 300
+    assert api.client.get(too_long).status_code == 401
+    assert api.client.get(too_long, headers=api.mgmt).status_code == 404
     tarball = f"{path}/-/{cluster}-1.0.0.tgz"
     assert api.client.get(tarball, headers=bearer(world["tokens"][other])).status_code == 401
     assert api.client.get(tarball, headers=bearer(world["tokens"][cluster])).status_code == 200
