@@ -12,7 +12,7 @@ import pytest
 
 from app.engine import clusters, registry_tokens
 
-from registry_helpers import flask_steps, sha256
+from support.registry_steps import flask_steps, sha256
 
 TOKEN = re.compile(r"drt_[0-9a-f]{64}")
 

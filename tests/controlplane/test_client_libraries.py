@@ -17,7 +17,7 @@ from app import db
 from app.engine import client_libraries, registry_tokens
 from app.models import Asset, ClientLibrary, RegistryToken
 
-from registry_helpers import flask_steps, sha256, tgz
+from support.registry_steps import flask_steps, sha256, tgz
 
 TOKEN = re.compile(r"^drt_[0-9a-f]{64}$")
 

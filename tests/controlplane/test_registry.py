@@ -14,7 +14,7 @@ import pytest
 from app.models import RegistryToken
 from app import db
 
-from registry_helpers import flask_steps, sha256
+from support.registry_steps import flask_steps, sha256
 
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"

@@ -19,7 +19,7 @@ import pytest
 from support import moto
 from support.server import ControlPlane
 
-from registry_helpers import http_steps, sha256
+from support.registry_steps import http_steps, sha256
 
 BUCKET = "registry-assets"
 

@@ -1,7 +1,8 @@
-"""Helpers of the registry tests: reserve, upload through the asset store's presigned URL, publish.
+"""Steps of the registry tests (tests/controlplane, tests/console): reserve a version, upload it
+through the asset store's presigned URL, publish it; and small reproducible packages to upload.
 
-Work over a Flask test client (`Api`) or over HTTP against a real control-plane (`HttpApi`), so the
-same steps run in-process and against gunicorn with the local store or with moto's S3."""
+Over a Flask test client (`flask_steps`) or over HTTP against a real control-plane (`http_steps`),
+so the same steps run in-process and against gunicorn with the local store or with moto's S3."""
 from __future__ import annotations
 
 import gzip
