@@ -58,6 +58,11 @@ def _cloud() -> None:
     deployments.require_cloud(state().settings)
 
 
+def _store():
+    """The app's asset store (app/cloud/assets.py): where bundles are uploaded and checked."""
+    return getattr(state(), "assets", None)
+
+
 def _service(service: str) -> str:
     if _CONTROL.search(service):
         raise BadRequest("the service name must not contain control characters", {"parameter": "service"})
@@ -92,7 +97,7 @@ def get_deployment(cluster_id, service, deployment_id):
        tag="deployments", precondition=_cloud, responses={200: DEPLOYMENT, **CLOUD_ERRORS})
 def release_deployment(cluster_id, service, deployment_id):
     answer = deployments.release(cluster_id, _service(service), deployment_id, settings=state().settings,
-                                 store=state().assets)
+                                 store=_store())
     return jsonify(answer), 200
 
 
@@ -101,7 +106,7 @@ def release_deployment(cluster_id, service, deployment_id):
        tag="deployments", precondition=_cloud, responses={200: DEPLOYMENT, **CLOUD_ERRORS})
 def rollback_deployment(cluster_id, service, deployment_id):
     answer = deployments.rollback(cluster_id, _service(service), deployment_id, settings=state().settings,
-                                  store=state().assets)
+                                  store=_store())
     return jsonify(answer), 200
 
 
@@ -120,4 +125,4 @@ def deployment_logs(cluster_id, service, deployment_id, query):
        responses={200: DELETED, **CLOUD_ERRORS})
 def delete_deployments(cluster_id, service):
     return jsonify(deployments.delete_service(cluster_id, _service(service), settings=state().settings,
-                                              store=state().assets)), 200
+                                              store=_store())), 200

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from .. import db
-from ..models import Deployment
+from ..models import Cluster, Deployment
 from . import ids
 from .deployments import TOKEN_PREFIX, TOKEN_STATUSES
 
@@ -48,7 +48,9 @@ def scope_for_token(token: str) -> Scope | None:
     if hit is not None and hit[0] > now:
         return hit[1]
     row = db.unit_of_work(lambda: Deployment.select(Deployment.id, Deployment.cluster_id, Deployment.service)
-                          .where((Deployment.token_hash == digest) & Deployment.status.in_(TOKEN_STATUSES))
+                          .join(Cluster, on=(Cluster.id == Deployment.cluster_id))
+                          .where((Deployment.token_hash == digest) & Deployment.status.in_(TOKEN_STATUSES)
+                                 & Cluster.deleted_at.is_null())  # a cluster being deleted authenticates nothing
                           .first(), transaction=False, idempotent=True)
     scope = Scope(row.cluster_id, row.service, row.id) if row is not None else None
     with _lock:

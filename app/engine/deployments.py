@@ -51,6 +51,13 @@ DEFAULT_LOG_WINDOW_MS = 3600_000
 TOKEN_STATUSES = (S.DEPLOYING, S.ACTIVE, S.INACTIVE)  # a deployment token works while its function may run
 
 
+def _require_public_url(settings: Settings) -> None:
+    if not settings.public_url:
+        raise Conflict("PUBLIC_URL is not set: the deployed function needs the control-plane's public URL "
+                       "(DIFFERENTIAL_ENDPOINT); set PUBLIC_URL and restart, then release again",
+                       {"setting": "PUBLIC_URL"}, code="public_url_not_set")
+
+
 def require_cloud(settings: Settings) -> None:
     """501 naming every cloud setting that is missing (each is one output of `pulumi up`)."""
     missing = [name for name, field in CLOUD_SETTINGS if not getattr(settings, field)]
@@ -223,10 +230,6 @@ def _stack_request(row: Deployment, settings: Settings, *, bucket: str, key: str
 def _release(row: Deployment, settings: Settings, store, *, bundle: dict, kind: str) -> dict:
     """Mint a token, move `row` to deploying, send the stack create or update. The row is committed
     as `deploying` before the stack call: moto delivers the stack's SNS events inside that call."""
-    if not settings.public_url:
-        raise Conflict("PUBLIC_URL is not set: the deployed function needs the control-plane's public URL "
-                       "(DIFFERENTIAL_ENDPOINT); set PUBLIC_URL and restart, then release again",
-                       {"setting": "PUBLIC_URL"}, code="public_url_not_set")
     if store.bucket is None:
         raise Conflict("the asset store is a local folder, which Lambda cannot read: set ASSET_UPLOAD_BUCKET",
                        {"setting": "ASSET_UPLOAD_BUCKET"}, code="cloud_not_configured")
@@ -308,6 +311,7 @@ def release(cluster_id: str, service: str, deployment_id: str, *, settings: Sett
     if row.expires_at is not None and row.expires_at < utcnow():
         raise Conflict(f"deployment {deployment_id!r} expired at {clusters.iso(row.expires_at)}: create a new one",
                        {"expiresAt": clusters.iso(row.expires_at)}, code="deployment_expired")
+    _require_public_url(settings)
     bundle = _confirm_bundle(row, store)
     return _release(row, settings, store, bundle=bundle, kind="release")
 
@@ -322,6 +326,7 @@ def rollback(cluster_id: str, service: str, deployment_id: str, *, settings: Set
         raise Conflict(f"deployment {deployment_id!r} is {row.status}: a rollback goes back to an inactive "
                        "deployment (one that was active before)", {"status": row.status},
                        code="deployment_not_inactive")
+    _require_public_url(settings)
     bundle = _confirm_bundle(row, store)  # its bundle must still be there (a delete removes it)
     return _release(row, settings, store, bundle=bundle, kind="rollback")
 
@@ -416,7 +421,6 @@ def delete_service(cluster_id: str, service: str, *, settings: Settings, store) 
     """Remove the service's stack (hence its function) and every bundle; its deployments stay listed,
     active and inactive ones as inactive, the others failed, and no token of theirs works any more."""
     require_cloud(settings)
-    from . import assets
 
     def tx():
         clusters.get_cluster(cluster_id)
@@ -444,6 +448,8 @@ def delete_service(cluster_id: str, service: str, *, settings: Settings, store) 
     except Exception as exc:
         raise UpstreamFailed(f"deleting the stack {stack_name} failed: {_aws_error(exc)}; the deployments are "
                              "already inactive, DELETE again to retry", {"stackName": stack_name}) from exc
+    from . import assets  # the asset store's engine side
+
     removed = []
     for row in rows:
         try:
