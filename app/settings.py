@@ -130,7 +130,6 @@ GROUPS = {
     "tuning": "Tuning and tests",
 }
 
-RESERVED = "(reserved for cloud deployments: the app does not use it yet)"
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_URL", "database_url", _database_url, None, "core", True,
@@ -193,7 +192,8 @@ VARIABLES: tuple[Variable, ...] = (
              "`X-Request-Id` header is answered either way"),
     # Cloud features: each switches on when its variables are set.
     Variable("ASSET_UPLOAD_BUCKET", "asset_upload_bucket", _text, "", "cloud", False,
-             f"S3 bucket for service bundles and client libraries {RESERVED}"),
+             "S3 bucket of service bundles and client libraries (uploads go to it through presigned URLs); "
+             "unset: the folder `assets` under `DIFFERENTIAL_DATA_DIR`, whose uploads come to this control-plane"),
     Variable("DEPLOYMENT_TEMPLATE_BUCKET", "deployment_template_bucket", _text, "", "cloud", False,
              "S3 bucket holding the deployment-templates/ files: each release creates or updates its service's "
              "stack from `lambda-cfn.yaml` there"),
