@@ -113,10 +113,10 @@ def wake(now: dt.datetime, settings: Settings, *, interval: float, max_wakeups: 
         try:
             status = invoke(settings, row.function_name)
             events.record(row.cluster_id, E.NOTIFIED, deployment_id=row.id, service=row.service,
-                          pendingJobs=pending, wakeups=row.wakeups + 1, statusCode=status)
+                          pendingJobs=pending, wakeups=row.wakeups + 1, statusCode=status, wokenAt=now.isoformat())
         except Exception as exc:
             failed += 1
             log.warning("waking %s failed: %s", row.function_name, type(exc).__name__)
             events.record(row.cluster_id, E.NOTIFIED, deployment_id=row.id, service=row.service,
-                          pendingJobs=pending, wakeups=row.wakeups + 1, error=str(exc)[:500])
+                          pendingJobs=pending, wakeups=row.wakeups + 1, error=str(exc)[:500], wokenAt=now.isoformat())
     return {"woken": len(to_wake) - failed, "wakeFailed": failed, "stalled": len(stalled), "alive": alive}
