@@ -189,7 +189,7 @@ def test_the_deployment_flow_on_moto(cloud):
     assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "deployment_in_progress"
     r = httpx.post(f"{cp.url}/events/sns", content=json.dumps(_rollback_message(topic, first["stackName"])),
                    headers={"Content-Type": "text/plain; charset=UTF-8"})
-    assert r.status_code == 200 and r.json()["result"] == "failed", r.text
+    assert r.status_code == 200 and r.json()["outcome"] == "failed", r.text
     assert client.get(cid, "orders", third["id"])["status"] == "failed"
     assert "UPDATE_ROLLBACK_COMPLETE" in client.get(cid, "orders", third["id"])["reason"]
     assert client.get(cid, "orders", second["id"])["status"] == "active"
