@@ -221,7 +221,8 @@ def _stack_request(row: Deployment, settings: Settings, *, bucket: str, key: str
     return cloudformation.StackRequest(row.stack_name, request_token, {
         "ClusterId": row.cluster_id, "ServiceName": row.service, "DeploymentId": row.id,
         "FunctionName": row.function_name, "UploadBucketName": bucket, "UploadBucketKey": key,
-        "DeploymentToken": token, "ControlPlaneEndpoint": settings.public_url.rstrip("/"),
+        # APISecret (the original's name) carries the deployment token, never the cluster secret.
+        "APISecret": token, "ControlPlaneEndpoint": settings.public_url.rstrip("/"),
         "Runtime": row.runtime, "Handler": cloudformation.handler_for(row.runtime),
         "ServiceModule": row.service_module or "", "ExecutionRole": settings.deployment_runtime_role,
     })

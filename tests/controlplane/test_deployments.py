@@ -121,8 +121,9 @@ def test_template_takes_exactly_the_parameters_a_release_sends():
     template = _template()
     params = template["Parameters"]
     assert params["Runtime"]["AllowedValues"] == list(cloudformation.RUNTIMES)
-    assert params["DeploymentToken"]["NoEcho"] is True
-    assert "APISecret" not in params  # the cluster secret is never a parameter
+    # The original's parameter name, carrying the deployment token: never the cluster secret.
+    assert params["APISecret"]["NoEcho"] is True
+    assert not re.fullmatch(params["APISecret"]["AllowedPattern"], "sk_" + "0" * 64)
     row = Deployment(id="dpl-X", cluster_id="c1", service="svc", runtime="python3.13", service_module="m:svc",
                      stack_name="differential-deployment-c1-svc-00000000",
                      function_name="differential-deployment-c1-svc-00000000")
