@@ -42,7 +42,10 @@ log = logging.getLogger(__name__)
 BATCH = 100
 STACK_CHECK_SECONDS = 120.0
 STACK_CHECK_BATCH = 10
-MIN_LIVE_SECONDS = 10.0  # a polling machine pings at least every 5 s (engine/machines.py)
+# A machine counts as live for this long after its last poll began: a long poll lasts up to 20 s
+# and refreshes its worker row when it starts (writes are throttled to one per 5 s), so a machine
+# parked in a poll must not look gone, which would start a second instance of the function.
+MIN_LIVE_SECONDS = 30.0
 
 
 def expire_uploads(now: dt.datetime, batch: int = BATCH) -> int:
