@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import pytest
+
 from app import db
 from app.cloud import logs as cloud_logs
 from app.engine.states import DeploymentStatus as S
@@ -73,6 +75,7 @@ def test_the_page_says_when_cloud_deployments_are_off(console):
     assert "No deployment yet" in text
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # AWS calls: the database plays no part
 def test_a_deployments_recent_log_lines(moto_clean, make_app):
     from support import moto
 

@@ -449,6 +449,7 @@ def test_the_wakeups_are_a_maintenance_task_of_the_leader(app):
 # --- logs ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # AWS calls: the database plays no part
 def test_logs_are_paged_filtered_and_without_lambda_noise(moto_clean, make_app):
     from support import moto
 
@@ -495,6 +496,7 @@ def test_logs_are_paged_filtered_and_without_lambda_noise(moto_clean, make_app):
     assert all(isinstance(e["timestamp"], int) for e in everything["events"])
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # AWS calls: the database plays no part
 def test_a_stack_whose_events_were_lost_is_read_back(moto_clean, make_app):
     """SNS lost the events: the leader reads the stack (DescribeStacks) after a while and applies it."""
     from support import moto
