@@ -148,7 +148,7 @@ def wake(now: dt.datetime, settings: Settings, *, interval: float, max_wakeups: 
             log.warning("waking %s failed: %s", row.function_name, type(exc).__name__)
             events.record(row.cluster_id, E.NOTIFIED, deployment_id=row.id, service=row.service,
                           pendingJobs=pending, wakeups=row.wakeups + 1, error=str(exc)[:500], wokenAt=now.isoformat())
-    return {"woken": len(to_wake) - failed, "wakeFailed": failed, "stalled": len(stalled), "alive": alive}
+    return {"woken": len(to_wake) - failed, "wakeFailed": failed, "stalledDeployments": len(stalled), "alive": alive}
 
 
 def check_stacks(now: dt.datetime, settings: Settings, *, after_seconds: float = STACK_CHECK_SECONDS,

@@ -413,7 +413,7 @@ def test_wakeups_invoke_at_most_once_an_interval_reset_on_a_poll_and_stall(cloud
     for i in range(3):
         wake(later + dt.timedelta(seconds=11 * i), max_wakeups=3)
     assert _row(other["id"]).status == S.ACTIVE
-    assert wake(later + dt.timedelta(seconds=40), max_wakeups=3)["stalled"] == 1
+    assert wake(later + dt.timedelta(seconds=40), max_wakeups=3)["stalledDeployments"] == 1
     stalled = _row(other["id"])
     assert stalled.status == S.FAILED and "ever polled" in stalled.reason
     assert "Lambda says it is Failed (bad zip)" in stalled.reason  # GetFunction's view
