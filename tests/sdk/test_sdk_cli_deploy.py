@@ -1,0 +1,238 @@
+"""`differential deploy`: the bundles it builds (contents, entry points, the same bytes on a rebuild)
+and its argument errors and exit codes before anything reaches a control-plane. The whole flow
+against moto and a gunicorn control-plane is in test_deploy_flow.py."""
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from differential import cli, cli_deploy
+from differential.bundles import BundleError, node, python
+
+PY_SERVICE = '''
+from differential import Service
+
+service = Service("greeter")
+
+
+@service.function
+def greet(name: str) -> str:
+    return "Hello, " + name
+'''
+
+NODE_SERVICE = '''
+const { Differential } = require("@differentialhq/core");
+const d = new Differential(process.env.DIFFERENTIAL_API_SECRET);
+module.exports = d.service({ name: "nodegreeter", functions: { greet: async (name) => `Hello, ${name}!` } });
+'''
+
+
+def write_python_service(root: Path, name: str = "greeter", requirements: str = "six==1.16.0\n") -> Path:
+    (root / "greeter").mkdir(parents=True)
+    (root / "greeter" / "__init__.py").write_text("")
+    (root / "greeter" / "app.py").write_text(PY_SERVICE.replace('"greeter"', json.dumps(name)))
+    (root / "greeter" / "data.txt").write_text("packaged too\n")
+    (root / "requirements.txt").write_text(requirements + "differential\n")  # the SDK line is dropped
+    (root / "__pycache__").mkdir()
+    (root / "__pycache__" / "junk.pyc").write_bytes(b"\0")
+    (root / ".venv" / "lib").mkdir(parents=True)
+    (root / ".venv" / "lib" / "big.py").write_text("# a virtualenv is never packaged\n")
+    return root
+
+
+def write_node_service(root: Path, name: str = "nodegreeter") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "package.json").write_text(json.dumps({
+        "name": "node-greeter", "version": "1.0.0", "main": "service.js",
+        "dependencies": {"@differentialhq/core": "3.18.0"}, "devDependencies": {"left-pad": "1.3.0"}}))
+    (root / "service.js").write_text(NODE_SERVICE.replace('"nodegreeter"', json.dumps(name)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def python_bundles(tmp_path_factory):
+    """One Python service built twice (pip installs its requirements as Linux wheels each time)."""
+    root = write_python_service(tmp_path_factory.mktemp("pysvc"))
+    out = tmp_path_factory.mktemp("pyzips")
+    return [python.build(root, out / f"{i}.zip", service="greeter") for i in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def node_bundles(tmp_path_factory):
+    if not shutil.which("npm"):
+        pytest.skip("npm is not installed")
+    root = write_node_service(tmp_path_factory.mktemp("nodesvc"))
+    out = tmp_path_factory.mktemp("nodezips")
+    return [node.build(root, out / f"{i}.zip") for i in (1, 2)]
+
+
+# -- bundles -----------------------------------------------------------------------------------
+
+def test_python_bundle_holds_the_service_its_wheels_and_the_sdk(python_bundles):
+    bundle = python_bundles[0]
+    assert bundle.runtime == "python3.13" and bundle.service_module == "greeter.app:service"
+    with zipfile.ZipFile(bundle.path) as zf:
+        names = set(zf.namelist())
+        infos = zf.infolist()
+        handler = zf.read("differential/lambda_handler.py").decode()
+    assert {"greeter/__init__.py", "greeter/app.py", "greeter/data.txt", "requirements.txt"} <= names
+    assert "def handler(" in handler  # the runtime's entry point: differential.lambda_handler.handler
+    assert {"differential/__init__.py", "differential/worker.py", "differential/transport.py"} <= names
+    assert "six.py" in names  # the service's requirement
+    assert any(n.startswith("httpx/") for n in names) and any(n.startswith("msgpack/") for n in names)
+    # msgpack's compiled module is the one for Lambda's Linux x86_64 Python 3.13, not this machine's
+    assert any(n.startswith("msgpack/") and n.endswith("cpython-313-x86_64-linux-gnu.so") for n in names)
+    assert not any(n.endswith(".pyc") or "__pycache__" in n or n.startswith((".venv/", "bin/")) for n in names)
+    assert not any(n.startswith("differential-") and "dist-info" in n for n in names)  # not from an index
+    assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in infos)
+    assert all(stat.S_IMODE(i.external_attr >> 16) in (0o644, 0o755) for i in infos)
+    assert [i.filename for i in infos] == sorted(i.filename for i in infos)
+    assert bundle.files == len(names) and bundle.unzipped == sum(i.file_size for i in infos)
+
+
+def test_python_bundle_is_reproducible(python_bundles):
+    first, second = python_bundles
+    assert first.sha256 == second.sha256
+    assert first.path.read_bytes() == second.path.read_bytes()
+
+
+def test_node_bundle_holds_package_json_production_deps_and_the_entry(node_bundles):
+    bundle = node_bundles[0]
+    assert bundle.runtime == "nodejs22.x" and bundle.entrypoint == "service.js"
+    with zipfile.ZipFile(bundle.path) as zf:
+        names = set(zf.namelist())
+        entry = zf.read(node.ENTRY_FILE).decode()
+        core = json.loads(zf.read("node_modules/@differentialhq/core/package.json"))
+    assert {"package.json", "service.js", node.ENTRY_FILE} <= names
+    assert core["version"] == "3.18.0"
+    assert "node_modules/@differentialhq/core/bin/Differential.js" in names
+    assert not any(n.startswith("node_modules/left-pad/") for n in names)  # devDependencies stay out
+    assert '"./service.js"' in entry and "exports.handler" in entry and "DIFFERENTIAL_ENDPOINT" in entry
+    # msgpackr's native part for Lambda's Linux x64, whatever machine built the bundle
+    assert any(n.startswith("node_modules/@msgpackr-extract/msgpackr-extract-linux-x64/") for n in names)
+
+
+def test_node_bundle_is_reproducible(node_bundles):
+    assert node_bundles[0].sha256 == node_bundles[1].sha256
+
+
+def test_python_service_module_is_found_only_when_unambiguous(tmp_path):
+    one = tmp_path / "one"
+    (one / "pkg").mkdir(parents=True)
+    (one / "pkg" / "__init__.py").write_text("")
+    (one / "pkg" / "svc.py").write_text('import differential\nsvc = differential.Service(name="alpha")\n')
+    (one / "other.py").write_text('from differential import Differential\nd = Differential("s")\n'
+                                  'beta = d.service("beta")\n')
+    assert python.find_service_module(one, "alpha") == "pkg.svc:svc"
+    assert python.find_service_module(one, "beta") == "other:beta"
+    with pytest.raises(BundleError, match=r"no service named 'gamma'.*pkg\.svc:svc.*--module"):
+        python.find_service_module(one, "gamma")
+    (one / "again.py").write_text('from differential import Service\nsecond = Service("alpha")\n')
+    with pytest.raises(BundleError, match="several services named 'alpha'.*--module"):
+        python.find_service_module(one, "alpha")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "main.py").write_text("print('no service here')\n")
+    with pytest.raises(BundleError, match="no `Service"):
+        python.find_service_module(empty, "alpha")
+    with pytest.raises(BundleError, match="no missing/mod.py"):
+        python.check_module(one, "missing.mod:svc")
+    with pytest.raises(BundleError, match="must look like"):
+        python.check_module(one, "pkg/svc.py")
+
+
+def test_python_requirements_are_plain_and_never_the_sdk(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndependencies = ["six>=1", "Differential>=0.1"]\n')
+    assert python.requirement_lines(tmp_path, None) == ["six>=1"]
+    req = tmp_path / "reqs.txt"
+    req.write_text("# comment\nsix==1.16.0  # pinned\n\n-e ./local\n")
+    with pytest.raises(BundleError, match="only plain requirements"):
+        python.requirement_lines(tmp_path, req)
+    with pytest.raises(BundleError, match="no such file"):
+        python.requirement_lines(tmp_path, tmp_path / "absent.txt")
+
+
+def test_node_service_checks(tmp_path):
+    root = write_node_service(tmp_path / "svc")
+    pkg = json.loads((root / "package.json").read_text())
+    (root / "service.ts").write_text("export default 1;\n")
+    with pytest.raises(BundleError, match="TypeScript: compile it"):
+        node.entry_module(root, pkg, "service.ts")
+    with pytest.raises(BundleError, match="does not exist"):
+        node.entry_module(root, dict(pkg, main="dist/index.js"), None)
+    with pytest.raises(BundleError, match="outside"):
+        node.entry_module(root, pkg, "../elsewhere.js")
+    (root / "package.json").write_text(json.dumps(dict(pkg, dependencies={})))
+    with pytest.raises(BundleError, match="must be in \"dependencies\""):
+        node.read_package(root)
+
+
+# -- the command line: errors before any request -----------------------------------------------
+
+BASE = ["--endpoint", "http://127.0.0.1:9", "--management-secret", "sk_management_" + "x" * 40]
+
+
+def run(capsys, *argv):
+    try:
+        code = cli.main([*argv, *BASE])
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_deploy_usage_errors_exit_2(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("DIFFERENTIAL_CLUSTER_ID", raising=False)
+    code, _, err = run(capsys, "deploy", "list", "svc")
+    assert code == 2 and "--cluster" in err
+    code, _, err = run(capsys, "deploy", "create", "svc", str(tmp_path / "nowhere"), "--cluster", "c")
+    assert code == 2 and "is not a folder" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "deploy", "create", "svc", str(tmp_path / "empty"), "--cluster", "c")
+    assert code == 2 and "neither package.json" in err
+    both = write_node_service(tmp_path / "both")
+    (both / "tool.py").write_text("")
+    code, _, err = run(capsys, "deploy", "create", "svc", str(both), "--cluster", "c")
+    assert code == 2 and "--runtime" in err
+    code, _, err = run(capsys, "deploy", "create", "svc", str(both), "--cluster", "c", "--runtime", "java21")
+    assert code == 2 and "java21" in err
+    code, _, err = run(capsys, "deploy", "create", "svc", str(both), "--cluster", "c", "--runtime", "nodejs22.x",
+                       "--module", "a:b")
+    assert code == 2 and "--module and --requirements are for Python" in err
+    code, _, err = run(capsys, "deploy", "create", "nosuch", str(tmp_path / "empty"), "--cluster", "c",
+                       "--runtime", "python3.13")
+    assert code == 2 and "no `Service" in err
+    code, _, err = run(capsys, "deploy", "delete", "svc", "--cluster", "c")  # stdin is not a terminal
+    assert code == 2 and "--yes" in err
+    code, _, err = run(capsys, "deploy", "logs", "svc", "d1", "--cluster", "c", "--start", "yesterday")
+    assert code == 2 and "--start 'yesterday'" in err
+    code, _, err = run(capsys, "deploy", "logs", "svc", "d1", "--cluster", "c", "--follow", "--end", "5m")
+    assert code == 2 and "--follow" in err
+    code, _, err = run(capsys, "deploy", "status")  # argparse: SERVICE is required
+    assert code == 2 and "service" in err
+
+
+def test_deploy_unreachable_control_plane_exits_5(capsys, monkeypatch):
+    monkeypatch.setenv("DIFFERENTIAL_CLUSTER_ID", "cluster-x")
+    code, _, err = run(capsys, "deploy", "list", "svc")
+    assert code == 5 and "cannot reach the control-plane" in err
+
+
+def test_parse_time_and_rollback_target():
+    now = 1_800_000_000_000
+    assert cli_deploy.parse_time("1700000000000", "--start", now) == 1_700_000_000_000
+    assert cli_deploy.parse_time("15m", "--start", now) == now - 15 * 60_000
+    assert cli_deploy.parse_time("2026-12-01T00:00:00Z", "--start", now) == 1_796_083_200_000
+    with pytest.raises(cli.UsageError, match="offset"):
+        cli_deploy.parse_time("2026-12-01T00:00:00", "--end", now)
+    newest_first = [{"id": "d5", "status": "failed"}, {"id": "d4", "status": "inactive"},
+                    {"id": "d3", "status": "active"}, {"id": "d2", "status": "failed"},
+                    {"id": "d1", "status": "inactive"}, {"id": "d0", "status": "inactive"}]
+    assert cli_deploy.rollback_target(newest_first)["id"] == "d1"  # older than the active one
+    assert cli_deploy.rollback_target([{"id": "d1", "status": "inactive"}])["id"] == "d1"
+    assert cli_deploy.rollback_target([{"id": "d1", "status": "active"}]) is None
