@@ -7,52 +7,12 @@ import json
 import shutil
 import stat
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from differential import cli, cli_deploy
+from deploy_helpers import write_node_service, write_python_service
 from differential.bundles import BundleError, node, python
-
-PY_SERVICE = '''
-from differential import Service
-
-service = Service("greeter")
-
-
-@service.function
-def greet(name: str) -> str:
-    return "Hello, " + name
-'''
-
-NODE_SERVICE = '''
-const { Differential } = require("@differentialhq/core");
-const d = new Differential(process.env.DIFFERENTIAL_API_SECRET);
-module.exports = d.service({ name: "nodegreeter", functions: { greet: async (name) => `Hello, ${name}!` } });
-'''
-
-
-def write_python_service(root: Path, name: str = "greeter", requirements: str = "six==1.16.0\n") -> Path:
-    (root / "greeter").mkdir(parents=True)
-    (root / "greeter" / "__init__.py").write_text("")
-    (root / "greeter" / "app.py").write_text(PY_SERVICE.replace('"greeter"', json.dumps(name)))
-    (root / "greeter" / "data.txt").write_text("packaged too\n")
-    (root / "requirements.txt").write_text(requirements + "differential\n")  # the SDK line is dropped
-    (root / "__pycache__").mkdir()
-    (root / "__pycache__" / "junk.pyc").write_bytes(b"\0")
-    (root / ".venv" / "lib").mkdir(parents=True)
-    (root / ".venv" / "lib" / "big.py").write_text("# a virtualenv is never packaged\n")
-    return root
-
-
-def write_node_service(root: Path, name: str = "nodegreeter") -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "package.json").write_text(json.dumps({
-        "name": "node-greeter", "version": "1.0.0", "main": "service.js",
-        "dependencies": {"@differentialhq/core": "3.18.0"}, "devDependencies": {"left-pad": "1.3.0"}}))
-    (root / "service.js").write_text(NODE_SERVICE.replace('"nodegreeter"', json.dumps(name)))
-    return root
-
 
 @pytest.fixture(scope="module")
 def python_bundles(tmp_path_factory):

