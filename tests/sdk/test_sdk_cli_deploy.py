@@ -196,3 +196,79 @@ def test_parse_time_and_rollback_target():
     assert cli_deploy.rollback_target(newest_first)["id"] == "d1"  # older than the active one
     assert cli_deploy.rollback_target([{"id": "d1", "status": "inactive"}])["id"] == "d1"
     assert cli_deploy.rollback_target([{"id": "d1", "status": "active"}]) is None
+
+
+# -- waiting, rollback's default, logs paging: the CLI's side against scripted answers -------------
+
+class ScriptedControlPlane:
+    """Answers the CLI's requests from a script of (method, path suffix) -> answers, recording them."""
+
+    def __init__(self, script):
+        self.script = {key: list(answers) for key, answers in script.items()}
+        self.requests = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def request(self, method, path, json=None, params=None, **kw):
+        self.requests.append((method, path, params))
+        for (m, suffix), answers in self.script.items():
+            if m == method and path.endswith(suffix):
+                return answers.pop(0) if len(answers) > 1 else answers[0]
+        raise AssertionError(f"unexpected {method} {path}")
+
+
+def scripted(monkeypatch, script):
+    plane = ScriptedControlPlane(script)
+    monkeypatch.setattr(cli_deploy, "_management", lambda args: plane)
+    monkeypatch.setattr(cli_deploy, "POLL_SECONDS", 0.01)
+    return plane
+
+
+def dep(id_, status, **kw):
+    return {"id": id_, "service": "svc", "status": status, **kw}
+
+
+def test_rollback_picks_the_inactive_one_before_the_active_and_exits_1_when_it_fails(capsys, monkeypatch):
+    plane = scripted(monkeypatch, {
+        ("GET", "/deployments"): [{"deployments": [dep("d3", "active"), dep("d2", "inactive"), dep("d1", "inactive")]}],
+        ("POST", "/deployments/d2/rollback"): [dep("d2", "deploying")],
+        ("GET", "/deployments/d2"): [dep("d2", "deploying"), dep("d2", "failed", reason="UPDATE_ROLLBACK_COMPLETE: "
+                                                                                        "the function did not update")],
+    })
+    code, _, err = run(capsys, "deploy", "rollback", "svc", "--cluster", "c")
+    assert code == 1 and "d2 of svc is failed: UPDATE_ROLLBACK_COMPLETE" in err
+    assert ("POST", "/clusters/c/service/svc/deployments/d2/rollback", None) in plane.requests
+
+
+def test_waiting_exits_6_on_timeout_0_once_active_and_4_without_a_rollback_target(capsys, monkeypatch):
+    scripted(monkeypatch, {("POST", "/deployments/d1/rollback"): [dep("d1", "deploying")],
+                           ("GET", "/deployments/d1"): [dep("d1", "deploying")]})
+    code, _, err = run(capsys, "deploy", "rollback", "svc", "d1", "--cluster", "c", "--timeout", "0.3")
+    assert code == 6 and "is deploying after 0.3 s" in err
+    scripted(monkeypatch, {("POST", "/deployments/d1/rollback"): [dep("d1", "deploying")],
+                           ("GET", "/deployments/d1"): [dep("d1", "deploying"), dep("d1", "active")]})
+    code, out, _ = run(capsys, "deploy", "rollback", "svc", "d1", "--cluster", "c", "--json")
+    assert code == 0 and json.loads(out)["status"] == "active"
+    scripted(monkeypatch, {("GET", "/deployments"): [{"deployments": [dep("d1", "active")]}]})
+    code, _, err = run(capsys, "deploy", "rollback", "svc", "--cluster", "c")
+    assert code == 4 and "no inactive deployment" in err
+
+
+def test_logs_follow_the_next_tokens(capsys, monkeypatch):
+    plane = scripted(monkeypatch, {
+        ("GET", "/deployments"): [{"deployments": [dep("d9", "active")]}],
+        ("GET", "/deployments/d9/logs"): [
+            {"events": [{"timestamp": 1796083200000, "message": "one"}, {"timestamp": 1796083201000,
+                                                                          "message": "two"}], "next": "t1"},
+            {"events": [{"timestamp": 1796083202000, "message": "three"}], "next": None}],
+    })
+    code, out, _ = run(capsys, "deploy", "logs", "svc", "--cluster", "c", "--filter", "o", "--limit", "2")
+    assert code == 0
+    assert out.splitlines() == ["2026-12-01T00:00:00.000Z  one", "2026-12-01T00:00:01.000Z  two",
+                                "2026-12-01T00:00:02.000Z  three"]
+    pages = [p for m, path, p in plane.requests if path.endswith("/logs")]
+    assert pages == [{"limit": 2, "filter": "o"}, {"limit": 2, "filter": "o", "next": "t1"}]
