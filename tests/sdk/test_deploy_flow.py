@@ -116,3 +116,82 @@ def test_node_service_deploys_and_serves_its_calls(cloud, cluster, tmp_path):
     source = write_node_service(tmp_path / "src", name=service)
     _, result = deploy_and_serve(cloud, cluster, service, source, tmp_path, "nodejs")
     assert result == "Hello, Ada!"  # the published @differentialhq/core@3.18.0, inside the bundle
+
+
+def put_function_logs(function_name: str, lines: list[str]) -> None:
+    """What the function's runs would have written to CloudWatch Logs (moto runs nothing)."""
+    logs = moto.client("logs")
+    group = f"/aws/lambda/{function_name}"
+    try:
+        logs.create_log_group(logGroupName=group)
+    except logs.exceptions.ResourceAlreadyExistsException:
+        pass
+    stream = f"2026/12/02/[$LATEST]{uuid.uuid4().hex}"
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    now = int(time.time() * 1000)
+    logs.put_log_events(logGroupName=group, logStreamName=stream,
+                        logEvents=[{"timestamp": now + i, "message": line} for i, line in enumerate(lines)])
+
+
+def test_list_status_logs_rollback_delete(cloud, cluster, tmp_path):
+    service = f"mg{uuid.uuid4().hex[:8]}"
+    cli = lambda *argv: run_cli(cloud, cluster["id"], *argv)  # noqa: E731
+    source = write_python_service(tmp_path / "src", name=service, requirements="")
+    first = cli("deploy", "create", service, str(source), "--json")
+    assert first.returncode == 0, first.stderr
+    (source / "greeter" / "app.py").write_text((source / "greeter" / "app.py").read_text().replace("Hello", "Hi"))
+    second = cli("deploy", "create", service, str(source), "--json")
+    assert second.returncode == 0, second.stderr
+    d1, d2 = json.loads(first.stdout), json.loads(second.stdout)
+    assert d1["bundle"]["sha256"] != d2["bundle"]["sha256"]
+
+    listed = json.loads(cli("deploy", "list", service, "--json").stdout)["deployments"]
+    assert [(d["id"], d["status"]) for d in listed] == [(d2["id"], "active"), (d1["id"], "inactive")]
+    text = cli("deploy", "list", service)
+    assert text.returncode == 0 and d1["id"] in text.stdout and d2["id"] in text.stdout
+    status = cli("deploy", "status", service)
+    assert status.returncode == 0 and d2["id"] in status.stdout and "active" in status.stdout
+    assert json.loads(cli("deploy", "status", service, d1["id"], "--json").stdout)["status"] == "inactive"
+    missing = cli("deploy", "status", service, "no-such-deployment")
+    assert missing.returncode == 4 and "no-such-deployment" in missing.stderr
+
+    put_function_logs(d2["functionName"], [
+        "INIT_START Runtime Version: python:3.13.v1", "START RequestId: 1 Version: $LATEST",
+        "serving greet", "ERROR boom in greet", "END RequestId: 1", "REPORT RequestId: 1 Duration: 3.1 ms"])
+    logs = json.loads(cli("deploy", "logs", service, "--json").stdout)
+    assert logs["deploymentId"] == d2["id"]
+    assert [e["message"] for e in logs["events"]] == ["serving greet", "ERROR boom in greet"]  # no runtime noise
+    paged = cli("deploy", "logs", service, d2["id"], "--limit", "1")  # one line a page: follows `next`
+    assert paged.returncode == 0 and [line.split("  ", 1)[1] for line in paged.stdout.splitlines()] == \
+        ["serving greet", "ERROR boom in greet"]
+    filtered = json.loads(cli("deploy", "logs", service, "--filter", "ERROR", "--json").stdout)
+    assert [e["message"] for e in filtered["events"]] == ["ERROR boom in greet"]
+
+    back = cli("deploy", "rollback", service)  # default: the inactive one before the active one
+    assert back.returncode == 0, back.stderr
+    assert f"Deployment {d1['id']} of {service} is active" in back.stdout
+    listed = json.loads(cli("deploy", "list", service, "--json").stdout)["deployments"]
+    assert [(d["id"], d["status"]) for d in listed] == [(d2["id"], "inactive"), (d1["id"], "active")]
+    again = cli("deploy", "rollback", service, d1["id"])  # it is the active one: the server says no
+    assert again.returncode == 7 and d1["id"] in again.stderr
+
+    refused = cli("deploy", "delete", service)  # no terminal to confirm on
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    stack = d1["stackName"]
+    assert moto.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+    deleted = cli("deploy", "delete", service, "--yes", "--json")
+    assert deleted.returncode == 0, deleted.stderr
+    assert sorted(json.loads(deleted.stdout)["deleted"]) == sorted([d1["id"], d2["id"]])
+    cfn, lam = moto.client("cloudformation"), moto.client("lambda")
+    with pytest.raises(cfn.exceptions.ClientError, match="does not exist"):
+        cfn.describe_stacks(StackName=stack)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName=d1["functionName"])
+    assert all(d["status"] != "active" for d in json.loads(cli("deploy", "list", service, "--json").stdout)
+               ["deployments"])
+
+
+def test_a_control_plane_without_cloud_settings_says_so(sdk_control_plane):
+    cluster = sdk_control_plane.create_cluster("no-cloud")
+    r = run_cli(sdk_control_plane, cluster["id"], "deploy", "delete", "svc", "--yes")
+    assert r.returncode == 7 and "cloud deployments are off" in r.stderr and "ASSET_UPLOAD_BUCKET" in r.stderr
