@@ -36,8 +36,21 @@ from urllib.parse import quote
 import httpx
 
 from .bundles import Bundle, BundleError, node, python
-from .cli import EXIT_OK, EXIT_REMOTE, EXIT_TIMEOUT, EXIT_USAGE, UsageError, _dump, _err, _management, _out, \
-    _Parser, _table
+from .cli import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_REMOTE,
+    EXIT_TIMEOUT,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    UsageError,
+    _dump,
+    _err,
+    _management,
+    _out,
+    _Parser,
+    _table,
+)
 from .transport import SyncTransport
 
 EXIT_FAILED = EXIT_REMOTE  # the deployment failed: the same code as a failed call
@@ -188,16 +201,22 @@ def upload(bundle: Bundle, answer: Dict[str, Any], *, quiet: bool) -> None:
         resp = httpx.put(answer["presignedUrl"], content=body, headers=headers,
                          timeout=httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=10.0))
     except httpx.TransportError as e:
-        raise UploadFailed(f"the upload to the asset store failed: {e!r}; run the command again") from None
+        raise UploadFailed(f"the upload to the asset store failed: {e!r}; run the command again",
+                           EXIT_UNAVAILABLE) from None
     finally:
         body.close()
     if resp.status_code != 200:
         raise UploadFailed(f"the asset store answered {resp.status_code} to the upload "
-                           f"({resp.text.strip()[:300]!r}); run the command again")
+                           f"({resp.text.strip()[:300]!r}); run the command again",
+                           EXIT_UNAVAILABLE if resp.status_code >= 500 else EXIT_REFUSED)
 
 
 class UploadFailed(Exception):
-    pass
+    """The PUT to the presigned URL did not answer 200 (exit 5 on a server error, else 7)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def wait_for(http: SyncTransport, args: argparse.Namespace, dep_id: str, timeout: float,
@@ -264,7 +283,7 @@ def cmd_create(args: argparse.Namespace) -> int:
                 upload(bundle, answer, quiet=args.json)
             except UploadFailed as e:
                 _err(f"differential: {e}")
-                return EXIT_FAILED
+                return e.code
             dep = http.request("POST", _deployments_path(args, dep["id"], "release"))
             if not args.json:
                 _err(f"Released deployment {dep['id']}: {dep.get('status')}")
