@@ -19,7 +19,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from ..engine import machines
 from ..errors import BadRequest, NotFound, TooLarge, Unavailable
-from . import auth, validation
+from . import auth, deployment_scope, validation
 from .admission import BigBodyAdmission
 from .body_budget import BodyBudget, Grant
 
@@ -140,7 +140,13 @@ def _guard(spec: RouteSpec) -> None:
         g.caller = auth.require_caller(header, request.view_args["cluster_id"], None)
         g.cluster_id = g.caller.cluster_id
     elif spec.auth == "cluster":
-        g.cluster_id = auth.require_cluster(header)
+        # A deployment's function polls with a token scoped to its service's worker routes (deployment_scope.py).
+        g.deployment_scope = scope = deployment_scope.authenticate(header, worker_route=spec.tag == "worker")
+        if scope is not None:
+            g.cluster_id, g.deployment_id = scope.cluster_id, scope.deployment_id
+            g.machine_id = deployment_scope.machine_id_for(scope, g.machine_id)
+        else:
+            g.cluster_id = auth.require_cluster(header)
         for name in _ID_HEADERS:  # checked before any use: they go to VARCHAR(200) columns
             _check_header(name, request.headers.get(name))
         if g.machine_id and spec.polls:  # a poll makes its sender a machine (engine/machines.py)
