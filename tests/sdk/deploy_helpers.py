@@ -5,6 +5,8 @@ differential.lambda_handler.handler with the bundle first on sys.path and no sit
 differential-index.handler)."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -13,11 +15,13 @@ import sys
 import zipfile
 from pathlib import Path
 from typing import Dict
+from urllib.parse import urlsplit
 
 from sdk_helpers import subprocess_env
 from support import moto
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+ASSET_BUCKET = "differential-test-assets"
 
 PY_SERVICE = '''
 from differential import Service
@@ -115,7 +119,7 @@ def provision_cloud() -> Dict[str, str]:
     """What `pulumi up` makes, on moto: the two buckets (the template uploaded), the topic, the
     CloudFormation service role and the Lambda runtime role. Returns the control-plane's settings."""
     s3, iam, sns = moto.client("s3"), moto.client("iam"), moto.client("sns")
-    assets, templates = "differential-test-assets", "differential-test-templates"
+    assets, templates = ASSET_BUCKET, "differential-test-templates"
     for bucket in (assets, templates):
         s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=templates, Key="lambda-cfn.yaml",
@@ -133,15 +137,18 @@ def subscribe(topic_arn: str, control_plane_url: str) -> None:
 
 
 def function_code_and_env(function_name: str, dest: Path) -> Dict[str, str]:
-    """The function as Lambda would run it: its code (Code.Location, a URL on moto) unzipped
-    into `dest`, and its Environment."""
-    import httpx
+    """The function as Lambda would run it: its code unzipped into `dest`, and its Environment.
 
+    moto's Code.Location names its own tasks bucket (https://awslambda-<region>-tasks.s3...), which
+    it does not serve; the URL's path is the S3 key the function was made from, so the bytes are
+    read from the asset bucket under that key and must match the function's CodeSha256."""
     fn = moto.client("lambda").get_function(FunctionName=function_name)
-    code = httpx.get(fn["Code"]["Location"], timeout=30)
-    assert code.status_code == 200, code.text[:300]
+    key = urlsplit(fn["Code"]["Location"]).path.lstrip("/")
+    assert key.startswith("service_bundle/"), fn["Code"]
+    code = moto.client("s3").get_object(Bucket=ASSET_BUCKET, Key=key)["Body"].read()
+    assert base64.b64encode(hashlib.sha256(code).digest()).decode() == fn["Configuration"]["CodeSha256"]
     zip_path = dest.with_suffix(".zip")
-    zip_path.write_bytes(code.content)
+    zip_path.write_bytes(code)
     unzip(zip_path, dest)
     return fn["Configuration"]["Environment"]["Variables"]
 
