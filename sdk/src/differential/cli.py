@@ -1138,4 +1138,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from differential.cli import main as package_main  # the package's copy, which cli_deploy extends
+    sys.exit(package_main())
