@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import os
 import re
 import sys
@@ -51,6 +52,7 @@ from .cli import (
     _Parser,
     _table,
 )
+from .errors import ControlPlaneError
 from .transport import SyncTransport
 
 EXIT_FAILED = EXIT_REMOTE  # the deployment failed: the same code as a failed call
@@ -95,6 +97,22 @@ def _size(n: float) -> str:
 def _describe(dep: Dict[str, Any]) -> str:
     reason = f": {dep['reason']}" if dep.get("reason") else ""
     return f"deployment {dep.get('id')} of {dep.get('service')} is {dep.get('status')}{reason}"
+
+
+def _not_configured_is_refused(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """501 (the control-plane has no cloud settings) exits 7, not 5: asking again will not help."""
+
+    @functools.wraps(func)
+    def command(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except ControlPlaneError as e:
+            if e.status != 501:
+                raise
+            _err(f"differential: {e}")
+            return EXIT_REFUSED
+
+    return command
 
 
 def _list(http: SyncTransport, args: argparse.Namespace) -> List[Dict[str, Any]]:
@@ -508,7 +526,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         if deployment:
             p.add_argument("deployment_id", nargs="?", help="a deployment id (see `deploy list`)")
         p.add_argument("--cluster", help="cluster id (env DIFFERENTIAL_CLUSTER_ID)")
-        p.set_defaults(func=func)
+        p.set_defaults(func=_not_configured_is_refused(func))
         return p
 
     def waiting(p: argparse.ArgumentParser) -> None:
