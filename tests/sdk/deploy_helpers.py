@@ -155,10 +155,19 @@ def function_code_and_env(function_name: str, dest: Path) -> Dict[str, str]:
 
 # -- the CLI -------------------------------------------------------------------------------------
 
-def run_cli(control_plane, cluster_id: str, *argv: str, timeout: float = 240):
+def _cli_env(control_plane, cluster_id: str) -> Dict[str, str]:
     env = subprocess_env(DIFFERENTIAL_ENDPOINT=control_plane.url,
                          DIFFERENTIAL_MANAGEMENT_SECRET=control_plane.management_secret,
                          DIFFERENTIAL_CLUSTER_ID=cluster_id)
     env.pop("DIFFERENTIAL_API_SECRET", None)
-    return subprocess.run([sys.executable, "-m", "differential.cli", *argv], env=env, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return env
+
+
+def run_cli(control_plane, cluster_id: str, *argv: str, timeout: float = 240):
+    return subprocess.run([sys.executable, "-m", "differential.cli", *argv], env=_cli_env(control_plane, cluster_id),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def popen_cli(control_plane, cluster_id: str, *argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "differential.cli", *argv], env=_cli_env(control_plane, cluster_id),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)

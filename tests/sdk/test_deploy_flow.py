@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 import uuid
 
@@ -18,6 +19,7 @@ import pytest
 
 from deploy_helpers import (
     function_code_and_env,
+    popen_cli,
     provision_cloud,
     run_cli,
     run_handler,
@@ -166,6 +168,15 @@ def test_list_status_logs_rollback_delete(cloud, cluster, tmp_path):
         ["serving greet", "ERROR boom in greet"]
     filtered = json.loads(cli("deploy", "logs", service, "--filter", "ERROR", "--json").stdout)
     assert [e["message"] for e in filtered["events"]] == ["ERROR boom in greet"]
+    follow = popen_cli(cloud, cluster["id"], "deploy", "logs", service, "--follow", "--json", "--interval", "0.3")
+    try:
+        seen = [json.loads(follow.stdout.readline())["message"] for _ in range(2)]  # what is there already
+        put_function_logs(d2["functionName"], ["a later line"])
+        seen.append(json.loads(follow.stdout.readline())["message"])  # then what comes
+    finally:
+        follow.send_signal(signal.SIGINT)  # Ctrl-C
+        assert follow.wait(timeout=20) == 0
+    assert seen == ["serving greet", "ERROR boom in greet", "a later line"]
 
     back = cli("deploy", "rollback", service)  # default: the inactive one before the active one
     assert back.returncode == 0, back.stderr
