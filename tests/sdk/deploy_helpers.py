@@ -74,7 +74,8 @@ print(json.dumps(handler({}, None)))
 """
 
 NODE_RUN = """
-const context = { getRemainingTimeInMillis: () => 60000 };
+const end = Date.now() + Number(process.argv[1]);
+const context = { getRemainingTimeInMillis: () => end - Date.now() };
 require('./differential-index.js').handler({}, context).then(
   (r) => { console.log(JSON.stringify(r)); process.exit(0); },
   (e) => { console.error(e && e.stack || e); process.exit(1); });
@@ -94,14 +95,16 @@ def runtime_env(function_env: Dict[str, str]) -> Dict[str, str]:
     return env
 
 
-def run_handler(runtime: str, task_root: Path, function_env: Dict[str, str], timeout: float = 60) -> dict:
-    """Run the bundle's handler once; its JSON answer (the last stdout line)."""
+def run_handler(runtime: str, task_root: Path, function_env: Dict[str, str], timeout: float = 60,
+                remaining_ms: int = 60000) -> dict:
+    """Run the bundle's handler once; its JSON answer (the last stdout line). Node's gets a
+    context with `remaining_ms` left (Python's none: it then stops when idle only)."""
     env = runtime_env(function_env)
     if runtime.startswith("python"):
         # -S: no site-packages, so the bundle must hold the SDK and its dependencies itself.
         cmd = [sys.executable, "-S", "-c", PYTHON_RUN, str(task_root)]
     else:
-        cmd = [shutil.which("node") or "node", "-e", NODE_RUN]
+        cmd = [shutil.which("node") or "node", "-e", NODE_RUN, str(remaining_ms)]
     r = subprocess.run(cmd, cwd=task_root, env=env, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"handler failed ({r.returncode}):\n{r.stderr[-3000:]}\n{r.stdout[-2000:]}"
     return json.loads(r.stdout.strip().splitlines()[-1])

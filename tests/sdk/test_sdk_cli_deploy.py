@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import time
 import zipfile
 
+import httpx
 import pytest
 
 from differential import cli, cli_deploy
-from deploy_helpers import write_node_service, write_python_service
+from deploy_helpers import run_handler, unzip, write_node_service, write_python_service
 from differential.bundles import BundleError, node, python
 
 @pytest.fixture(scope="module")
@@ -79,6 +81,20 @@ def test_node_bundle_holds_package_json_production_deps_and_the_entry(node_bundl
 
 def test_node_bundle_is_reproducible(node_bundles):
     assert node_bundles[0].sha256 == node_bundles[1].sha256
+
+
+def test_node_entry_stops_the_service_before_the_invocation_deadline(node_bundles, sdk_control_plane, cluster,
+                                                                      tmp_path):
+    task = unzip(node_bundles[0].path, tmp_path / "task")
+    env = {"DIFFERENTIAL_ENDPOINT": sdk_control_plane.url, "DIFFERENTIAL_API_SECRET": cluster["apiSecret"],
+           "DIFFERENTIAL_DEPLOYMENT_PROVIDER": "lambda", "DIFFERENTIAL_DEPLOYMENT_ID": "dep-deadline"}
+    t0 = time.monotonic()
+    out = run_handler("nodejs22.x", task, env, remaining_ms=12000)  # 10 s of it are the safety margin
+    assert out["service"] == "nodegreeter" and out["stoppedBy"] == "deadline"
+    assert time.monotonic() - t0 < 12  # before the invocation would have ended (a poll in flight ends first)
+    details = httpx.get(f"{sdk_control_plane.url}/clusters/{cluster['id']}",
+                        headers=sdk_control_plane.management_headers, timeout=10).json()
+    assert "dep-deadline" in {m["deploymentId"] for m in details["machines"]}  # it polled, at the endpoint given
 
 
 def test_python_service_module_is_found_only_when_unambiguous(tmp_path):

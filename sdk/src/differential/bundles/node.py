@@ -51,12 +51,20 @@ class DeployedDifferential extends Original {
     if (process.env.DIFFERENTIAL_ENDPOINT) opts.endpoint = process.env.DIFFERENTIAL_ENDPOINT;
     if (!opts.jobPollWaitTime) opts.jobPollWaitTime = Number(process.env.DIFFERENTIAL_POLL_TTL_MS || 5000);
     super(apiSecret, opts);
-    this.__stopped = null;
+    this.__listening = false;
+    this.__onStop = null;
     instances.add(this);
   }
-  async stop() {
+  async listen(service) { // (the SDK's own method: start() of a service it made)
+    this.__listening = true;
+    return super.listen(service);
+  }
+  async stop() { // the SDK calls it itself once its polling agents ran idle
     const result = await super.stop();
-    if (this.__stopped) this.__stopped();
+    this.__listening = false;
+    const onStop = this.__onStop;
+    this.__onStop = null;
+    if (onStop) onStop();
     return result;
   }
 }
@@ -84,19 +92,24 @@ async function load() {
 
 exports.handler = async (event, context) => {
   const service = await load();
-  const owners = [...instances];
-  const stopped = Promise.all(owners.map((d) => new Promise((resolve) => { d.__stopped = resolve; })));
   const started = Date.now();
-  await service.start();
+  try {
+    await service.start();
+  } catch (e) { // the module started it itself when it was loaded: fine
+    if (!/already started/.test(String(e && e.message))) throw e;
+  }
+  const running = [...instances].filter((d) => d.__listening);
+  const stopped = Promise.all(running.map((d) => new Promise((resolve) => { d.__onStop = resolve; })));
+  let byDeadline = false;
   let timer = null;
-  const deadline = new Promise((resolve) => {
-    if (!context || typeof context.getRemainingTimeInMillis !== "function") return;
+  if (context && typeof context.getRemainingTimeInMillis === "function") {
     const wait = Math.max(1000, context.getRemainingTimeInMillis() - SAFETY_MARGIN_MS);
-    timer = setTimeout(async () => { await service.stop(); resolve("deadline"); }, wait);
-  });
-  const stoppedBy = await Promise.race([stopped.then(() => "idle"), deadline]);
+    timer = setTimeout(() => { byDeadline = true; service.stop(); }, wait);
+  }
+  await stopped;
   if (timer) clearTimeout(timer);
-  return { service: service.definition.name, stoppedBy, seconds: (Date.now() - started) / 1000 };
+  return { service: service.definition.name, stoppedBy: byDeadline ? "deadline" : "idle",
+           seconds: (Date.now() - started) / 1000 };
 };
 """
 
