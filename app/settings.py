@@ -130,7 +130,6 @@ GROUPS = {
     "tuning": "Tuning and tests",
 }
 
-RESERVED = "(reserved for cloud deployments: the app does not use it yet)"
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_URL", "database_url", _database_url, None, "core", True,

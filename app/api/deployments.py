@@ -71,9 +71,9 @@ def _service(service: str) -> str:
 
 @route(bp, "POST", _ALL, summary="Create a deployment of a service (status uploading); upload its bundle with "
        "POST /clusters/:id/assets, then release it", auth_kind="management", tag="deployments",
-       body=CREATE_DEPLOYMENT, body_required=False, precondition=_cloud,
-       responses={201: DEPLOYMENT, **CLOUD_ERRORS})
+       body=CREATE_DEPLOYMENT, body_required=False, responses={201: DEPLOYMENT, **CLOUD_ERRORS})
 def create_deployment(cluster_id, service, body):
+    _cloud()  # after the body's checks, so a malformed body is a 400 whatever the settings
     answer = deployments.create(cluster_id, _service(service), runtime=body["runtime"],
                                 service_module=body.get("serviceModule"),
                                 expiry_minutes=state().settings.deployment_upload_expiry_minutes)

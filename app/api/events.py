@@ -58,6 +58,5 @@ def sns_event(body):
         if outcome is not None:
             log.info("stack %s: %s (%s): deployment %s %s", fields.get("StackName"), fields.get("ResourceStatus"),
                      outcome, applied["deploymentId"], applied["result"])
-        return jsonify({"type": body["Type"], "stack": fields.get("StackName"), "outcome": outcome,
-                        "deploymentId": applied["deploymentId"], "result": applied["result"]}), 200
+        return jsonify({"type": body["Type"], "stack": fields.get("StackName"), "outcome": outcome}), 200
     return jsonify({"type": body["Type"], "stack": None, "outcome": None}), 200

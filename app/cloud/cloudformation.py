@@ -94,3 +94,25 @@ def delete(settings: Settings, stack_name: str) -> None:
     """DeleteStack as the service role (a stack that is already gone is not an error)."""
     aws.client("cloudformation", settings).delete_stack(StackName=stack_name,
                                                         RoleARN=settings.deployment_default_service_role)
+
+
+def describe(settings: Settings, stack_name: str) -> dict | None:
+    """DescribeStacks' answer for the stack (StackStatus, StackStatusReason), None when it is gone."""
+    try:
+        stacks = aws.client("cloudformation", settings).describe_stacks(StackName=stack_name)["Stacks"]
+    except Exception as exc:
+        if _is(exc, "ValidationError", "does not exist"):
+            return None
+        raise
+    return stacks[0] if stacks else None
+
+
+def failure_reason(settings: Settings, stack_name: str) -> str | None:
+    """The first resource failure among the stack's latest events (one page): why it rolled back."""
+    events = aws.client("cloudformation", settings).describe_stack_events(StackName=stack_name)["StackEvents"]
+    failed = [e for e in events if str(e.get("ResourceStatus", "")).endswith("_FAILED")
+              and e.get("ResourceType") != "AWS::CloudFormation::Stack"]
+    if not failed:
+        return None
+    first = failed[-1]  # newest first: the last one listed is the first that failed
+    return f"{first.get('LogicalResourceId')}: {first.get('ResourceStatusReason')}"

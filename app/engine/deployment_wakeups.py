@@ -14,26 +14,34 @@ when idle. So, each run, for every active deployment (a bounded batch, index dep
 
 Uploading deployments past their `expires_at` fail too (deploymentExpired). The invoke happens
 outside the transaction; a failed invoke is an event, and the next interval tries again.
+
+SNS may lose a notification (an endpoint down during a delivery), so a deployment still
+`deploying` STACK_CHECK_SECONDS after its release has its stack read (DescribeStacks, at most once
+per STACK_CHECK_SECONDS each): a finished stack is applied as its event would have been, with the
+failed resource's reason from DescribeStackEvents; a stack gone (a create deleted on failure) fails it.
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Callable
 
 import peewee
 
 from .. import db
-from ..cloud import lambda_functions
+from ..cloud import cloudformation, lambda_functions, sns
 from ..models import Deployment, Job, Machine, Worker
 from ..observability.events import events
 from ..settings import Settings
-from .deployments import forget_active
+from .deployments import forget_active, on_stack_event
 from .states import DeploymentEventType as E, DeploymentStatus as S, JobStatus
 
 log = logging.getLogger(__name__)
 
 BATCH = 100
+STACK_CHECK_SECONDS = 120.0
+STACK_CHECK_BATCH = 10
 MIN_LIVE_SECONDS = 10.0  # a polling machine pings at least every 5 s (engine/machines.py)
 
 
@@ -70,8 +78,22 @@ def _pending(row: Deployment) -> int:
                                       & (Job.status == JobStatus.PENDING)).limit(1000).count())  # bounded
 
 
+def _function_state(settings: Settings, function_name: str,
+                    describe: Callable[[Settings, str], dict | None]) -> str:
+    """What Lambda says about a function that never polled (GetFunction), for the reason."""
+    try:
+        config = describe(settings, function_name)
+    except Exception as exc:
+        return f"; its state could not be read ({type(exc).__name__})"
+    if config is None:
+        return "; the function does not exist"
+    reason = config.get("StateReason") or config.get("LastUpdateStatusReason")
+    return f"; Lambda says it is {config.get('State', 'unknown')}" + (f" ({reason})" if reason else "")
+
+
 def wake(now: dt.datetime, settings: Settings, *, interval: float, max_wakeups: int, batch: int = BATCH,
-         invoke: Callable[[Settings, str], int] = lambda_functions.wake) -> dict[str, int]:
+         invoke: Callable[[Settings, str], int] = lambda_functions.wake,
+         describe: Callable[[Settings, str], dict | None] = lambda_functions.describe) -> dict[str, int]:
     since = now - dt.timedelta(seconds=max(interval, MIN_LIVE_SECONDS))
     due_before = now - dt.timedelta(seconds=interval)
 
@@ -107,16 +129,57 @@ def wake(now: dt.datetime, settings: Settings, *, interval: float, max_wakeups: 
     to_wake, stalled, alive = db.unit_of_work(tx)
     for row in stalled:
         forget_active(row.cluster_id, row.service)
-        events.record(row.cluster_id, E.STALLED, deployment_id=row.id, service=row.service, wakeups=row.wakeups)
+        state = _function_state(settings, row.function_name, describe)
+        db.unit_of_work(lambda row=row, state=state: Deployment.update(
+            reason=peewee.fn.SUBSTR(Deployment.reason.concat(state), 1, 1024)).where(Deployment.id == row.id).execute())
+        events.record(row.cluster_id, E.STALLED, deployment_id=row.id, service=row.service, wakeups=row.wakeups,
+                      function=state.removeprefix("; "))
     failed = 0
     for row, pending in to_wake:
         try:
             status = invoke(settings, row.function_name)
             events.record(row.cluster_id, E.NOTIFIED, deployment_id=row.id, service=row.service,
-                          pendingJobs=pending, wakeups=row.wakeups + 1, statusCode=status)
+                          pendingJobs=pending, wakeups=row.wakeups + 1, statusCode=status, wokenAt=now.isoformat())
         except Exception as exc:
             failed += 1
             log.warning("waking %s failed: %s", row.function_name, type(exc).__name__)
             events.record(row.cluster_id, E.NOTIFIED, deployment_id=row.id, service=row.service,
-                          pendingJobs=pending, wakeups=row.wakeups + 1, error=str(exc)[:500])
+                          pendingJobs=pending, wakeups=row.wakeups + 1, error=str(exc)[:500], wokenAt=now.isoformat())
     return {"woken": len(to_wake) - failed, "wakeFailed": failed, "stalled": len(stalled), "alive": alive}
+
+
+def check_stacks(now: dt.datetime, settings: Settings, *, after_seconds: float = STACK_CHECK_SECONDS,
+                 batch: int = STACK_CHECK_BATCH) -> dict[str, int]:
+    """Deployments still deploying long after their release: read their stacks (see the docstring)."""
+    cutoff = now - dt.timedelta(seconds=after_seconds)
+
+    def tx() -> list[Deployment]:
+        rows = list(Deployment.select().where((Deployment.status == S.DEPLOYING) & (Deployment.released_at < cutoff)
+                                              & (Deployment.last_woken_at.is_null()
+                                                 | (Deployment.last_woken_at < cutoff)))
+                    .order_by(Deployment.released_at).limit(batch))
+        if rows:  # last_woken_at: when its stack was last read, while it deploys (a release clears it)
+            Deployment.update(last_woken_at=now).where(Deployment.id.in_([r.id for r in rows])).execute()
+        return rows
+
+    applied = 0
+    for row in db.unit_of_work(tx):
+        try:
+            stack = cloudformation.describe(settings, row.stack_name)
+            token = json.loads(row.meta or "{}").get("requestToken", "None")
+            if stack is None:
+                fields = {"StackName": row.stack_name, "ResourceType": "AWS::CloudFormation::Stack",
+                          "ResourceStatus": "DELETE_COMPLETE", "ClientRequestToken": token,
+                          "ResourceStatusReason": "the stack no longer exists (a failed create is deleted)"}
+            else:
+                fields = {"StackName": row.stack_name, "ResourceType": "AWS::CloudFormation::Stack",
+                          "ResourceStatus": stack.get("StackStatus", ""), "ClientRequestToken": token,
+                          "ResourceStatusReason": str(stack.get("StackStatusReason") or "")}
+                if sns.stack_outcome(fields) == "failed":
+                    fields["ResourceStatusReason"] = (cloudformation.failure_reason(settings, row.stack_name)
+                                                      or fields["ResourceStatusReason"])
+            if on_stack_event(fields, sns.stack_outcome(fields))["result"] in ("activated", "failed"):
+                applied += 1
+        except Exception as exc:  # AWS unreachable: the next check retries
+            log.warning("reading the stack %s failed: %s", row.stack_name, type(exc).__name__)
+    return {"stacksApplied": applied}

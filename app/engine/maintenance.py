@@ -413,6 +413,8 @@ class WakeDeployments:
         done = {"expired": deployment_wakeups.expire_uploads(now)}
         done.update(deployment_wakeups.wake(now, self.settings, interval=self.interval,
                                             max_wakeups=self.settings.deployment_max_wakeups))
+        if self.settings.deployment_template_bucket:  # stacks exist only with the cloud settings
+            done.update(deployment_wakeups.check_stacks(now, self.settings))
         return done
 
 

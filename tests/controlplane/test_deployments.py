@@ -317,8 +317,7 @@ def test_sns_route_applies_stack_events(sqlite_cloud_api):
             "Message": message, "Timestamp": dt.datetime.now(dt.timezone.utc).isoformat(), "SignatureVersion": "2",
             "Signature": "x", "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0.pem"}
     r = api.client.post("/events/sns", data=json.dumps(body), content_type="text/plain; charset=UTF-8")
-    assert r.status_code == 200, r.json
-    assert r.json["deploymentId"] == d["id"] and r.json["result"] == "activated"
+    assert r.status_code == 200 and r.json["outcome"] == "succeeded", r.json
     assert api.client.get(_path(cluster["id"], tail=f"/{d['id']}"), headers=api.mgmt).json["status"] == "active"
 
 
@@ -385,7 +384,8 @@ def test_wakeups_invoke_at_most_once_an_interval_reset_on_a_poll_and_stall(cloud
         return 202
 
     def wake(now, max_wakeups=3):
-        return deployment_wakeups.wake(now, settings, interval=10, max_wakeups=max_wakeups, invoke=invoke)
+        return deployment_wakeups.wake(now, settings, interval=10, max_wakeups=max_wakeups, invoke=invoke,
+                                       describe=lambda _s, name: {"State": "Failed", "StateReason": "bad zip"})
 
     t0 = utcnow()
     assert wake(t0)["woken"] == 0  # nothing waits
@@ -415,6 +415,7 @@ def test_wakeups_invoke_at_most_once_an_interval_reset_on_a_poll_and_stall(cloud
     assert wake(later + dt.timedelta(seconds=40), max_wakeups=3)["stalled"] == 1
     stalled = _row(other["id"])
     assert stalled.status == S.FAILED and "ever polled" in stalled.reason
+    assert "Lambda says it is Failed (bad zip)" in stalled.reason  # GetFunction's view
     activity = api.activity(cluster)
     assert [e["deploymentId"] for e in activity if e["type"] == E.STALLED] == [other["id"]]
     notified = [e for e in activity if e["type"] == E.NOTIFIED]
@@ -491,3 +492,26 @@ def test_logs_are_paged_filtered_and_without_lambda_noise(moto_clean, make_app):
         assert pages < 10
     assert pages >= 3 and seen == ["polling svc", "ERROR boom", "handled 3 calls", "ERROR again"]
     assert all(isinstance(e["timestamp"], int) for e in everything["events"])
+
+
+def test_a_stack_whose_events_were_lost_is_read_back(moto_clean, make_app):
+    """SNS lost the events: the leader reads the stack (DescribeStacks) after a while and applies it."""
+    from support import moto
+
+    api = Api(make_app(**{**CLOUD, "aws_endpoint_url": moto_clean, "aws_access_key_id": moto.ACCESS_KEY_ID,
+                          "aws_secret_access_key": moto.SECRET_ACCESS_KEY, "aws_region": moto.REGION}))
+    settings = api.app.extensions["differential"].settings
+    cluster = api.new_cluster()
+    done, gone, fresh = _create(api, cluster, "done"), _create(api, cluster, "gone"), _create(api, cluster, "fresh")
+    body = "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n"
+    moto.client("cloudformation").create_stack(StackName=done["stackName"], TemplateBody=body)
+    for d in (done, gone, fresh):
+        _deploying(d["id"])
+    old = utcnow() - dt.timedelta(minutes=5)
+    _set(done["id"], released_at=old)
+    _set(gone["id"], released_at=old)
+    assert deployment_wakeups.check_stacks(utcnow(), settings) == {"stacksApplied": 2}
+    assert _row(done["id"]).status == S.ACTIVE
+    assert _row(gone["id"]).status == S.FAILED and "no longer exists" in _row(gone["id"]).reason
+    assert _row(fresh["id"]).status == S.DEPLOYING  # released just now: its events may still come
+    assert deployment_wakeups.check_stacks(utcnow(), settings) == {"stacksApplied": 0}
