@@ -51,6 +51,7 @@ def write_python_service(root: Path, name: str = "greeter", requirements: str = 
     (root / "__pycache__" / "junk.pyc").write_bytes(b"\0")
     (root / ".venv" / "lib").mkdir(parents=True)
     (root / ".venv" / "lib" / "big.py").write_text("# a virtualenv is never packaged\n")
+    (root / ".env").write_text("TOKEN=kept-out-of-the-bundle\n")
     return root
 
 
@@ -60,6 +61,7 @@ def write_node_service(root: Path, name: str = "nodegreeter") -> Path:
         "name": "node-greeter", "version": "1.0.0", "main": "service.js",
         "dependencies": {"@differentialhq/core": "3.18.0"}, "devDependencies": {"left-pad": "1.3.0"}}))
     (root / "service.js").write_text(NODE_SERVICE.replace('"nodegreeter"', json.dumps(name)))
+    (root / ".npmrc").write_text("fund=false\n")  # used by npm install, never zipped
     return root
 
 

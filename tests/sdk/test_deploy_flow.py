@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import time
 import uuid
@@ -113,6 +114,8 @@ def test_python_service_deploys_and_serves_its_calls(cloud, cluster, tmp_path):
     assert dep_id in {m["deploymentId"] for m in machines}
 
 
+@pytest.mark.node
+@pytest.mark.skipif(not shutil.which("npm"), reason="npm is not installed")
 def test_node_service_deploys_and_serves_its_calls(cloud, cluster, tmp_path):
     service = f"node{uuid.uuid4().hex[:8]}"
     source = write_node_service(tmp_path / "src", name=service)

@@ -35,6 +35,7 @@ def node_bundles(tmp_path_factory):
 
 # -- bundles -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_python_bundle_holds_the_service_its_wheels_and_the_sdk(python_bundles):
     bundle = python_bundles[0]
     assert bundle.runtime == "python3.13" and bundle.service_module == "greeter.app:service"
@@ -50,6 +51,7 @@ def test_python_bundle_holds_the_service_its_wheels_and_the_sdk(python_bundles):
     # msgpack's compiled module is the one for Lambda's Linux x86_64 Python 3.13, not this machine's
     assert any(n.startswith("msgpack/") and n.endswith("cpython-313-x86_64-linux-gnu.so") for n in names)
     assert not any(n.endswith(".pyc") or "__pycache__" in n or n.startswith((".venv/", "bin/")) for n in names)
+    assert ".env" not in names
     assert not any(n.startswith("differential-") and "dist-info" in n for n in names)  # not from an index
     assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in infos)
     assert all(stat.S_IMODE(i.external_attr >> 16) in (0o644, 0o755) for i in infos)
@@ -57,12 +59,15 @@ def test_python_bundle_holds_the_service_its_wheels_and_the_sdk(python_bundles):
     assert bundle.files == len(names) and bundle.unzipped == sum(i.file_size for i in infos)
 
 
+@pytest.mark.slow
 def test_python_bundle_is_reproducible(python_bundles):
     first, second = python_bundles
     assert first.sha256 == second.sha256
     assert first.path.read_bytes() == second.path.read_bytes()
 
 
+@pytest.mark.slow
+@pytest.mark.node
 def test_node_bundle_holds_package_json_production_deps_and_the_entry(node_bundles):
     bundle = node_bundles[0]
     assert bundle.runtime == "nodejs22.x" and bundle.entrypoint == "service.js"
@@ -74,15 +79,20 @@ def test_node_bundle_holds_package_json_production_deps_and_the_entry(node_bundl
     assert core["version"] == "3.18.0"
     assert "node_modules/@differentialhq/core/bin/Differential.js" in names
     assert not any(n.startswith("node_modules/left-pad/") for n in names)  # devDependencies stay out
+    assert ".npmrc" not in names
     assert '"./service.js"' in entry and "exports.handler" in entry and "DIFFERENTIAL_ENDPOINT" in entry
     # msgpackr's native part for Lambda's Linux x64, whatever machine built the bundle
     assert any(n.startswith("node_modules/@msgpackr-extract/msgpackr-extract-linux-x64/") for n in names)
 
 
+@pytest.mark.slow
+@pytest.mark.node
 def test_node_bundle_is_reproducible(node_bundles):
     assert node_bundles[0].sha256 == node_bundles[1].sha256
 
 
+@pytest.mark.slow
+@pytest.mark.node
 def test_node_entry_stops_the_service_before_the_invocation_deadline(node_bundles, sdk_control_plane, cluster,
                                                                       tmp_path):
     task = unzip(node_bundles[0].path, tmp_path / "task")

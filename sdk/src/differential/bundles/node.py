@@ -183,6 +183,8 @@ def build(source: Path, dest: Path, *, entrypoint: Optional[str] = None, runtime
         for name, path in own.items():
             (work / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, work / name)
+        if (source / ".npmrc").is_file():  # the project's registry settings, for npm only (never zipped)
+            shutil.copyfile(source / ".npmrc", work / ".npmrc")
         npm_install(work, log)
         if not (work / "node_modules" / CORE_PACKAGE / "bin" / "Differential.js").is_file():
             raise BundleError(f"npm installed no {CORE_PACKAGE} with bin/Differential.js: use the published "

@@ -24,6 +24,12 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".venv", "venv", "env", "__pycache__", ".mypy_cache",
                        ".pytest_cache", ".ruff_cache", ".tox", ".differential", ".idea", ".vscode"})
 SKIP_SUFFIXES = (".pyc", ".pyo")
+# Never packaged either: files that hold credentials (the function gets its settings from the stack).
+SECRET_FILES = frozenset({".env", ".npmrc", ".pypirc", ".netrc"})
+
+
+def is_secret_file(name: str) -> bool:
+    return name in SECRET_FILES or name.startswith(".env.")
 
 
 class BundleError(Exception):
@@ -43,8 +49,8 @@ class Bundle:
 
 
 def collect(root: Path, skip_dir: Callable[[Path], bool] = lambda p: False) -> Dict[str, Path]:
-    """Archive name -> file for everything under `root`, minus SKIP_DIRS, compiled files and what
-    `skip_dir` rejects. Symlinked files are followed (their target's bytes are packaged);
+    """Archive name -> file for everything under `root`, minus SKIP_DIRS, compiled files, files
+    with credentials (.env, .npmrc, ...) and what `skip_dir` rejects. Symlinked files are followed (their target's bytes are packaged);
     symlinked directories are not (they could loop or leave the tree)."""
     out: Dict[str, Path] = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -52,7 +58,7 @@ def collect(root: Path, skip_dir: Callable[[Path], bool] = lambda p: False) -> D
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not skip_dir(here / d)
                              and not (here / d).is_symlink())
         for name in filenames:
-            if name.endswith(SKIP_SUFFIXES):
+            if name.endswith(SKIP_SUFFIXES) or is_secret_file(name):
                 continue
             path = here / name
             if path.is_file():
