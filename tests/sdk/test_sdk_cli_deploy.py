@@ -158,6 +158,21 @@ def test_node_service_checks(tmp_path):
         node.read_package(root)
 
 
+def test_bundles_over_lambdas_limit_or_the_servers_are_refused(tmp_path, monkeypatch):
+    from differential.bundles import zipping
+
+    (tmp_path / "big.bin").write_bytes(b"x" * 4096)
+    files = zipping.collect(tmp_path)
+    monkeypatch.setattr(zipping, "LAMBDA_UNZIPPED_LIMIT", 4095)
+    with pytest.raises(BundleError, match="Lambda allows at most"):
+        zipping.write_zip(files, {}, tmp_path / "out" / "b.zip", runtime="python3.13")
+    monkeypatch.setattr(zipping, "LAMBDA_UNZIPPED_LIMIT", 1 << 30)
+    bundle = zipping.write_zip(files, {}, tmp_path / "out" / "b.zip", runtime="python3.13")
+    with pytest.raises(cli.UsageError, match="takes at most"):
+        cli_deploy.upload(bundle, {"presignedUrl": "http://127.0.0.1:9/never", "maxBytes": bundle.size - 1},
+                          quiet=True)
+
+
 # -- the command line: errors before any request -----------------------------------------------
 
 BASE = ["--endpoint", "http://127.0.0.1:9", "--management-secret", "sk_management_" + "x" * 40]

@@ -37,6 +37,7 @@ from urllib.parse import quote
 import httpx
 
 from .bundles import Bundle, BundleError, node, python
+from .bundles.zipping import LAMBDA_DIRECT_ZIP_LIMIT
 from .cli import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -210,6 +211,9 @@ def upload(bundle: Bundle, answer: Dict[str, Any], *, quiet: bool) -> None:
         _progress_line(f"Uploading [{'#' * filled}{'.' * (width - filled)}] {_size(sent)}/{_size(total)}",
                        final=sent >= total)
 
+    if bundle.size > LAMBDA_DIRECT_ZIP_LIMIT and not quiet:
+        _err(f"note: the bundle is over the {_size(LAMBDA_DIRECT_ZIP_LIMIT)} the Lambda API takes directly; it goes "
+             "through S3, where Lambda's limit is 250 MB unzipped")
     if not quiet and not tty:
         _err(f"Uploading {_size(bundle.size)}")
     body = _UploadBody(bundle.path, report)
