@@ -9,8 +9,9 @@ and DIFFERENTIAL_DEPLOYMENT_ID, and stops polling after two idle cycles under
 DIFFERENTIAL_DEPLOYMENT_PROVIDER=lambda, but it reads no endpoint variable (its default is the hosted
 api.differential.dev) and its service object gives no way to await the end. So the entry, before
 loading the service, replaces the SDK's `Differential` class with a subclass that (1) takes its
-endpoint from DIFFERENTIAL_ENDPOINT, which the deployment sets to the control-plane that deployed it,
-(2) polls with a 5 s wait unless the service chose one (so running idle costs ~14 s, not ~44 s), and
+endpoint from DIFFERENTIAL_ENDPOINT, which the deployment sets to the control-plane that deployed it
+(it wins over an endpoint the service passes: the function must poll that control-plane),
+(2) polls with a 5 s wait unless the service chose one (so running idle costs ~15 s, not ~45 s), and
 (3) resolves the invocation's promise when the SDK stops itself. Near the invocation's deadline the
 entry stops the service itself.
 """
