@@ -16,6 +16,8 @@ from differential import cli, cli_deploy
 from deploy_helpers import run_handler, unzip, write_node_service, write_python_service
 from differential.bundles import BundleError, node, python
 
+cli.build_parser()  # registers the deploy commands, which gives cli_deploy its host (cli)
+
 @pytest.fixture(scope="module")
 def python_bundles(tmp_path_factory):
     """One Python service built twice (pip installs its requirements as Linux wheels each time)."""
@@ -264,7 +266,7 @@ class ScriptedControlPlane:
 
 def scripted(monkeypatch, script):
     plane = ScriptedControlPlane(script)
-    monkeypatch.setattr(cli_deploy, "_management", lambda args: plane)
+    monkeypatch.setattr(cli, "_management", lambda args: plane)
     monkeypatch.setattr(cli_deploy, "POLL_SECONDS", 0.01)
     return plane
 

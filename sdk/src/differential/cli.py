@@ -1070,7 +1070,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metrics(sub, common)
     _add_access_points(sub, common)
     _add_console(sub, common)
-    from .cli_deploy import add_commands as add_deploy; add_deploy(sub, common)  # noqa: E702 (deploy ...)
+    from .cli_deploy import add_commands as add_deploy; add_deploy(sub, common, sys.modules[__name__])  # noqa: E702
     p = jsub.add_parser("cancel", parents=[common], help="cancel a call in flight")
     p.add_argument("job_id")
     p.add_argument("--reason", help="why (recorded with the job; at most 500 characters)")
@@ -1138,5 +1138,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from differential.cli import main as package_main  # the package's copy, which cli_deploy extends
-    sys.exit(package_main())
+    sys.exit(main())

@@ -38,25 +38,13 @@ import httpx
 
 from .bundles import Bundle, BundleError, node, python
 from .bundles.zipping import LAMBDA_DIRECT_ZIP_LIMIT
-from .cli import (
-    EXIT_OK,
-    EXIT_REFUSED,
-    EXIT_REMOTE,
-    EXIT_TIMEOUT,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    UsageError,
-    _dump,
-    _err,
-    _management,
-    _out,
-    _Parser,
-    _table,
-)
 from .errors import ControlPlaneError
 from .transport import SyncTransport
 
-EXIT_FAILED = EXIT_REMOTE  # the deployment failed: the same code as a failed call
+# The `differential` command line (cli.py) that registered these commands: its exit codes, output
+# helpers, errors and management connection. Given to add_commands rather than imported, since
+# cli.py imports this module (the package has no import cycle).
+cli: Any = None
 POLL_SECONDS = 1.0
 DEFAULT_TIMEOUT = 600.0
 _CHUNK = 256 * 1024
@@ -69,7 +57,7 @@ _RUNTIME = re.compile(r"^(python3\.\d+|nodejs\d+\.x)$")
 def _cluster(args: argparse.Namespace) -> str:
     cluster = args.cluster or os.environ.get("DIFFERENTIAL_CLUSTER_ID")
     if not cluster:
-        raise UsageError("which cluster? pass --cluster CLUSTER_ID or set DIFFERENTIAL_CLUSTER_ID")
+        raise cli.UsageError("which cluster? pass --cluster CLUSTER_ID or set DIFFERENTIAL_CLUSTER_ID")
     return cluster
 
 
@@ -110,8 +98,8 @@ def _not_configured_is_refused(func: Callable[[argparse.Namespace], int]) -> Cal
         except ControlPlaneError as e:
             if e.status != 501:
                 raise
-            _err(f"differential: {e}")
-            return EXIT_REFUSED
+            cli._err(f"differential: {e}")
+            return cli.EXIT_REFUSED
 
     return command
 
@@ -125,39 +113,39 @@ def _list(http: SyncTransport, args: argparse.Namespace) -> List[Dict[str, Any]]
 def _runtime(args: argparse.Namespace, source: Path) -> str:
     if args.runtime:
         if not _RUNTIME.match(args.runtime):
-            raise UsageError(f"--runtime {args.runtime!r}: use a Lambda runtime such as python3.13 or nodejs22.x")
+            raise cli.UsageError(f"--runtime {args.runtime!r}: use a Lambda runtime such as python3.13 or nodejs22.x")
         return args.runtime
     is_node, is_python = node.looks_like_node(source), python.looks_like_python(source)
     if is_node and is_python:
-        raise UsageError(f"{source} looks like a Node service (package.json) and a Python one: pass --runtime "
+        raise cli.UsageError(f"{source} looks like a Node service (package.json) and a Python one: pass --runtime "
                          "python3.13 or --runtime nodejs22.x")
     if is_node:
         return "nodejs22.x"
     if is_python:
         return "python3.13"
-    raise UsageError(f"{source} has neither package.json nor .py files, pyproject.toml or requirements.txt: "
+    raise cli.UsageError(f"{source} has neither package.json nor .py files, pyproject.toml or requirements.txt: "
                      "PATH is the service's folder")
 
 
 def build_bundle(args: argparse.Namespace, dest: Path) -> Bundle:
     source = Path(args.path)
     if not source.is_dir():
-        raise UsageError(f"{args.path} is not a folder: PATH is the service's folder")
+        raise cli.UsageError(f"{args.path} is not a folder: PATH is the service's folder")
     runtime = _runtime(args, source)
-    say = (lambda line: None) if args.json else _err
+    say = (lambda line: None) if args.json else cli._err
     try:
         if runtime.startswith("python"):
             if args.entrypoint:
-                raise UsageError("--entrypoint is for Node services; a Python service takes --module")
+                raise cli.UsageError("--entrypoint is for Node services; a Python service takes --module")
             return python.build(source, dest, service=args.service, module=args.module,
                                 requirements=Path(args.requirements) if args.requirements else None,
                                 runtime=runtime, log=say)
         if args.module or args.requirements:
-            raise UsageError("--module and --requirements are for Python services; a Node service takes "
+            raise cli.UsageError("--module and --requirements are for Python services; a Node service takes "
                              "--entrypoint (default: package.json \"main\")")
         return node.build(source, dest, entrypoint=args.entrypoint, runtime=runtime, log=say)
     except BundleError as e:
-        raise UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
 
 
 class _UploadBody:
@@ -194,7 +182,7 @@ def upload(bundle: Bundle, answer: Dict[str, Any], *, quiet: bool) -> None:
     """PUT the zip to the presigned URL with exactly the headers the control-plane named."""
     max_bytes = answer.get("maxBytes")
     if isinstance(max_bytes, int) and bundle.size > max_bytes:
-        raise UsageError(f"the bundle is {_size(bundle.size)}; the control-plane takes at most {_size(max_bytes)} "
+        raise cli.UsageError(f"the bundle is {_size(bundle.size)}; the control-plane takes at most {_size(max_bytes)} "
                          "(its asset limit): leave out large files or dependencies")
     tty = sys.stderr.isatty() and not quiet
     last = [-1.0]
@@ -212,10 +200,10 @@ def upload(bundle: Bundle, answer: Dict[str, Any], *, quiet: bool) -> None:
                        final=sent >= total)
 
     if bundle.size > LAMBDA_DIRECT_ZIP_LIMIT and not quiet:
-        _err(f"note: the bundle is over the {_size(LAMBDA_DIRECT_ZIP_LIMIT)} the Lambda API takes directly; it goes "
+        cli._err(f"note: the bundle is over the {_size(LAMBDA_DIRECT_ZIP_LIMIT)} the Lambda API takes directly; it goes "
              "through S3, where Lambda's limit is 250 MB unzipped")
     if not quiet and not tty:
-        _err(f"Uploading {_size(bundle.size)}")
+        cli._err(f"Uploading {_size(bundle.size)}")
     body = _UploadBody(bundle.path, report)
     headers = {str(k): str(v) for k, v in (answer.get("headers") or {}).items()}
     headers.setdefault("Content-Type", answer.get("contentType") or "application/zip")
@@ -224,13 +212,13 @@ def upload(bundle: Bundle, answer: Dict[str, Any], *, quiet: bool) -> None:
                          timeout=httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=10.0))
     except httpx.TransportError as e:
         raise UploadFailed(f"the upload to the asset store failed: {e!r}; run the command again",
-                           EXIT_UNAVAILABLE) from None
+                           cli.EXIT_UNAVAILABLE) from None
     finally:
         body.close()
     if resp.status_code != 200:
         raise UploadFailed(f"the asset store answered {resp.status_code} to the upload "
                            f"({resp.text.strip()[:300]!r}); run the command again",
-                           EXIT_UNAVAILABLE if resp.status_code >= 500 else EXIT_REFUSED)
+                           cli.EXIT_UNAVAILABLE if resp.status_code >= 500 else cli.EXIT_REFUSED)
 
 
 class UploadFailed(Exception):
@@ -263,52 +251,52 @@ def wait_for(http: SyncTransport, args: argparse.Namespace, dep_id: str, timeout
 def _finish(dep: Dict[str, Any], args: argparse.Namespace, waited: bool) -> int:
     status = dep.get("status")
     if args.json:
-        _out(_dump(dep))
+        cli._out(cli._dump(dep))
     if not waited:
         if not args.json:
-            _out(f"Released: {_describe(dep)}; follow it with `differential deploy status {dep.get('service')} "
+            cli._out(f"Released: {_describe(dep)}; follow it with `differential deploy status {dep.get('service')} "
                  f"{dep.get('id')}`")
-        return EXIT_OK
+        return cli.EXIT_OK
     if status == "active":
         if not args.json:
-            _out(f"Deployment {dep.get('id')} of {dep.get('service')} is active (function {dep.get('functionName')}, "
+            cli._out(f"Deployment {dep.get('id')} of {dep.get('service')} is active (function {dep.get('functionName')}, "
                  f"stack {dep.get('stackName')})")
-        return EXIT_OK
+        return cli.EXIT_OK
     if status in ("failed", "inactive"):
-        _err(f"differential: {_describe(dep)}" + ("" if dep.get("reason") else " (no reason recorded; "
+        cli._err(f"differential: {_describe(dep)}" + ("" if dep.get("reason") else " (no reason recorded; "
              "see `differential deploy logs`)"))
-        return EXIT_FAILED
-    _err(f"differential: {_describe(dep)} after {args.timeout:g} s; it goes on: `differential deploy status "
+        return cli.EXIT_REMOTE  # the deployment failed: the code of a failed call
+    cli._err(f"differential: {_describe(dep)} after {args.timeout:g} s; it goes on: `differential deploy status "
          f"{dep.get('service')} {dep.get('id')}`")
-    return EXIT_TIMEOUT
+    return cli.EXIT_TIMEOUT
 
 
 def cmd_create(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
-        raise UsageError("--timeout must be a positive number of seconds")
+        raise cli.UsageError("--timeout must be a positive number of seconds")
     with tempfile.TemporaryDirectory(prefix="differential-deploy-") as tmp:
         bundle = build_bundle(args, Path(tmp) / "bundle.zip")
         if not args.json:
-            _err(f"Bundle: {bundle.files} files, {_size(bundle.size)} zipped ({_size(bundle.unzipped)} unzipped), "
+            cli._err(f"Bundle: {bundle.files} files, {_size(bundle.size)} zipped ({_size(bundle.unzipped)} unzipped), "
                  f"sha256 {bundle.sha256[:12]}, runtime {bundle.runtime}"
                  + (f", module {bundle.service_module}" if bundle.service_module else ""))
         body: Dict[str, Any] = {"runtime": bundle.runtime}
         if bundle.service_module:
             body["serviceModule"] = bundle.service_module
-        with _management(args) as http:
+        with cli._management(args) as http:
             dep = http.request("POST", _deployments_path(args), json=body)
             if not args.json:
-                _err(f"Created deployment {dep['id']} (stack {dep.get('stackName')})")
+                cli._err(f"Created deployment {dep['id']} (stack {dep.get('stackName')})")
             answer = http.request("POST", f"/clusters/{quote(_cluster(args), safe='')}/assets",
                                   json={"type": "service_bundle", "target": dep["id"]})
             try:
                 upload(bundle, answer, quiet=args.json)
             except UploadFailed as e:
-                _err(f"differential: {e}")
+                cli._err(f"differential: {e}")
                 return e.code
             dep = http.request("POST", _deployments_path(args, dep["id"], "release"))
             if not args.json:
-                _err(f"Released deployment {dep['id']}: {dep.get('status')}")
+                cli._err(f"Released deployment {dep['id']}: {dep.get('status')}")
             if args.no_wait:
                 return _finish(dep, args, waited=False)
             dep = wait_for(http, args, dep["id"], args.timeout, quiet=args.json)
@@ -321,15 +309,15 @@ _COLUMNS = ["id", "status", "runtime", "createdAt", "activatedAt", "reason"]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with _management(args) as http:
+    with cli._management(args) as http:
         deployments = _list(http, args)
     if args.json:
-        _out(_dump({"deployments": deployments}))
+        cli._out(cli._dump({"deployments": deployments}))
     elif not deployments:
-        _out(f"No deployments of {args.service}.")
+        cli._out(f"No deployments of {args.service}.")
     else:
-        _out(_table(deployments, _COLUMNS, ["ID", "STATUS", "RUNTIME", "CREATED", "ACTIVATED", "REASON"]))
-    return EXIT_OK
+        cli._out(cli._table(deployments, _COLUMNS, ["ID", "STATUS", "RUNTIME", "CREATED", "ACTIVATED", "REASON"]))
+    return cli.EXIT_OK
 
 
 def _newest(http: SyncTransport, args: argparse.Namespace) -> Dict[str, Any]:
@@ -344,20 +332,20 @@ class _NoDeployment(Exception):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _management(args) as http:
+    with cli._management(args) as http:
         dep = (http.request("GET", _deployments_path(args, args.deployment_id)) if args.deployment_id
                else _newest(http, args))
     if args.json:
-        _out(_dump(dep))
-        return EXIT_OK
+        cli._out(cli._dump(dep))
+        return cli.EXIT_OK
     for key in ("id", "service", "status", "reason", "runtime", "serviceModule", "provider", "stackName",
                 "functionName", "createdAt", "releasedAt", "activatedAt", "expiresAt"):
         if dep.get(key) is not None:
-            _out(f"{key + ':':15} {dep[key]}")
+            cli._out(f"{key + ':':15} {dep[key]}")
     bundle = dep.get("bundle")
     if bundle:
-        _out(f"{'bundle:':15} {_size(bundle.get('size') or 0)}, sha256 {bundle.get('sha256')}")
-    return EXIT_OK
+        cli._out(f"{'bundle:':15} {_size(bundle.get('size') or 0)}, sha256 {bundle.get('sha256')}")
+    return cli.EXIT_OK
 
 
 # -- logs ----------------------------------------------------------------------------------------
@@ -380,7 +368,7 @@ def parse_time(text: str, flag: str, now_ms: Optional[int] = None) -> int:
     except ValueError:
         when = None
     if when is None or when.tzinfo is None:
-        raise UsageError(f"{flag} {text!r}: give epoch milliseconds, an ISO 8601 time with an offset "
+        raise cli.UsageError(f"{flag} {text!r}: give epoch milliseconds, an ISO 8601 time with an offset "
                          "(2026-12-01T17:00:00Z) or a duration ago (15m, 2h)")
     return int(when.timestamp() * 1000)
 
@@ -410,18 +398,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
     start = parse_time(args.start, "--start") if args.start else None
     end = parse_time(args.end, "--end") if args.end else None
     if start is not None and end is not None and start >= end:
-        raise UsageError("--start must be before --end")
+        raise cli.UsageError("--start must be before --end")
     if args.follow and end is not None:
-        raise UsageError("--follow reads new lines as they come: leave out --end")
+        raise cli.UsageError("--follow reads new lines as they come: leave out --end")
 
     def show(event: Dict[str, Any]) -> None:
         if args.json and args.follow:
-            _out(_dump(event, pretty=False))
+            cli._out(cli._dump(event, pretty=False))
         elif not args.json:
-            _out(f"{_stamp(event.get('timestamp'))}  {event.get('message', '')}")
+            cli._out(f"{_stamp(event.get('timestamp'))}  {event.get('message', '')}")
         sys.stdout.flush()
 
-    with _management(args) as http:
+    with cli._management(args) as http:
         dep_id = args.deployment_id or _newest(http, args)["id"]
         path = _deployments_path(args, dep_id, "logs")
         window = dict(params, **({"start": start} if start is not None else {}),
@@ -436,12 +424,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
             if args.follow or not args.json:
                 show(event)
         if args.json and not args.follow:
-            _out(_dump({"deploymentId": dep_id, "events": collected}))
-            return EXIT_OK
+            cli._out(cli._dump({"deploymentId": dep_id, "events": collected}))
+            return cli.EXIT_OK
         if not args.follow:
             if not collected:
-                _err(f"No log lines for deployment {dep_id} in that window.")
-            return EXIT_OK
+                cli._err(f"No log lines for deployment {dep_id} in that window.")
+            return cli.EXIT_OK
         try:  # --follow: poll from the newest line seen; Ctrl-C ends it (exit 0)
             last = last or int(time.time() * 1000) - 3600_000
             while True:
@@ -454,7 +442,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     last = max(last, int(event.get("timestamp") or 0))
                     show(event)
         except KeyboardInterrupt:
-            return EXIT_OK
+            return cli.EXIT_OK
 
 
 # -- rollback, delete ----------------------------------------------------------------------------------
@@ -469,8 +457,8 @@ def rollback_target(deployments: List[Dict[str, Any]]) -> Optional[Dict[str, Any
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
-        raise UsageError("--timeout must be a positive number of seconds")
-    with _management(args) as http:
+        raise cli.UsageError("--timeout must be a positive number of seconds")
+    with cli._management(args) as http:
         target_id = args.deployment_id
         if not target_id:
             target = rollback_target(_list(http, args))
@@ -480,7 +468,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             target_id = target["id"]
         dep = http.request("POST", _deployments_path(args, target_id, "rollback"))
         if not args.json:
-            _err(f"Rolling back {args.service} to deployment {dep['id']}: {dep.get('status')}")
+            cli._err(f"Rolling back {args.service} to deployment {dep['id']}: {dep.get('status')}")
         if args.no_wait:
             return _finish(dep, args, waited=False)
         dep = wait_for(http, args, dep["id"], args.timeout, quiet=args.json)
@@ -490,36 +478,37 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
-            raise UsageError("deleting a service's deployments needs a confirmation: pass --yes, or run it in a "
+            raise cli.UsageError("deleting a service's deployments needs a confirmation: pass --yes, or run it in a "
                              "terminal")
-        _err(f"This removes {args.service}'s stack and Lambda function and every bundle of it; calls to it wait "
+        cli._err(f"This removes {args.service}'s stack and Lambda function and every bundle of it; calls to it wait "
              "for a machine again.")
         sys.stderr.write("Type the service's name to confirm: ")
         sys.stderr.flush()
         if sys.stdin.readline().strip() != args.service:
-            _err("Not deleted.")
-            return EXIT_USAGE
-    with _management(args) as http:
+            cli._err("Not deleted.")
+            return cli.EXIT_USAGE
+    with cli._management(args) as http:
         answer = http.request("DELETE", _deployments_path(args)) or {}
     if args.json:
-        _out(_dump(answer))
+        cli._out(cli._dump(answer))
     else:
         deleted = answer.get("deleted") or []
-        _out(f"Deleted {args.service}'s stack {answer.get('stackName')} and {len(deleted)} deployment(s)")
-    return EXIT_OK
+        cli._out(f"Deleted {args.service}'s stack {answer.get('stackName')} and {len(deleted)} deployment(s)")
+    return cli.EXIT_OK
 
 
 # -- parser ----------------------------------------------------------------------------------------
 
-def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Register `deploy` (aliases `deployments`, `deployment`) and its actions."""
-    from . import cli
-
+def add_commands(sub: Any, common: argparse.ArgumentParser, host: Any) -> None:
+    """Register `deploy` (aliases `deployments`, `deployment`) and its actions; `host` is the CLI
+    module doing it (cli.py), whose helpers and exit codes the commands use."""
+    global cli
+    cli = host
     cli.FAILURES.setdefault(_NoDeployment, (cli.EXIT_NOT_FOUND, "differential: {e}"))
     deploy = sub.add_parser("deploy", aliases=["deployments", "deployment"], parents=[],
                             help="deploy a service to AWS Lambda through the control-plane (management secret)",
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    dsub = deploy.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    dsub = deploy.add_subparsers(dest="action", metavar="ACTION", parser_class=cli._Parser)
     dsub.required = True
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help: str,
