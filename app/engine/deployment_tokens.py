@@ -1,7 +1,7 @@
 """Deployment tokens: the credential a deployed function polls with, instead of the cluster secret.
 
-A release mints one (`dpl_sk_<64 hex>`), hands it to the stack as the NoEcho DeploymentToken
-parameter (the function's DIFFERENTIAL_API_SECRET: the published Node SDK sends it as
+A release mints one (`dpl_sk_<64 hex>`), hands it to the stack as the NoEcho APISecret
+parameter, the original's name (the function's DIFFERENTIAL_API_SECRET: the published Node SDK sends it as
 `Authorization: Basic <token>` like any secret) and keeps only its sha256 on the deployment row.
 It authenticates as the deployment's cluster on the worker routes (claim, result, metrics) of the
 deployment's service only, and only while the deployment is deploying, active or inactive (a

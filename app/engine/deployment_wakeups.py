@@ -42,7 +42,10 @@ log = logging.getLogger(__name__)
 BATCH = 100
 STACK_CHECK_SECONDS = 120.0
 STACK_CHECK_BATCH = 10
-MIN_LIVE_SECONDS = 10.0  # a polling machine pings at least every 5 s (engine/machines.py)
+# A machine counts as live for this long after its last poll began: a long poll lasts up to 20 s
+# and refreshes its worker row when it starts (writes are throttled to one per 5 s), so a machine
+# parked in a poll must not look gone, which would start a second instance of the function.
+MIN_LIVE_SECONDS = 30.0
 
 
 def expire_uploads(now: dt.datetime, batch: int = BATCH) -> int:
@@ -145,7 +148,7 @@ def wake(now: dt.datetime, settings: Settings, *, interval: float, max_wakeups: 
             log.warning("waking %s failed: %s", row.function_name, type(exc).__name__)
             events.record(row.cluster_id, E.NOTIFIED, deployment_id=row.id, service=row.service,
                           pendingJobs=pending, wakeups=row.wakeups + 1, error=str(exc)[:500], wokenAt=now.isoformat())
-    return {"woken": len(to_wake) - failed, "wakeFailed": failed, "stalled": len(stalled), "alive": alive}
+    return {"woken": len(to_wake) - failed, "wakeFailed": failed, "stalledDeployments": len(stalled), "alive": alive}
 
 
 def check_stacks(now: dt.datetime, settings: Settings, *, after_seconds: float = STACK_CHECK_SECONDS,

@@ -201,9 +201,12 @@ def list_for_service(cluster_id: str, service: str, limit: int = LIST_LIMIT) -> 
 
 def list_for_cluster(cluster_id: str, limit: int = LIST_LIMIT) -> list[dict]:
     """The cluster's newest deployments, every service's (GET /clusters/:id, the console)."""
-    rows = list(Deployment.select().where(Deployment.cluster_id == cluster_id)
-                .order_by(Deployment.created_at.desc(), Deployment.id.desc()).limit(limit))
-    return _answers(rows)
+    def tx():
+        rows = list(Deployment.select().where(Deployment.cluster_id == cluster_id)
+                    .order_by(Deployment.created_at.desc(), Deployment.id.desc()).limit(limit))
+        return _answers(rows)
+
+    return db.unit_of_work(tx, transaction=False, idempotent=True)
 
 
 def get(cluster_id: str, service: str, deployment_id: str) -> dict:
@@ -221,7 +224,8 @@ def _stack_request(row: Deployment, settings: Settings, *, bucket: str, key: str
     return cloudformation.StackRequest(row.stack_name, request_token, {
         "ClusterId": row.cluster_id, "ServiceName": row.service, "DeploymentId": row.id,
         "FunctionName": row.function_name, "UploadBucketName": bucket, "UploadBucketKey": key,
-        "DeploymentToken": token, "ControlPlaneEndpoint": settings.public_url.rstrip("/"),
+        # APISecret (the original's name) carries the deployment token, never the cluster secret.
+        "APISecret": token, "ControlPlaneEndpoint": settings.public_url.rstrip("/"),
         "Runtime": row.runtime, "Handler": cloudformation.handler_for(row.runtime),
         "ServiceModule": row.service_module or "", "ExecutionRole": settings.deployment_runtime_role,
     })

@@ -121,8 +121,9 @@ def test_template_takes_exactly_the_parameters_a_release_sends():
     template = _template()
     params = template["Parameters"]
     assert params["Runtime"]["AllowedValues"] == list(cloudformation.RUNTIMES)
-    assert params["DeploymentToken"]["NoEcho"] is True
-    assert "APISecret" not in params  # the cluster secret is never a parameter
+    # The original's parameter name, carrying the deployment token: never the cluster secret.
+    assert params["APISecret"]["NoEcho"] is True
+    assert not re.fullmatch(params["APISecret"]["AllowedPattern"], "sk_" + "0" * 64)
     row = Deployment(id="dpl-X", cluster_id="c1", service="svc", runtime="python3.13", service_module="m:svc",
                      stack_name="differential-deployment-c1-svc-00000000",
                      function_name="differential-deployment-c1-svc-00000000")
@@ -412,7 +413,7 @@ def test_wakeups_invoke_at_most_once_an_interval_reset_on_a_poll_and_stall(cloud
     for i in range(3):
         wake(later + dt.timedelta(seconds=11 * i), max_wakeups=3)
     assert _row(other["id"]).status == S.ACTIVE
-    assert wake(later + dt.timedelta(seconds=40), max_wakeups=3)["stalled"] == 1
+    assert wake(later + dt.timedelta(seconds=40), max_wakeups=3)["stalledDeployments"] == 1
     stalled = _row(other["id"])
     assert stalled.status == S.FAILED and "ever polled" in stalled.reason
     assert "Lambda says it is Failed (bad zip)" in stalled.reason  # GetFunction's view
@@ -448,6 +449,7 @@ def test_the_wakeups_are_a_maintenance_task_of_the_leader(app):
 # --- logs ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # AWS calls: the database plays no part
 def test_logs_are_paged_filtered_and_without_lambda_noise(moto_clean, make_app):
     from support import moto
 
@@ -494,6 +496,7 @@ def test_logs_are_paged_filtered_and_without_lambda_noise(moto_clean, make_app):
     assert all(isinstance(e["timestamp"], int) for e in everything["events"])
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # AWS calls: the database plays no part
 def test_a_stack_whose_events_were_lost_is_read_back(moto_clean, make_app):
     """SNS lost the events: the leader reads the stack (DescribeStacks) after a while and applies it."""
     from support import moto
