@@ -67,7 +67,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         maintainer = Maintainer.for_settings(interval=settings.sweep_interval_seconds,
                                              machine_timeout=settings.machine_timeout_seconds,
                                              retention_days=settings.retention_days,
-                                             metrics_retention_days=settings.metrics_retention_days)
+                                             metrics_retention_days=settings.metrics_retention_days,
+                                             deployments=settings)
         maintainer.start()
 
     app = Flask(__name__)

@@ -248,10 +248,11 @@ def _v6_deployment_statements(timestamp: str) -> tuple[str, ...]:
         ' "asset_id" VARCHAR(64), "service_module" VARCHAR(300), "reason" VARCHAR(1024), "meta" TEXT,'
         f' "created_at" {timestamp} NOT NULL, "updated_at" {timestamp} NOT NULL, "released_at" {timestamp},'
         f' "activated_at" {timestamp}, "expires_at" {timestamp}, "wakeups" INTEGER NOT NULL,'
-        f' "last_woken_at" {timestamp})',
+        f' "last_woken_at" {timestamp}, "token_hash" VARCHAR(64), "polled_at" {timestamp})',
         'CREATE INDEX "deployments_cluster_id_service_created_at" ON "deployments" ("cluster_id", "service", "created_at")',
         'CREATE INDEX "deployments_status" ON "deployments" ("status")',
         'CREATE INDEX "deployments_stack_name" ON "deployments" ("stack_name")',
+        'CREATE UNIQUE INDEX "deployments_token_hash" ON "deployments" ("token_hash")',
     )
 
 

@@ -272,6 +272,9 @@ class Deployment(BaseModel):
     expires_at = peewee.DateTimeField(null=True)  # an unreleased deployment fails then
     wakeups = peewee.IntegerField(default=0)  # invocations since a machine of it last polled
     last_woken_at = peewee.DateTimeField(null=True)
+    # sha256 of the deployment token its function authenticates with (engine/deployment_tokens.py)
+    token_hash = peewee.CharField(max_length=64, null=True, unique=True)
+    polled_at = peewee.DateTimeField(null=True)  # a machine of it was first seen polling (wake-ups)
 
     class Meta:
         table_name = "deployments"

@@ -130,7 +130,6 @@ GROUPS = {
     "tuning": "Tuning and tests",
 }
 
-RESERVED = "(reserved for cloud deployments: the app does not use it yet)"
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_URL", "database_url", _database_url, None, "core", True,
@@ -196,14 +195,15 @@ VARIABLES: tuple[Variable, ...] = (
              "S3 bucket of service bundles and client libraries (uploads go to it through presigned URLs); "
              "unset: the folder `assets` under `DIFFERENTIAL_DATA_DIR`, whose uploads come to this control-plane"),
     Variable("DEPLOYMENT_TEMPLATE_BUCKET", "deployment_template_bucket", _text, "", "cloud", False,
-             f"S3 bucket holding the deployment-templates/ files {RESERVED}"),
+             "S3 bucket holding the deployment-templates/ files: each release creates or updates its service's "
+             "stack from `lambda-cfn.yaml` there"),
     Variable("DEPLOYMENT_SNS_TOPIC", "deployment_sns_topic", _text, "", "cloud", False,
              "ARN of the SNS topic that carries CloudFormation stack events (`POST /events/sns` confirms "
              "its subscription); unset: that route answers 501"),
     Variable("DEPLOYMENT_DEFAULT_SERVICE_ROLE", "deployment_default_service_role", _text, "", "cloud", False,
-             f"ARN of the role CloudFormation assumes to create service stacks {RESERVED}"),
+             "ARN of the role CloudFormation assumes to create, update and delete service stacks (RoleARN)"),
     Variable("DEPLOYMENT_RUNTIME_ROLE", "deployment_runtime_role", _text, "", "cloud", False,
-             f"ARN of the role that deployed service functions (Lambda) run as {RESERVED}"),
+             "ARN of the role that deployed service functions (Lambda) run as (the stacks' ExecutionRole)"),
     Variable("AWS_ACCESS_KEY_ID", "aws_access_key_id", _text, "", "cloud", True,
              "access key of the control-plane user (unset: boto3's usual credential chain)"),
     Variable("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key", _text, "", "cloud", True,
@@ -258,6 +258,14 @@ VARIABLES: tuple[Variable, ...] = (
              "past them one answers `[]` at once (the SDKs ask again)"),
     Variable("METRICS_RETENTION_DAYS", "metrics_retention_days", _positive_float, 30.0, "tuning", False,
              "metric rollups (per function and minute, what GET /clusters/:id/metrics reads) older than this are pruned"),
+    Variable("DEPLOYMENT_WAKE_INTERVAL_SECONDS", "deployment_wake_interval_seconds", _positive_float, 10.0, "tuning",
+             False, "the maintenance leader invokes a deployed function at most this often while its service has "
+             "waiting calls and no machine of the deployment polls"),
+    Variable("DEPLOYMENT_MAX_WAKEUPS", "deployment_max_wakeups", _positive_int, 10, "tuning", False,
+             "a deployment whose function was woken this many times without a machine of it ever polling fails "
+             "(deploymentStalled)"),
+    Variable("DEPLOYMENT_UPLOAD_EXPIRY_MINUTES", "deployment_upload_expiry_minutes", _positive_float, 60.0, "tuning",
+             False, "a deployment not released this long after it was created fails (deploymentExpired)"),
 )
 
 CLOUD_VARIABLES = tuple(v.name for v in VARIABLES if v.group == "cloud")
@@ -313,6 +321,9 @@ class Settings:
     long_poll_pause_seconds: float
     big_polls_per_cluster: int
     metrics_retention_days: float
+    deployment_wake_interval_seconds: float
+    deployment_max_wakeups: int
+    deployment_upload_expiry_minutes: float
 
     @property
     def uses_postgres(self) -> bool:

@@ -26,6 +26,31 @@ ASSET_PREFIXES = (SERVICE_BUNDLE_PREFIX, CLIENT_LIBRARY_PREFIX)
 
 Document = dict[str, Any]
 
+# Every AWS call the control-plane makes (app/cloud/*.py, app/api/events.py), as boto3 names it, and
+# the IAM action that allows it: the control-plane user's policies grant these and, besides the
+# actions in IMPLIED, nothing else (tests/platform/test_policy_calls.py reads the app's code).
+CONTROL_PLANE_CALLS = {
+    ("s3", "put_object"): "s3:PutObject",  # presigned: the client's upload of a bundle or package
+    # Reading an upload back to check it, serving a package; CloudFormation also reads the
+    # TemplateURL with the caller's rights (the DeploymentTemplates statement).
+    ("s3", "get_object"): "s3:GetObject",
+    ("s3", "delete_object"): "s3:DeleteObject",  # DELETE .../deployments, an oversized upload
+    ("cloudformation", "create_stack"): "cloudformation:CreateStack",  # a service's first release
+    ("cloudformation", "update_stack"): "cloudformation:UpdateStack",  # later releases, rollbacks
+    ("cloudformation", "delete_stack"): "cloudformation:DeleteStack",  # DELETE .../deployments
+    ("cloudformation", "describe_stacks"): "cloudformation:DescribeStacks",  # a stack whose SNS events were lost
+    ("cloudformation", "describe_stack_events"): "cloudformation:DescribeStackEvents",  # why it failed
+    ("lambda", "invoke"): "lambda:InvokeFunction",  # waking a deployment up (InvocationType=Event)
+    ("lambda", "get_function"): "lambda:GetFunction",  # what Lambda says of a function that never polled
+    ("logs", "filter_log_events"): "logs:FilterLogEvents",  # GET .../deployments/:id/logs
+    ("sns", "confirm_subscription"): "sns:ConfirmSubscription",  # POST /events/sns
+}
+# Granted, though no call above names them: what AWS checks on the control-plane's behalf.
+IMPLIED = {
+    "s3:ListBucket": "without it a GetObject of a missing key answers 403 instead of 404",
+    "iam:PassRole": "CreateStack, UpdateStack and DeleteStack pass the service role (RoleARN)",
+}
+
 
 def _doc(*statements: Document) -> Document:
     return {"Version": "2012-10-17", "Statement": list(statements)}

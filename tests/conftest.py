@@ -10,9 +10,20 @@ from support import moto, node, postgres
 _PG_FIXTURES = {"pg_admin_url", "fresh_pg_url", "make_pg_database"}
 
 
+# Tests that measure time or fault a shared server (PostgreSQL restarts, SIGTERM, thousands of
+# sockets): scripts/test runs them on their own after the rest, which runs in parallel processes.
+SERIAL = ("tests/faults/test_fault_metrics_replicas.py", "tests/faults/test_fault_postgres_restart.py",
+          "tests/faults/test_fault_schedule_failover.py", "tests/faults/test_fault_sigterm.py",
+          "tests/faults/test_fault_sweeper_failover.py", "tests/faults/test_fault_worker_killed.py",
+          "tests/controlplane/test_fair_sharing.py", "tests/controlplane/test_slow_clients.py",
+          "tests/controlplane/test_memory_bounds.py")
+
+
 def pytest_collection_modifyitems(items):
     # Mark by fixture use, so `-m "not postgres"` / `-m "not node"` select without manual marks.
     for item in items:
+        if item.nodeid.split("::")[0] in SERIAL:
+            item.add_marker(pytest.mark.serial)
         names = set(getattr(item, "fixturenames", ()))
         if names & _PG_FIXTURES:
             item.add_marker(pytest.mark.postgres)

@@ -6,6 +6,7 @@ import logging
 from flask import Blueprint, jsonify
 
 from ..cloud import aws, sns
+from ..engine import deployments
 from ..errors import BadRequest, NotImplementedFeature, UpstreamFailed
 from . import schemas as s
 from .routing import route, state
@@ -53,7 +54,9 @@ def sns_event(body):
     if body["Type"] == "Notification" and body.get("Subject") == "AWS CloudFormation Notification":
         fields = sns.parse_cloudformation(body["Message"])
         outcome = sns.stack_outcome(fields)
+        applied = deployments.on_stack_event(fields, outcome)  # only stack-level events of a deploying one count
         if outcome is not None:
-            log.info("stack %s: %s (%s)", fields.get("StackName"), fields.get("ResourceStatus"), outcome)
+            log.info("stack %s: %s (%s): deployment %s %s", fields.get("StackName"), fields.get("ResourceStatus"),
+                     outcome, applied["deploymentId"], applied["result"])
         return jsonify({"type": body["Type"], "stack": fields.get("StackName"), "outcome": outcome}), 200
     return jsonify({"type": body["Type"], "stack": None, "outcome": None}), 200

@@ -16,7 +16,7 @@ from ..engine.limits import Limits
 from ..engine.states import ResultType
 from ..errors import TooLarge
 from ..observability.events import events
-from . import schemas as s
+from . import deployment_scope, schemas as s
 from .admission import BigBodyAdmission
 from .routing import BIG_BODY_BYTES, release_admission, require_machine_id, route, state
 
@@ -61,6 +61,7 @@ def poll_place(machine_id: str | None, ttl_ms: int):
        polls=True)
 def jobs_request(body):
     machine_id = require_machine_id()
+    deployment_scope.require_service(body["service"])  # a deployment token polls its own service only
     machines.register_service(g.cluster_id, body["service"], body.get("functions"), body.get("concurrency"))
     timeout = state().settings.machine_timeout_seconds
     cluster_id, service, ip, deployment_id = g.cluster_id, body["service"], request.remote_addr, g.deployment_id

@@ -19,7 +19,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from ..engine import machines
 from ..errors import BadRequest, NotFound, TooLarge, Unavailable
-from . import auth, registry_auth, validation
+from . import auth, deployment_scope, registry_auth, validation
 from .admission import BigBodyAdmission
 from .body_budget import BodyBudget, Grant
 
@@ -142,7 +142,13 @@ def _guard(spec: RouteSpec) -> None:
     elif spec.auth == "registry":  # a registry token or the management secret (api/registry_auth.py)
         g.registry_reader = registry_auth.require_reader(header, settings.management_secret)
     elif spec.auth == "cluster":
-        g.cluster_id = auth.require_cluster(header)
+        # A deployment's function polls with a token scoped to its service's worker routes (deployment_scope.py).
+        g.deployment_scope = scope = deployment_scope.authenticate(header, worker_route=spec.tag == "worker")
+        if scope is not None:
+            g.cluster_id, g.deployment_id = scope.cluster_id, scope.deployment_id
+            g.machine_id = deployment_scope.machine_id_for(scope, g.machine_id)
+        else:
+            g.cluster_id = auth.require_cluster(header)
         for name in _ID_HEADERS:  # checked before any use: they go to VARCHAR(200) columns
             _check_header(name, request.headers.get(name))
         if g.machine_id and spec.polls:  # a poll makes its sender a machine (engine/machines.py)

@@ -15,9 +15,9 @@ from ..cloud.assets import AssetStore, StoreError, TooBig, integrity
 from ..errors import Conflict, NotFound, TooLarge, UpstreamFailed, ValidationFailed
 from ..models import Asset, ClientLibrary, Deployment, utcnow
 from .clusters import iso
-from .states import DeploymentStatus
+from .states import AssetStatus, DeploymentStatus
 
-PENDING, UPLOADED = "pending", "uploaded"
+PENDING, UPLOADED = AssetStatus.PENDING, AssetStatus.UPLOADED
 UPLOAD_URL_SECONDS = 3600
 LIBRARY_RESERVED = "reserved"  # ClientLibrary.status before publish (engine/client_libraries.py)
 

@@ -376,11 +376,18 @@ def cluster_details(cluster_id: str, limit: int = 100, machine_timeout_seconds: 
             "jobs": [job_summary(j) for j in jobs],
             "definitions": [_definition(s) for s in services],
             "workers": workers,
+            "deployments": _deployments(cluster_id, limit),
             "limit": limit,
             "counts": {"machines": recent.count(), "definitions": known.count()},
         }
 
     return db.unit_of_work(tx)
+
+
+def _deployments(cluster_id: str, limit: int) -> list[dict]:
+    from . import deployments  # it builds on this module
+
+    return deployments.list_for_cluster(cluster_id, limit)
 
 
 def service_details(cluster_id: str, service: str, job_limit: int = 100) -> dict:

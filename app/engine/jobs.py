@@ -10,7 +10,7 @@ from .. import db
 from ..errors import Conflict, NotFound
 from ..models import Job, utcnow
 from ..observability.events import events
-from . import controls, ids, statements
+from . import controls, deployments, ids, statements
 from .batch_poll import BatchPolls
 from .batching import GroupCommit
 from .fairness import FairSlots
@@ -43,7 +43,11 @@ class CallConfig:
 
 def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, config: CallConfig,
                *, machine_id: str | None = None, deployment_id: str | None = None) -> tuple[str, bool]:
-    """Create a job, or find the one this call resolves to. Returns (job id, created)."""
+    """Create a job, or find the one this call resolves to. Returns (job id, created).
+
+    A service with an active cloud deployment gets calls that carry that deployment's id (whatever
+    the caller's x-deployment-id said): its function is woken for them (engine/deployment_wakeups.py)."""
+    deployment_id = deployments.active_for(cluster_id, service) or deployment_id
 
     def tx() -> tuple[str, bool]:
         if config.execution_id:

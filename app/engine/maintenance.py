@@ -17,7 +17,7 @@ next task, and stops if another process holds it by then.
 
 The tasks, in the order `for_settings` runs them: stall silent machines, promote due jobs, recover
 stalled jobs, prune, expire deadlines, fire schedules, finish cluster deletions, roll up metrics,
-and (PostgreSQL) refresh statistics.
+wake cloud deployments (and expire their uploads), and (PostgreSQL) refresh statistics.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from typing import Protocol
 from .. import db, models
 from ..models import Event, Job, Machine
 from ..observability.events import events
-from . import cluster_deletion, payloads, rollups, schedules, statements
+from . import cluster_deletion, deployment_wakeups, payloads, rollups, schedules, statements
 from .signals import DUE_TOPIC, hub, job_topic, notify_in_transaction, queue_topic
 from .states import TERMINAL, EventType, MachineStatus
 
@@ -397,6 +397,27 @@ class FinishClusterDeletions:
         return {"deletedRows": rows, "deletedClusters": dropped}
 
 
+class WakeDeployments:
+    """Cloud deployments: wake the functions of active deployments whose service has waiting calls
+    and no live machine of theirs, at most once per interval each, and fail the ones never woken
+    into life; uploads never released fail at their expiry (engine/deployment_wakeups.py)."""
+
+    name = "wake_deployments"
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.interval = settings.deployment_wake_interval_seconds
+        self.every = min(1.0, self.interval)  # each deployment's own interval is kept on its row
+
+    def run_once(self, now: dt.datetime) -> dict[str, int]:
+        done = {"expired": deployment_wakeups.expire_uploads(now)}
+        done.update(deployment_wakeups.wake(now, self.settings, interval=self.interval,
+                                            max_wakeups=self.settings.deployment_max_wakeups))
+        if self.settings.deployment_template_bucket:  # stacks exist only with the cloud settings
+            done.update(deployment_wakeups.check_stacks(now, self.settings))
+        return done
+
+
 class Maintainer:
     """The lease and the loop: every `interval` seconds, take the lease and run the tasks due."""
 
@@ -412,14 +433,17 @@ class Maintainer:
 
     @classmethod
     def for_settings(cls, *, interval: float, machine_timeout: float, retention_days: float,
-                     metrics_retention_days: float = 30.0) -> Maintainer:
-        """The standard tasks, in the order they run, on the bound database."""
+                     metrics_retention_days: float = 30.0, deployments=None) -> Maintainer:
+        """The standard tasks, in the order they run, on the bound database (`deployments`: the
+        Settings the deployment wake-ups read, which adds them)."""
         lease = Lease(seconds=max(3 * interval, 3.0))
         # A tick is late by up to an interval, plus a lease's expiry when the leader died.
         on_time = max(60.0, lease.seconds + 2 * interval)
         tasks: list[Task] = [StallSilentMachines(machine_timeout), PromoteDueJobs(), RecoverStalledJobs(),
                              Prune(retention_days), ExpireDeadlines(), FireSchedules(on_time),
                              FinishClusterDeletions(), RollUpMetrics(metrics_retention_days)]
+        if deployments is not None:
+            tasks.append(WakeDeployments(deployments))
         if db.dialect.refreshes_statistics:
             tasks.append(RefreshStatistics())
         return cls(lease, tasks, interval)

@@ -183,3 +183,10 @@ class DeploymentEventType:
     STALLED = "deploymentStalled"  # woken too often with no machine polling: failed
     EXPIRED = "deploymentExpired"  # never released in time: failed
     DELETED = "deploymentDeleted"  # the service's stack, function and bundles were removed
+
+
+class AssetStatus:
+    """An asset (engine/assets.py): an upload URL was handed out; then the object was read back and counted."""
+
+    PENDING = "pending"
+    UPLOADED = "uploaded"

@@ -1,17 +1,21 @@
 """AWS Lambda entry point for Python services: `differential.lambda_handler.handler`.
 
-Each invocation (any payload) starts the user's service, which long-polls for jobs, and stops it
-after it runs idle (two consecutive empty polls, as the TypeScript SDK does
-under DIFFERENTIAL_DEPLOYMENT_PROVIDER=lambda) or when the invocation is about to time out.
-This control-plane never invokes the function itself (it has no scheduler): whoever deploys the
-service decides when it runs.
+`differential deploy create SERVICE PATH` puts it in the service's bundle (this SDK is copied into
+every Python bundle) and the control-plane's template names it as the function's handler. The
+control-plane invokes the function asynchronously, with an empty payload, when the service has
+waiting calls and no machine of the deployment polls (its maintenance leader, at most once per
+DEPLOYMENT_WAKE_INTERVAL_SECONDS). Each invocation (any payload) starts the user's service, which
+long-polls for jobs, and stops it after it runs idle (two consecutive empty polls, as the
+TypeScript SDK does under DIFFERENTIAL_DEPLOYMENT_PROVIDER=lambda) or when the invocation is about
+to time out; calls that come later wake it again.
 
-Environment:
-  DIFFERENTIAL_ENDPOINT          the control-plane's URL
-  DIFFERENTIAL_API_SECRET        the cluster's API secret
+Environment (the deployment's stack sets all but the optional ones):
+  DIFFERENTIAL_ENDPOINT          the control-plane's URL (its PUBLIC_URL)
+  DIFFERENTIAL_API_SECRET        the deployment's token (not the cluster's secret): it may claim and
+                                 report the calls of this service only, while the deployment lives
   DIFFERENTIAL_DEPLOYMENT_ID     sent as x-deployment-id: the control-plane records it on the
-                                 machine (`deploymentId` in GET /clusters/:id), on jobs the machine
-                                 creates and in the activity log; nothing else reads it today
+                                 machine (`deploymentId` in GET /clusters/:id), which tells the leader
+                                 that the deployment is alive and needs no wake-up
   DIFFERENTIAL_SERVICE_MODULE    `package.module:attribute`, the attribute being a Service (or a
                                  callable returning one); default attribute name: `service`
   DIFFERENTIAL_MAX_IDLE_CYCLES   optional, default 2
