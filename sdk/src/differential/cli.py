@@ -1070,6 +1070,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metrics(sub, common)
     _add_access_points(sub, common)
     _add_console(sub, common)
+    from .cli_client import add_commands as add_client_commands  # client publish, registry-tokens
+    add_client_commands(sub, common)
     p = jsub.add_parser("cancel", parents=[common], help="cancel a call in flight")
     p.add_argument("job_id")
     p.add_argument("--reason", help="why (recorded with the job; at most 500 characters)")
