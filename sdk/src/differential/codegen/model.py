@@ -80,9 +80,12 @@ def function_from_schema(name: str, schema: Any, order: Optional[List[str]] = No
     if schema.get("type") != "object" or not isinstance(props, dict):
         return Function(name=name, parameters=None, returns=returns, description=description, root=schema)
     names = list(props)
-    explicit = schema.get("x-order") if isinstance(schema.get("x-order"), list) else order
-    if explicit and sorted(explicit) == sorted(names):
-        names = list(explicit)
+    explicit = schema.get("x-order")
+    if isinstance(explicit, list) and sorted(map(str, explicit)) == sorted(names):
+        names = [str(n) for n in explicit]
+    elif order:  # the registered schema's order for the names it has; the others after, as stored
+        rank = {n: i for i, n in enumerate(order)}
+        names.sort(key=lambda n: rank.get(n, len(rank)))
     required = set(schema.get("required") or [])
     params = []
     for pname in names:
