@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from flask import Flask
 
 from . import db, migrations, sealing, settings as settings_module
+from .cloud import assets as asset_store
 from .cloud.sns import Verifier
 from .engine import clusters, statements
 from .engine.maintenance import Maintainer
@@ -25,6 +26,7 @@ class AppState:
     maintainer: Maintainer | None
     stopping: threading.Event = field(default_factory=threading.Event)
     sns_verifier: Verifier = field(default_factory=Verifier)
+    assets: asset_store.AssetStore | None = None  # where bundles and packages live (cloud/assets.py)
 
     def begin_shutdown(self) -> None:
         """Long polls answer now with what they have (a SIGTERM handler calls this first)."""
@@ -53,7 +55,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or settings_module.load_or_exit()
     logging_setup.configure(settings)  # text or JSON lines, request ids, no secrets
     database = db.bind(settings, statements.DIALECTS)
-    clusters.configure_sealing(sealing.Box(_secrets_keys(settings)))
+    keys = _secrets_keys(settings)
+    clusters.configure_sealing(sealing.Box(keys))
     migrations.migrate(database)
     _seal_stored_secrets()
     hub.configure(_listen_params(database) if settings.uses_postgres else None)
@@ -70,7 +73,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
-    app.extensions["differential"] = AppState(settings, maintainer)
+    app.extensions["differential"] = AppState(settings, maintainer,
+                                              assets=asset_store.for_settings(settings, asset_store.signing_key(keys[0])))
 
     from . import api, console
 

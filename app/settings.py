@@ -193,7 +193,8 @@ VARIABLES: tuple[Variable, ...] = (
              "`X-Request-Id` header is answered either way"),
     # Cloud features: each switches on when its variables are set.
     Variable("ASSET_UPLOAD_BUCKET", "asset_upload_bucket", _text, "", "cloud", False,
-             f"S3 bucket for service bundles and client libraries {RESERVED}"),
+             "S3 bucket of service bundles and client libraries (uploads go to it through presigned URLs); "
+             "unset: the folder `assets` under `DIFFERENTIAL_DATA_DIR`, whose uploads come to this control-plane"),
     Variable("DEPLOYMENT_TEMPLATE_BUCKET", "deployment_template_bucket", _text, "", "cloud", False,
              f"S3 bucket holding the deployment-templates/ files {RESERVED}"),
     Variable("DEPLOYMENT_SNS_TOPIC", "deployment_sns_topic", _text, "", "cloud", False,

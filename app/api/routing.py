@@ -56,6 +56,14 @@ def state():
     return current_app.extensions["differential"]
 
 
+def request_base_url() -> str:
+    """`scheme://host` as the client reached us: a proxy's X-Forwarded-Proto (http or https) wins over
+    the connection's own scheme, so URLs handed out behind a TLS-terminating proxy stay https."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    scheme = forwarded if forwarded in ("http", "https") else request.scheme
+    return f"{scheme}://{request.host}"
+
+
 def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str | None, tag: str,
           responses: dict[int, dict | None], body: dict | None = None, body_required: bool = True,
           query: dict | None = None, admission: BigBodyAdmission | None = None,

@@ -394,3 +394,17 @@ EXECUTED = obj({
 }, required=("jobId", "status", "state", "resultType", "outcome"))
 EXECUTE_PENDING = obj({"jobId": ID, "status": JOB_STATUS["properties"]["status"],
                        "state": JOB_STATUS["properties"]["state"]}, required=("jobId", "status", "state"))
+
+# --- assets (api/assets.py): uploads of service bundles and client libraries -----------------------
+
+REQUEST_UPLOAD = obj({
+    "type": {"type": "string", "enum": ["service_bundle", "client_library"]},
+    "target": {**ID, "maxLength": 64, "description": "the deployment or client library the upload is for"},
+}, required=("type", "target"), extra=False)
+UPLOAD_URL = obj({
+    "presignedUrl": {"type": "string", "description": "PUT the file here, with exactly `headers`"},
+    "assetId": {"type": "string"}, "key": {"type": "string"}, "method": {"type": "string", "enum": ["PUT"]},
+    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+    "contentType": {"type": "string"}, "maxBytes": {"type": "integer"}, "expiresAt": TIMESTAMP,
+}, required=("presignedUrl", "assetId", "headers", "expiresAt"))
+UPLOADED = obj({"key": {"type": "string"}, "size": {"type": "integer"}}, required=("key", "size"))

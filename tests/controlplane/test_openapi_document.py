@@ -11,7 +11,8 @@ from app.api import openapi, routing
 from app.api import schemas as s
 
 # Routes that take no credential, on purpose; a new public route must be added here knowingly.
-PUBLIC = {("GET", "/live"), ("GET", "/openapi.json"), ("POST", "/events/sns")}
+# The local asset store's upload route: its URL's signature is the credential, as a presigned S3 URL's is.
+PUBLIC = {("GET", "/live"), ("GET", "/openapi.json"), ("POST", "/events/sns"), ("PUT", "/assets/<path:key>")}
 
 # Each auth kind of the route declaration and the credentials that pass it (common.md).
 CREDENTIALS = {"cluster": [["clusterSecret"]], "management": [["managementSecret"]],
