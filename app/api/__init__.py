@@ -8,7 +8,8 @@ from werkzeug.exceptions import HTTPException
 
 from .. import db
 from ..errors import ApiError
-from . import access, assets, cluster_metrics, events, jobs, management, prometheus, schedules, system
+from . import (access, assets, client_libraries, cluster_metrics, events, jobs, management, prometheus, registry,
+               schedules, system)
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,8 @@ _HTTP_CODES = {400: "bad_request", 404: "route_not_found", 405: "method_not_allo
 
 
 def register(app: Flask) -> None:
-    for module in (system, management, jobs, events, schedules, access, cluster_metrics, prometheus, assets):
+    for module in (system, management, jobs, events, schedules, access, cluster_metrics, prometheus, assets,
+                   client_libraries, registry):
         app.register_blueprint(module.bp)
 
     @app.errorhandler(ApiError)

@@ -24,6 +24,7 @@ SECURITY = {
     "management": [{"managementSecret": []}],
     "caller": [{"accessPoint": []}, {"clusterSecret": []}],
     "metrics": [{"metricsToken": []}, {"managementSecret": []}],
+    "registry": [{"registryToken": []}, {"managementSecret": []}],
     None: [],
 }
 
@@ -36,6 +37,9 @@ SECURITY_SCHEMES = {
                     "description": "'Bearer <access-point token>': calls the services it allows, of its cluster"},
     "metricsToken": {"type": "apiKey", "in": "header", "name": "Authorization",
                      "description": "'Bearer <METRICS_TOKEN>'"},
+    "registryToken": {"type": "apiKey", "in": "header", "name": "Authorization",
+                      "description": "'Bearer <registry token>' (npm's _authToken), or HTTP Basic with the token as "
+                                     "the password (pip): reads one cluster's packages"},
 }
 
 

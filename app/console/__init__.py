@@ -20,13 +20,14 @@ CLUSTER_PAGES = (
     ("Activity", "console.activity"),
     ("Monitoring", "console.monitoring"),
     ("Access points", "console.access_points"),
+    ("Client libraries", "console.client_libraries"),
     ("Settings", "console.cluster_settings"),
 )
 
 
 def register(app: Flask) -> None:
-    from . import (access_points, activity, cluster_settings, clusters, jobs, monitoring,  # noqa: F401
-                   overview, present, security, services, sign_in)  # (they attach their views to bp)
+    from . import (access_points, activity, client_libraries, cluster_settings, clusters, jobs,  # noqa: F401
+                   monitoring, overview, present, security, services, sign_in)  # (they attach their views to bp)
 
     present.install(app)
     app.register_blueprint(bp)

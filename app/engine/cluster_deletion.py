@@ -1,7 +1,7 @@
 """Deleting a cluster: at once it authenticates nothing; then its rows go in bounded batches.
 
-`mark` sets `deleted_at` and deletes the cluster's access points in one transaction (access-point
-tokens are never cached, so they stop at once) and tells every process to forget its cached
+`mark` sets `deleted_at` and deletes the cluster's access points and registry tokens in one transaction
+(neither kind of token is cached, so they stop at once) and tells every process to forget its cached
 secrets (clusters.credentials_changed). `purge` then deletes everything else of it, table by table
 in TABLES' order, BATCH rows a statement, each statement its own short transaction, so a cluster
 of millions of jobs never makes one long transaction. The cluster row itself (a tombstone that
@@ -18,10 +18,11 @@ import time
 from .. import db
 from ..errors import NotFound
 from ..observability.events import events
-from ..models import AccessPoint, Cluster, Event, Job, Machine, MetricRollup, Schedule, Service, Worker, utcnow
+from ..models import (AccessPoint, ClientLibrary, Cluster, Event, Job, Machine, MetricRollup, RegistryToken, Schedule,
+                      Service, Worker, utcnow)
 from . import clusters
 
-TABLES = (Job, Event, Machine, Worker, Service, Schedule, AccessPoint, MetricRollup)
+TABLES = (Job, Event, Machine, Worker, Service, Schedule, AccessPoint, MetricRollup, ClientLibrary, RegistryToken)
 BATCH = 1000
 SETTLE_SECONDS = 60.0
 
@@ -37,6 +38,7 @@ def mark(cluster_id: str) -> dt.datetime:
             raise NotFound(f"cluster {cluster_id!r} does not exist", {"clusterId": cluster_id},
                            code="cluster_not_found")
         AccessPoint.delete().where(AccessPoint.cluster_id == cluster_id).execute()
+        RegistryToken.delete().where(RegistryToken.cluster_id == cluster_id).execute()  # they read nothing more
         clusters.credentials_changed()
         return now
 

@@ -16,7 +16,8 @@ PUBLIC = {("GET", "/live"), ("GET", "/openapi.json"), ("POST", "/events/sns"), (
 
 # Each auth kind of the route declaration and the credentials that pass it (common.md).
 CREDENTIALS = {"cluster": [["clusterSecret"]], "management": [["managementSecret"]],
-               "caller": [["accessPoint"], ["clusterSecret"]], "metrics": [["metricsToken"], ["managementSecret"]]}
+               "caller": [["accessPoint"], ["clusterSecret"]], "metrics": [["metricsToken"], ["managementSecret"]],
+               "registry": [["registryToken"], ["managementSecret"]]}
 
 
 @pytest.fixture
