@@ -1139,4 +1139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m differential.cli`: run the package's module, the one sub-command modules import
+    # (cli_client.py), so their errors are the classes FAILURES knows.
+    from differential.cli import main as _main
+    sys.exit(_main())
