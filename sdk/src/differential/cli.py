@@ -1071,7 +1071,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_access_points(sub, common)
     _add_console(sub, common)
     from .cli_client import add_commands as add_client_commands  # client publish, registry-tokens
-    add_client_commands(sub, common)
+    add_client_commands(sub, common, management=_management, usage_error=UsageError)
     p = jsub.add_parser("cancel", parents=[common], help="cancel a call in flight")
     p.add_argument("job_id")
     p.add_argument("--reason", help="why (recorded with the job; at most 500 characters)")
@@ -1139,7 +1139,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    # `python -m differential.cli`: run the package's module, the one sub-command modules import
-    # (cli_client.py), so their errors are the classes FAILURES knows.
-    from differential.cli import main as _main
-    sys.exit(_main())
+    sys.exit(main())

@@ -18,13 +18,14 @@ reservation. It ends with the `.npmrc` and `pip install` lines that install the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
-from . import cli as _cli
 from .codegen import model, npm_pack, python_client, typescript_client, wheel
 from .errors import ControlPlaneError
 from .management_secret import is_local
@@ -34,12 +35,44 @@ CLUSTER_ENV = "DIFFERENTIAL_CLUSTER_ID"
 TOKEN_ENV = "DIFFERENTIAL_REGISTRY_TOKEN"
 SDK_REQUIREMENT = "differential>=0.1"
 UPLOAD_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=10.0)
+EXIT_OK = 0
+
+
+class _Kit:
+    """What cli.py hands in (add_commands): its management connection and its usage error (exit
+    2), so that this module never imports cli.py (the package has no import cycle)."""
+
+    management: Callable[[argparse.Namespace], Any]
+    usage_error: Callable[[str], Exception] = ValueError
+
+
+_cli = _Kit()
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _table(rows: List[Dict[str, Any]], columns: List[str], headers: List[str]) -> str:
+    cells = [["" if r.get(c) is None else str(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
 
 
 def _cluster(args: argparse.Namespace) -> str:
     cluster = getattr(args, "cluster", None) or os.environ.get(CLUSTER_ENV)
     if not cluster:
-        raise _cli.UsageError(f"which cluster? pass --cluster CLUSTER_ID (or set {CLUSTER_ENV})")
+        raise _cli.usage_error(f"which cluster? pass --cluster CLUSTER_ID (or set {CLUSTER_ENV})")
     return cluster
 
 
@@ -61,8 +94,8 @@ def fetch_services(http: Any, cluster: str) -> List[model.ServiceSpec]:
     return model.services_from_answers(details, per_service)
 
 
-def _no_services(cluster: str) -> _cli.UsageError:
-    return _cli.UsageError(
+def _no_services(cluster: str) -> Exception:
+    return _cli.usage_error(
         f"cluster {cluster} has no service with functions registered, so there is nothing to publish. "
         "Start a service against it first: in Python, `svc = Differential(api_secret).service(\"name\")`, "
         "`@svc.function` on each function, `svc.start()`; with @differentialhq/core, "
@@ -100,8 +133,8 @@ def upload(http: Any, cluster: str, library_id: str, data: bytes, label: str) ->
         headers["Content-Type"] = ticket["contentType"]
     limit = ticket.get("maxBytes")
     if isinstance(limit, int) and len(data) > limit:
-        raise _cli.UsageError(f"{label} is {len(data)} bytes, more than the {limit} the control-plane accepts")
-    _cli._err(f"{label}: uploading {len(data)} bytes ...")
+        raise _cli.usage_error(f"{label} is {len(data)} bytes, more than the {limit} the control-plane accepts")
+    _err(f"{label}: uploading {len(data)} bytes ...")
     try:
         resp = httpx.put(url, content=data, headers=headers, timeout=UPLOAD_TIMEOUT)
     except httpx.TransportError as e:
@@ -111,7 +144,7 @@ def upload(http: Any, cluster: str, library_id: str, data: bytes, label: str) ->
         where = urlsplit(url)
         raise ControlPlaneError(resp.status_code, f"{label}: the upload to {where.scheme}://{where.netloc} answered "
                                                   f"{resp.status_code}: {resp.text[:200]!r}")
-    _cli._err(f"{label}: uploaded")
+    _err(f"{label}: uploaded")
 
 
 def publish_one(http: Any, cluster: str, language: str, increment: str,
@@ -120,10 +153,10 @@ def publish_one(http: Any, cluster: str, language: str, increment: str,
                                json={"increment": increment, "language": language})
     name, data = build_package(language, services, reservation, cluster)
     label = f"{language} {reservation.get('packageName') or reservation.get('distribution')} {reservation['version']}"
-    _cli._err(f"{label}: reserved; built {name}")
+    _err(f"{label}: reserved; built {name}")
     upload(http, cluster, reservation["id"], data, label)
     published = http.request("POST", _path(cluster, "client-libraries", reservation["id"], "publish"))
-    _cli._err(f"{label}: published")
+    _err(f"{label}: published")
     return {**published, "distribution": reservation.get("distribution"), "module": reservation.get("module")}
 
 
@@ -155,34 +188,34 @@ def _print_publish(args: argparse.Namespace, cluster: str, libraries: List[Dict[
                    made: Optional[Dict[str, Any]]) -> None:
     lines = install_lines(args.endpoint_used, libraries, made.get("token") if made else None)
     if args.json:
-        _cli._out(_cli._dump({"cluster": cluster, "libraries": libraries, **lines,
+        _out(_dump({"cluster": cluster, "libraries": libraries, **lines,
                               **({"token": made} if made else {})}))
         return
     for lib in libraries:
-        _cli._out(f"Published {lib.get('packageName')} {lib.get('version')} ({lib.get('language')}, "
+        _out(f"Published {lib.get('packageName')} {lib.get('version')} ({lib.get('language')}, "
                   f"{lib.get('fileName')}, {lib.get('size')} bytes, sha256 {lib.get('sha256')})")
     if made:
-        _cli._out(f"Registry token {made.get('name')} ({made.get('id')}): {made.get('token')}")
-        _cli._out("The token is shown only now: store it (it reads this cluster's packages and nothing else).")
+        _out(f"Registry token {made.get('name')} ({made.get('id')}): {made.get('token')}")
+        _out("The token is shown only now: store it (it reads this cluster's packages and nothing else).")
     else:
-        _cli._out(f"Use a registry token: `differential registry-tokens create NAME --cluster {cluster}` "
+        _out(f"Use a registry token: `differential registry-tokens create NAME --cluster {cluster}` "
                   f"prints one; put it in {TOKEN_ENV}.")
     if "npmrc" in lines:
-        _cli._out("")
-        _cli._out("npm: put these lines in the project's .npmrc, then install:")
+        _out("")
+        _out("npm: put these lines in the project's .npmrc, then install:")
         for line in lines["npmrc"]:
-            _cli._out(f"  {line}")
-        _cli._out(f"  {lines['npmInstall']}")
+            _out(f"  {line}")
+        _out(f"  {lines['npmInstall']}")
     if "pipInstall" in lines:
-        _cli._out("")
-        _cli._out("pip (the Python SDK `differential` must be installable too, e.g. installed first):")
-        _cli._out(f"  {lines['pipInstall']}")
+        _out("")
+        _out("pip (the Python SDK `differential` must be installable too, e.g. installed first):")
+        _out(f"  {lines['pipInstall']}")
 
 
 def cmd_client_publish(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     languages = LANGUAGES if args.language == "all" else (args.language,)
-    with _cli._management(args) as http:
+    with _cli.management(args) as http:
         args.endpoint_used = http.config.endpoint
         services = fetch_services(http, cluster)
         if not services:
@@ -192,51 +225,55 @@ def cmd_client_publish(args: argparse.Namespace) -> int:
             made = http.request("POST", _path(cluster, "registry-tokens"), json={"name": args.create_token})
         libraries = [publish_one(http, cluster, lang, args.increment, services) for lang in languages]
     _print_publish(args, cluster, libraries, made)
-    return _cli.EXIT_OK
+    return EXIT_OK
 
 
 # -- registry tokens -----------------------------------------------------------------------------
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
-    with _cli._management(args) as http:
+    with _cli.management(args) as http:
         made = http.request("POST", _path(cluster, "registry-tokens"), json={"name": args.name})
     if args.json:
-        _cli._out(_cli._dump(made))
+        _out(_dump(made))
     else:
-        _cli._out(f"Created registry token {made.get('name')} ({made.get('id')})")
-        _cli._out(f"Token:       {made.get('token')}")
-        _cli._out("The token is shown only now: store it (it reads this cluster's packages and nothing else).")
-    return _cli.EXIT_OK
+        _out(f"Created registry token {made.get('name')} ({made.get('id')})")
+        _out(f"Token:       {made.get('token')}")
+        _out("The token is shown only now: store it (it reads this cluster's packages and nothing else).")
+    return EXIT_OK
 
 
 def cmd_tokens_list(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
-    with _cli._management(args) as http:
+    with _cli.management(args) as http:
         listed = http.request("GET", _path(cluster, "registry-tokens")) or {}
     tokens = listed.get("tokens") or []
     if args.json:
-        _cli._out(_cli._dump(listed))
+        _out(_dump(listed))
     elif not tokens:
-        _cli._out(f"No registry tokens in cluster {cluster}.")
+        _out(f"No registry tokens in cluster {cluster}.")
     else:
-        _cli._out(_cli._table(tokens, ["id", "name", "createdAt", "lastUsedAt"],
+        _out(_table(tokens, ["id", "name", "createdAt", "lastUsedAt"],
                               ["ID", "NAME", "CREATED", "LAST USED"]))
-    return _cli.EXIT_OK
+    return EXIT_OK
 
 
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
-    with _cli._management(args) as http:
+    with _cli.management(args) as http:
         http.request("DELETE", _path(cluster, "registry-tokens", args.token_id))
-    _cli._out(_cli._dump({"revoked": args.token_id}) if args.json else f"Revoked registry token {args.token_id}")
-    return _cli.EXIT_OK
+    _out(_dump({"revoked": args.token_id}) if args.json else f"Revoked registry token {args.token_id}")
+    return EXIT_OK
 
 
 # -- parser --------------------------------------------------------------------------------------
 
-def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Register `client publish` and `registry-tokens create|list|revoke` on the CLI's parser."""
+def add_commands(sub: Any, common: argparse.ArgumentParser, *, management: Callable[[argparse.Namespace], Any],
+                 usage_error: Callable[[str], Exception]) -> None:
+    """Register `client publish` and `registry-tokens create|list|revoke` on the CLI's parser.
+    `management(args)` opens a transport with the management secret; `usage_error(message)` is
+    the error the CLI exits 2 with."""
+    _cli.management, _cli.usage_error = management, usage_error
     client = sub.add_parser("client", help="the cluster's typed client packages (management secret)")
     csub = client.add_subparsers(dest="action", metavar="ACTION", parser_class=type(client))
     csub.required = True
