@@ -332,7 +332,7 @@ def test_versions_through_the_cli_and_latest_is_highest(registry, tmp_path):
     assert [lib["version"] for lib in listed["libraries"]][:2] == ["1.0.0", "0.1.0"]
 
 
-def test_wrong_token_is_refused_by_npm_and_pip_index(registry, tmp_path):
+def test_wrong_and_other_clusters_tokens_are_refused(registry, tmp_path):
     wrong = [registry.first["npmrc"][0], registry.first["npmrc"][1].rsplit("=", 1)[0] + "=not-a-token"]
     project = npm_project(tmp_path / "wrong", wrong)
     r = npm(["view", f"@differential.dev/{registry.cluster_id}", "--json"], project, tmp_path)
@@ -340,6 +340,17 @@ def test_wrong_token_is_refused_by_npm_and_pip_index(registry, tmp_path):
     page = httpx.get(f"{registry.cp.url}/packages/pypi/simple/{registry.libraries['python']['distribution']}/",
                      auth=("__token__", "not-a-token"), timeout=10)
     assert page.status_code == 401
+    # Another cluster's token reads its own cluster's packages only.
+    other = registry.cp.create_cluster("other")
+    theirs = cli_json(registry.cp, "registry-tokens", "create", "theirs", "--cluster", other["id"])["token"]
+    project = npm_project(tmp_path / "other", [registry.first["npmrc"][0],
+                                               registry.first["npmrc"][1].rsplit("=", 1)[0] + "=" + theirs])
+    r = npm(["view", f"@differential.dev/{registry.cluster_id}", "--json"], project, tmp_path)
+    assert r.returncode != 0 and ("E401" in r.stdout + r.stderr or "E404" in r.stdout + r.stderr)
+    tarball = (f"{registry.cp.url}/packages/npm/@differential.dev/{registry.cluster_id}/-/"
+               f"{registry.cluster_id}-0.0.1.tgz")
+    assert httpx.get(tarball, headers={"Authorization": f"Bearer {theirs}"}, timeout=10).status_code in (401, 404)
+    assert httpx.get(tarball, headers={"Authorization": f"Bearer {registry.token}"}, timeout=10).status_code == 200
 
 
 def test_registry_tokens_cli(registry):
