@@ -258,3 +258,20 @@ def test_python_left_out_argument_without_default_is_refused(generated):
     module, _ = generated
     with pytest.raises(TypeError, match="'raw' must be given"):
         module.GreeterClient(Recorder()).shapes([], pair=(2, "b"))  # raw has no JSON default to send
+
+
+def test_names_that_clash_with_the_generated_code_are_renamed():
+    schema = {"type": "object", "properties": {"self": {"type": "integer"}, "args": {"type": "string"},
+                                               "_positional": {"type": "boolean"}}, "required": ["self", "args", "_positional"],
+              "x-positional": True}
+    defs = [{"name": "odd names", "functions": [{"name": "with_options", "schema": json.dumps(schema)},
+                                                {"name": "_service", "schema": json.dumps(schema)}]}]
+    source = python_client.render(model.services_from_answers({"definitions": defs}, {}), module="cg_odd",
+                                  version="0.0.1", cluster_id="c")
+    module = load(source, "cg_odd")
+    rec = Recorder()
+    client = module.OddNamesClient(rec)
+    client.with_options2(1, "a", True)
+    client._service2(2, "b", False)
+    assert rec.calls == [("odd names", "with_options", (1, "a", True), {}), ("odd names", "_service", (2, "b", False), {})]
+    assert list(typing.get_type_hints(module.OddNamesClient.with_options2)) == ["self2", "args2", "_positional2", "return"]

@@ -150,7 +150,7 @@ def _method(fn: Function, service: str, types: _Types, taken: set) -> List[str]:
         return lines
     params: List[str] = []
     names: List[Tuple[str, Parameter]] = []
-    pnames: set = {"self"}
+    pnames: set = {"self", "args", "_positional", "_UNSET", "json"}  # names the method body uses
     optional_seen = False
     arg_docs = []
     for p in fn.parameters:
@@ -218,7 +218,7 @@ def render(services: List[ServiceSpec], *, module: str, version: str, cluster_id
     for svc in services:
         cls = unique(pascal(svc.name, "Service") + "Client", class_names)
         exported.append((svc.name, cls))
-        taken = {"with_options", "service_name"}
+        taken = {"with_options", "service_name", "_service"}  # the class's own attributes
         body = [f"class {cls}:",
                 *_doc(f"Calls the functions of service {svc.name!r} of cluster {cluster_id}.", "    "),
                 "",
