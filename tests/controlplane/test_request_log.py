@@ -4,6 +4,7 @@ line at any level (a whole flow at DEBUG with SQL_DEBUG, searched for every secr
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -176,8 +177,10 @@ def _format(redactor: Redactor, message: str, *args, as_json: bool = False) -> s
     return Formatter(redactor, as_json=as_json).format(record)
 
 
-CLUSTER_SECRET = "sk_" + secrets.token_hex(32)
-ACCESS_POINT = "sk_ap_" + secrets.token_urlsafe(32)
+# Fixed, random-looking values: the test ids hold them, and they must be the same in every process
+# that collects the suite (pytest-xdist compares the workers' collections).
+CLUSTER_SECRET = "sk_" + hashlib.sha256(b"a cluster secret").hexdigest()
+ACCESS_POINT = "sk_ap_" + base64.urlsafe_b64encode(hashlib.sha256(b"an access point").digest()).decode().rstrip("=")
 
 
 @pytest.mark.parametrize("as_json", [False, True])
