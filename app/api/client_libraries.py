@@ -50,7 +50,7 @@ _MAX_BODY = 4 * 1024
 
 
 def _listed(library: dict) -> dict:
-    return {k: v for k, v in library.items() if k not in ("key", "contentType", "sha1", "sha512")}
+    return {k: v for k, v in library.items() if k not in ("key", "contentType", "sha1", "sha512", "integrity")}
 
 
 @route(bp, "POST", _LIBRARIES, summary="Reserve the next version of the cluster's client library (publish it after "

@@ -16,12 +16,13 @@ import logging
 
 from flask import Blueprint, Response, jsonify, redirect, request
 
+from ..cloud.assets import StoreError
 from ..engine import client_libraries as libraries, registry_tokens as tokens
-from ..errors import NotFound, Unauthorized
+from ..errors import NotFound, Unauthorized, UpstreamFailed
 from ..registry import names, npm, simple_index
 from . import schemas as s
 from .auth import token_from_header
-from .routing import route, state
+from .routing import request_base_url, route, state
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +94,12 @@ def require_reader(cluster_id: str | None) -> str | None:
                        "secret", code="invalid_credential")
 
 
-def base_url() -> str:
-    """Scheme and host the client used (a TLS proxy in front says https in X-Forwarded-Proto)."""
-    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    scheme = forwarded if forwarded in ("http", "https") else request.scheme
-    return f"{scheme}://{request.host}"
-
-
 def _stream(file: dict, download_name: str) -> Response:
-    chunks = state().assets.read(file["key"])
     try:
-        first = next(iter(chunks), b"")
+        chunks = iter(state().assets.read(file["key"]))
+        first = next(chunks, b"")
+    except StoreError as exc:
+        raise UpstreamFailed(str(exc)) from exc
     except KeyError:
         log.warning("client library object %s is missing from the asset store", file["key"])
         raise NotFound(f"the file of version {file['version']} is missing from the asset store; publish a new "
@@ -128,7 +124,7 @@ def packument(cluster_id):
     if not files:
         raise NotFound(f"cluster {cluster_id!r} has published no TypeScript client yet (differential client publish)",
                        {"package": names.npm_package(cluster_id)}, code="package_not_found")
-    return jsonify(npm.packument(cluster_id, files, base_url())), 200
+    return jsonify(npm.packument(cluster_id, files, request_base_url())), 200
 
 
 @route(bp, "GET", _NPM + "/-/<file_name>", summary="npm tarball of one published version",

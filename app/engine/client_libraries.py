@@ -20,6 +20,7 @@ import logging
 import peewee
 
 from .. import db
+from ..cloud.assets import integrity
 from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..models import Asset, ClientLibrary, Cluster, utcnow
 from ..observability.events import events
@@ -200,7 +201,12 @@ def publish(cluster_id: str, library_id: str, *, store) -> dict:
     current = db.unit_of_work(read, idempotent=True)
     if current.status == PUBLISHED:
         return get(cluster_id, library_id)
-    assets.confirm(cluster_id, library_id, store=store)  # Conflict asset_not_uploaded when there is no object
+    try:
+        assets.confirm(cluster_id, library_id, store=store)  # Conflict asset_not_uploaded when there is no object
+    except NotFound as exc:  # no upload URL was even asked for: the library exists, its file does not
+        raise Conflict(f"version {current.version} has no upload yet: POST /clusters/{cluster_id}/assets "
+                       f"{{\"type\": \"client_library\", \"target\": \"{library_id}\"}}, PUT the file to the URL, then "
+                       "publish", {"libraryId": library_id}, code="asset_not_uploaded") from exc
 
     def tx() -> int:
         return (ClientLibrary.update(status=PUBLISHED, published_at=utcnow(), expires_at=None, asset_id=library_id)
@@ -233,7 +239,7 @@ def _published_query(cluster_id: str, language: str | None):
 
 def published(cluster_id: str, language: str | None = None) -> list[dict]:
     """Published versions, highest semver first (per language: typescript's, then python's), with
-    their digests and store key (`key`, `contentType`, `sha1`, `sha512` for the registry routes)."""
+    their digests and store key (`key`, `contentType`, `sha1`, `sha512`, `integrity` for the registry routes)."""
 
     def tx() -> list[dict]:
         clusters.get_cluster(cluster_id)
@@ -246,8 +252,8 @@ def published(cluster_id: str, language: str | None = None) -> list[dict]:
 
 
 def _file(row: ClientLibrary, asset: Asset) -> dict:
-    return {**_public(row, asset), "sha1": asset.sha1, "sha512": asset.sha512, "key": asset.key,
-            "contentType": asset.content_type}
+    return {**_public(row, asset), "sha1": asset.sha1, "sha512": asset.sha512, "integrity": integrity(asset.sha512),
+            "key": asset.key, "contentType": asset.content_type}
 
 
 def published_file(cluster_id: str, language: str, version: str) -> dict:

@@ -2,20 +2,14 @@
 
 `dist-tags.latest` is the highest semver (the original took the latest upload); every version has
 its `dist.tarball` under the base URL the request came to (scheme included: the original always
-wrote http), its `shasum` (sha1 hex) and `integrity` (sha512, base64, as npm checks it).
+wrote http), its `shasum` (sha1 hex) and `integrity` (sha512, base64, as npm checks it: cloud/assets.integrity).
 """
 from __future__ import annotations
-
-import base64
 
 from . import names
 
 TARBALL_PATH = "/packages/npm/@" + names.NPM_SCOPE + "/{cluster_id}/-/{file}"
 MAIN, TYPES = "index.js", "index.d.ts"  # what the generated package's own package.json names too
-
-
-def integrity(sha512_hex: str) -> str:
-    return "sha512-" + base64.b64encode(bytes.fromhex(sha512_hex)).decode()
 
 
 def tarball_url(base_url: str, cluster_id: str, version: str) -> str:
@@ -33,7 +27,7 @@ def packument(cluster_id: str, files: list[dict], base_url: str) -> dict:
             "_id": f"{name}@{f['version']}", "name": name, "version": f["version"], "description": description,
             "main": MAIN, "types": TYPES,
             "dist": {"tarball": tarball_url(base_url, cluster_id, f["version"]), "shasum": f["sha1"],
-                     "integrity": integrity(f["sha512"])},
+                     "integrity": f["integrity"]},
         }
         time[f["version"]] = f["publishedAt"]
     stamps = sorted(time.values())

@@ -4,6 +4,7 @@ Work over a Flask test client (`Api`) or over HTTP against a real control-plane 
 same steps run in-process and against gunicorn with the local store or with moto's S3."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import tarfile
@@ -14,18 +15,19 @@ import httpx
 
 
 def tgz(version: str, note: str = "") -> bytes:
-    """A small npm package tarball (package/package.json, package/index.js, package/index.d.ts)."""
+    """A small npm package tarball (package/package.json, package/index.js, package/index.d.ts);
+    the same arguments give the same bytes (no time in the tar or gzip headers)."""
     out = io.BytesIO()
     files = {"package/package.json": f'{{"name":"x","version":"{version}","main":"index.js","types":"index.d.ts"}}',
              "package/index.js": f"module.exports = {{}}; // {note}\n",
              "package/index.d.ts": "export {};\n"}
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+    with tarfile.open(fileobj=out, mode="w") as tar:
         for name, text in files.items():
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), 0
             tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+    return gzip.compress(out.getvalue(), mtime=0)
 
 
 def wheel(module: str, version: str, distribution: str | None = None) -> bytes:

@@ -6,6 +6,7 @@ tarball URLs https. One control-plane per store for the module (a start costs ab
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -99,13 +100,15 @@ def test_the_real_pip_downloads_the_wheel_checking_its_hash(cp, world, tmp_path)
     answer, data = world["py"]
     index = f"http://token:{token}@127.0.0.1:{cp.port}/packages/pypi/simple/"
     (tmp_path / "req.txt").write_text(f"{answer['distribution']}==0.0.1 --hash=sha256:{sha256(data)}\n")
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}  # this index only: no mirror, no find-links
     run = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--no-cache-dir",
                           "--disable-pip-version-check", "--index-url", index, "-r", str(tmp_path / "req.txt"),
-                          "-d", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+                          "-d", str(tmp_path / "out")], capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     assert (tmp_path / "out" / answer["fileName"]).read_bytes() == data
     wrong = f"http://token:drt_nope@127.0.0.1:{cp.port}/packages/pypi/simple/"
     run = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--no-input",
                           "--disable-pip-version-check", "--index-url", wrong, answer["distribution"],
-                          "-d", str(tmp_path / "no")], capture_output=True, text=True, timeout=120)
-    assert run.returncode != 0 and "401" in run.stdout + run.stderr
+                          "-d", str(tmp_path / "no")], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode != 0, run.stdout
+    assert "GET /packages/pypi/simple/<project>/ 401" in cp.log_tail(20_000)
