@@ -33,7 +33,8 @@ from support.server import ControlPlane
 
 from differential import Differential
 
-pytestmark = pytest.mark.skipif(not (shutil.which("npm") and shutil.which("node")), reason="needs node and npm")
+pytestmark = [pytest.mark.node, pytest.mark.slow,
+              pytest.mark.skipif(not (shutil.which("npm") and shutil.which("node")), reason="needs node and npm")]
 
 TYPESCRIPT_VERSION = "5.6.3"
 REPO = Path(__file__).resolve().parents[2]
