@@ -275,3 +275,28 @@ def test_names_that_clash_with_the_generated_code_are_renamed():
     client._service2(2, "b", False)
     assert rec.calls == [("odd names", "with_options", (1, "a", True), {}), ("odd names", "_service", (2, "b", False), {})]
     assert list(typing.get_type_hints(module.OddNamesClient.with_options2)) == ["self2", "args2", "_positional2", "return"]
+
+
+def test_the_asyncio_client_awaits_the_same_calls(generated):
+    import asyncio
+    import inspect
+
+    module, _ = generated
+    calls = []
+
+    class AsyncRecorder:
+        def client(self, service, **options):
+            class Service:
+                def function(self, name):
+                    async def call(*args):
+                        calls.append((service, name, args, options))
+                        return "ok"
+                    return call
+            return Service()
+
+    client = module.AsyncGreeterClient(AsyncRecorder(), timeout=5)
+    assert inspect.iscoroutinefunction(module.AsyncGreeterClient.greet)
+    assert typing.get_type_hints(module.AsyncGreeterClient.greet) == typing.get_type_hints(module.GreeterClient.greet)
+    assert asyncio.run(client.greet("Ada")) == "ok"
+    assert calls == [("greeter", "greet", ("Ada", 1, False), {"timeout": 5})]
+    assert "AsyncGreeterClient" in module.__all__ and module.SERVICES["greeter"] is module.GreeterClient

@@ -294,16 +294,19 @@ def test_pip_installs_with_hashes_and_calls_the_service(registry, venv, tmp_path
     r = pip_install_from_index(venv, index, py["distribution"], "0.0.1", sha256, tmp_path)
     assert r.returncode == 0, f"pip install failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     script = f"""
-import json, os, typing
-from differential import Differential
-from {py['module']} import CalcClient
+import asyncio, json, os, typing
+from differential import AsyncDifferential, Differential
+from {py['module']} import AsyncCalcClient, CalcClient
+async def via_asyncio():
+    async with AsyncDifferential(os.environ["API_SECRET"], endpoint=os.environ["ENDPOINT"]) as ad:
+        return await AsyncCalcClient(ad, timeout=30).add(40, 2)
 d = Differential(os.environ["API_SECRET"], endpoint=os.environ["ENDPOINT"])
 calc = CalcClient(d, timeout=30)
 hints = typing.get_type_hints(CalcClient.add)
 print(json.dumps({{"add": calc.add(2, 3), "greet": calc.greet("Ada"), "greet2": calc.greet("Ada", "?"),
                   "total": calc.total([{{"item": "tea", "quantity": 2}}, {{"item": "tea", "quantity": 1}}]),
                   "hints": {{k: getattr(v, "__name__", repr(v)) for k, v in hints.items()}},
-                  "doc": CalcClient.add.__doc__}}))
+                  "doc": CalcClient.add.__doc__, "async": asyncio.run(via_asyncio())}}))
 d.close()
 """
     env = {"API_SECRET": registry.cluster["apiSecret"], "ENDPOINT": registry.cp.url, "PATH": os.environ["PATH"]}
@@ -312,7 +315,7 @@ d.close()
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout)
     assert out["add"] == 5 and out["greet"] == "Hello, Ada!" and out["greet2"] == "Hello, Ada?"
-    assert out["total"] == {"tea": 3}
+    assert out["total"] == {"tea": 3} and out["async"] == 42
     assert out["hints"] == {"a": "int", "b": "int", "return": "int"} and out["doc"] == "Adds two numbers."
 
 
