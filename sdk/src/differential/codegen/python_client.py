@@ -259,6 +259,7 @@ def render(services: List[ServiceSpec], *, module: str, version: str, cluster_id
         "",
         "    from differential import Differential",
         f"    from {module} import {exported[0][1] if exported else 'SERVICES'}",
+        f"    client = {exported[0][1] if exported else 'SERVICES[name]'}(Differential(api_secret, endpoint=...))",
         "",
         "Do not edit: publish again to regenerate it from the services' schemas.",
         '"""',
@@ -266,8 +267,7 @@ def render(services: List[ServiceSpec], *, module: str, version: str, cluster_id
     ]
     if "datetime" in types.uses:
         header.append("import datetime")
-    header += ["from typing import Any, Dict, List, Tuple, Union", "",
-               "from typing import Literal, TypedDict", "",
+    header += ["from typing import Any, Dict, List, Literal, Tuple, TypedDict, Union", "",
                "from differential import AsyncDifferential, Differential", "",
                f"__version__ = {version!r}", f"CLUSTER_ID = {cluster_id!r}"]
     services_map = ", ".join(f"{name!r}: {cls}" for name, cls in exported)
