@@ -1070,7 +1070,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metrics(sub, common)
     _add_access_points(sub, common)
     _add_console(sub, common)
-    from .cli_deploy import add_commands as add_deploy; add_deploy(sub, common, sys.modules[__name__])  # noqa: E702
+    # Sub-command families in modules of their own (they take what they need from here: no import cycle).
+    from .cli_client import add_commands as add_client_commands  # client publish, registry-tokens
+    from .cli_deploy import add_commands as add_deploy_commands  # deploy create, list, status, logs, rollback, delete
+
+    add_deploy_commands(sub, common, sys.modules[__name__])
+    add_client_commands(sub, common, management=_management, usage_error=UsageError)
     p = jsub.add_parser("cancel", parents=[common], help="cancel a call in flight")
     p.add_argument("job_id")
     p.add_argument("--reason", help="why (recorded with the job; at most 500 characters)")

@@ -169,5 +169,24 @@ def function_schema(fn: Callable[..., Any]) -> Dict[str, Any]:
     return schema
 
 
+def return_schema(fn: Callable[..., Any]) -> Any:
+    """The result's schema from the return annotation; None when it is absent or unknown."""
+    try:
+        hints = typing.get_type_hints(inspect.unwrap(fn), include_extras=True)
+    except Exception:
+        return None
+    return (type_schema(hints["return"]) or None) if "return" in hints else None
+
+
 def function_schema_json(fn: Callable[..., Any]) -> str:
     return json.dumps(function_schema(fn), separators=(",", ":"))
+
+
+def wire_schema_json(fn: Callable[..., Any]) -> str:
+    """What the worker sends: the parameters' schema, plus `x-returns` (the result's schema)
+    when the return annotation says it (typed clients use it: `differential client publish`)."""
+    schema = function_schema(fn)
+    returns = return_schema(fn)
+    if returns is not None:
+        schema["x-returns"] = returns
+    return json.dumps(schema, separators=(",", ":"))

@@ -45,7 +45,7 @@ from . import retry
 from .errors import AuthenticationError, ControlPlaneError, DifferentialError, SerializationError
 from .controls import Backoff
 from .context import JobContext, _enter
-from .schema import function_schema_json
+from .schema import wire_schema_json
 from .serialize import pack, serialize_error, unpack_args
 from .transport import LONG_POLL_MS, AsyncTransport, Config, new_machine_id
 
@@ -136,7 +136,7 @@ class Service:
             raise ValueError("give the function a name: register(fn, name=...)")
         if fname in self._functions and self._functions[fname] is not fn:
             raise ValueError(f"function {fname!r} is already registered on service {self.name!r}")
-        self._schemas[fname] = function_schema_json(fn)  # refuses signatures the wire cannot call
+        self._schemas[fname] = wire_schema_json(fn)  # refuses signatures the wire cannot call
         self._functions[fname] = fn
         if limit is None:
             self._limits.pop(fname, None)
