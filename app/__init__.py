@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["differential"] = AppState(settings, maintainer,
                                               assets=asset_store.for_settings(settings, asset_store.signing_key(keys[0])))
-    cluster_deletion.configure_store(app.extensions["differential"].assets)  # a deleted cluster's objects go too
+    cluster_deletion.configure(app.extensions["differential"].assets, settings)  # its stacks and objects go too
 
     from . import api, console
 

@@ -9,9 +9,10 @@ keeps the id refused and lets the work resume) goes last, by `drop_tombstone`, o
 cluster is left and it was marked at least SETTLE_SECONDS ago: what requests in flight at the mark
 still wrote (an event flushed from a buffer, a long poll's last claim) goes in a later purge. If
 the process dies mid-way, the maintenance leader's FinishClusterDeletions goes on where it stopped.
-Its stored objects (bundles, packages: the assets table) go last, each object before its row, once
-the process knows the asset store (`configure_store`, at start-up); a store that fails leaves the
-rest for the next purge, and the tombstone waits for them.
+Its deployments' stacks (hence their functions) are deleted next, then the deployment rows, and its
+stored objects (bundles, packages: the assets table) go last, each object before its row, once the
+process knows the settings and the asset store (`configure`, at start-up); AWS or a store that fails
+leaves the rest for the next purge, and the tombstone waits for them.
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from .. import db
 from ..errors import NotFound
 from ..observability.events import events
 from ..cloud.assets import StoreError
-from ..models import (AccessPoint, Asset, ClientLibrary, Cluster, Event, Job, Machine, MetricRollup, RegistryToken,
-                      Schedule, Service, Worker, utcnow)
-from . import clusters
+from ..models import (AccessPoint, Asset, ClientLibrary, Cluster, Deployment, Event, Job, Machine, MetricRollup,
+                      RegistryToken, Schedule, Service, Worker, utcnow)
+from . import clusters, deployments
 
 TABLES = (Job, Event, Machine, Worker, Service, Schedule, AccessPoint, MetricRollup, ClientLibrary, RegistryToken)
 BATCH = 1000
@@ -33,12 +34,13 @@ ASSET_BATCH = 100  # objects deleted one request each (S3): a smaller batch betw
 SETTLE_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
-_store = None  # the asset store (cloud/assets.py), set by configure_store() at start-up
+_store = None  # the asset store (cloud/assets.py), set by configure() at start-up
+_settings = None  # the settings (the cloud ones reach the stacks), set by configure() too
 
 
-def configure_store(store) -> None:
-    global _store
-    _store = store
+def configure(store, settings) -> None:
+    global _store, _settings
+    _store, _settings = store, settings
 
 
 def mark(cluster_id: str) -> dt.datetime:
@@ -81,8 +83,15 @@ def purge(cluster_id: str, *, batch: int = BATCH, budget_seconds: float | None =
                 break
             if stop is not None and time.monotonic() >= stop:
                 return False, total
-    if _store is None:  # not known yet (maintenance may start first): the rows wait, so no object is orphaned
-        return not _has_assets(cluster_id), total
+    if _store is None or _settings is None:  # not known yet (maintenance may start first): the rows wait, so
+        return not (_has(Deployment, cluster_id) or _has(Asset, cluster_id)), total  # no stack or object is orphaned
+    if not deployments.delete_stacks_of_deleted_cluster(cluster_id, _settings):
+        return False, total
+    while True:
+        n = delete_batch(Deployment, cluster_id, batch)
+        total += n
+        if n < batch:
+            break
     while True:
         try:
             n = delete_assets_batch(cluster_id, _store)
@@ -96,8 +105,8 @@ def purge(cluster_id: str, *, batch: int = BATCH, budget_seconds: float | None =
             return False, total
 
 
-def _has_assets(cluster_id: str) -> bool:
-    return db.unit_of_work(lambda: Asset.select(1).where(Asset.cluster_id == cluster_id).exists(), transaction=False,
+def _has(model, cluster_id: str) -> bool:
+    return db.unit_of_work(lambda: model.select(1).where(model.cluster_id == cluster_id).exists(), transaction=False,
                            idempotent=True)
 
 
@@ -117,7 +126,7 @@ def drop_tombstone(cluster_id: str, now: dt.datetime, settle_seconds: float = SE
     of it is left in any table (checked in the same transaction); whether it went."""
 
     def tx() -> bool:
-        if any(m.select(1).where(m.cluster_id == cluster_id).exists() for m in TABLES + (Asset,)):
+        if any(m.select(1).where(m.cluster_id == cluster_id).exists() for m in TABLES + (Deployment, Asset)):
             return False
         cutoff = now - dt.timedelta(seconds=settle_seconds)
         return bool(Cluster.delete().where((Cluster.id == cluster_id) & (Cluster.deleted_at <= cutoff)).execute())

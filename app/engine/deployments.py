@@ -465,3 +465,29 @@ def delete_service(cluster_id: str, service: str, *, settings: Settings, store) 
         removed.append(row.id)
     events.record(cluster_id, E.DELETED, service=service, stackName=stack_name, deployments=len(removed))
     return {"deleted": removed, "stackName": stack_name}
+
+
+def delete_stacks_of_deleted_cluster(cluster_id: str, settings: Settings) -> bool:
+    """A deleted cluster's stacks (hence functions), each once: False when one could not be deleted
+    (the next purge tries again; its deployment rows wait). Without cloud settings no stack can be
+    reached: the rows then go, and the log says which stacks may be left."""
+    names = db.unit_of_work(lambda: [r.stack_name for r in Deployment.select(Deployment.stack_name).distinct()
+                                     .where((Deployment.cluster_id == cluster_id)
+                                            & Deployment.released_at.is_null(False))],
+                            transaction=False, idempotent=True)
+    if not names:
+        return True
+    try:
+        require_cloud(settings)
+    except NotImplementedFeature:
+        log.warning("deleted cluster %s had stacks %s, which cannot be deleted without the cloud settings: "
+                    "delete them by hand", cluster_id, ", ".join(names))
+        return True
+    for name in names:
+        try:
+            cloudformation.delete(settings, name)
+        except Exception as exc:  # botocore raises many types; each means: try again later
+            log.warning("deleting the stack %s of deleted cluster %s failed (retried later): %s", name, cluster_id,
+                        _aws_error(exc))
+            return False
+    return True

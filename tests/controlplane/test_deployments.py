@@ -518,3 +518,24 @@ def test_a_stack_whose_events_were_lost_is_read_back(moto_clean, make_app):
     assert _row(gone["id"]).status == S.FAILED and "no longer exists" in _row(gone["id"]).reason
     assert _row(fresh["id"]).status == S.DEPLOYING  # released just now: its events may still come
     assert deployment_wakeups.check_stacks(utcnow(), settings) == {"stacksApplied": 0}
+
+
+def test_deleting_the_cluster_deletes_its_stacks_and_deployments(moto_clean, make_app):
+    """DELETE /clusters/:id: the released deployments' stacks (hence their functions) go, then the rows."""
+    from support import moto
+
+    api = Api(make_app(**{**CLOUD, "aws_endpoint_url": moto_clean, "aws_access_key_id": moto.ACCESS_KEY_ID,
+                          "aws_secret_access_key": moto.SECRET_ACCESS_KEY, "aws_region": moto.REGION}))
+    cluster, other = api.new_cluster(), api.new_cluster()
+    released, unreleased, kept = _create(api, cluster, "a"), _create(api, cluster, "b"), _create(api, other, "a")
+    body = "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n"
+    cfn = moto.client("cloudformation")
+    for d in (released, kept):
+        cfn.create_stack(StackName=d["stackName"], TemplateBody=body)
+        _deploying(d["id"])
+    r = api.client.delete(f"/clusters/{cluster['id']}", headers=api.mgmt)
+    assert r.status_code == 202 and r.json["finished"] is True, r.json
+    live = {s["StackName"] for s in cfn.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"}
+    assert released["stackName"] not in live and kept["stackName"] in live
+    remaining = db.unit_of_work(lambda: {d.id for d in Deployment.select(Deployment.id)}, transaction=False)
+    assert released["id"] not in remaining and unreleased["id"] not in remaining and kept["id"] in remaining

@@ -25,6 +25,12 @@
     differential execute SERVICE FUNCTION [JSON_ARG ...] --cluster CLUSTER_ID [--token T] [--wait S]
                                                            (access point token or cluster API secret)
     differential console [--cluster CLUSTER_ID] [--open]   (no secret: prints the console's URL)
+    differential deploy create|list|status|logs|rollback|delete SERVICE ... --cluster CLUSTER_ID
+                                                           (management secret; AWS Lambda, see cli_deploy.py)
+    differential client publish --cluster CLUSTER_ID [--increment patch] [--language all]
+                                                           (management secret; typed npm and pip clients)
+    differential registry-tokens create|list|revoke ... --cluster CLUSTER_ID
+                                                           (management secret; create prints the token once)
 
 Options (before or after the command): --endpoint (DIFFERENTIAL_ENDPOINT), --api-secret
 (DIFFERENTIAL_API_SECRET), --management-secret (DIFFERENTIAL_MANAGEMENT_SECRET) or
