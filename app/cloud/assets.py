@@ -92,7 +92,22 @@ class TooBig(ValueError):
     pass
 
 
-class S3Store:
+class _Store:
+    def read(self, key: str) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def inspect(self, key: str, *, max_bytes: int) -> StoredObject | None:
+        """The object's size and digests, read back whole (None when it is absent; TooBig past max_bytes)."""
+        try:
+            found = hash_chunks(self.read(key), max_bytes)
+        except KeyError:
+            return None
+        if found is None:
+            raise TooBig(f"the object {key} is larger than {max_bytes} bytes")
+        return found
+
+
+class S3Store(_Store):
     kind = "s3"
 
     def __init__(self, settings: Settings):
@@ -114,12 +129,6 @@ class S3Store:
         except Exception as exc:  # botocore raises many types; all mean the same here
             raise StoreError(f"presigning an upload to s3://{self.bucket}/{key} failed: {exc}") from exc
         return Upload(url, {"Content-Type": content_type}, expires_at)
-
-    def inspect(self, key: str, *, max_bytes: int) -> StoredObject | None:
-        try:
-            return hash_chunks(self.read(key), max_bytes) or _too_big(key, max_bytes)
-        except KeyError:
-            return None
 
     def read(self, key: str) -> Iterator[bytes]:
         client = self._client()
@@ -147,11 +156,7 @@ def _s3_chunks(body) -> Iterator[bytes]:
         body.close()
 
 
-def _too_big(key: str, max_bytes: int):
-    raise TooBig(f"the object {key} is larger than {max_bytes} bytes")
-
-
-class LocalStore:
+class LocalStore(_Store):
     """A folder (mode 0700) of objects; the control-plane itself accepts their signed uploads."""
 
     kind = "local"
@@ -212,12 +217,6 @@ class LocalStore:
             os.unlink(tmp)
             raise
         return size
-
-    def inspect(self, key: str, *, max_bytes: int) -> StoredObject | None:
-        try:
-            return hash_chunks(self.read(key), max_bytes) or _too_big(key, max_bytes)
-        except KeyError:
-            return None
 
     def read(self, key: str) -> Iterator[bytes]:
         try:
