@@ -14,6 +14,7 @@ from flask import g
 from ..engine import deployment_tokens
 from ..errors import Forbidden, Unauthorized
 from .auth import token_from_header
+
 MAX_ID_LENGTH = 200  # of the machine id columns (routing.MAX_ID_LENGTH)
 
 
