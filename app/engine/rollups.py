@@ -277,11 +277,14 @@ def read_rows(cluster_id: str, service: str | None, start_ms: int, end_ms: int) 
 
     def tx() -> list[Row]:
         sql = _sql()
-        mark = _read_mark(sql.for_share) or 0
+        locked = _read_mark(sql.for_share)
+        # No mark yet: nothing is locked, and the first fold may commit while this reads (PostgreSQL
+        # reads each statement afresh). So read no rollups then: the tail alone counts every job.
+        mark = locked or 0
         # By the unique index (cluster, service, minute): each service's minutes are one range of it.
         services = [service] if service is not None else _services(cluster_id)
         rows = []
-        if services:
+        if services and locked is not None:
             folded = db.execute(f"SELECT {_COLUMNS} FROM metric_rollups WHERE cluster_id = %s AND service IN "
                                 f"({', '.join(['%s'] * len(services))}) AND minute_ms >= %s AND minute_ms < %s",
                                 (cluster_id, *services, start_ms, end_ms)).fetchall()

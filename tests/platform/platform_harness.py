@@ -6,6 +6,7 @@ registered resource with its inputs, parent and dependencies, plus the resolved 
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -193,6 +194,10 @@ def run_program(overrides: Optional[dict[str, str]] = None, remove: tuple[str, .
     mocks = PlatformMocks()
     monitor = RecordingMonitor(mocks)
     pulumi_settings.ROOT.set(None)  # a fresh root Stack for this run
+    # Pulumi's mocks register resources on the thread's current event loop; a test that ran
+    # `asyncio.run()` before in this process (the order differs in each pytest-xdist worker) left
+    # none behind, so give this run its own.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(config, ["differential:databaseUrl"])
 

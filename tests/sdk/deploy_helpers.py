@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -173,6 +174,13 @@ def run_cli(control_plane, cluster_id: str, *argv: str, timeout: float = 240):
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def _ctrl_c_works() -> None:
+    # A pytest-xdist worker ignores SIGINT, and an ignored signal stays ignored across exec: Python
+    # then installs no KeyboardInterrupt handler. A terminal's foreground process has Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen_cli(control_plane, cluster_id: str, *argv: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "differential.cli", *argv], env=_cli_env(control_plane, cluster_id),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+                            preexec_fn=_ctrl_c_works)
