@@ -60,7 +60,7 @@ def _cloud() -> None:
 
 def _store():
     """The app's asset store (app/cloud/assets.py): where bundles are uploaded and checked."""
-    return getattr(state(), "assets", None)
+    return state().assets
 
 
 def _service(service: str) -> str:
