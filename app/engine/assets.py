@@ -15,11 +15,10 @@ from ..cloud.assets import AssetStore, StoreError, TooBig, integrity
 from ..errors import Conflict, NotFound, TooLarge, UpstreamFailed, ValidationFailed
 from ..models import Asset, ClientLibrary, Deployment, utcnow
 from .clusters import iso
-from .states import AssetStatus, DeploymentStatus
+from .states import AssetStatus, ClientLibraryStatus, DeploymentStatus
 
 PENDING, UPLOADED = AssetStatus.PENDING, AssetStatus.UPLOADED
 UPLOAD_URL_SECONDS = 3600
-LIBRARY_RESERVED = "reserved"  # ClientLibrary.status before publish (engine/client_libraries.py)
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def _content_type(cluster_id: str, kind: str, target_id: str) -> str:
     if row is None:
         raise NotFound(f"cluster {cluster_id} has no client library {target_id}", {"target": target_id},
                        code="client_library_not_found")
-    if row.status != LIBRARY_RESERVED:
+    if row.status != ClientLibraryStatus.RESERVED:
         raise Conflict(f"client library {target_id} is {row.status}: publish a new version instead",
                        {"status": row.status}, code="client_library_not_reserved")
     return KINDS[kind].content_types[row.language]

@@ -27,12 +27,13 @@ from ..observability.events import events
 from ..registry import names
 from . import assets, clusters, ids
 from .clusters import iso
+from .states import ClientLibraryStatus
 
 log = logging.getLogger(__name__)
 
 INCREMENTS = ("patch", "minor", "major")
 LANGUAGES = names.LANGUAGES
-RESERVED, PUBLISHED = "reserved", "published"
+RESERVED, PUBLISHED = ClientLibraryStatus.RESERVED, ClientLibraryStatus.PUBLISHED
 RESERVATION_SECONDS = 3600
 MAX_LIVE_RESERVATIONS = 100  # per cluster and language: a runaway script cannot fill the table
 EXPIRED_BATCH = 20  # expired reservations deleted by one reservation (bounded work per request)

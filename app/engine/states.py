@@ -190,3 +190,10 @@ class AssetStatus:
 
     PENDING = "pending"
     UPLOADED = "uploaded"
+
+
+class ClientLibraryStatus:
+    """A client-library version (engine/client_libraries.py): reserved by a publish, it counts once published."""
+
+    RESERVED = "reserved"  # its number is taken until expires_at; its package is being uploaded
+    PUBLISHED = "published"  # its package was read back and checked: npm and pip serve it
