@@ -103,11 +103,6 @@ def _describe(row: Asset) -> dict:
             "integrity": integrity(row.sha512) if row.sha512 else None, "createdAt": iso(row.created_at), "uploadedAt": iso(row.uploaded_at)}
 
 
-def describe(cluster_id: str, asset_id: str) -> dict | None:
-    row = db.unit_of_work(lambda: Asset.get_or_none(Asset.cluster_id == cluster_id, Asset.id == asset_id))
-    return _describe(row) if row else None
-
-
 def confirm(cluster_id: str, asset_id: str, *, store: AssetStore) -> dict:
     """Check the uploaded object and record its size and digests (once; later calls read them back)."""
     row = db.unit_of_work(lambda: _get(cluster_id, asset_id))
@@ -147,8 +142,3 @@ def delete(cluster_id: str, asset_id: str, *, store: AssetStore) -> bool:
     db.unit_of_work(lambda: Asset.delete().where(Asset.cluster_id == cluster_id, Asset.id == asset_id).execute())
     return True
 
-
-def content_of(cluster_id: str, asset_id: str) -> dict | None:
-    """A confirmed asset's description (None unless confirmed): what a registry serves."""
-    found = describe(cluster_id, asset_id)
-    return found if found and found["status"] == UPLOADED else None

@@ -34,7 +34,7 @@ from ..errors import BadRequest, Conflict, NotFound, NotImplementedFeature, Upst
 from ..models import Asset, Deployment, utcnow
 from ..observability.events import events
 from ..settings import Settings
-from . import clusters, ids
+from . import assets, clusters, ids
 from .states import DeploymentEventType as E, DeploymentStatus as S, deployment_allowed
 
 log = logging.getLogger(__name__)
@@ -297,8 +297,6 @@ def _aws_error(exc: Exception) -> str:
 
 
 def _confirm_bundle(row: Deployment, store) -> dict:
-    from . import assets  # the asset store's engine side
-
     bundle = assets.confirm(row.cluster_id, row.id, store=store)
     if row.status == S.UPLOADING:
         events.record(row.cluster_id, E.UPLOADED, deployment_id=row.id, service=row.service,
@@ -454,8 +452,6 @@ def delete_service(cluster_id: str, service: str, *, settings: Settings, store) 
     except Exception as exc:
         raise UpstreamFailed(f"deleting the stack {stack_name} failed: {_aws_error(exc)}; the deployments are "
                              "already inactive, DELETE again to retry", {"stackName": stack_name}) from exc
-    from . import assets  # the asset store's engine side
-
     removed = []
     for row in rows:
         try:
