@@ -100,8 +100,9 @@ def wake(now: dt.datetime, settings: Settings, *, interval: float, max_wakeups: 
     since = now - dt.timedelta(seconds=max(interval, MIN_LIVE_SECONDS))
     due_before = now - dt.timedelta(seconds=interval)
 
-    def tx():
-        rows = list(Deployment.select().where(Deployment.status == S.ACTIVE).order_by(Deployment.id).limit(batch))
+    def tx(after: str):
+        rows = list(Deployment.select().where((Deployment.status == S.ACTIVE) & (Deployment.id > after))
+                    .order_by(Deployment.id).limit(batch))
         to_wake, stalled, alive = [], [], 0
         for row in rows:
             if _live(row, since):
@@ -127,9 +128,13 @@ def wake(now: dt.datetime, settings: Settings, *, interval: float, max_wakeups: 
                      .where((Deployment.id == row.id) & (Deployment.status == S.ACTIVE) & last).execute())
             if moved:
                 to_wake.append((row, pending))
-        return to_wake, stalled, alive
+        return to_wake, stalled, alive, (rows[-1].id if len(rows) == batch else None)
 
-    to_wake, stalled, alive = db.unit_of_work(tx)
+    # Every active deployment of every cluster, a page (one short transaction) at a time.
+    to_wake, stalled, alive, after = [], [], 0, ""
+    while after is not None:
+        woken, failed_now, live, after = db.unit_of_work(lambda after=after: tx(after))
+        to_wake, stalled, alive = to_wake + woken, stalled + failed_now, alive + live
     for row in stalled:
         forget_active(row.cluster_id, row.service)
         state = _function_state(settings, row.function_name, describe)

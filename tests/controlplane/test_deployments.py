@@ -424,6 +424,24 @@ def test_wakeups_invoke_at_most_once_an_interval_reset_on_a_poll_and_stall(cloud
     assert all(e["meta"]["pendingJobs"] >= 1 for e in notified)
 
 
+def test_wakeups_reach_every_active_deployment_past_one_page(cloud_api):
+    """More active deployments than a page holds: every one with waiting calls is woken."""
+    api = cloud_api
+    cluster = api.new_cluster()
+    made = []
+    for service in ("p1", "p2", "p3"):
+        d = _create(api, cluster, service=service)
+        _deploying(d["id"])
+        deployments.on_stack_event(_stack_fields(d["stackName"], "CREATE_COMPLETE"), "succeeded")
+        api.call(cluster, service=service)
+        made.append(d["functionName"])
+    invoked = []
+    settings = api.app.extensions["differential"].settings
+    done = deployment_wakeups.wake(utcnow(), settings, interval=10, max_wakeups=10, batch=2,
+                                   invoke=lambda _s, name: invoked.append(name) or 202)
+    assert done["woken"] == 3 and sorted(invoked) == sorted(made)
+
+
 def test_uploads_never_released_expire(cloud_api):
     api = cloud_api
     cluster = api.new_cluster()
