@@ -227,6 +227,7 @@ class Options:
     result_connections: int = 8
     client: str = "raw"
     deadline_s: float = 120.0
+    execution_ids: bool = False  # every create carries a fresh executionId, as our Python SDK's do
 
 
 class Run:
@@ -319,6 +320,8 @@ class Run:
         args = call_args(self.tag, i)
         body = {"service": self.service, "targetFn": SERVICE_FN, "targetArgs": args,
                 "callConfig": {"retryCountOnStall": 3, "predictiveRetriesOnRejection": False, "timeoutSeconds": 300}}
+        if self.opts.execution_ids:
+            body["executionId"] = f"{self.tag}-{i}"
         t0 = time.monotonic()
         try:
             self.requests["create"] += 1
@@ -521,7 +524,8 @@ async def scenario(endpoint: str, secret: str, kind: str, opts: Options, *, call
         out.params = {"kind": kind, "calls": calls, "rate": rate or None, "duration_s": duration or None,
                       "workers": opts.workers, "claim_batch": opts.claim_batch, "status_batch": opts.status_batch,
                       "status_pollers": opts.status_pollers, "connections": opts.connections,
-                      "result_connections": opts.result_connections, "client": opts.client}
+                      "result_connections": opts.result_connections, "client": opts.client,
+                      "execution_ids": opts.execution_ids}
         return out
     finally:
         await run.shutdown()  # a no-op when the scenario got that far
@@ -539,12 +543,15 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client", choices=["raw", "httpx"], default=d.client,
                    help="raw: the lean asyncio HTTP/1.1 client (bench/rawhttp.py); httpx: httpx.AsyncClient")
     p.add_argument("--deadline", type=float, default=d.deadline_s, help="seconds before a call counts as lost")
+    p.add_argument("--execution-ids", action="store_true",
+                   help="every create carries its own executionId (as the Python SDK's calls do)")
 
 
 def options_from(a: argparse.Namespace) -> Options:
     return Options(workers=a.workers, claim_batch=a.claim_batch, status_batch=a.status_batch,
                    status_pollers=a.status_pollers, connections=a.connections,
-                   result_connections=a.result_connections, deadline_s=a.deadline, client=a.client)
+                   result_connections=a.result_connections, deadline_s=a.deadline, client=a.client,
+                   execution_ids=a.execution_ids)
 
 
 def main() -> None:

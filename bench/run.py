@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import harness  # noqa: E402
 import psutil  # noqa: E402
+import stack as bench_stack  # noqa: E402
 
 NODE_DIR = REPO / "tests" / "node"
 SCENARIOS = ["sequential", "burst1k", "burst10k", "steady", "node1k", "node10k", "node_single"]
@@ -161,17 +162,6 @@ def table(results: list[dict]) -> str:
 
 # --- main ----------------------------------------------------------------------------------------------
 
-def start_stack(env_extra: dict) -> tuple[object, str, str, int | None]:
-    from tests.support import postgres
-    from tests.support.server import ControlPlane
-
-    postgres.ensure_server()
-    url = postgres.create_database("bench")
-    cp = ControlPlane(url, env={"LOG_LEVEL": "warning", **env_extra}).start()
-    cluster = cp.create_cluster("bench")
-    return cp, cp.url, cluster["apiSecret"], postgres.server_pid()
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoint", help="an existing control-plane (else one is started)")
@@ -184,9 +174,9 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=60, help="steady scenario: seconds")
     p.add_argument("--node10k-calls", type=int, default=10000, help="size of the node10k scenario (to probe the storm)")
     p.add_argument("--node-deadline", type=float, default=900, help="seconds before Node calls count as lost")
-    p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the started control-plane")
     p.add_argument("--out", help="JSON path (default bench/results/<timestamp>.json)")
     harness.add_options(p)
+    bench_stack.add_options(p)
     a = p.parse_args()
     only = [s.strip() for s in a.only.split(",")] if a.only else SCENARIOS
     unknown = set(only) - set(SCENARIOS)
@@ -209,9 +199,9 @@ def main() -> int:
         endpoint, secret = a.endpoint, a.secret
         cp_pid = a.cp_pid or harness.find_listener_pid(__import__("httpx").URL(endpoint).port or 80)
     else:
-        env_extra = dict(kv.split("=", 1) for kv in a.env)
-        stack, endpoint, secret, pg_pid = start_stack(env_extra)
-        cp_pid = stack.pid
+        stack = bench_stack.Stack.start(durable=not a.unsafe_pg, env=bench_stack.env_from(a))
+        endpoint, secret, pg_pid = stack.endpoint, stack.create_cluster("bench")["apiSecret"], stack.pg_pid
+        cp_pid = stack.pids[0]
     started = dt.datetime.now(dt.timezone.utc)
     results: list[dict] = []
     try:
@@ -247,11 +237,12 @@ def main() -> int:
             try:
                 log_dir = BENCH / "results" / "logs"
                 log_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copy(stack.log_path, log_dir / f"server-{started.strftime('%Y%m%dT%H%M%SZ')}.log")
+                shutil.copy(stack.planes[0].log_path, log_dir / f"server-{started.strftime('%Y%m%dT%H%M%SZ')}.log")
             except OSError:
                 pass
     doc = {"started": started.isoformat(timespec="seconds"), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-           "endpoint": endpoint, "machine": machine_info(), "options": vars(opts), "quick": a.quick, "results": results}
+           "endpoint": endpoint, "machine": machine_info(), "options": vars(opts),
+           "postgres_durable": None if stack is None else stack.durable, "quick": a.quick, "results": results}
     out = Path(a.out) if a.out else BENCH / "results" / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2))

@@ -117,16 +117,18 @@ def _log_tail(c: _Cluster, chars: int = 3000) -> str:
         return "(no log)"
 
 
-def _initdb(c: _Cluster) -> None:
+# Throwaway data: durability off makes the suite much faster. The bench runs with PostgreSQL's
+# defaults (`ensure_server(durable=True)`) unless run with `--unsafe-pg`: no user runs a queue this way.
+UNSAFE_SETTINGS = ("fsync = off", "synchronous_commit = off", "full_page_writes = off")
+
+
+def _initdb(c: _Cluster, durable: bool) -> None:
     conf_lines = [
         "listen_addresses = '127.0.0.1'",
         f"port = {c.port}",
         f"unix_socket_directories = '{c.base / 'sock'}'",
         "max_connections = 300",
-        # Throwaway data: durability off makes the suite much faster.
-        "fsync = off",
-        "synchronous_commit = off",
-        "full_page_writes = off",
+        *(() if durable else UNSAFE_SETTINGS),
     ]
     (c.base / "sock").mkdir()
     if c.uid is not None:
@@ -207,8 +209,11 @@ def _owned() -> _Cluster:
     return _cluster
 
 
-def ensure_server() -> str:
-    """Admin DSN of the test server, starting a throwaway cluster on first use if none is configured."""
+def ensure_server(*, durable: bool = False) -> str:
+    """Admin DSN of the test server, starting a throwaway cluster on first use if none is configured.
+
+    `durable`: keep PostgreSQL's default fsync, synchronous_commit and full_page_writes (the bench);
+    the tests turn all three off. It applies only to a cluster this call starts."""
     global _cluster
     with _lock:
         if _cluster is not None and _cluster.owner_pid == os.getpid():
@@ -225,7 +230,7 @@ def ensure_server() -> str:
             c = _Cluster(base=base, port=_free_port(), uid=uid, gid=gid, owner_pid=os.getpid())
             try:
                 if not c.data.exists():
-                    _initdb(c)
+                    _initdb(c, durable)
                 else:  # retry: only the port changes
                     with open(c.data / "postgresql.conf", "a") as f:
                         f.write(f"port = {c.port}\n")
