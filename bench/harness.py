@@ -320,8 +320,8 @@ class Run:
         args = call_args(self.tag, i)
         body = {"service": self.service, "targetFn": SERVICE_FN, "targetArgs": args,
                 "callConfig": {"retryCountOnStall": 3, "predictiveRetriesOnRejection": False, "timeoutSeconds": 300}}
-        if self.opts.execution_ids:
-            body["executionId"] = f"{self.tag}-{i}"
+        if self.opts.execution_ids:  # as our SDK sends it: a random hex id in callConfig
+            body["callConfig"]["executionId"] = secrets.token_hex(16)
         t0 = time.monotonic()
         try:
             self.requests["create"] += 1

@@ -93,17 +93,25 @@ def create_job(cluster_id: str, service: str, target_fn: str, target_args: str, 
             created_at=utcnow(), deployment_id=deployment_id, predictive_retries=config.predictive_retries,
             run_at_ms=config.run_at_ms, delay_ms=delay_ms, backoff=retry)
 
-    if config.execution_id or (config.cache_key and config.cache_ttl_seconds > 0) or config.has_deadline:
-        # Reads, then writes: one transaction. Run again after a commit whose answer was lost, it
-        # finds the job the first run made (by executionId, or in flight under its cache key).
-        # A call with a deadline comes here too (its insert and deadlines commit together), so the
-        # batched path of plain calls stays as it was.
-        job_id, created = db.unit_of_work(tx, idempotent=True)
-    else:  # a plain call: one row, written in a batch with the other calls arriving now
-        job_id = ids.job_id()
+    job_id = created = None
+    if not (config.cache_key and config.cache_ttl_seconds > 0) and not config.has_deadline:
+        # One row, written in a batch with the other calls arriving now. An executionId is the
+        # job's id: a create that finds its row already there joins that call instead.
+        job_id = config.execution_id or ids.job_id()
         created = _creates.submit(new_job(job_id))
         if not created:
-            raise RuntimeError(f"job id {job_id!r} was generated twice")
+            if not config.execution_id:
+                raise RuntimeError(f"job id {job_id!r} was generated twice")
+            existing = db.unit_of_work(lambda: _find(cluster_id, job_id), transaction=False, idempotent=True)
+            if existing is not None:
+                _check_same_call(existing, service, target_fn)
+            else:  # pruned between the insert and the read: create it after all
+                job_id = created = None
+    if job_id is None:
+        # Reads, then writes: one transaction. Run again after a commit whose answer was lost, it
+        # finds the job the first run made (by executionId, or in flight under its cache key). A
+        # call with a deadline comes here too: its insert and deadlines commit together.
+        job_id, created = db.unit_of_work(tx, idempotent=True)
     if created:
         hub.wake([DUE_TOPIC] if delayed else [queue_topic(cluster_id, service)])
     events.record(cluster_id, EventType.JOB_CREATED if created else EventType.JOB_JOINED, job_id=job_id, machine_id=machine_id,
@@ -145,8 +153,11 @@ def _written_before(new_jobs: list[statements.NewJob], inserted: list[bool]) -> 
     return out
 
 
-# Plain creates share statements and commits (on PostgreSQL one multi-row INSERT per batch).
-_creates = GroupCommit(_insert_batch, max_batch=200, isolate=db.is_data_error)
+# Creates without a cache key or deadline share statements and commits (on PostgreSQL one
+# multi-row INSERT per batch). Two creates of one executionId never share a batch: the statement
+# would skip the second row and answer both as inserted.
+_creates = GroupCommit(_insert_batch, max_batch=200, isolate=db.is_data_error,
+                       key=lambda job: (job.cluster_id, job.job_id))
 
 
 def _find(cluster_id: str, job_id: str) -> Job | None:

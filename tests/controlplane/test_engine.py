@@ -546,3 +546,35 @@ def test_cluster_details_cap_machines_and_definitions_newest_first_and_count_the
     assert (r.json["limit"], r.json["counts"]) == (2, {"machines": 5, "definitions": 5})
     everything = api.client.get(f"/clusters/{c['id']}", headers=api.mgmt).json
     assert len(everything["machines"]) == len(everything["definitions"]) == 5 and everything["limit"] == 100
+
+
+def test_creates_with_execution_ids_share_the_group_commit_and_join_one_call(api):
+    """Creates that carry an executionId (every Python SDK call) are batched like plain ones; those
+    naming one executionId at once make one job, which exactly one of them created."""
+    from app.engine import jobs
+
+    c = api.new_cluster()
+    items0 = jobs._creates.items
+    answers = [None] * 40
+    start = threading.Barrier(40)
+
+    def create(i):
+        start.wait(timeout=10)
+        execution_id = "shared-call" if i % 4 == 0 else f"own-call-{i}"
+        r = api.client.post("/jobs", headers=api.headers(c), json={
+            "service": "svc", "targetFn": "fn", "targetArgs": "kA==", "callConfig": {"executionId": execution_id}})
+        answers[i] = (r.status_code, r.json["id"])
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert all(a is not None and a[0] == 201 for a in answers), answers
+    assert [a[1] for a in answers] == ["shared-call" if i % 4 == 0 else f"own-call-{i}" for i in range(40)]
+    assert jobs._creates.items - items0 == 40  # every create went through the group commit
+    claimed = sorted(j["id"] for j in api.claim(c, limit=100))
+    assert claimed == sorted({"shared-call", *(f"own-call-{i}" for i in range(40) if i % 4)})
+    created = [e for e in api.activity(c) if e.get("type") == "jobCreated" and e.get("jobId") == "shared-call"]
+    joined = [e for e in api.activity(c) if e.get("type") == "jobJoined" and e.get("jobId") == "shared-call"]
+    assert len(created) == 1 and len(joined) == 9, (created, joined)
