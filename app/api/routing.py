@@ -215,10 +215,17 @@ def _budget_spent():
     return response, 503
 
 
-def _read_body(limit: int) -> bytearray:
+def _read_body(limit: int) -> bytes | bytearray:
     """The body, never more than `limit` bytes: a longer one (e.g. chunked, with no Content-Length)
     answers 413 rather than being cut off and parsed (a declared length was checked before)."""
-    raw = bytearray()
+    length = request.content_length
+    if length is not None and length < _READ_CHUNK:  # most bodies: one read of what was declared
+        first = request.stream.read(length)
+        if len(first) == length:
+            return first
+        raw = bytearray(first)
+    else:
+        raw = bytearray()
     while chunk := request.stream.read(min(_READ_CHUNK, limit + 1 - len(raw))):
         raw += chunk
         if len(raw) > limit:
@@ -226,7 +233,7 @@ def _read_body(limit: int) -> bytearray:
     return raw
 
 
-def _parse_body(spec: RouteSpec, raw: bytearray):
+def _parse_body(spec: RouteSpec, raw: bytes | bytearray):
     if not raw or raw.isspace():
         if spec.body_required:
             raise BadRequest("the request body is empty; send a JSON object", code="empty_body")

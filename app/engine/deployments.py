@@ -132,27 +132,40 @@ ACTIVE_TTL_SECONDS = 5.0
 _ACTIVE_MAX = 20_000
 _active: dict[tuple[str, str], tuple[float, str | None]] = {}
 _active_lock = threading.Lock()
+_loading: dict[tuple[str, str], threading.Lock] = {}  # the keys being read now, one lock each
+_loading_lock = threading.Lock()
 
 
 def active_for(cluster_id: str, service: str) -> str | None:
     """The id of the service's active deployment, or None: cached for a few seconds per process (a
     call pays one indexed read per service every ACTIVE_TTL_SECONDS at most); an activation in this
-    process is seen at once, in another within the TTL."""
+    process is seen at once, in another within the TTL. One thread reads a key while the others
+    wait for its answer: a burst of calls would otherwise all miss at once, every TTL."""
     key = (cluster_id, service)
-    now = time.monotonic()
     with _active_lock:
         hit = _active.get(key)
-    if hit is not None and hit[0] > now:
+    if hit is not None and hit[0] > time.monotonic():
         return hit[1]
-    row = db.unit_of_work(lambda: Deployment.select(Deployment.id).where(
-        (Deployment.cluster_id == cluster_id) & (Deployment.service == service)
-        & (Deployment.status == S.ACTIVE)).order_by(Deployment.created_at.desc()).first(),
-        transaction=False, idempotent=True)
-    value = row.id if row is not None else None
-    with _active_lock:
-        if len(_active) >= _ACTIVE_MAX:
-            _active.clear()
-        _active[key] = (now + ACTIVE_TTL_SECONDS, value)
+    with _loading_lock:
+        loading = _loading.setdefault(key, threading.Lock())
+    with loading:
+        with _active_lock:
+            hit = _active.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]  # read by the thread we waited for
+        try:
+            row = db.unit_of_work(lambda: Deployment.select(Deployment.id).where(
+                (Deployment.cluster_id == cluster_id) & (Deployment.service == service)
+                & (Deployment.status == S.ACTIVE)).order_by(Deployment.created_at.desc()).first(),
+                transaction=False, idempotent=True)
+            value = row.id if row is not None else None
+            with _active_lock:
+                if len(_active) >= _ACTIVE_MAX:
+                    _active.clear()
+                _active[key] = (time.monotonic() + ACTIVE_TTL_SECONDS, value)
+        finally:
+            with _loading_lock:
+                _loading.pop(key, None)
     return value
 
 

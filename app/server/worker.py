@@ -54,6 +54,26 @@ LIVE_THREADS = 2
 CLOSE_LINGER = 2.0  # how long a closing connection's unread input is drained (as gunicorn does)
 CLOSE_DRAIN_MAX = 64 * 1024
 
+
+def _http_date_cache():
+    """gunicorn formats the Date header of every response with email.utils (about 9 µs); it
+    changes once a second, so each worker formats it once a second."""
+    latest = [-1, ""]
+    formatted = util.http_date
+
+    def http_date(timestamp=None):
+        if timestamp is not None:
+            return formatted(timestamp)
+        now = int(time.time())
+        if latest[0] != now:
+            latest[1] = formatted(now)
+            latest[0] = now
+        return latest[1]
+    return http_date
+
+
+util.http_date = _http_date_cache()
+
 # Connection states. The waiting ones are in the loop's selector and in self.waiting[state],
 # ordered by expiry (each state has one lifetime, so insertion order is expiry order).
 NEW, IDLE, READING, CLOSING = "new", "idle", "reading", "closing"
