@@ -265,7 +265,7 @@ def main() -> int:
     doc = {"options": {**vars(opts), "minutes": a.minutes, "rate": a.rate, "retention_s": a.retention,
                        "sample_s": a.sample, "replicas": a.replicas, "env": env},
            "postgres_durable": stack.durable, "summary": summary, "edges": edge, "marks": mk,
-           "final_tables": final_tables, "samples": res["samples"]}
+           "final_tables": final_tables, "samples": res["samples"], "commit": commit()}
     import plot
 
     doc["png"] = plot.longrun_png(doc, png)
