@@ -73,6 +73,8 @@ class Tenant:
         self.status_client = RawClient(host, port, 1, timeout=timeout)
         self.counters = counters
         self.latencies: list[float] = []
+        self.stages: list[tuple] = []  # per call: ms from its create to: create answered, claimed, result answered
+        self._marks: dict[str, list] = {}  # job id -> [t0, created, claimed, resulted]
         self.lost = 0
         self.errors = 0
         self.calls = 0
@@ -98,7 +100,11 @@ class Tenant:
             jobs = json.loads(data)
             if not jobs and time.monotonic() - t < 1.0:
                 c.quick_polls += 1
+            now = time.monotonic()
             for job in jobs:
+                m = self._marks.get(job["id"])
+                if m is not None:
+                    m[2] = now
                 asyncio.ensure_future(self.result(job))
 
     async def result(self, job: dict) -> None:
@@ -106,6 +112,9 @@ class Tenant:
         try:
             self.counters.c["result"] += 1
             status, _ = await self.result_client.post(f"/jobs/{job['id']}/result", body, self.worker_headers)
+            m = self._marks.get(job["id"])
+            if m is not None:
+                m[3] = time.monotonic()
             if status != 204:
                 self.counters.c[f"result {status}"] += 1
         except Exception as exc:  # transport errors
@@ -125,6 +134,7 @@ class Tenant:
                 self.errors += 1
                 return
             job_id = json.loads(data)["id"]
+            marks = self._marks[job_id] = [t0, time.monotonic(), None, None]
             deadline = t0 + 60
             while time.monotonic() < deadline:
                 self.counters.c["status"] += 1
@@ -139,6 +149,8 @@ class Tenant:
                     if rows[0].get("result") != args:
                         self.errors += 1
                     self.latencies.append((time.monotonic() - t0) * 1000)
+                    del self._marks[job_id]
+                    self.stages.append(tuple(None if m is None else round((m - t0) * 1000, 1) for m in marks[1:]))
                     return
             self.lost += 1
         except Exception as exc:  # transport errors
@@ -157,7 +169,8 @@ class Tenant:
         lat = self.latencies
         return {"tenant": self.idx, "calls": self.calls, "completed": len(lat), "lost": self.lost,
                 "errors": self.errors, "p50_ms": harness._r(harness.pct(lat, 50)),
-                "p99_ms": harness._r(harness.pct(lat, 99)), "max_ms": harness._r(max(lat) if lat else None)}
+                "p99_ms": harness._r(harness.pct(lat, 99)), "max_ms": harness._r(max(lat) if lat else None),
+                "latencies_ms": [round(v, 1) for v in lat], "stages_ms": self.stages}
 
     async def aclose(self) -> None:
         for c in (self.poll_client, self.result_client, self.create_client, self.status_client):
@@ -203,12 +216,21 @@ def summarize(tenants: list[Tenant]) -> dict:
     p99s = [f["p99_ms"] for f in figs if f["p99_ms"] is not None]
     every = [v for t in tenants for v in t.latencies]
     worst = max(figs, key=lambda f: f["p99_ms"] or 0) if figs else None
+    # Where a call's time goes: create answered, the worker's poll got it, its result answered,
+    # and the caller's status poll answered (the call's latency), each from the create's start.
+    stages = [st + (lat,) for t in tenants for st, lat in zip(t.stages, t.latencies, strict=True)]
+    stage_pct = {}
+    for k, label in enumerate(("created", "claimed", "resulted", "done")):
+        vals = [st[k] for st in stages if st[k] is not None]
+        steps = [st[k] - st[k - 1] for st in stages if k and st[k] is not None and st[k - 1] is not None]
+        stage_pct[label] = {"p50_ms": harness._r(harness.pct(vals, 50)), "p99_ms": harness._r(harness.pct(vals, 99)),
+                            "step_p99_ms": harness._r(harness.pct(steps, 99)) if k else None}
     return {"tenants": len(tenants), "calls": sum(f["calls"] for f in figs), "completed": len(every),
             "lost": sum(f["lost"] for f in figs), "errors": sum(f["errors"] for f in figs),
             "p50_ms": harness._r(harness.pct(every, 50)), "p99_ms": harness._r(harness.pct(every, 99)),
             "tenant_p99_median_ms": harness._r(statistics.median(p99s)) if p99s else None,
             "tenant_p99_p90_ms": harness._r(harness.pct(p99s, 90)),
-            "worst_tenant": worst, "per_tenant": figs}
+            "stages": stage_pct, "worst_tenant": worst, "per_tenant": figs}
 
 
 async def main_async(stack, a, counters: Counters) -> dict:
@@ -287,7 +309,18 @@ def report(out: dict, a) -> str:
         f"{cp['cp_peak_rss_mb']} | {cp['pg_cores']} | {cp['polls_per_s']} |",
         "",
         f"**worst tenant's p99 / baseline p99: {fmt(out['worst_p99_vs_baseline'], 2)}** (tenant {worst.get('tenant')})",
+        "",
+        "Where the time goes (ms from the create's start; step: from the stage before):",
+        "",
+        "| run | create answered p50 / p99 | claimed p50 / p99 (step p99) | result answered p50 / p99 (step p99) | "
+        "status answered p50 / p99 (step p99) |",
+        "|---|---|---|---|---|",
     ]
+    for label, r in (("baseline", b), ("many", m)):
+        st = r["stages"]
+        cells = [f"{fmt(st[k]['p50_ms'])} / {fmt(st[k]['p99_ms'])}" + (f" ({fmt(st[k]['step_p99_ms'])})" if k != "created" else "")
+                 for k in ("created", "claimed", "resulted", "done")]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
