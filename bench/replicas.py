@@ -18,10 +18,14 @@ replicas together, of PostgreSQL (postmaster and backends) and of the harness, i
 From those it prints the estimate of calls/s against replicas, each replica on its own cores and
 PostgreSQL on `--pg-cores`:
 
-    calls/s(n) = min(n * cores_per_replica * 1000 / cp_ms,  pg_cores * 1000 / pg_ms)
+    calls/s(n) = min(n * cores_per_replica * 1000 / cp_ms(n),  pg_cores * 1000 / pg_ms(n))
 
-(cp_ms: control-plane CPU ms per call, pg_ms: PostgreSQL's, both measured on the one-replica run);
-PostgreSQL is the limit from n* = pg_cores * cp_ms / (cores_per_replica * pg_ms) replicas on.
+(cp_ms: control-plane CPU ms per call over all replicas, pg_ms: PostgreSQL's). "flat" takes both
+from the one-replica run at every n; PostgreSQL is then the limit from
+n* = pg_cores * cp_ms / (cores_per_replica * pg_ms) replicas on. "growing" draws the line through
+the two runs (cp_ms(n) = cp_ms(1) + (n - 1) * added), since each replica adds LISTEN connections
+and wakes its own parked polls for every create. Costs measured on a shared 2-core machine, with
+everything on the same cores, are an upper bound of what each part costs on its own cores.
 Writes bench/results/replicas-<ts>.json (every figure, the options, postgres_durable, the machine,
 the commit).
 """
@@ -30,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import math
 import sys
 import time
 from pathlib import Path
@@ -80,18 +83,30 @@ async def burst(endpoints: list[str], pids: list[int], pg_pid: int | None, secre
     return out
 
 
-def estimate(one: dict, cores_per_replica: float, pg_cores: float, upto: int) -> dict:
-    cp_ms, pg_ms = one["cp_ms_per_call_total"], one["pg_ms_per_call"]
-    pg_limit = pg_cores * 1000 / pg_ms if pg_ms else math.inf
+def estimate(one: dict, many: dict | None, cores_per_replica: float, pg_cores: float, upto: int) -> dict:
+    """Two models. flat: the one-replica costs per call hold at any n. growing: each replica more
+    adds what the measured n-replica run added per call (more LISTEN connections, each create
+    waking polls in every replica), as a straight line through the two runs."""
+    cp1, pg1 = one["cp_ms_per_call_total"], one["pg_ms_per_call"]
+    d_cp = d_pg = 0.0
+    if many and many["replicas"] > 1:
+        d_cp = (many["cp_ms_per_call_total"] - cp1) / (many["replicas"] - 1)
+        d_pg = (many["pg_ms_per_call"] - pg1) / (many["replicas"] - 1)
     rows = []
     for n in range(1, upto + 1):
-        cp_limit = n * cores_per_replica * 1000 / cp_ms if cp_ms else math.inf
-        rows.append({"replicas": n, "cp_limit": round(cp_limit), "pg_limit": round(pg_limit),
-                     "calls_per_s": round(min(cp_limit, pg_limit)), "limit": "control-plane" if cp_limit < pg_limit else "PostgreSQL"})
-    n_star = pg_cores * cp_ms / (cores_per_replica * pg_ms) if pg_ms else None
-    return {"cp_ms_per_call": cp_ms, "pg_ms_per_call": pg_ms, "cores_per_replica": cores_per_replica,
-            "pg_cores": pg_cores, "pg_limit_calls_per_s": round(pg_limit), "pg_bound_from_replicas": round(n_star, 2) if n_star else None,
-            "rows": rows}
+        row = {"replicas": n}
+        for model, dc, dp in (("flat", 0.0, 0.0), ("growing", d_cp, d_pg)):
+            cp_ms, pg_ms = max(1e-6, cp1 + (n - 1) * dc), max(1e-6, pg1 + (n - 1) * dp)
+            cp_limit, pg_limit = n * cores_per_replica * 1000 / cp_ms, pg_cores * 1000 / pg_ms
+            row[model] = {"cp_ms": round(cp_ms, 3), "pg_ms": round(pg_ms, 3), "cp_limit": round(cp_limit),
+                          "pg_limit": round(pg_limit), "calls_per_s": round(min(cp_limit, pg_limit)),
+                          "limit": "control-plane" if cp_limit < pg_limit else "PostgreSQL"}
+        rows.append(row)
+    n_star = pg_cores * cp1 / (cores_per_replica * pg1) if pg1 else None
+    return {"cp_ms_per_call": cp1, "pg_ms_per_call": pg1, "cp_ms_added_per_replica": round(d_cp, 3),
+            "pg_ms_added_per_replica": round(d_pg, 3), "cores_per_replica": cores_per_replica,
+            "pg_cores": pg_cores, "pg_limit_calls_per_s": round(pg_cores * 1000 / pg1) if pg1 else None,
+            "pg_bound_from_replicas": round(n_star, 2) if n_star else None, "rows": rows}
 
 
 def report(results: list[dict], est: dict) -> str:
@@ -108,10 +123,16 @@ def report(results: list[dict], est: dict) -> str:
     lines += ["", f"Estimate from the one-replica run: CP {est['cp_ms_per_call']:.2f} ms/call on "
               f"{est['cores_per_replica']:g} core(s) per replica, PG {est['pg_ms_per_call']:.2f} ms/call on "
               f"{est['pg_cores']:g} core(s) (PostgreSQL's ceiling {fmt(est['pg_limit_calls_per_s'])} calls/s, "
-              f"reached from {est['pg_bound_from_replicas']} replicas):", "",
-              "| replicas | CP limit calls/s | PG limit calls/s | estimate calls/s | limit |", "|---|---|---|---|---|"]
+              f"reached from {est['pg_bound_from_replicas']} replicas). Growing: each replica more adds "
+              f"{est['cp_ms_added_per_replica']:.2f} CP ms and {est['pg_ms_added_per_replica']:.2f} PG ms per call "
+              "(the line through the two runs):", "",
+              "| replicas | flat: CP / PG limit calls/s | flat: estimate (limit) | growing: CP / PG ms per call | "
+              "growing: CP / PG limit calls/s | growing: estimate (limit) |", "|---|---|---|---|---|---|"]
     for row in est["rows"]:
-        lines.append(f"| {row['replicas']} | {fmt(row['cp_limit'])} | {fmt(row['pg_limit'])} | {fmt(row['calls_per_s'])} | {row['limit']} |")
+        f, g = row["flat"], row["growing"]
+        lines.append(f"| {row['replicas']} | {fmt(f['cp_limit'])} / {fmt(f['pg_limit'])} | {fmt(f['calls_per_s'])} ({f['limit']}) | "
+                     f"{g['cp_ms']:.2f} / {g['pg_ms']:.2f} | {fmt(g['cp_limit'])} / {fmt(g['pg_limit'])} | "
+                     f"{fmt(g['calls_per_s'])} ({g['limit']}) |")
     return "\n".join(lines)
 
 
@@ -120,7 +141,9 @@ def main() -> int:
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--calls", type=int, default=10000, help="size of the burst")
     p.add_argument("--order", choices=["many-first", "one-first"], default="many-first")
-    p.add_argument("--cores-per-replica", type=float, default=1.0, help="for the estimate")
+    p.add_argument("--cores-per-replica", type=float, default=2.0,
+                   help="for the estimate: cores a replica can use (its WEB_CONCURRENCY worker processes, "
+                        "each held to one core by the GIL; 2 by default)")
     p.add_argument("--pg-cores", type=float, default=2.0, help="for the estimate")
     p.add_argument("--estimate-upto", type=int, default=8, help="replicas in the estimate's table")
     p.add_argument("--out", help="JSON path (default bench/results/replicas-<ts>.json)")
@@ -152,7 +175,8 @@ def main() -> int:
     finally:
         stack.stop()
     one = next(r for r in results if r["replicas"] == 1)
-    est = estimate(one, a.cores_per_replica, a.pg_cores, a.estimate_upto)
+    many = next((r for r in results if r["replicas"] > 1), None)
+    est = estimate(one, many, a.cores_per_replica, a.pg_cores, a.estimate_upto)
     doc = {"options": {**vars(opts), "replicas": a.replicas, "calls": a.calls, "order": a.order},
            "postgres_durable": stack.durable, "results": results, "estimate": est}
     path = write_result("replicas", doc, a.out, started)
