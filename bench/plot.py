@@ -68,6 +68,7 @@ def longrun_png(doc: dict, path: Path) -> str:
     ax3 = ax.twinx()
     ax3.plot(t, table("jobs", "live"), color="tab:green", alpha=0.5, linestyle="--", label="jobs live rows")
     ax3.plot(t, table("jobs", "dead"), color="tab:gray", alpha=0.5, linestyle=":", label="jobs dead rows")
+    ax3.plot(t, table("events", "live"), color="tab:brown", alpha=0.5, linestyle="--", label="events live rows")
     ax3.set_ylabel("rows")
     ax3.set_ylim(bottom=0)
     lines = ax.get_legend_handles_labels()[0] + ax3.get_legend_handles_labels()[0]
