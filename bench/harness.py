@@ -449,11 +449,6 @@ class Run:
                 self.foreign += 1
                 del self.executed[job_id]
 
-    @property
-    def outstanding(self) -> int:
-        """Calls created and not finished yet."""
-        return sum(1 for f in self.futures.values() if not f.done())
-
     async def status_supervisor(self) -> None:
         """Hands outstanding ids to status pollers: each keeps up to `status_batch` ids in one long
         poll, tops up from the new ids whenever its poll returns, and ends when it holds none."""
