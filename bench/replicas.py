@@ -47,8 +47,17 @@ import stack as bench_stack  # noqa: E402
 from longrun import fmt, write_result  # noqa: E402
 
 
-async def burst(endpoints: list[str], pids: list[int], pg_pid: int | None, secret: str, opts: harness.Options,
+def db_counters(stack) -> dict:
+    """Commits of the bench database and the server's WAL (records, bytes, flushes): PostgreSQL's
+    work counted, not timed. The server is this run's own (stack.py starts it)."""
+    (commits,), = stack.psql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+    (records, nbytes, syncs), = stack.psql("SELECT wal_records, wal_bytes, wal_sync FROM pg_stat_wal")
+    return {"commits": commits, "wal_records": records, "wal_bytes": int(nbytes), "wal_syncs": syncs}
+
+
+async def burst(stack, endpoints: list[str], pids: list[int], secret: str, opts: harness.Options,
                 calls: int, name: str) -> dict:
+    pg_pid = stack.pg_pid
     run = harness.Run(endpoints, secret, opts, name)
     try:
         await run.start()
@@ -57,6 +66,7 @@ async def burst(endpoints: list[str], pids: list[int], pg_pid: int | None, secre
         cpu0 = sum(me.cpu_times()[:2])
         meters = [harness.TreeMeter([pid]) for pid in pids]
         pg = harness.TreeMeter([pg_pid])
+        db0 = await asyncio.to_thread(db_counters, stack)
         t0 = time.monotonic()
         ids = await asyncio.gather(*(run.create(i) for i in range(calls)))
         failed = sum(1 for i in ids if i is None)
@@ -65,7 +75,8 @@ async def burst(endpoints: list[str], pids: list[int], pg_pid: int | None, secre
         cp_cpu = [m.cpu_s() for m in meters]
         pg_cpu = pg.cpu_s()
         harness_cpu = sum(me.cpu_times()[:2]) - cpu0
-        await asyncio.sleep(0.2)  # late duplicate executions would show here
+        await asyncio.sleep(1.2)  # late duplicate executions would show here; backends report their stats
+        db1 = await asyncio.to_thread(db_counters, stack)
         await run.shutdown()
         out = run.outcome(name, calls, elapsed, failed).summary()
     finally:
@@ -79,6 +90,7 @@ async def burst(endpoints: list[str], pids: list[int], pg_pid: int | None, secre
         "cp_ms_per_call_total": round(1000 * sum(cp_cpu) / done, 3),
         "pg_ms_per_call": round(1000 * pg_cpu / done, 3),
         "harness_ms_per_call": round(1000 * harness_cpu / done, 3),
+        "db_per_call": {k: round((db1[k] - db0[k]) / done, 3) for k in db0},
     })
     return out
 
@@ -111,7 +123,8 @@ def estimate(one: dict, many: dict | None, cores_per_replica: float, pg_cores: f
 
 def report(results: list[dict], est: dict) -> str:
     lines = ["| run | calls | completed | lost | dup | mismatched | errors | calls/s | p50 ms | p99 ms | "
-             "CP ms/call per replica | CP ms/call total | PG ms/call | harness ms/call |", "|" + "---|" * 14]
+             "CP ms/call per replica | CP ms/call total | PG ms/call | harness ms/call | "
+             "per call: commits / WAL records / WAL bytes / WAL flushes |", "|" + "---|" * 15]
     for r in results:
         lat = r["latency_ms"]
         nerr = sum(r["errors"].values())
@@ -119,7 +132,9 @@ def report(results: list[dict], est: dict) -> str:
             f"| {r['scenario']} | {fmt(r['calls'])} | {fmt(r['completed'])} | {r['lost']} | {r['duplicated']} | "
             f"{r['mismatched']} | {nerr} | {fmt(r['calls_per_s'])} | {fmt(lat['p50'])} | {fmt(lat['p99'])} | "
             f"{' / '.join(f'{v:.2f}' for v in r['cp_ms_per_call'])} | {r['cp_ms_per_call_total']:.2f} | "
-            f"{r['pg_ms_per_call']:.2f} | {r['harness_ms_per_call']:.2f} |")
+            f"{r['pg_ms_per_call']:.2f} | {r['harness_ms_per_call']:.2f} | "
+            f"{r['db_per_call']['commits']:.2f} / {r['db_per_call']['wal_records']:.1f} / "
+            f"{r['db_per_call']['wal_bytes']:,.0f} / {r['db_per_call']['wal_syncs']:.3f} |")
     lines += ["", f"Estimate from the one-replica run: CP {est['cp_ms_per_call']:.2f} ms/call on "
               f"{est['cores_per_replica']:g} core(s) per replica, PG {est['pg_ms_per_call']:.2f} ms/call on "
               f"{est['pg_cores']:g} core(s) (PostgreSQL's ceiling {fmt(est['pg_limit_calls_per_s'])} calls/s, "
@@ -163,7 +178,7 @@ def main() -> int:
             name = f"burst{a.calls}-{len(endpoints)}x"
             print(f"-- {name}: {a.calls} calls over {len(endpoints)} replica(s)", file=sys.stderr, flush=True)
             # The one-replica run still samples every replica: the idle ones cost a little too.
-            r = asyncio.run(burst(endpoints, stack.pids if label == "one" else pids, stack.pg_pid, secret, opts,
+            r = asyncio.run(burst(stack, endpoints, stack.pids if label == "one" else pids, secret, opts,
                                   a.calls, name))
             if label == "one":  # the idle replicas' CPU is not part of a call's cost
                 r["idle_replicas_cpu_s"] = r["cp_cpu_s"][1:]
