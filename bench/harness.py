@@ -16,6 +16,7 @@ Usable alone:  .venv/bin/python bench/harness.py --endpoint URL --secret SK burs
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import base64
 import collections
@@ -165,6 +166,47 @@ class ProcSampler:
                 "cpu_s": round(cpu, 2), "processes": self.nprocs}
 
 
+class TreeMeter:
+    """Cumulative user+system CPU seconds and current RSS of the process trees under `pids` (e.g.
+    every replica's gunicorn master, or the postmaster). A process that exits keeps the CPU it was
+    last seen with; one that appears later counts from its start."""
+
+    def __init__(self, pids: list[int | None]):
+        self.pids = [p for p in pids if p]
+        self._cpu: dict[int, float] = {}
+        self._base = 0.0
+        self._base = self.cpu_s()
+
+    def _procs(self) -> list[psutil.Process]:
+        out = []
+        for pid in self.pids:
+            try:
+                root = psutil.Process(pid)
+                out += [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+        return out
+
+    def cpu_s(self) -> float:
+        """CPU seconds used since this meter was made."""
+        for p in self._procs():
+            try:
+                t = p.cpu_times()
+                self._cpu[p.pid] = t.user + t.system
+            except psutil.Error:
+                continue
+        return sum(self._cpu.values()) - self._base
+
+    def rss_mb(self) -> float:
+        total = 0
+        for p in self._procs():
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                continue
+        return round(total / 2**20, 1)
+
+
 # --- results --------------------------------------------------------------------------------------
 
 def pct(values: list[float], p: float) -> float | None:
@@ -231,17 +273,43 @@ class Options:
 
 
 class Run:
-    """One scenario: its own service name (so nothing leaks between scenarios), workers, poller."""
+    """One scenario: its own service name (so nothing leaks between scenarios), workers, poller.
 
-    def __init__(self, endpoint: str, secret: str, opts: Options, scenario: str):
-        self.endpoint = endpoint
+    `endpoint` may be a list (replicas of one control-plane): worker i polls endpoints[i % n],
+    creates alternate over them, and status polls too.
+
+    `bounded=True` keeps the harness's memory bounded for long runs: a finished call's id, args,
+    start time and future are dropped at once; latencies are kept as (finish time, ms) in two
+    arrays (8 bytes a call) for per-window figures; executions are checked as they arrive
+    (a second execution of an id counts as duplicated at once) and forgotten `forget_after_s`
+    after the call finished, when an execution of an id no caller created counts as foreign.
+    """
+
+    def __init__(self, endpoint: str | list[str], secret: str, opts: Options, scenario: str, *,
+                 bounded: bool = False, forget_after_s: float = 600.0):
+        endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        self.endpoint = endpoints[0]
+        self.endpoints = endpoints
         # httpcore scans every connection of a pool (and every queued request) each time it hands out
         # a connection, so one big pool costs O(connections) per request. Small pools instead: each
         # worker has its own (as separate machines would), callers shard creates over pools of 8,
         # and status long polls have their own.
-        self.worker_clients = [_client(endpoint, 1 + opts.result_connections, opts) for _ in range(opts.workers)]
-        self.create_clients = [_client(endpoint, 8, opts) for _ in range(max(1, math.ceil(opts.connections / 8)))]
-        self.status_client = _client(endpoint, opts.status_pollers, opts)
+        n = len(endpoints)
+        self.worker_clients = [_client(endpoints[i % n], 1 + opts.result_connections, opts)
+                               for i in range(opts.workers)]
+        pools = max(1, math.ceil(opts.connections / 8))
+        pools += (-pools) % n  # a multiple of n, so that create i goes to endpoints[i % n]
+        self.create_clients = [_client(endpoints[i % n], 8, opts) for i in range(pools)]
+        self.status_clients = [_client(ep, opts.status_pollers, opts) for ep in endpoints]
+        self.status_client = self.status_clients[0]
+        self._status_turn = 0
+        self.bounded = bounded
+        self.forget_after_s = forget_after_s
+        self.duplicated = 0  # bounded: counted as executions arrive
+        self.foreign = 0  # bounded: counted when an execution is forgotten
+        self._forget: collections.deque[tuple[float, str]] = collections.deque()  # (when, id)
+        self._created: dict[str, float] = {}  # bounded: id -> when finished (0.0: not yet)
+        self.finish_t = array.array("d")  # bounded: monotonic finish time of each call
         self.opts = opts
         self.auth = f"Basic {secret}"
         self.tag = f"{scenario}-{secrets.token_hex(4)}"
@@ -259,7 +327,7 @@ class Run:
         self.kick = asyncio.Event()
         self.stop = asyncio.Event()
         self.active_pollers = 0
-        self.latencies: list[float] = []
+        self.latencies: list[float] | array.array = array.array("f") if bounded else []
         self.completed = 0
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -297,6 +365,8 @@ class Run:
                 continue
             for job in json.loads(data):
                 self.executed[job["id"]] += 1
+                if self.bounded and self.executed[job["id"]] == 2:
+                    self.duplicated += 1
                 # Answer at once, concurrently with the next long poll (as the SDK's task queue does).
                 self._spawn(self.post_result(idx, job, headers))
 
@@ -340,6 +410,8 @@ class Run:
             return None
         self.expected[job_id] = args
         self.started[job_id] = t0
+        if self.bounded:
+            self._created[job_id] = 0.0
         self.futures[job_id] = asyncio.get_running_loop().create_future()
         self.unassigned.append(job_id)
         self.kick.set()
@@ -353,9 +425,29 @@ class Run:
         if row.get("status") != "success" or row.get("result") != self.expected.get(job_id) \
                 or row.get("resultType") != "resolution":
             self.mismatched += 1
-        self.latencies.append((time.monotonic() - self.started[job_id]) * 1000)
+        now = time.monotonic()
+        self.latencies.append((now - self.started[job_id]) * 1000)
         self.completed += 1
         fut.set_result(row)
+        if self.bounded:
+            self.finish_t.append(now)
+            del self.futures[job_id], self.started[job_id], self.expected[job_id]
+            self._created[job_id] = now
+            self._forget.append((now, job_id))
+            self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        """Bounded runs: forget calls finished more than `forget_after_s` ago, and executions of
+        ids never created (foreign) seen that long ago."""
+        cutoff = now - self.forget_after_s
+        while self._forget and self._forget[0][0] < cutoff:
+            _, job_id = self._forget.popleft()
+            self._created.pop(job_id, None)
+            self.executed.pop(job_id, None)
+        if len(self.executed) > 2 * len(self._created) + 10_000:  # executions no create answered
+            for job_id in [j for j in self.executed if j not in self._created and j not in self.expected]:
+                self.foreign += 1
+                del self.executed[job_id]
 
     async def status_supervisor(self) -> None:
         """Hands outstanding ids to status pollers: each keeps up to `status_batch` ids in one long
@@ -374,10 +466,11 @@ class Run:
         try:
             while ids and not self.stop.is_set():
                 body = {"jobIds": list(ids), "ttl": self.opts.status_ttl_ms}
+                client = self.status_clients[self._status_turn % len(self.status_clients)]
+                self._status_turn += 1
                 try:
                     self.requests["status"] += 1
-                    status, data = await self.status_client.post("/batch-jobs-status-request", body,
-                                                                 self.caller_headers)
+                    status, data = await client.post("/batch-jobs-status-request", body, self.caller_headers)
                 except Exception as exc:  # transport errors of either client
                     self._error("status", type(exc).__name__)
                     await asyncio.sleep(0.05)
@@ -412,12 +505,16 @@ class Run:
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for c in [*self.worker_clients, *self.create_clients, self.status_client]:
+        for c in [*self.worker_clients, *self.create_clients, *self.status_clients]:
             await c.aclose()
 
     def outcome(self, scenario: str, calls: int, elapsed: float, create_failed: int) -> Outcome:
-        dup_exec = sum(1 for n in self.executed.values() if n > 1)
-        foreign = sum(1 for j in self.executed if j not in self.expected)
+        if self.bounded:
+            dup_exec = self.duplicated
+            foreign = self.foreign + sum(1 for j in self.executed if j not in self._created and j not in self.expected)
+        else:
+            dup_exec = sum(1 for n in self.executed.values() if n > 1)
+            foreign = sum(1 for j in self.executed if j not in self.expected)
         lost = sum(1 for f in self.futures.values() if not f.done())
         return Outcome(scenario=scenario, calls=calls, completed=self.completed, lost=lost,
                        duplicated=dup_exec + foreign, mismatched=self.mismatched, create_failed=create_failed,
