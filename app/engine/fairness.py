@@ -55,7 +55,7 @@ class PollBudget:
         self._clusters: dict[str, int] = {}  # polls waiting their ttl
         self._machines: dict[tuple[str, str], int] = {}
         self._pausing: dict[str, int] = {}  # polls past their budget, in a pause
-        self._warned: dict[str, float] = {}  # cluster -> when it was last logged past its budget
+        self._warned: dict[str | None, float] = {}  # cluster (None: the process) -> when last logged
 
     def admit(self, cluster_id: str, machine_id: str | None, wait_seconds: float,
               limits: PollLimits) -> "_Place":
@@ -67,7 +67,8 @@ class PollBudget:
     def _take(self, place: "_Place") -> float:
         cluster_id, machine, limits = place.cluster_id, place.machine, place.limits
         with self._lock:
-            if self._total >= limits.total:
+            process_full = self._total >= limits.total
+            if process_full:
                 kind = None
             elif self._clusters.get(cluster_id, 0) < limits.per_cluster and (
                     machine is None or self._machines.get(machine, 0) < limits.per_machine):
@@ -87,7 +88,7 @@ class PollBudget:
             LONG_POLLS_PARKED.inc()
         if kind is _POLL:
             return place.wait_seconds
-        self._warn(cluster_id, limits)
+        self._warn(cluster_id, limits, process_full)
         return min(place.wait_seconds, limits.pause_seconds) if kind is _PAUSE else 0.0
 
     def _give_back(self, place: "_Place") -> None:
@@ -104,16 +105,23 @@ class PollBudget:
             else:
                 _add(self._pausing, place.cluster_id, -1)
 
-    def _warn(self, cluster_id: str, limits: PollLimits) -> None:
-        """Say so in the log, at most once a minute per cluster (it can happen thousands of times a second)."""
+    def _warn(self, cluster_id: str, limits: PollLimits, process_full: bool) -> None:
+        """Say so in the log, at most once a minute per cluster, or per process when the process is
+        full (it can happen thousands of times a second)."""
         now = time.monotonic()
+        key = None if process_full else cluster_id
         with self._lock:
-            if now - self._warned.get(cluster_id, -_WARN_EVERY_SECONDS) < _WARN_EVERY_SECONDS:
+            if now - self._warned.get(key, -_WARN_EVERY_SECONDS) < _WARN_EVERY_SECONDS:
                 return
             if len(self._warned) >= 10_000:
                 self._warned.clear()
-            self._warned[cluster_id] = now
+            self._warned[key] = now
             waiting = self._clusters.get(cluster_id, 0)
+        if process_full:  # not this cluster's doing: every tenant's polls fill the process
+            log.warning("this process's %d long-poll places are all taken (cluster %s has %d of them): further "
+                        "polls answer without waiting their ttl; raise GUNICORN_THREADS (polls may take it "
+                        "minus LONG_POLL_THREAD_RESERVE and 65) or WEB_CONCURRENCY", limits.total, cluster_id, waiting)
+            return
         log.warning("cluster %s is past its long-poll budget (%d waiting in this process, %d allowed per "
                     "cluster, %d per machine, %d in all): its further polls answer without waiting their ttl",
                     cluster_id, waiting, limits.per_cluster, limits.per_machine, limits.total)

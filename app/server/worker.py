@@ -38,7 +38,7 @@ from gunicorn import http, util
 from gunicorn.workers import gthread
 
 from ..observability import request_log
-from . import answers, head as heads
+from . import answers, head as heads, response
 from .lanes import FairPool
 from .source import ReadDeadline, RequestSource
 
@@ -73,6 +73,7 @@ def _http_date_cache():
 
 
 util.http_date = _http_date_cache()
+response.install()
 
 # Connection states. The waiting ones are in the loop's selector and in self.waiting[state],
 # ordered by expiry (each state has one lifetime, so insertion order is expiry order).

@@ -446,3 +446,18 @@ def test_a_cluster_past_its_poll_budget_is_logged_once_a_minute(caplog):
         with budget.admit("B", "m1", 20.0, limits) as wait:
             assert wait == 20.0
     assert [r.getMessage().split(" is past")[0] for r in caplog.records] == ["cluster A"]
+
+
+def test_a_full_process_is_logged_as_the_process_once_a_minute_not_per_cluster(caplog):
+    """Past the process's places every tenant's poll answers at once: the line names the process's
+    limit and the setting to raise, once, not one line per cluster (1,000 tenants would be 1,000)."""
+    budget, limits = PollBudget(), _limits(total=2)
+    with caplog.at_level("WARNING", logger="app.engine.fairness"), contextlib.ExitStack() as stack:
+        stack.enter_context(budget.admit("A", "m1", 20.0, limits))
+        stack.enter_context(budget.admit("B", "m1", 20.0, limits))
+        for cluster in ("C", "D", "E"):
+            with budget.admit(cluster, "m1", 20.0, limits) as wait:
+                assert wait == 0.0
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "2 long-poll places are all taken" in messages[0], messages
+    assert "GUNICORN_THREADS" in messages[0] and "past its long-poll budget" not in messages[0]
