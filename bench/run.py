@@ -199,7 +199,7 @@ def main() -> int:
         endpoint, secret = a.endpoint, a.secret
         cp_pid = a.cp_pid or harness.find_listener_pid(__import__("httpx").URL(endpoint).port or 80)
     else:
-        stack = bench_stack.Stack.start(durable=not a.unsafe_pg, env=bench_stack.env_from(a))
+        stack = bench_stack.Stack.start(durable=not a.unsafe_pg, env=bench_stack.env_from(a), root=a.app_root)
         endpoint, secret, pg_pid = stack.endpoint, stack.create_cluster("bench")["apiSecret"], stack.pg_pid
         cp_pid = stack.pids[0]
     started = dt.datetime.now(dt.timezone.utc)

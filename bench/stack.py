@@ -27,6 +27,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="UNSAFE: PostgreSQL with fsync, synchronous_commit and full_page_writes off "
                         "(no disk flush in any figure; never how a user runs it)")
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the started control-plane")
+    p.add_argument("--app-root", type=Path, help="run the app of this checkout (to compare commits in one run)")
 
 
 def env_from(a: argparse.Namespace) -> dict[str, str]:
@@ -42,9 +43,10 @@ class Stack:
 
     @classmethod
     def start(cls, *, durable: bool = True, replicas: int = 1, env: dict[str, str] | None = None,
-              database: str = "bench") -> "Stack":
+              database: str = "bench", root: Path | None = None) -> "Stack":
         """PostgreSQL (its own server: a TEST_DATABASE_URL of the caller's is not reused, since its
-        durability is unknown), a fresh database, and `replicas` control-planes on it, one secret."""
+        durability is unknown), a fresh database, and `replicas` control-planes on it, one secret.
+        `root`: run the app of another checkout (e.g. `git worktree add /tmp/before <commit>`)."""
         from tests.support import postgres
         from tests.support.server import ControlPlane, new_management_secret
 
@@ -55,7 +57,7 @@ class Stack:
         stack = cls(durable=durable, database_url=url, pg_pid=postgres.server_pid())
         try:
             for _ in range(replicas):
-                stack.planes.append(ControlPlane(url, management_secret=secret,
+                stack.planes.append(ControlPlane(url, management_secret=secret, root=root,
                                                  env={"LOG_LEVEL": "warning", **(env or {})}).start())
         except Exception:
             stack.stop()

@@ -63,11 +63,13 @@ class ControlPlane:
         management_secret: str | None = None,
         env: Mapping[str, str] | None = None,
         port: int | None = None,
+        root: Path | None = None,
     ) -> None:
         self.database_url = database_url
         self.management_secret = management_secret or new_management_secret()
         self.extra_env = dict(env or {})
         self.port = port or _free_port()
+        self.root = root or REPO_ROOT  # the tree whose app runs (the bench compares an older one)
         self.workdir = Path(tempfile.mkdtemp(prefix="differential-cp-"))
         self.data_dir = self.workdir / "data"  # SQLite lives here; kept across restart()
         self.log_path = self.workdir / "server.log"
@@ -120,7 +122,7 @@ class ControlPlane:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", *GUNICORN_ARGV],
-                cwd=REPO_ROOT, env=self._env(), stdin=subprocess.DEVNULL,
+                cwd=self.root, env=self._env(), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # signals reach gunicorn's master, not our process group
             )
