@@ -242,7 +242,9 @@ def main() -> int:
                 pass
     doc = {"started": started.isoformat(timespec="seconds"), "command": " ".join([Path(sys.executable).name, *sys.argv]),
            "endpoint": endpoint, "machine": machine_info(), "options": vars(opts),
-           "postgres_durable": None if stack is None else stack.durable, "quick": a.quick, "results": results}
+           "postgres_durable": None if stack is None else stack.durable,
+           "app_root": None if a.app_root is None else {"path": str(a.app_root), "commit": subprocess.run(
+               ["git", "log", "-1", "--format=%h %s"], cwd=a.app_root, capture_output=True, text=True).stdout.strip()[:100]}, "quick": a.quick, "results": results}
     out = Path(a.out) if a.out else BENCH / "results" / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2))
