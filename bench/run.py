@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -33,7 +34,7 @@ import psutil  # noqa: E402
 import stack as bench_stack  # noqa: E402
 
 NODE_DIR = REPO / "tests" / "node"
-SCENARIOS = ["sequential", "burst1k", "burst10k", "steady", "node1k", "node10k", "node_single"]
+SCENARIOS = ["sequential", "burst1k", "burst10k", "burst10k_eid", "steady", "node1k", "node10k", "node_single"]
 
 
 def machine_info() -> dict:
@@ -183,11 +184,11 @@ def main() -> int:
     if unknown:
         p.error(f"unknown scenarios {sorted(unknown)}; known: {SCENARIOS}")
     opts = harness.options_from(a)
-    sizes = {"sequential": a.sequential_calls, "burst1k": 1000, "burst10k": 10000, "node1k": 1000,
+    sizes = {"sequential": a.sequential_calls, "burst1k": 1000, "burst10k": 10000, "burst10k_eid": 10000, "node1k": 1000,
              "node10k": a.node10k_calls, "node_single": 10}
     rate, duration = a.rate, a.duration
     if a.quick:
-        sizes = {"sequential": 100, "burst1k": 1000, "burst10k": 2000, "node1k": 200, "node10k": 500,
+        sizes = {"sequential": 100, "burst1k": 1000, "burst10k": 2000, "burst10k_eid": 2000, "node1k": 200, "node10k": 500,
                  "node_single": 3}
         duration = 10
 
@@ -213,8 +214,11 @@ def main() -> int:
                 o = asyncio.run(harness.scenario(endpoint, secret, "sequential", opts, calls=sizes[name],
                                                  cp_pid=cp_pid, pg_pid=pg_pid, name=name))
                 res = o.summary()
-            elif name in ("burst1k", "burst10k"):
-                o = asyncio.run(harness.scenario(endpoint, secret, "burst", opts, calls=sizes[name],
+            elif name in ("burst1k", "burst10k", "burst10k_eid"):
+                # burst10k_eid: every create carries an executionId, as every Python SDK call does
+                o = asyncio.run(harness.scenario(endpoint, secret, "burst",
+                                                 dataclasses.replace(opts, execution_ids=True) if name.endswith("_eid") else opts,
+                                                 calls=sizes[name],
                                                  cp_pid=cp_pid, pg_pid=pg_pid, name=name))
                 res = o.summary()
             elif name == "steady":
