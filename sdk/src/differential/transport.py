@@ -11,11 +11,13 @@ DIFFERENTIAL_ALLOW_INSECURE=1, `--allow-insecure`), e.g. inside a private networ
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import string
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import httpx
 
@@ -122,6 +124,28 @@ def _check(resp: httpx.Response) -> Any:
         raise ControlPlaneError(resp.status_code, f"expected JSON, got {resp.text[:200]!r}") from None
 
 
+# httpcore's pool scans every connection for every queued request each time a request starts or
+# ends: O(queued x connections) per request, which made 1,000 concurrent calls spend most of the
+# caller's CPU there. So short requests go through several small pools, and never more at once than
+# those pools hold connections (httpcore's queue stays empty): O(pool size) per request. Long polls
+# (a worker's claim, the result poller's batch polls: a few at a time, held up to 20 s) have a pool
+# of their own, so they never hold up a create or a result.
+_SHARDS = 8  # small pools for short requests
+_SHARD_CONNECTIONS = 8  # connections each: at most 64 short requests in flight per transport
+_LONG_POLL_CONNECTIONS = 100
+_ssl: Dict[str, Any] = {}
+_ssl_lock = threading.Lock()
+
+
+def _ssl_context() -> Any:
+    """One TLS context for every client of the process, as httpx would build it (certifi, and
+    SSL_CERT_FILE / SSL_CERT_DIR from the environment): building one takes tens of milliseconds."""
+    with _ssl_lock:
+        if "ctx" not in _ssl:
+            _ssl["ctx"] = httpx.create_ssl_context()
+        return _ssl["ctx"]
+
+
 class _Transport:
     """What the sync and async transports share: the client's settings and each request's
     arguments. Subclasses only add the call itself (blocking or awaited)."""
@@ -129,18 +153,27 @@ class _Transport:
     def __init__(self, config: Config, secret: Optional[str] = None) -> None:
         self.config = config
         self.secret = secret
+        self._busy = [0] * _SHARDS  # short requests in flight, per pool
 
-    def _client_kwargs(self) -> Dict[str, Any]:
+    def _client_kwargs(self, connections: int) -> Dict[str, Any]:
         return {
             "base_url": self.config.endpoint,
-            "limits": httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            "limits": httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             "timeout": _timeout(None),
+            "verify": _ssl_context(),
         }
 
     def _send_kwargs(self, method: str, path: str, json: Any, params: Any,
                      long_poll_ms: Optional[int]) -> Dict[str, Any]:
         return {"method": method, "url": path, "json": json, "params": params,
                 "headers": self.config.headers(self.secret), "timeout": _timeout(long_poll_ms)}
+
+    def _least_busy(self) -> int:
+        """The pool with the fewest requests in flight (the caller holds a slot, so it has room)."""
+        busy = self._busy
+        i = busy.index(min(busy))
+        busy[i] += 1
+        return i
 
     def _unreachable(self, e: httpx.TransportError) -> ConnectionFailedError:
         return ConnectionFailedError(f"cannot reach the control-plane at {self.config.endpoint}: {e!r}")
@@ -151,18 +184,37 @@ class SyncTransport(_Transport):
 
     def __init__(self, config: Config, secret: Optional[str] = None) -> None:
         super().__init__(config, secret)
-        self.client = httpx.Client(**self._client_kwargs())
+        self.clients: List[Optional[httpx.Client]] = [None] * _SHARDS  # made when first needed
+        self.long_polls = httpx.Client(**self._client_kwargs(_LONG_POLL_CONNECTIONS))
+        self._slots = threading.BoundedSemaphore(_SHARDS * _SHARD_CONNECTIONS)
+        self._lock = threading.Lock()
 
     def request(self, method: str, path: str, json: Any = None, params: Any = None,
                 long_poll_ms: Optional[int] = None) -> Any:
+        kwargs = self._send_kwargs(method, path, json, params, long_poll_ms)
         try:
-            resp = self.client.request(**self._send_kwargs(method, path, json, params, long_poll_ms))
+            if long_poll_ms:
+                resp = self.long_polls.request(**kwargs)
+            else:
+                with self._slots:
+                    with self._lock:
+                        i = self._least_busy()
+                        client = self.clients[i]
+                        if client is None:
+                            client = self.clients[i] = httpx.Client(**self._client_kwargs(_SHARD_CONNECTIONS))
+                    try:
+                        resp = client.request(**kwargs)
+                    finally:
+                        with self._lock:
+                            self._busy[i] -= 1
         except httpx.TransportError as e:
             raise self._unreachable(e) from e
         return _check(resp)
 
     def close(self) -> None:
-        self.client.close()
+        for c in (*self.clients, self.long_polls):
+            if c is not None:
+                c.close()
 
     def __enter__(self) -> "SyncTransport":
         return self
@@ -172,19 +224,37 @@ class SyncTransport(_Transport):
 
 
 class AsyncTransport(_Transport):
-    """For the worker loop, the result poller and the asyncio caller."""
+    """For the worker loop, the result poller and the asyncio caller (one event loop)."""
 
     def __init__(self, config: Config, secret: Optional[str] = None) -> None:
         super().__init__(config, secret)
-        self.client = httpx.AsyncClient(**self._client_kwargs())
+        self.clients: List[Optional[httpx.AsyncClient]] = [None] * _SHARDS  # made when first needed
+        self.long_polls = httpx.AsyncClient(**self._client_kwargs(_LONG_POLL_CONNECTIONS))
+        self._slots: Optional[asyncio.Semaphore] = None  # made on the loop at the first request (Python 3.9)
 
     async def request(self, method: str, path: str, json: Any = None, params: Any = None,
                       long_poll_ms: Optional[int] = None) -> Any:
+        kwargs = self._send_kwargs(method, path, json, params, long_poll_ms)
         try:
-            resp = await self.client.request(**self._send_kwargs(method, path, json, params, long_poll_ms))
+            if long_poll_ms:
+                resp = await self.long_polls.request(**kwargs)
+            else:
+                if self._slots is None:
+                    self._slots = asyncio.Semaphore(_SHARDS * _SHARD_CONNECTIONS)
+                async with self._slots:
+                    i = self._least_busy()
+                    try:
+                        client = self.clients[i]
+                        if client is None:
+                            client = self.clients[i] = httpx.AsyncClient(**self._client_kwargs(_SHARD_CONNECTIONS))
+                        resp = await client.request(**kwargs)
+                    finally:
+                        self._busy[i] -= 1
         except httpx.TransportError as e:
             raise self._unreachable(e) from e
         return _check(resp)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        for c in (*self.clients, self.long_polls):
+            if c is not None:
+                await c.aclose()
