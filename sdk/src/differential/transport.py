@@ -12,6 +12,7 @@ DIFFERENTIAL_ALLOW_INSECURE=1, `--allow-insecure`), e.g. inside a private networ
 from __future__ import annotations
 
 import asyncio
+import json as json_module
 import os
 import secrets
 import string
@@ -21,6 +22,7 @@ from typing import Any, Dict, List, Optional
 
 import httpx
 
+from .http11 import HTTPTransportError, LeanClient
 from .management_secret import is_local
 from .errors import (
     AuthenticationError,
@@ -223,17 +225,49 @@ class SyncTransport(_Transport):
         self.close()
 
 
+def _proxied() -> bool:
+    """Whether the environment names a proxy (httpx honours these; the lean client does not)."""
+    return any(os.environ.get(k) for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                                           "all_proxy"))
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json_module.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _check_raw(status: int, headers: Dict[str, str], body: bytes) -> Any:
+    if status >= 400:
+        raise error_from_response(httpx.Response(status, headers=headers, content=body))
+    if status == 204 or not body:
+        return None
+    try:
+        return json_module.loads(body)
+    except ValueError:
+        raise ControlPlaneError(status, f"expected JSON, got {body[:200]!r}") from None
+
+
 class AsyncTransport(_Transport):
-    """For the worker loop, the result poller and the asyncio caller (one event loop)."""
+    """For the worker loop, the result poller and the asyncio caller (one event loop).
+
+    Requests go through the lean HTTP/1.1 client (http11.py), a fraction of httpx's CPU per
+    request; httpx only when the environment names a proxy (which httpx honours)."""
 
     def __init__(self, config: Config, secret: Optional[str] = None) -> None:
         super().__init__(config, secret)
+        self.lean: Optional[LeanClient] = None
+        if not _proxied():
+            tls = config.endpoint.lower().startswith("https://")
+            self.lean = LeanClient(config.endpoint, ssl_context=_ssl_context() if tls else None)
         self.clients: List[Optional[httpx.AsyncClient]] = [None] * _SHARDS  # made when first needed
-        self.long_polls = httpx.AsyncClient(**self._client_kwargs(_LONG_POLL_CONNECTIONS))
+        self.long_polls: Optional[httpx.AsyncClient] = None
+        if self.lean is None:
+            self.long_polls = httpx.AsyncClient(**self._client_kwargs(_LONG_POLL_CONNECTIONS))
         self._slots: Optional[asyncio.Semaphore] = None  # made on the loop at the first request (Python 3.9)
 
     async def request(self, method: str, path: str, json: Any = None, params: Any = None,
                       long_poll_ms: Optional[int] = None) -> Any:
+        if self.lean is not None:
+            return await self._lean_request(method, path, json, params, long_poll_ms)
         kwargs = self._send_kwargs(method, path, json, params, long_poll_ms)
         try:
             if long_poll_ms:
@@ -254,7 +288,28 @@ class AsyncTransport(_Transport):
             raise self._unreachable(e) from e
         return _check(resp)
 
+    async def _lean_request(self, method: str, path: str, json: Any, params: Any,
+                            long_poll_ms: Optional[int]) -> Any:
+        headers = self.config.headers(self.secret)
+        body = None if json is None else _json_bytes(json)
+        timeout = (long_poll_ms / 1000.0 + _LONG_POLL_SLACK) if long_poll_ms else 30.0
+        try:
+            if long_poll_ms:  # a few at a time, held up to 20 s: never behind the short requests
+                status, rheaders, rbody = await self.lean.request(method, path, headers=headers, body=body,
+                                                                  params=params, timeout=timeout)
+            else:
+                if self._slots is None:
+                    self._slots = asyncio.Semaphore(_SHARDS * _SHARD_CONNECTIONS)
+                async with self._slots:
+                    status, rheaders, rbody = await self.lean.request(method, path, headers=headers, body=body,
+                                                                      params=params, timeout=timeout)
+        except HTTPTransportError as e:
+            raise ConnectionFailedError(f"cannot reach the control-plane at {self.config.endpoint}: {e}") from e
+        return _check_raw(status, rheaders, rbody)
+
     async def aclose(self) -> None:
+        if self.lean is not None:
+            await self.lean.aclose()
         for c in (*self.clients, self.long_polls):
             if c is not None:
                 await c.aclose()
