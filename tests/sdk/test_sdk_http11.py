@@ -8,7 +8,23 @@ import json
 
 import pytest
 
-from differential.http11 import HTTPTransportError, LeanClient
+from differential.http11 import BlockingClient, HTTPTransportError, LeanClient
+
+
+class _Blocking:
+    """The blocking client behind the async client's interface (its requests run on a thread)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.c = BlockingClient(endpoint)
+
+    async def request(self, *args, **kwargs):
+        return await asyncio.to_thread(self.c.request, *args, **kwargs)
+
+    async def aclose(self):
+        self.c.close()
+
+
+CLIENTS = [LeanClient, _Blocking]
 
 
 async def _serve(script):
@@ -70,11 +86,11 @@ def _script(path: str, body: bytes):
     return b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", False
 
 
-def _run(coro_fn):
+def _run(coro_fn, kind=LeanClient):
     async def main():
         server, stats = await _serve(_script)
         port = server.sockets[0].getsockname()[1]
-        client = LeanClient(f"http://127.0.0.1:{port}")
+        client = kind(f"http://127.0.0.1:{port}")
         try:
             return await coro_fn(client, stats)
         finally:
@@ -84,24 +100,26 @@ def _run(coro_fn):
     return asyncio.run(main())
 
 
-def test_keep_alive_reuses_one_connection_and_frames_each_answer():
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_keep_alive_reuses_one_connection_and_frames_each_answer(kind):
     async def go(c, stats):
         out = []
         for i in range(5):
             status, _, body = await c.request("POST", "/echo", headers={"x-n": str(i)},
                                               body=json.dumps({"i": i}).encode())
             out.append((status, json.loads(body)))
-        status, _, body = await c.request("GET", "/echo", headers={}, params={"ttl": 0, "skip": None})
+        status, _, body = await c.request("GET", "/echo", headers={}, params={"ttl": 0, "all": True})
         out.append((status, json.loads(body)))
         return out, stats["connections"]
 
-    out, connections = _run(go)
+    out, connections = _run(go, kind)
     assert out[:5] == [(200, {"path": "/echo", "got": {"i": i}}) for i in range(5)]
-    assert out[5] == (200, {"path": "/echo?ttl=0", "got": None})
+    assert out[5] == (200, {"path": "/echo?ttl=0&all=true", "got": None})
     assert connections == 1
 
 
-def test_chunked_empty_and_eof_framed_answers():
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_chunked_empty_and_eof_framed_answers(kind):
     async def go(c, stats):
         chunked = await c.request("GET", "/chunked", headers={})
         empty = await c.request("POST", "/empty", headers={})
@@ -109,14 +127,15 @@ def test_chunked_empty_and_eof_framed_answers():
         eof = await c.request("GET", "/until-eof", headers={})
         return chunked, empty, after, eof
 
-    chunked, empty, after, eof = _run(go)
+    chunked, empty, after, eof = _run(go, kind)
     assert chunked[0] == 200 and json.loads(chunked[2]) == [1, 2, 3]
     assert empty[0] == 204 and empty[2] == b""
     assert json.loads(after[2])["got"] == {}
     assert eof[2] == b'["eof"]'
 
 
-def test_connection_close_and_a_stale_connection_are_replaced():
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_connection_close_and_a_stale_connection_are_replaced(kind):
     async def go(c, stats):
         first = await c.request("POST", "/close", headers={}, body=b"{}")
         second = await c.request("POST", "/drop", headers={}, body=b"{}")
@@ -124,7 +143,7 @@ def test_connection_close_and_a_stale_connection_are_replaced():
         third = await c.request("POST", "/echo", headers={}, body=b"{}")
         return first, second, third, stats
 
-    first, second, third, stats = _run(go)
+    first, second, third, stats = _run(go, kind)
     assert json.loads(first[2]) == {"closing": True}
     assert json.loads(second[2]) == {"dropped": True}
     assert third[0] == 200
@@ -132,17 +151,18 @@ def test_connection_close_and_a_stale_connection_are_replaced():
     assert stats["requests"] == 3  # no request was sent twice
 
 
-def test_no_answer_is_a_transport_error_and_refused_connections_too():
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_no_answer_is_a_transport_error_and_refused_connections_too(kind):
     async def go(c, stats):
         with pytest.raises(HTTPTransportError):
             await c.request("POST", "/never", headers={}, body=b"{}", timeout=0.5)
         status, _, _ = await c.request("POST", "/echo", headers={}, body=b"{}")  # a fresh connection works
         return status
 
-    assert _run(go) == 200
+    assert _run(go, kind) == 200
 
     async def refused():
-        c = LeanClient("http://127.0.0.1:9")
+        c = kind("http://127.0.0.1:9")
         try:
             with pytest.raises(HTTPTransportError):
                 await c.request("GET", "/", headers={})

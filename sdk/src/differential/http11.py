@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import threading
+import time
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlencode, urlsplit
 
@@ -29,27 +31,89 @@ class HTTPTransportError(Exception):
     """The request did not get an answer: could not connect, the connection broke, or timed out."""
 
 
+class _Parser:
+    """One connection's answers, parsed as bytes arrive (shared by the async and blocking clients)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.head: Optional[Tuple[int, Dict[str, str], int]] = None  # status, headers, body start
+        self.no_body = False  # the answer to a HEAD request has no body
+
+    def reset(self, method: str) -> None:
+        self.head = None
+        self.no_body = method == "HEAD"
+
+    def answer(self, eof: bool) -> Optional[Tuple[int, Dict[str, str], bytes, bool]]:
+        """(status, headers, body, keep-alive) once the answer is complete, else None; raises
+        HTTPTransportError for an answer that cannot be read."""
+        buf = self.buf
+        while self.head is None:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > _MAX_HEAD:
+                    raise HTTPTransportError("response head too long")
+                return None
+            lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+            try:
+                status = int(lines[0].split(" ", 2)[1])
+            except (IndexError, ValueError):
+                raise HTTPTransportError(f"bad status line {lines[0][:100]!r}") from None
+            headers: Dict[str, str] = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
+                del buf[:end + 4]
+                continue
+            self.head = (status, headers, end + 4)
+        status, headers, start = self.head
+        keep = headers.get("connection", "").lower() != "close"
+        if status in (204, 304) or self.no_body:
+            body, used = b"", start
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            parsed = _dechunk(buf, start)
+            if parsed is None:
+                if eof:
+                    raise HTTPTransportError("connection closed inside a chunked answer")
+                return None
+            body, used = parsed
+        elif "content-length" in headers:
+            try:
+                used = start + int(headers["content-length"])
+            except ValueError:
+                raise HTTPTransportError("bad Content-Length") from None
+            if len(buf) < used:
+                if eof:
+                    raise HTTPTransportError("connection closed before the answer was complete")
+                return None
+            body = bytes(buf[start:used])
+        else:  # framed by the connection's end
+            if not eof:
+                return None
+            body, used, keep = bytes(buf[start:]), len(buf), False
+        del buf[:used]
+        self.head = None
+        return status, headers, body, keep
+
+
 class _Conn(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: Optional[asyncio.Transport] = None
-        self.buf = bytearray()
+        self.parser = _Parser()
         self.waiter: Optional[asyncio.Future] = None
         self.closed = False
         self.got_bytes = False  # some of the current request's answer arrived
-        self.head: Optional[Tuple[int, Dict[str, str], int]] = None  # status, headers, body start
-        self.no_body = False  # HEAD-less answers without a body (204, 304, 1xx)
+
+    @property
+    def buf(self) -> bytearray:
+        return self.parser.buf
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        _nodelay(transport.get_extra_info("socket"))
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
+        self.parser.buf += data
         self.got_bytes = True
         self._parse(eof=False)
 
@@ -63,71 +127,42 @@ class _Conn(asyncio.Protocol):
         if w is not None and not w.done():
             w.set_exception(HTTPTransportError(f"connection closed before the answer was complete ({exc or 'eof'})"))
 
-    def start(self) -> asyncio.Future:
+    def start(self, method: str) -> asyncio.Future:
         self.waiter = asyncio.get_running_loop().create_future()
         self.got_bytes = False
-        self.head = None
+        self.parser.reset(method)
         return self.waiter
-
-    def _fail(self, message: str) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(HTTPTransportError(message))
-        if self.transport is not None:
-            self.transport.close()
 
     def _parse(self, eof: bool) -> None:
         w = self.waiter
         if w is None or w.done():
             return
-        buf = self.buf
-        if self.head is None:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > _MAX_HEAD:
-                    self._fail("response head too long")
-                return
-            lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-            try:
-                status = int(lines[0].split(" ", 2)[1])
-            except (IndexError, ValueError):
-                self._fail(f"bad status line {lines[0][:100]!r}")
-                return
-            headers: Dict[str, str] = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
-                del buf[:end + 4]
-                self._parse(eof)
-                return
-            self.head = (status, headers, end + 4)
-        status, headers, start = self.head
-        keep = headers.get("connection", "").lower() != "close"
-        if status in (204, 304) or self.no_body:
-            body, used = b"", start
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            parsed = _dechunk(buf, start)
-            if parsed is None:
-                if eof:
-                    self._fail("connection closed inside a chunked answer")
-                return
-            body, used = parsed
-        elif "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-            except ValueError:
-                self._fail("bad Content-Length")
-                return
-            used = start + length
-            if len(buf) < used:
-                return
-            body = bytes(buf[start:used])
-        else:  # framed by the connection's end
-            if not eof:
-                return
-            body, used, keep = bytes(buf[start:]), len(buf), False
-        del buf[:used]
-        w.set_result((status, headers, body, keep))
+        try:
+            done = self.parser.answer(eof)
+        except HTTPTransportError as e:
+            w.set_exception(e)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if done is not None:
+            w.set_result(done)
+
+
+def _param(v: Any) -> str:
+    """A query value as httpx writes it: true / false, "" for None."""
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    return "" if v is None else str(v)
+
+
+def _nodelay(sock: Any) -> None:
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
 
 def _dechunk(buf: bytearray, pos: int) -> Optional[Tuple[bytes, int]]:
@@ -148,11 +183,10 @@ def _dechunk(buf: bytearray, pos: int) -> Optional[Tuple[bytes, int]]:
         pos += size + 2
 
 
-class LeanClient:
-    """Requests to one endpoint (`http://` or `https://host[:port][/prefix]`) from one event loop."""
+class _Endpoint:
+    """Where requests go, and how a request is written."""
 
-    def __init__(self, endpoint: str, *, ssl_context: Optional[ssl.SSLContext] = None,
-                 connect_timeout: float = 5.0) -> None:
+    def __init__(self, endpoint: str, ssl_context: Optional[ssl.SSLContext], connect_timeout: float) -> None:
         u = urlsplit(endpoint)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"not an http(s) endpoint: {endpoint!r}")
@@ -163,11 +197,36 @@ class LeanClient:
         default_port = (self.tls and self.port == 443) or (not self.tls and self.port == 80)
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if default_port else f"{host}:{self.port}"
-        self.ssl_context = ssl_context if self.tls else None
+        self.ssl_context = (ssl_context or ssl.create_default_context()) if self.tls else None
         self.connect_timeout = connect_timeout
+        self.closed = False
+
+    def _encode(self, method: str, path: str, params: Optional[Dict[str, Any]], headers: Dict[str, str],
+                body: Optional[bytes]) -> bytes:
+        target = self.prefix + path
+        if params:
+            target += ("&" if "?" in target else "?") + urlencode(
+                {k: [_param(x) for x in v] if isinstance(v, (list, tuple)) else _param(v) for k, v in params.items()},
+                doseq=True)
+        lines = [f"{method} {target} HTTP/1.1", f"host: {self.host_header}"]
+        lines.extend(f"{k}: {v}" for k, v in headers.items())
+        if body is not None:
+            lines.append("content-type: application/json")
+            lines.append(f"content-length: {len(body)}")
+        elif method in ("POST", "PUT", "PATCH"):
+            lines.append("content-length: 0")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return head + body if body else head
+
+
+class LeanClient(_Endpoint):
+    """Requests to one endpoint (`http://` or `https://host[:port][/prefix]`) from one event loop."""
+
+    def __init__(self, endpoint: str, *, ssl_context: Optional[ssl.SSLContext] = None,
+                 connect_timeout: float = 5.0) -> None:
+        super().__init__(endpoint, ssl_context, connect_timeout)
         self._idle: List[_Conn] = []
         self._all: set = set()
-        self.closed = False
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
@@ -182,22 +241,6 @@ class LeanClient:
             raise HTTPTransportError(f"cannot connect to {self.host}:{self.port}: {e}") from None
         self._all.add(conn)
         return conn
-
-    def _encode(self, method: str, path: str, params: Optional[Dict[str, Any]], headers: Dict[str, str],
-                body: Optional[bytes]) -> bytes:
-        target = self.prefix + path
-        if params:
-            target += ("&" if "?" in target else "?") + urlencode(
-                {k: v for k, v in params.items() if v is not None}, doseq=True)
-        lines = [f"{method} {target} HTTP/1.1", f"host: {self.host_header}"]
-        lines.extend(f"{k}: {v}" for k, v in headers.items())
-        if body is not None:
-            lines.append("content-type: application/json")
-            lines.append(f"content-length: {len(body)}")
-        elif method in ("POST", "PUT", "PATCH"):
-            lines.append("content-length: 0")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head + body if body else head
 
     async def request(self, method: str, path: str, *, headers: Dict[str, str], body: Optional[bytes] = None,
                       params: Optional[Dict[str, Any]] = None,
@@ -218,8 +261,7 @@ class LeanClient:
                 conn = await self._connect()
             keep = False
             try:
-                waiter = conn.start()
-                conn.no_body = method == "HEAD"
+                waiter = conn.start(method)
                 conn.transport.write(data)
                 timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter, timeout)
                 try:
@@ -253,3 +295,105 @@ class LeanClient:
 def _expire(waiter: asyncio.Future, timeout: float) -> None:
     if not waiter.done():
         waiter.set_exception(HTTPTransportError(f"no answer within {timeout:g} s"))
+
+
+class _SyncConn:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.parser = _Parser()
+
+
+class BlockingClient(_Endpoint):
+    """The same requests from threads (thread-safe): kept-alive sockets, one request at a time
+    each. The caller bounds how many run at once: each runs on its own connection."""
+
+    def __init__(self, endpoint: str, *, ssl_context: Optional[ssl.SSLContext] = None,
+                 connect_timeout: float = 5.0) -> None:
+        super().__init__(endpoint, ssl_context, connect_timeout)
+        self._idle: List[_SyncConn] = []
+        self._lock = threading.Lock()
+
+    def _connect(self) -> _SyncConn:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+            _nodelay(sock)
+            if self.ssl_context is not None:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+        except (OSError, ssl.SSLError) as e:
+            raise HTTPTransportError(f"cannot connect to {self.host}:{self.port}: {e}") from None
+        return _SyncConn(sock)
+
+    def request(self, method: str, path: str, *, headers: Dict[str, str], body: Optional[bytes] = None,
+                params: Optional[Dict[str, Any]] = None,
+                timeout: float = 30.0) -> Tuple[int, Dict[str, str], bytes]:
+        """(status, headers with lower-case names, body). Raises HTTPTransportError."""
+        if self.closed:
+            raise HTTPTransportError("the client is closed")
+        data = self._encode(method, path, params, headers, body)
+        for attempt in (0, 1):
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            reused = conn is not None
+            if conn is None:
+                conn = self._connect()
+            keep, got, stale = False, False, False
+            try:
+                deadline = time.monotonic() + timeout
+                conn.parser.reset(method)
+                conn.sock.settimeout(timeout)
+                try:
+                    conn.sock.sendall(data)
+                    done = None
+                    while done is None:
+                        done = conn.parser.answer(eof=False)
+                        if done is not None:
+                            break
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise HTTPTransportError(f"no answer within {timeout:g} s")
+                        conn.sock.settimeout(left)
+                        chunk = conn.sock.recv(65536)
+                        if not chunk:
+                            stale = not got
+                            done = conn.parser.answer(eof=True)
+                            if done is None:
+                                raise HTTPTransportError("connection closed before the answer was complete")
+                            break
+                        got = True
+                        conn.parser.buf += chunk
+                except socket.timeout:
+                    raise HTTPTransportError(f"no answer within {timeout:g} s") from None
+                except (ConnectionResetError, BrokenPipeError) as e:
+                    stale = not got
+                    raise HTTPTransportError(f"the connection failed: {e}") from None
+                except OSError as e:
+                    raise HTTPTransportError(f"the connection failed: {e}") from None
+                status, rheaders, rbody, keep = done
+                return status, rheaders, rbody
+            except HTTPTransportError:
+                if attempt == 0 and reused and stale:
+                    continue  # a stale kept-alive connection: the server never read the request
+                raise
+            finally:
+                if keep and not conn.parser.buf and not self.closed:
+                    with self._lock:
+                        if len(self._idle) < _MAX_IDLE:
+                            self._idle.append(conn)
+                            conn = None
+                if conn is not None:
+                    _close(conn.sock)
+        raise HTTPTransportError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        self.closed = True
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for c in idle:
+            _close(c.sock)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass

@@ -8,6 +8,11 @@ deploying, `x-deployment-id`.
 A secret is never sent in clear to another machine: an `http://` endpoint that is not this
 machine's loopback is refused unless the caller says so (`allow_insecure=True`,
 DIFFERENTIAL_ALLOW_INSECURE=1, `--allow-insecure`), e.g. inside a private network.
+
+Requests go through the lean HTTP/1.1 clients of http11.py (blocking and asyncio), at a fraction
+of httpx's CPU per request; httpx (sharded pools, below) only when the environment names a proxy,
+which httpx honours and the lean clients do not. At most 64 short requests per transport are in
+flight at once; long polls (a few at a time) are not counted against them.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import httpx
 
-from .http11 import HTTPTransportError, LeanClient
+from .http11 import BlockingClient, HTTPTransportError, LeanClient
 from .management_secret import is_local
 from .errors import (
     AuthenticationError,
@@ -182,17 +187,25 @@ class _Transport:
 
 
 class SyncTransport(_Transport):
-    """Thread-safe (httpx.Client is): used by callers, the CLI and management helpers."""
+    """Thread-safe: used by callers, the CLI and management helpers."""
 
     def __init__(self, config: Config, secret: Optional[str] = None) -> None:
         super().__init__(config, secret)
+        self.lean: Optional[BlockingClient] = None
+        if not _proxied():
+            tls = config.endpoint.lower().startswith("https://")
+            self.lean = BlockingClient(config.endpoint, ssl_context=_ssl_context() if tls else None)
         self.clients: List[Optional[httpx.Client]] = [None] * _SHARDS  # made when first needed
-        self.long_polls = httpx.Client(**self._client_kwargs(_LONG_POLL_CONNECTIONS))
+        self.long_polls: Optional[httpx.Client] = None
+        if self.lean is None:
+            self.long_polls = httpx.Client(**self._client_kwargs(_LONG_POLL_CONNECTIONS))
         self._slots = threading.BoundedSemaphore(_SHARDS * _SHARD_CONNECTIONS)
         self._lock = threading.Lock()
 
     def request(self, method: str, path: str, json: Any = None, params: Any = None,
                 long_poll_ms: Optional[int] = None) -> Any:
+        if self.lean is not None:
+            return self._lean_request(method, path, json, params, long_poll_ms)
         kwargs = self._send_kwargs(method, path, json, params, long_poll_ms)
         try:
             if long_poll_ms:
@@ -213,7 +226,25 @@ class SyncTransport(_Transport):
             raise self._unreachable(e) from e
         return _check(resp)
 
+    def _lean_request(self, method: str, path: str, json: Any, params: Any, long_poll_ms: Optional[int]) -> Any:
+        headers = self.config.headers(self.secret)
+        body = None if json is None else _json_bytes(json)
+        timeout = (long_poll_ms / 1000.0 + _LONG_POLL_SLACK) if long_poll_ms else 30.0
+        try:
+            if long_poll_ms:
+                status, rheaders, rbody = self.lean.request(method, path, headers=headers, body=body,
+                                                            params=params, timeout=timeout)
+            else:
+                with self._slots:
+                    status, rheaders, rbody = self.lean.request(method, path, headers=headers, body=body,
+                                                                params=params, timeout=timeout)
+        except HTTPTransportError as e:
+            raise ConnectionFailedError(f"cannot reach the control-plane at {self.config.endpoint}: {e}") from e
+        return _check_raw(status, rheaders, rbody)
+
     def close(self) -> None:
+        if self.lean is not None:
+            self.lean.close()
         for c in (*self.clients, self.long_polls):
             if c is not None:
                 c.close()
