@@ -6,6 +6,11 @@
     .venv/bin/python bench/sdk_scenarios.py --sdk before=/tmp/sdk-before/src --sdk after=sdk/src
                                                                      # two SDK trees, alternating, same stack
     .venv/bin/python bench/sdk_scenarios.py --unsafe-pg              # UNSAFE PostgreSQL (no flush in any figure)
+    .venv/bin/python bench/sdk_scenarios.py --only sdk-asyncio-10k --profile 20   # py-spy caller and worker
+
+An older SDK tree to compare with: `mkdir /tmp/sdk-before && git archive <commit> sdk/src | tar -x -C
+/tmp/sdk-before`, then `--sdk before=/tmp/sdk-before/sdk/src --sdk after=sdk/src`. The control-plane
+is this worktree's in every case.
 
 Scenarios (each on its own service, so nothing leaks between them):
 
