@@ -1,8 +1,10 @@
-"""The SDK's transports keep short requests within their pools (httpcore never queues them: its
-queue scan costs O(queued x connections) per request) and send long polls through a pool of
-their own, so a thousand concurrent calls neither fail on a pool timeout nor wait behind polls.
+"""The SDK's transports keep at most 64 short requests in flight (through the lean client, or,
+when a proxy is configured, through small httpx pools that httpcore never has to queue for: its
+queue scan costs O(queued x connections) per request) and do not count long polls against them,
+so a thousand concurrent calls neither fail on a pool timeout nor wait behind polls.
 
-A local HTTP server counts the requests it holds at once; no timing is asserted."""
+Each test runs on both paths. A local HTTP server counts the requests it holds at once; no timing
+is asserted."""
 from __future__ import annotations
 
 import asyncio
@@ -57,6 +59,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
+
+
+@pytest.fixture(params=["lean", "httpx"], autouse=True)
+def path(request, monkeypatch):
+    """The lean clients, or httpx as when the environment names a proxy."""
+    monkeypatch.setattr(transport, "_proxied", lambda: request.param == "httpx")
+    return request.param
 
 
 @pytest.fixture
