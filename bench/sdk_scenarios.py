@@ -228,6 +228,7 @@ def main() -> int:
     sizes = {n: (a.calls or (SMALL[n] if a.small else c)) for n, (_, c) in SCENARIOS.items()}
 
     started = dt.datetime.now(dt.timezone.utc)
+    commit = _commit()  # the tree the run started on
     stack = bench_stack.Stack.start(durable=not a.unsafe_pg, env=bench_stack.env_from(a))
     results: list[dict] = []
     try:
@@ -245,7 +246,7 @@ def main() -> int:
     finally:
         stack.stop()
     doc = {"started": started.isoformat(timespec="seconds"), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-           "commit": _commit(), "machine": machine_info(), "postgres_durable": stack.durable,
+           "commit": commit, "machine": machine_info(), "postgres_durable": stack.durable,
            "options": {k: v for k, v in vars(a).items() if k != "out"}, "sdks": dict(sdks), "sizes": sizes,
            "results": results}
     out = Path(a.out) if a.out else BENCH / "results" / f"sdk-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
