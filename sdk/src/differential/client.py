@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
+import itertools
 import logging
 import math
 import threading
@@ -256,7 +257,7 @@ class _ResultPoller:
             self.wake.clear()
             await asyncio.sleep(0.002)  # let a burst of calls land in one batch
             while self.uncovered and len(self.polls) < _MAX_POLLS and not self.closed:
-                batch = list(self.uncovered)[:_BATCH_MAX]
+                batch = list(itertools.islice(self.uncovered, _BATCH_MAX))
                 self.uncovered.difference_update(batch)
                 task = asyncio.ensure_future(self._poll(batch))
                 self.polls.add(task)
@@ -294,7 +295,7 @@ class _ResultPoller:
                     fut.set_result(status)
 
     async def _poll(self, batch: List[str]) -> None:
-        pending = list(batch)
+        pending = set(batch)  # a set: a poll's answer may settle hundreds of its 1,000 ids
         try:
             rows = await self.transport.request(
                 "POST", "/batch-jobs-status-request", json={"jobIds": batch, "ttl": LONG_POLL_MS},
@@ -305,8 +306,7 @@ class _ResultPoller:
                 st = JobStatus.from_row(row)
                 if st.done:
                     self._settle(st.id, st)
-                    if st.id in pending:
-                        pending.remove(st.id)
+                    pending.discard(st.id)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # never let the poller die: back off, or fail these calls
@@ -315,7 +315,7 @@ class _ResultPoller:
             else:
                 for job_id in pending:
                     self._settle(job_id, None, e)
-                pending = []
+                pending = set()
         finally:
             self.polls.discard(asyncio.current_task())  # before _run looks at the count again
             self.uncovered.update(j for j in pending if j in self.waiters)

@@ -8,17 +8,26 @@ deploying, `x-deployment-id`.
 A secret is never sent in clear to another machine: an `http://` endpoint that is not this
 machine's loopback is refused unless the caller says so (`allow_insecure=True`,
 DIFFERENTIAL_ALLOW_INSECURE=1, `--allow-insecure`), e.g. inside a private network.
+
+Requests go through the lean HTTP/1.1 clients of http11.py (blocking and asyncio), at a fraction
+of httpx's CPU per request; httpx (sharded pools, below) only when the environment names a proxy,
+which httpx honours and the lean clients do not. At most 64 short requests per transport are in
+flight at once; long polls (a few at a time) are not counted against them.
 """
 from __future__ import annotations
 
+import asyncio
+import json as json_module
 import os
 import secrets
 import string
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import httpx
 
+from .http11 import BlockingClient, HTTPTransportError, LeanClient
 from .management_secret import is_local
 from .errors import (
     AuthenticationError,
@@ -122,6 +131,28 @@ def _check(resp: httpx.Response) -> Any:
         raise ControlPlaneError(resp.status_code, f"expected JSON, got {resp.text[:200]!r}") from None
 
 
+# httpcore's pool scans every connection for every queued request each time a request starts or
+# ends: O(queued x connections) per request, which made 1,000 concurrent calls spend most of the
+# caller's CPU there. So short requests go through several small pools, and never more at once than
+# those pools hold connections (httpcore's queue stays empty): O(pool size) per request. Long polls
+# (a worker's claim, the result poller's batch polls: a few at a time, held up to 20 s) have a pool
+# of their own, so they never hold up a create or a result.
+_SHARDS = 8  # small pools for short requests
+_SHARD_CONNECTIONS = 8  # connections each: at most 64 short requests in flight per transport
+_LONG_POLL_CONNECTIONS = 100
+_ssl: Dict[str, Any] = {}
+_ssl_lock = threading.Lock()
+
+
+def _ssl_context() -> Any:
+    """One TLS context for every client of the process, as httpx would build it (certifi, and
+    SSL_CERT_FILE / SSL_CERT_DIR from the environment): building one takes tens of milliseconds."""
+    with _ssl_lock:
+        if "ctx" not in _ssl:
+            _ssl["ctx"] = httpx.create_ssl_context()
+        return _ssl["ctx"]
+
+
 class _Transport:
     """What the sync and async transports share: the client's settings and each request's
     arguments. Subclasses only add the call itself (blocking or awaited)."""
@@ -129,12 +160,14 @@ class _Transport:
     def __init__(self, config: Config, secret: Optional[str] = None) -> None:
         self.config = config
         self.secret = secret
+        self._busy = [0] * _SHARDS  # short requests in flight, per pool
 
-    def _client_kwargs(self) -> Dict[str, Any]:
+    def _client_kwargs(self, connections: int) -> Dict[str, Any]:
         return {
             "base_url": self.config.endpoint,
-            "limits": httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            "limits": httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             "timeout": _timeout(None),
+            "verify": _ssl_context(),
         }
 
     def _send_kwargs(self, method: str, path: str, json: Any, params: Any,
@@ -142,27 +175,79 @@ class _Transport:
         return {"method": method, "url": path, "json": json, "params": params,
                 "headers": self.config.headers(self.secret), "timeout": _timeout(long_poll_ms)}
 
+    def _least_busy(self) -> int:
+        """The pool with the fewest requests in flight (the caller holds a slot, so it has room)."""
+        busy = self._busy
+        i = busy.index(min(busy))
+        busy[i] += 1
+        return i
+
     def _unreachable(self, e: httpx.TransportError) -> ConnectionFailedError:
         return ConnectionFailedError(f"cannot reach the control-plane at {self.config.endpoint}: {e!r}")
 
 
 class SyncTransport(_Transport):
-    """Thread-safe (httpx.Client is): used by callers, the CLI and management helpers."""
+    """Thread-safe: used by callers, the CLI and management helpers."""
 
     def __init__(self, config: Config, secret: Optional[str] = None) -> None:
         super().__init__(config, secret)
-        self.client = httpx.Client(**self._client_kwargs())
+        self.lean: Optional[BlockingClient] = None
+        if not _proxied():
+            tls = config.endpoint.lower().startswith("https://")
+            self.lean = BlockingClient(config.endpoint, ssl_context=_ssl_context() if tls else None)
+        self.clients: List[Optional[httpx.Client]] = [None] * _SHARDS  # made when first needed
+        self.long_polls: Optional[httpx.Client] = None
+        if self.lean is None:
+            self.long_polls = httpx.Client(**self._client_kwargs(_LONG_POLL_CONNECTIONS))
+        self._slots = threading.BoundedSemaphore(_SHARDS * _SHARD_CONNECTIONS)
+        self._lock = threading.Lock()
 
     def request(self, method: str, path: str, json: Any = None, params: Any = None,
                 long_poll_ms: Optional[int] = None) -> Any:
+        if self.lean is not None:
+            return self._lean_request(method, path, json, params, long_poll_ms)
+        kwargs = self._send_kwargs(method, path, json, params, long_poll_ms)
         try:
-            resp = self.client.request(**self._send_kwargs(method, path, json, params, long_poll_ms))
+            if long_poll_ms:
+                resp = self.long_polls.request(**kwargs)
+            else:
+                with self._slots:
+                    with self._lock:
+                        i = self._least_busy()
+                        client = self.clients[i]
+                        if client is None:
+                            client = self.clients[i] = httpx.Client(**self._client_kwargs(_SHARD_CONNECTIONS))
+                    try:
+                        resp = client.request(**kwargs)
+                    finally:
+                        with self._lock:
+                            self._busy[i] -= 1
         except httpx.TransportError as e:
             raise self._unreachable(e) from e
         return _check(resp)
 
+    def _lean_request(self, method: str, path: str, json: Any, params: Any, long_poll_ms: Optional[int]) -> Any:
+        headers = self.config.headers(self.secret)
+        body = None if json is None else _json_bytes(json)
+        timeout = (long_poll_ms / 1000.0 + _LONG_POLL_SLACK) if long_poll_ms else 30.0
+        try:
+            if long_poll_ms:
+                status, rheaders, rbody = self.lean.request(method, path, headers=headers, body=body,
+                                                            params=params, timeout=timeout)
+            else:
+                with self._slots:
+                    status, rheaders, rbody = self.lean.request(method, path, headers=headers, body=body,
+                                                                params=params, timeout=timeout)
+        except HTTPTransportError as e:
+            raise ConnectionFailedError(f"cannot reach the control-plane at {self.config.endpoint}: {e}") from e
+        return _check_raw(status, rheaders, rbody)
+
     def close(self) -> None:
-        self.client.close()
+        if self.lean is not None:
+            self.lean.close()
+        for c in (*self.clients, self.long_polls):
+            if c is not None:
+                c.close()
 
     def __enter__(self) -> "SyncTransport":
         return self
@@ -171,20 +256,91 @@ class SyncTransport(_Transport):
         self.close()
 
 
+def _proxied() -> bool:
+    """Whether the environment names a proxy (httpx honours these; the lean client does not)."""
+    return any(os.environ.get(k) for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                                           "all_proxy"))
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json_module.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _check_raw(status: int, headers: Dict[str, str], body: bytes) -> Any:
+    if status >= 400:
+        raise error_from_response(httpx.Response(status, headers=headers, content=body))
+    if status == 204 or not body:
+        return None
+    try:
+        return json_module.loads(body)
+    except ValueError:
+        raise ControlPlaneError(status, f"expected JSON, got {body[:200]!r}") from None
+
+
 class AsyncTransport(_Transport):
-    """For the worker loop, the result poller and the asyncio caller."""
+    """For the worker loop, the result poller and the asyncio caller (one event loop).
+
+    Requests go through the lean HTTP/1.1 client (http11.py), a fraction of httpx's CPU per
+    request; httpx only when the environment names a proxy (which httpx honours)."""
 
     def __init__(self, config: Config, secret: Optional[str] = None) -> None:
         super().__init__(config, secret)
-        self.client = httpx.AsyncClient(**self._client_kwargs())
+        self.lean: Optional[LeanClient] = None
+        if not _proxied():
+            tls = config.endpoint.lower().startswith("https://")
+            self.lean = LeanClient(config.endpoint, ssl_context=_ssl_context() if tls else None)
+        self.clients: List[Optional[httpx.AsyncClient]] = [None] * _SHARDS  # made when first needed
+        self.long_polls: Optional[httpx.AsyncClient] = None
+        if self.lean is None:
+            self.long_polls = httpx.AsyncClient(**self._client_kwargs(_LONG_POLL_CONNECTIONS))
+        self._slots: Optional[asyncio.Semaphore] = None  # made on the loop at the first request (Python 3.9)
 
     async def request(self, method: str, path: str, json: Any = None, params: Any = None,
                       long_poll_ms: Optional[int] = None) -> Any:
+        if self.lean is not None:
+            return await self._lean_request(method, path, json, params, long_poll_ms)
+        kwargs = self._send_kwargs(method, path, json, params, long_poll_ms)
         try:
-            resp = await self.client.request(**self._send_kwargs(method, path, json, params, long_poll_ms))
+            if long_poll_ms:
+                resp = await self.long_polls.request(**kwargs)
+            else:
+                if self._slots is None:
+                    self._slots = asyncio.Semaphore(_SHARDS * _SHARD_CONNECTIONS)
+                async with self._slots:
+                    i = self._least_busy()
+                    try:
+                        client = self.clients[i]
+                        if client is None:
+                            client = self.clients[i] = httpx.AsyncClient(**self._client_kwargs(_SHARD_CONNECTIONS))
+                        resp = await client.request(**kwargs)
+                    finally:
+                        self._busy[i] -= 1
         except httpx.TransportError as e:
             raise self._unreachable(e) from e
         return _check(resp)
 
+    async def _lean_request(self, method: str, path: str, json: Any, params: Any,
+                            long_poll_ms: Optional[int]) -> Any:
+        headers = self.config.headers(self.secret)
+        body = None if json is None else _json_bytes(json)
+        timeout = (long_poll_ms / 1000.0 + _LONG_POLL_SLACK) if long_poll_ms else 30.0
+        try:
+            if long_poll_ms:  # a few at a time, held up to 20 s: never behind the short requests
+                status, rheaders, rbody = await self.lean.request(method, path, headers=headers, body=body,
+                                                                  params=params, timeout=timeout)
+            else:
+                if self._slots is None:
+                    self._slots = asyncio.Semaphore(_SHARDS * _SHARD_CONNECTIONS)
+                async with self._slots:
+                    status, rheaders, rbody = await self.lean.request(method, path, headers=headers, body=body,
+                                                                      params=params, timeout=timeout)
+        except HTTPTransportError as e:
+            raise ConnectionFailedError(f"cannot reach the control-plane at {self.config.endpoint}: {e}") from e
+        return _check_raw(status, rheaders, rbody)
+
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self.lean is not None:
+            await self.lean.aclose()
+        for c in (*self.clients, self.long_polls):
+            if c is not None:
+                await c.aclose()
