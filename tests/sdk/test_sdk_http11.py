@@ -170,3 +170,82 @@ def test_no_answer_is_a_transport_error_and_refused_connections_too(kind):
             await c.aclose()
 
     asyncio.run(refused())
+
+
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 signed by itself: (cert path, key path)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "blocking"])
+def test_https_verifies_the_server_certificate_and_speaks_over_tls(tmp_path, blocking):
+    """An https endpoint is spoken to over TLS, and a certificate nobody vouches for is refused:
+    the default context verifies (a self-signed server fails), a context that trusts it works."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    async def main():
+        handled = []
+
+        async def handle(reader, writer):
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                handled.append(head.split(b" ")[1])
+                writer.write(_json({"tls": True}, b"connection: close\r\n"))
+                await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            outcomes = []
+            for ctx in (None, trusting):
+                client = BlockingClient(url, ssl_context=ctx) if blocking else LeanClient(url, ssl_context=ctx)
+                try:
+                    if blocking:
+                        answer = await asyncio.to_thread(client.request, "GET", "/tls", headers={})
+                    else:
+                        answer = await client.request("GET", "/tls", headers={})
+                    outcomes.append(answer)
+                except HTTPTransportError as exc:
+                    outcomes.append(exc)
+                finally:
+                    client.close() if blocking else await client.aclose()
+            return outcomes, handled
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    (refused, answered), handled = asyncio.run(main())
+    assert isinstance(refused, HTTPTransportError) and "certificate" in str(refused).lower(), refused
+    assert handled == [b"/tls"]  # only the trusting client's request reached the server
+    status, _headers, body = answered
+    assert status == 200 and json.loads(body) == {"tls": True}
