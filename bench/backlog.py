@@ -328,6 +328,13 @@ def explain(stk: bench_stack.Stack, sql: str, params: tuple) -> str:
         conn.close()
 
 
+def claim_params(sql: str, cluster_id: str, service: str) -> tuple:
+    """The claim's parameters, for the statement before (cluster and service once) or after the
+    claim was made to walk jobs_claim (twice)."""
+    where = (cluster_id, service) * sql.split("FOR UPDATE")[0].count("%s, %s")
+    return (*where, 100, "explain-machine", None, None)
+
+
 def plans(stk: bench_stack.Stack, cluster_id: str) -> dict:
     from app.engine import statements
 
@@ -336,11 +343,10 @@ def plans(stk: bench_stack.Stack, cluster_id: str) -> dict:
     cutoff = (dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=10)).isoformat(sep=" ")
     # What maintenance.Prune selects each round (peewee builds it: the same text, literal statuses).
     prune_sql = ("SELECT seq FROM jobs WHERE status IN ('success', 'failure', 'cancelled') AND resulted_at < %s"
-                 " LIMIT 500")
+                 " ORDER BY resulted_at LIMIT 500")
     return {
-        "claim_backlog": explain(stk, claim_sql, (cluster_id, BACKLOG_SERVICE, 100, "explain-machine", None, None)),
-        "claim_empty_service": explain(stk, claim_sql, (cluster_id, "no-such-service", 100, "explain-machine",
-                                                        None, None)),
+        "claim_backlog": explain(stk, claim_sql, claim_params(claim_sql, cluster_id, BACKLOG_SERVICE)),
+        "claim_empty_service": explain(stk, claim_sql, claim_params(claim_sql, cluster_id, "no-such-service")),
         "prune_select": explain(stk, prune_sql, (cutoff,)),
         "stalled_select": explain(stk, statements._STALLED + " FOR UPDATE SKIP LOCKED", (now_ms, 500)),
     }
