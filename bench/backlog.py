@@ -10,8 +10,9 @@ queue, beside a backlog of N pending jobs, and again after the backlog was drain
 2. fill: `--jobs` plain creates (POST /jobs, `--fill-connections` in flight, so they share the group
    commit) into one service with no worker; jobs/s overall and per tenth of the fill, beside the
    same create-only burst of `--ref-jobs` into an empty queue (done in stage 1);
-3. backlog: stage 1 again, plus one worker claiming from the backlog (`/jobs-request`, limit 100,
-   each answered with its results): p50/p99 of those claims;
+3. backlog: stage 1 again beside the backlog (what N pending rows cost everyone else), then once
+   more with one worker claiming from the backlog too (`/jobs-request`, limit 100, each claim
+   answered before the next): p50/p99 of those claims ("backlog_claims");
 4. drain: `--drain-workers` workers claim and answer the rest as fast as it goes; jobs/s;
 5. next run: once pruning (the control-plane's own sweeper, `--retention-seconds`) removed the
    drained jobs or `--prune-wait` passed, and autovacuum (as configured by default) had its
@@ -380,7 +381,7 @@ def report(res: dict) -> str:
     lines = ["| stage | measured calls/s | p50 / p99 ms | create→claim p50 / p99 ms | busy calls/s | busy p99 ms "
              "(worst service) | backlog claim p50 / p99 ms | CP CPU s | PG CPU s |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name in ("baseline", "backlog", "next_run"):
+    for name in ("baseline", "backlog", "backlog_claims", "next_run"):
         s = res["stages"].get(name)
         if not s:
             continue
@@ -431,7 +432,8 @@ async def main_async(a, stk: bench_stack.Stack, cluster: dict) -> dict:
     res["fill"]["control_plane"], res["fill"]["postgres"] = cp.stop(), {"cpu_s": pg.stop().get("cpu_s")}
     res["snapshots"].append(snapshot(stk, cluster["id"], "filled"))
     print("3. backlog", flush=True)
-    res["stages"]["backlog"] = await measure(a, endpoint, secret, pids, backlog_left=res["fill"]["created"])
+    res["stages"]["backlog"] = await measure(a, endpoint, secret, pids)
+    res["stages"]["backlog_claims"] = await measure(a, endpoint, secret, pids, backlog_left=res["fill"]["created"])
     res["snapshots"].append(snapshot(stk, cluster["id"], "after backlog stage"))
     left = stk.psql(f"SELECT count(*) FROM jobs WHERE service = '{BACKLOG_SERVICE}' AND status = 'pending'")[0][0]
     print(f"4. drain {left}", flush=True)
