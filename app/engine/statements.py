@@ -128,14 +128,26 @@ _CLAIM_SET_SQLITE = f"""UPDATE jobs SET status = {_RUNNING}, attempt = attempt +
        deadline_ms = min(COALESCE(%s, {{now_ms}}) + timeout_seconds * 1000, COALESCE(call_deadline_ms, {_NEVER})),
        queue_deadline_ms = call_deadline_ms"""
 
+# The pending jobs of one (cluster, service), oldest first, as only the claim index gives them
+# (PostgreSQL). Written as `cluster_id = %s AND service = %s ... ORDER BY seq`, the order is
+# plain `seq`, which the primary key, jobs_cluster_recent and jobs_cluster_status give too, and
+# with a deep backlog the planner walked those (its estimate: most rows are that service's pending
+# jobs, spread evenly) past every job already claimed: 236 ms a claim at 200,000 jobs, half of
+# them drained, against 1.5 ms on jobs_claim (bench/backlog.py, EXPLAIN ANALYZE). The pair bounds
+# below say the same as the equalities, but leave (cluster_id, service, seq) as the order, which
+# only jobs_claim (and jobs_service_recent, larger and filtered) can walk, whatever the statistics.
+_PENDING_OF_SERVICE = (f"(cluster_id, service) >= (%s, %s) AND (cluster_id, service) <= (%s, %s)"
+                       f" AND status = {_PENDING}")
+_OLDEST_FIRST = "ORDER BY cluster_id, service, seq"
+
 # One statement claims up to `limit` jobs, oldest first. SKIP LOCKED lets concurrent pollers take
 # different rows instead of queueing behind each other, and the status test is repeated in the
 # UPDATE so a row that changed after it was picked is never claimed twice.
 _CLAIM_POSTGRES = f"""
 WITH picked AS (
     SELECT seq FROM jobs
-    WHERE cluster_id = %s AND service = %s AND status = {_PENDING}
-    ORDER BY seq LIMIT %s
+    WHERE {_PENDING_OF_SERVICE}
+    {_OLDEST_FIRST} LIMIT %s
     FOR UPDATE SKIP LOCKED
 )
 {_CLAIM_SET_POSTGRES}
@@ -170,8 +182,8 @@ _STILL_RUNNING = f"SELECT count(*) FROM jobs WHERE cluster_id = %s AND status = 
 _CLAIM_LIMITED_POSTGRES = f"""
 WITH candidates AS (
     SELECT seq, target_fn FROM jobs
-    WHERE cluster_id = %s AND service = %s AND status = {_PENDING}{{exclude}}
-    ORDER BY seq LIMIT %s
+    WHERE {_PENDING_OF_SERVICE}{{exclude}}
+    {_OLDEST_FIRST} LIMIT %s
     FOR UPDATE SKIP LOCKED
 ), picked AS (
     SELECT seq FROM (SELECT seq, target_fn, row_number() OVER (PARTITION BY target_fn ORDER BY seq) AS n
@@ -429,13 +441,15 @@ class PostgresDialect(db.PostgresDialect):
 
     def claim_jobs(self, cluster_id: str, service: str, machine_id: str, limit: int, claimed: object,
                    now_ms: int | None) -> list[tuple]:
-        return db.execute(self._claim, (cluster_id, service, limit, machine_id, claimed, now_ms)).fetchall()
+        return db.execute(self._claim, (cluster_id, service, cluster_id, service, limit, machine_id, claimed,
+                                        now_ms)).fetchall()
 
     def claim_jobs_limited(self, cluster_id: str, service: str, machine_id: str, limit: int, exclude: list[str],
                            caps: dict[str, int], claimed: object, now_ms: int | None) -> list[tuple]:
         parts, excluded, capped = _limited_parts(exclude, caps)
         sql = _CLAIM_LIMITED_POSTGRES.format(now=self.now, now_ms=self.now_ms, **parts)
-        return db.execute(sql, (cluster_id, service, *excluded, limit, *capped, machine_id, claimed, now_ms)).fetchall()
+        return db.execute(sql, (cluster_id, service, cluster_id, service, *excluded, limit, *capped, machine_id,
+                                claimed, now_ms)).fetchall()
 
     def store_results(self, results: list[Result]) -> list[tuple[bool | RetryScheduled, str | None]]:
         sql = self._results.replace("{rows}", ", ".join([_RESULT_ROW] * len(results)))

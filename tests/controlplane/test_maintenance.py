@@ -99,13 +99,13 @@ def test_a_failing_task_does_not_stop_the_others_and_runs_again_next_tick(app):
     assert broken.runs == [t0, at(t0, 1)]  # not marked as run, so not held back a minute
 
 
-def test_the_standard_tasks_run_in_order_and_prune_once_a_minute(app):
+def test_the_standard_tasks_run_in_order_and_prune_every_ten_seconds(app):
     t0 = utcnow()
     m = Maintainer.for_settings(interval=0.5, machine_timeout=90, retention_days=7)
     first = m.tick(now=t0)
     assert list(first)[:4] == ["stall_silent_machines", "promote_due_jobs", "recover_stalled_jobs", "prune"]
-    assert "prune" not in m.tick(now=at(t0, 59))
-    assert "prune" in m.tick(now=at(t0, 60))
+    assert "prune" not in m.tick(now=at(t0, 9))
+    assert "prune" in m.tick(now=at(t0, 10))
 
 
 # --- the tasks ------------------------------------------------------------------------------------
@@ -178,6 +178,26 @@ def test_prune_counts_old_finished_jobs_and_events_and_keeps_the_rest(api):
     assert pruned == 1 + events_before  # the finished job and every event; the running job stays
     assert db.unit_of_work(lambda: [j.id for j in Job.select(Job.id)]) == [running]
     assert task.run_once(at(t0, 2 * 86400)) == {"pruned": 0}
+
+
+def test_prune_goes_on_in_batches_until_done_or_its_budget_is_spent(api):
+    c = api.new_cluster()
+    calls = [api.call(c) for _ in range(5)]
+    api.claim(c)
+    for job_id in calls:
+        api.result(c, job_id)
+    api.activity(c)  # flushes the events so far
+    events = db.unit_of_work(lambda: Event.select().count())
+    later = at(utcnow(), 2 * 86400)
+    # A clock that has spent the budget after the first batch: one batch now, the rest next run.
+    ticks = iter([0.0, 5.0, 10.0, 10.0, 10.0, 10.0])
+    task = Prune(retention_days=1, batch=2, budget_seconds=1.0, clock=lambda: next(ticks))
+    first = task.run_once(later)["pruned"]
+    assert first == 2 + min(2, events)  # one batch: two jobs, two events
+    assert db.unit_of_work(lambda: Job.select().count()) == 3
+    # With the budget left, batch after batch until nothing is left (more batches than before).
+    assert Prune(retention_days=1, batch=1, budget_seconds=60.0).run_once(later)["pruned"] >= 3 + events - 2
+    assert db.unit_of_work(lambda: (Job.select().count(), Event.select().count())) == (0, 0)
 
 
 def test_epoch_ms_reads_a_naive_utc_datetime():
