@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import stat
 import threading
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Mapping, TypeVar
 from urllib.parse import parse_qsl, unquote, urlparse
@@ -201,6 +203,23 @@ def _postgres(settings: Settings) -> peewee.Database:
     )
 
 
+class _Sqlite(peewee.SqliteDatabase):
+    PRAGMA_RETRY_SECONDS = 10.0
+
+    def _set_pragmas(self, conn):
+        # Two workers starting on one new file: while one migrates, the other's switch to WAL can
+        # be answered "database is locked" at once, without SQLite's busy wait (a worker failed to
+        # boot that way in CI). Try again for a while, as the busy timeout would.
+        deadline = time.monotonic() + self.PRAGMA_RETRY_SECONDS
+        while True:
+            try:
+                return super()._set_pragmas(conn)
+            except (sqlite3.OperationalError, peewee.OperationalError) as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
 def _sqlite(settings: Settings) -> peewee.Database:
     path = settings.sqlite_path
     if path != ":memory:":
@@ -217,7 +236,7 @@ def _sqlite(settings: Settings) -> peewee.Database:
     # synchronous=full: a commit is on disk before the answer, so an OS crash or power loss loses no
     # acknowledged write (normal keeps them through a process crash only). It costs one fsync per
     # commit, ~0.4 ms here, within the noise of a create (measured for issue 11, audit L7).
-    return peewee.SqliteDatabase(
+    return _Sqlite(
         path,
         pragmas={"journal_mode": "wal", "synchronous": "full", "busy_timeout": 10000, "foreign_keys": 1},
         timeout=10,

@@ -165,9 +165,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PORT", "port", _port, 4000, "server", False, "HTTP port"),
     Variable("WEB_CONCURRENCY", "web_concurrency", _positive_int, 2, "server", False,
              "gunicorn worker processes", local_default=1),
-    Variable("GUNICORN_THREADS", "gunicorn_threads", _positive_int, 1024, "server", False,
+    Variable("GUNICORN_THREADS", "gunicorn_threads", _positive_int, 256, "server", False,
              "threads per worker, started as requests need them (a parked long poll holds one thread and no "
-             "database connection: 1,000 tenants' workers each park one poll)"),
+             "database connection; past this minus 97 parked polls, further polls answer at once)"),
     Variable("KEEPALIVE_SECONDS", "keepalive_seconds", _positive_int, 600, "server", False,
              "how long gunicorn keeps an idle connection open; keep it longer than your clients do "
              "(see `gunicorn.conf.py`)"),

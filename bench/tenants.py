@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/tenants.py                         # 1,000 tenants (issue 17 item 6)
     .venv/bin/python bench/tenants.py --tenants 100           # a short check
-    .venv/bin/python bench/tenants.py --tenants 1000 --env GUNICORN_THREADS=256    # the default before issue 17
+    .venv/bin/python bench/tenants.py --tenants 1000 --env GUNICORN_THREADS=1024   # room for 1,000 parked polls
     .venv/bin/python bench/tenants.py --unsafe-pg             # UNSAFE PostgreSQL (no flush in any figure)
 
 Starts a throwaway PostgreSQL 15 with default durability and the real gunicorn control-plane

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from gunicorn import http, util
+from gunicorn.http.errors import UnsupportedTransferCoding
 from gunicorn.workers import gthread
 
 from ..observability import request_log
@@ -439,6 +440,12 @@ class ThreadWorker(gthread.ThreadWorker):
         if isinstance(exc, ReadDeadline):
             self.log.debug("request from %s not read in time", addr)
             status, message = 408, exc.description
+        elif isinstance(exc, UnsupportedTransferCoding):
+            # gunicorn answers 501, a server error; the fault is the client's header (a fuzzed
+            # `Transfer-Encoding: +pKPIa` did it), and it is told what to send instead.
+            status = 400
+            message = (f"Transfer-Encoding {str(exc.hdr)[:60]!r} is not supported: send the body with "
+                       "Content-Length, or with Transfer-Encoding: chunked")
         else:
             sink = _Sink()  # gunicorn classifies the error, logs it and writes the access log line
             super().handle_error(req, sink, addr, exc)

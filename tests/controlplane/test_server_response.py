@@ -88,3 +88,29 @@ def test_the_server_process_uses_it():
     import app.server.worker  # noqa: F401  (installs it, as gunicorn's worker import does)
 
     assert wsgi.Response is CoalescedResponse  # what wsgi.create() builds every response with
+
+
+def test_an_unknown_transfer_coding_is_the_clients_error_and_says_what_to_send():
+    """gunicorn answers 501 (a server error) to a Transfer-Encoding it does not know; the fault
+    is the request's header (the OpenAPI fuzzer sent `+pKPIa`), so the worker answers 400 (as
+    gunicorn itself does for a known coding that is not chunked)."""
+    import json
+    import socket
+
+    from support.server import ControlPlane
+
+    with ControlPlane() as cp:
+        for coding, length in ((b"+pKPIa", b"Content-Length: 2\r\n"), (b"br", b""), (b"gzip", b"")):
+            with socket.create_connection(("127.0.0.1", cp.port), timeout=10) as s:
+                s.sendall(b"PUT /clusters/c/settings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          + length + b"Transfer-Encoding: " + coding + b"\r\n\r\n{}")
+                answer = b""
+                while chunk := s.recv(65536):
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400 "), answer
+            error = json.loads(body)["error"]
+            assert error["code"] == "bad_request", error
+            if coding != b"gzip":  # a coding gunicorn does not know (its 501): told what to send instead
+                assert f"Transfer-Encoding {coding.decode()!r} is not supported" in error["message"], error
+                assert "Content-Length" in error["message"] and "chunked" in error["message"]
