@@ -24,17 +24,12 @@ Writes bench/results/longrun-<ts>.json (every sample, the options, postgres_dura
 the commit) and, when matplotlib is installed (requirements/bench.txt, an optional extra), the
 curve as bench/results/longrun-<ts>.png (`--png PATH`); without it the plot is skipped, and says so
 (`bench/plot.py <json>` draws it later). Exit 1 when a call was lost, run twice or mismatched.
-
-Also the home of the helpers the scale commands share (tenants.py, replicas.py): table_stats(),
-write_result(), fmt().
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import datetime as dt
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,48 +43,7 @@ for _p in (str(BENCH), str(REPO)):
 import harness  # noqa: E402
 import psutil  # noqa: E402
 import stack as bench_stack  # noqa: E402
-
-HOT_TABLES = ("jobs", "events", "metric_rollups", "machines", "workers")
-
-
-# --- shared by the scale commands ------------------------------------------------------------
-
-def table_stats(stack, tables: tuple[str, ...] = HOT_TABLES) -> dict[str, dict]:
-    """pg_total_relation_size (table + indexes + toast), index size, live and dead tuples."""
-    names = ",".join(f"'{t}'" for t in tables)
-    rows = stack.psql(
-        "SELECT relname, pg_total_relation_size(relid), pg_indexes_size(relid), n_live_tup, n_dead_tup "
-        f"FROM pg_stat_user_tables WHERE relname IN ({names}) ORDER BY relname")
-    return {name: {"total_mb": round(total / 2**20, 2), "indexes_mb": round(idx / 2**20, 2), "live": live,
-                   "dead": dead} for name, total, idx, live, dead in rows}
-
-
-def commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def write_result(kind: str, doc: dict, out: str | None, started: dt.datetime) -> Path:
-    """bench/results/<kind>-<timestamp>.json (or `out`), with the command, machine and commit."""
-    from run import machine_info
-
-    doc = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-           "started": started.isoformat(timespec="seconds"), "commit": commit(), "machine": machine_info(), **doc}
-    path = Path(out) if out else BENCH / "results" / f"{kind}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2))
-    return path
-
-
-def fmt(v, nd: int = 1) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:,.{nd}f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
-
+from report import HOT_TABLES, commit, fmt, table_stats, write_result  # noqa: E402
 
 # --- the run ---------------------------------------------------------------------------------
 

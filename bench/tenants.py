@@ -46,7 +46,7 @@ sys.path.insert(0, str(BENCH))
 
 import harness  # noqa: E402
 import stack as bench_stack  # noqa: E402
-from longrun import fmt, write_result  # noqa: E402
+from report import fmt, write_result  # noqa: E402
 from rawhttp import RawClient  # noqa: E402
 
 SERVICE = "tenant-svc"
