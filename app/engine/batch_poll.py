@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import steps
 from .signals import Subscription, hub, job_ids_of
 from .states import TERMINAL
 
@@ -165,12 +166,16 @@ class BatchPolls:
         self._read = read
         self._parked = _ParkedPolls()
 
-    def wait_for_any(self, cluster_id: str, job_ids: list[str], ttl_seconds: float, stopping=None,
-                     machine_id: str | None = None,
-                     after_reading: Callable[[], None] | None = None,
-                     result_bytes: int | None = None, big_budget: int | None = None) -> list[dict]:
-        """Long poll a batch: return the finished ones as soon as any is, else every status after ttl
-        (or at once when the server is shutting down). `after_reading` is called once the poll's
+    def wait_for_any(self, cluster_id: str, job_ids: list[str], ttl_seconds: float, **options) -> list[dict]:
+        """`poll_steps` run to its answer in this thread."""
+        return steps.run(self.poll_steps(cluster_id, job_ids, ttl_seconds, **options))
+
+    def poll_steps(self, cluster_id: str, job_ids: list[str], ttl_seconds: float, stopping=None,
+                   machine_id: str | None = None,
+                   after_reading: Callable[[], None] | None = None,
+                   result_bytes: int | None = None, big_budget: int | None = None) -> steps.Steps[list[dict]]:
+        """Long poll a batch (engine/steps.py): the finished ones as soon as any is, else every
+        status after ttl (or at once when the server is shutting down). `after_reading` is called once the poll's
         database reading is done: before its first wait, or before the linger of an answer.
         `result_bytes`: the most result bytes one answer carries (the rest are asked for again).
         `big_budget`: this poll is big, and answers `[]` at once (the SDKs ask again) when its
@@ -200,7 +205,7 @@ class BatchPolls:
                     if finished:
                         if after_reading is not None:
                             after_reading()  # what is left is a short linger: no CPU, nothing more parsed
-                        return self._answer(cluster_id, job_ids, sub, finished, remaining, result_bytes)
+                        return (yield from self._answer(cluster_id, job_ids, sub, finished, remaining, result_bytes))
                     _remember_unfinished(poll, read, rows)
                     if remaining <= 0 or (stopping is not None and stopping.is_set()):
                         # A read of every id just now is the answer (a poll past its budget has
@@ -209,12 +214,12 @@ class BatchPolls:
                     if after_reading is not None:
                         after_reading()
                         after_reading = None
-                    read = _on_wake(job_ids, poll, sub.wait(remaining))
+                    read = _on_wake(job_ids, poll, (yield steps.Wait(sub, remaining)))
             finally:
                 self._parked.leave(key, poll)
 
     def _answer(self, cluster_id: str, job_ids: list[str], sub: Subscription, finished: list[dict],
-                remaining: float, result_bytes: int | None) -> list[dict]:
+                remaining: float, result_bytes: int | None) -> steps.Steps[list[dict]]:
         """The finished ones; on a big batch, after a moment's wait for results finishing together
         (as many as the answer's result bytes leave room for)."""
         if len(job_ids) < _BATCH_LINGER_MIN_IDS or remaining <= 0:
@@ -222,7 +227,7 @@ class BatchPolls:
         left = None if result_bytes is None else result_bytes - sum(len(r["result"] or "") for r in finished)
         if left is not None and left <= 0:
             return finished
-        time.sleep(min(_BATCH_LINGER_SECONDS, remaining))
+        yield steps.Wait(None, min(_BATCH_LINGER_SECONDS, remaining))
         more = list(job_ids_of(sub.wait(0) or set()) - {r["id"] for r in finished})
         if not more:
             return finished

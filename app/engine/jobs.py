@@ -10,7 +10,7 @@ from .. import db
 from ..errors import Conflict, NotFound
 from ..models import Job, utcnow
 from ..observability.events import events
-from . import controls, deployments, ids, statements
+from . import controls, deployments, ids, statements, steps
 from .batch_poll import BatchPolls
 from .batching import GroupCommit
 from .fairness import FairSlots
@@ -258,7 +258,12 @@ def job_status(cluster_id: str, job_id: str) -> dict:
 
 
 def wait_for_job(cluster_id: str, job_id: str, ttl_seconds: float, stopping=None) -> dict:
-    """Long poll one job: return when it is finished, or its current status after ttl (or at shutdown)."""
+    """`job_status_steps` run to its answer in this thread."""
+    return steps.run(job_status_steps(cluster_id, job_id, ttl_seconds, stopping))
+
+
+def job_status_steps(cluster_id: str, job_id: str, ttl_seconds: float, stopping=None) -> steps.Steps[dict]:
+    """Long poll one job: its status once it is finished, or after ttl (or at shutdown); steps.py."""
     deadline = time.monotonic() + ttl_seconds
     with hub.subscribe([job_topic(cluster_id, job_id)]) as sub:
         while True:
@@ -266,9 +271,10 @@ def wait_for_job(cluster_id: str, job_id: str, ttl_seconds: float, stopping=None
             remaining = deadline - time.monotonic()
             if row["state"] in TERMINAL or remaining <= 0 or (stopping is not None and stopping.is_set()):
                 return row
-            sub.wait(remaining)
+            yield steps.Wait(sub, remaining)
 
 
 # Batch polls (the published SDK's storm of overlapping status polls): see batch_poll.py.
 _batch_polls = BatchPolls(statuses)
 wait_for_any = _batch_polls.wait_for_any
+batch_status_steps = _batch_polls.poll_steps

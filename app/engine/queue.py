@@ -8,7 +8,7 @@ from .. import db
 from ..models import Job, utcnow
 from ..observability import prometheus
 from ..observability.events import events
-from . import statements
+from . import statements, steps
 from .batching import GroupCommit
 from .limits import Holders, Limits
 from .limits import claim as claim_limited
@@ -43,9 +43,15 @@ def _claim(cluster_id: str, service: str, machine_id: str, limit: int,
 
 
 def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, ttl_seconds: float,
-                   stopping=None, alive=None, heartbeat=None, heartbeat_every: float | None = None,
-                   limits: Limits | None = None) -> list[dict]:
-    """Long poll: claim as soon as something is claimable, or return [] after ttl.
+                   **options) -> list[dict]:
+    """`claim_steps` run to its answer in this thread."""
+    return steps.run(claim_steps(cluster_id, service, machine_id, limit, ttl_seconds, **options))
+
+
+def claim_steps(cluster_id: str, service: str, machine_id: str, limit: int, ttl_seconds: float,
+                stopping=None, alive=None, heartbeat=None, heartbeat_every: float | None = None,
+                limits: Limits | None = None) -> steps.Steps[list[dict]]:
+    """Long poll: claim as soon as something is claimable, or return [] after ttl (steps.py).
 
     `alive()` is asked before every claim: a poll whose caller has gone (a killed worker) must
     not claim jobs that nobody will run. `heartbeat()` is called every `heartbeat_every` seconds
@@ -68,7 +74,8 @@ def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, t
                 return jobs
             if holders.follow(watch):
                 continue  # one finished before it was watched: its room is free now
-            sub.wait(min(remaining, max(0.0, last_beat + heartbeat_every - time.monotonic())) if beat else remaining)
+            yield steps.Wait(sub, min(remaining, max(0.0, last_beat + heartbeat_every - time.monotonic()))
+                             if beat else remaining)
 
 
 def _store_batch(results: list[statements.Result]) -> list[tuple[bool | statements.RetryScheduled, str | None]]:

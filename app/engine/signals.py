@@ -76,6 +76,7 @@ class Subscription:
         self._fired_ever: set[str] = set()
         self._everything = False
         self._everything_ever = False
+        self._on_wake: Callable[[], None] | None = None
 
     def __enter__(self) -> "Subscription":
         self._hub._add(self)
@@ -93,6 +94,19 @@ class Subscription:
                 self._fired.add(topic)
                 self._fired_ever.add(topic)
         self._event.set()
+        on_wake = self._on_wake
+        if on_wake is not None:
+            on_wake()
+
+    def on_wake(self, callback: Callable[[], None] | None) -> bool:
+        """Call `callback` (from whichever thread wakes this) on every wake-up from now on, instead
+        of a thread sleeping in `wait`; None stops it. True when a wake-up is pending already."""
+        self._on_wake = callback
+        return self._event.is_set()
+
+    def wait_seconds(self, timeout: float) -> float:
+        """How long `wait(timeout)` sleeps at most (the fallback interval caps it)."""
+        return max(0.0, min(timeout, self._hub.fallback_interval))
 
     def fired_ever(self) -> set[str] | None:
         """Every topic that fired since this subscription began (consumed by wait or not), or None
@@ -105,7 +119,7 @@ class Subscription:
 
         Returns the topics that fired, or None when the caller must re-check everything (a
         fallback timeout, or a wake-up for all after the listener reconnected)."""
-        woke = self._event.wait(max(0.0, min(timeout, self._hub.fallback_interval)))
+        woke = self._event.wait(self.wait_seconds(timeout))
         with self._lock:
             self._event.clear()
             fired, everything = self._fired, self._everything
