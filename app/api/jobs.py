@@ -16,9 +16,9 @@ from ..engine.limits import Limits
 from ..engine.states import ResultType
 from ..errors import TooLarge
 from ..observability.events import events
-from . import deployment_scope, schemas as s
+from . import deployment_scope, parking, schemas as s
 from .admission import BigBodyAdmission
-from .routing import BIG_BODY_BYTES, release_admission, require_machine_id, route, state
+from .routing import BIG_BODY_BYTES, admission_releaser, require_machine_id, route, state
 
 bp = Blueprint("jobs", __name__)
 
@@ -48,11 +48,15 @@ _POLLS = PollBudget()
 def poll_place(machine_id: str | None, ttl_ms: int):
     """A place in the poll budget for this request; `with` it to learn how long the poll may wait."""
     st = state().settings
-    # Polls leave alone the threads of short requests and those big bodies can hold in admission.
-    limits = PollLimits.for_threads(st.gunicorn_threads, per_cluster=st.long_polls_per_cluster,
-                                    per_machine=st.long_polls_per_machine,
-                                    reserve=st.long_poll_thread_reserve + _BIG_STATUS_POLLS.capacity,
-                                    pause_seconds=st.long_poll_pause_seconds)
+    parks = parking.capacity()
+    if parks:  # the worker holds waiting polls without threads: its connections bound them
+        limits = PollLimits.parked(parks, per_cluster=st.long_polls_per_cluster,
+                                   per_machine=st.long_polls_per_machine, pause_seconds=st.long_poll_pause_seconds)
+    else:  # polls leave alone the threads of short requests and those big bodies can hold in admission
+        limits = PollLimits.for_threads(st.gunicorn_threads, per_cluster=st.long_polls_per_cluster,
+                                        per_machine=st.long_polls_per_machine,
+                                        reserve=st.long_poll_thread_reserve + _BIG_STATUS_POLLS.capacity,
+                                        pause_seconds=st.long_poll_pause_seconds)
     return _POLLS.admit(g.cluster_id, machine_id, _wait_seconds(ttl_ms), limits)
 
 
@@ -72,14 +76,16 @@ def jobs_request(body):
         machines.ping(cluster_id, machine_id, ip=ip, deployment_id=deployment_id, machine_timeout_seconds=timeout)
         machines.worker_polled(cluster_id, service, machine_id, machine_timeout_seconds=timeout)
 
-    # A dead (e.g. SIGKILLed) worker's orphaned poll neither claims jobs nor keeps the machine alive.
-    with poll_place(machine_id, body["ttl"]) as wait:
-        claimed = queue.wait_and_claim(g.cluster_id, body["service"], machine_id, body["limit"],
-                                       wait, stopping=state().stopping,
-                                       alive=lambda: not _disconnected(client),
-                                       heartbeat=heartbeat, heartbeat_every=timeout / 4,
-                                       limits=Limits.declared(body.get("concurrency"), body.get("functions")))
-    return jsonify(claimed), 200  # always 200 with an array: a 204 kills the published SDK's worker
+    place, stopping = poll_place(machine_id, body["ttl"]), state().stopping
+    limits = Limits.declared(body.get("concurrency"), body.get("functions"))
+
+    def poll():
+        with place as wait:
+            # A dead (e.g. SIGKILLed) worker's orphaned poll neither claims jobs nor keeps the machine alive.
+            return (yield from queue.claim_steps(cluster_id, service, machine_id, body["limit"], wait,
+                                                 stopping=stopping, alive=lambda: not _disconnected(client),
+                                                 heartbeat=heartbeat, heartbeat_every=timeout / 4, limits=limits))
+    return parking.answer(poll())  # always 200 with an array: a 204 kills the published SDK's worker
 
 
 @route(bp, "POST", "/jobs/<job_id>/result", summary="Report a job's result (fenced to the current attempt)",
@@ -135,9 +141,12 @@ def create_job(body):
        auth_kind="cluster", tag="caller", query=s.JOB_STATUS_QUERY,
        responses={200: s.JOB_STATUS, 404: s.ERROR, **ERRORS})
 def job_status(job_id, query):
-    with poll_place(g.machine_id, query["ttl"]) as wait:
-        row = jobs.wait_for_job(g.cluster_id, job_id, wait, stopping=state().stopping)
-    return jsonify(row), 200
+    place, cluster_id, stopping = poll_place(g.machine_id, query["ttl"]), g.cluster_id, state().stopping
+
+    def poll():
+        with place as wait:
+            return (yield from jobs.job_status_steps(cluster_id, job_id, wait, stopping=stopping))
+    return parking.answer(poll())
 
 
 @route(bp, "POST", "/jobs/<job_id>/cancel", summary="Cancel a call in flight (answers its status, as GET /jobs/:id)",
@@ -165,9 +174,13 @@ def _no_statuses_yet():
 def batch_status(body):
     # No 1,000-id cap: the published SDK sends every outstanding call's id in one request.
     big = (request.content_length or 0) >= _BIG_STATUS_POLLS.threshold_bytes
-    with poll_place(g.machine_id, body["ttl"]) as wait:
-        rows = jobs.wait_for_any(g.cluster_id, body["jobIds"], wait, stopping=state().stopping,
-                                 machine_id=g.machine_id, after_reading=release_admission,
-                                 result_bytes=state().settings.max_status_result_bytes,
-                                 big_budget=state().settings.big_polls_per_cluster if big else None)
-    return jsonify(rows), 200
+    place, cluster_id, machine_id, st = poll_place(g.machine_id, body["ttl"]), g.cluster_id, g.machine_id, state()
+    release = admission_releaser()
+
+    def poll():
+        with place as wait:
+            return (yield from jobs.batch_status_steps(
+                cluster_id, body["jobIds"], wait, stopping=st.stopping, machine_id=machine_id, after_reading=release,
+                result_bytes=st.settings.max_status_result_bytes,
+                big_budget=st.settings.big_polls_per_cluster if big else None))
+    return parking.answer(poll())

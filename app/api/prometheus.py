@@ -15,6 +15,7 @@ from ..errors import Unauthorized, Unavailable
 from ..observability import prometheus
 from . import schemas as s
 from .auth import token_from_header
+from .parking import parked_of
 from .routing import route, state
 
 bp = Blueprint("prometheus", __name__)
@@ -57,6 +58,11 @@ def _started() -> None:
 def _answered(response):
     started = g.pop("prometheus_started", None)
     if started is not None:
-        rule = request.url_rule.rule if request.url_rule is not None else None
-        prometheus.http_request(request.method, rule, response.status_code, time.perf_counter() - started)
+        method, rule = request.method, request.url_rule.rule if request.url_rule is not None else None
+        parked = parked_of(response)
+        if parked is not None:  # a long poll waiting in the worker: counted when it is answered
+            parked.when_answered(lambda status, _size: prometheus.http_request(method, rule, status,
+                                                                               time.perf_counter() - started))
+        else:
+            prometheus.http_request(method, rule, response.status_code, time.perf_counter() - started)
     return response

@@ -71,7 +71,7 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
           precondition: Callable[[], None] | None = None, polls: bool = False) -> Callable:
     """`admission`: big bodies of this route are read, then wait their turn to be parsed (or get
     `refused()` when too many wait, or when the body budget stays spent); the view may give the
-    slot back early with `release_admission()`, else it is given back when the view ends.
+    slot back early with `admission_releaser()`, else it is given back when the view ends.
     `max_body`: this route's body limit (below MAX_BODY_BYTES). `precondition()`: raises an
     ApiError when the route cannot serve now (a feature off), checked before the body is read.
     `polls`: the route is a worker's poll; its x-machine-id makes a machine (others only refresh one)."""
@@ -247,11 +247,11 @@ def _parse_body(spec: RouteSpec, raw: bytes | bytearray):
     return validation.validate(spec.body, value)
 
 
-def release_admission() -> None:
-    """Give this request's admission slot back now (a long poll done with its reading)."""
+def admission_releaser() -> Callable[[], None] | None:
+    """What gives this request's admission slot back (a long poll done with its reading); callable
+    after the request's context is gone (a parked poll: api/parking.py)."""
     ticket = g.get("admission")
-    if ticket is not None:
-        ticket.release()
+    return None if ticket is None else ticket.release
 
 
 def require_machine_id() -> str:

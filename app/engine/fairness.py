@@ -47,6 +47,12 @@ class PollLimits:
                    total=max(threads - reserve, threads // 2, 1), pause_seconds=pause_seconds,
                    pauses_per_cluster=max(1, per_cluster // 4))
 
+    @classmethod
+    def parked(cls, capacity: int, *, per_cluster: int, per_machine: int, pause_seconds: float) -> "PollLimits":
+        """A server that holds waiting polls without threads: `capacity` of them (its connections)."""
+        return cls(per_cluster=per_cluster, per_machine=per_machine, total=max(capacity, 1),
+                   pause_seconds=pause_seconds, pauses_per_cluster=max(1, per_cluster // 4))
+
 
 class PollBudget:
     def __init__(self) -> None:

@@ -50,6 +50,14 @@ def run(steps: Steps[T]) -> T:
     """Drive a long poll to its answer in this thread."""
     try:
         wait = next(steps)
+    except StopIteration as done:
+        return done.value
+    return finish(steps, wait)
+
+
+def finish(steps: Steps[T], wait: Wait) -> T:
+    """Drive a started long poll, which yielded `wait`, to its answer in this thread."""
+    try:
         while True:
             wait = steps.send(wait.block())
     except StopIteration as done:

@@ -71,40 +71,59 @@ def _finisher(mode: str):
         if rid is None:  # a hook before ours answered or failed: still an id for this answer
             rid = incoming_or_new(request.headers.get(HEADER))
         response.headers[HEADER] = rid
-        status = response.status_code
-        if mode == "all" or (mode == "errors" and status >= 400):
-            _write(response, status, rid)
+        if mode == "off":
+            return response
+        parked = getattr(response, "parked", None)  # a long poll waiting in the worker (api/parking.py)
+        if parked is not None:  # its line is written when it is answered
+            line = _Line(rid)
+            parked.when_answered(lambda status, size: line.write(status, size) if _logs(mode, status) else None)
+        elif _logs(mode, response.status_code) and log.isEnabledFor(_level(response.status_code)):
+            _Line(rid).write(response.status_code, response.content_length)  # None when streamed
         return response
 
     return finish
 
 
-def _write(response: Response, status: int, rid: str) -> None:
-    level = logging.WARNING if status >= 500 else logging.INFO
-    if not log.isEnabledFor(level):  # LOG_LEVEL above it: no line to build
-        return
-    req, ctx = request._get_current_object(), g._get_current_object()  # one context lookup each
-    started = ctx.get("_request_started")
-    duration_ms = round((time.perf_counter() - started) * 1000, 1) if started is not None else None
-    rule = req.url_rule
-    route = rule.rule if rule is not None else _clean(req.path, _PATH_CHARS)
-    size = response.content_length  # None when streamed
-    fields = {"method": req.method, "route": route, "status": status, "durationMs": duration_ms,
-              "bytes": size}
-    cluster_id = ctx.get("cluster_id")
-    if cluster_id:
-        fields["clusterId"] = cluster_id
-    machine = req.headers.get("x-machine-id")
-    if machine:
-        fields["machineId"] = _clean(machine, _ID_CHARS)
-    text = (f"{fields['method']} {route} {status} {'-' if duration_ms is None else duration_ms}ms "
-            f"{'-' if size is None else size}B")
-    if cluster_id:
-        text += f" cluster={cluster_id}"
-    if machine:
-        text += f" machine={fields['machineId']}"
-    log.log(level, text,
-            extra={"http": fields, "request_id": rid})
+def _logs(mode: str, status: int) -> bool:
+    return mode == "all" or (mode == "errors" and status >= 400)
+
+
+def _level(status: int) -> int:
+    return logging.WARNING if status >= 500 else logging.INFO
+
+
+class _Line:
+    """What the line of this request says, read from its context; written once the answer is made."""
+
+    def __init__(self, rid: str) -> None:
+        req, ctx = request._get_current_object(), g._get_current_object()  # one context lookup each
+        rule = req.url_rule
+        self.rid = rid
+        self.started = ctx.get("_request_started")
+        self.method = req.method
+        self.route = rule.rule if rule is not None else _clean(req.path, _PATH_CHARS)
+        self.cluster_id = ctx.get("cluster_id")
+        self.machine = req.headers.get("x-machine-id")
+
+    def write(self, status: int, size: int | None) -> None:
+        level = _level(status)
+        if not log.isEnabledFor(level):  # LOG_LEVEL above it: no line to build
+            return
+        started, route, cluster_id, machine = self.started, self.route, self.cluster_id, self.machine
+        duration_ms = round((time.perf_counter() - started) * 1000, 1) if started is not None else None
+        fields = {"method": self.method, "route": route, "status": status, "durationMs": duration_ms,
+                  "bytes": size}
+        if cluster_id:
+            fields["clusterId"] = cluster_id
+        if machine:
+            fields["machineId"] = _clean(machine, _ID_CHARS)
+        text = (f"{fields['method']} {route} {status} {'-' if duration_ms is None else duration_ms}ms "
+                f"{'-' if size is None else size}B")
+        if cluster_id:
+            text += f" cluster={cluster_id}"
+        if machine:
+            text += f" machine={fields['machineId']}"
+        log.log(level, text, extra={"http": fields, "request_id": self.rid})
 
 
 def _end(_exc: BaseException | None) -> None:

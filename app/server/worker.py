@@ -25,19 +25,24 @@ PROXY protocol configured, the worker behaves exactly as gthread, and says so.
 from __future__ import annotations
 
 import errno
+import heapq
 import html
+import itertools
 import re
 import selectors
 import socket
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 
 from gunicorn import http, util
+from gunicorn.http import wsgi
 from gunicorn.http.errors import UnsupportedTransferCoding
 from gunicorn.workers import gthread
 
+from ..api import parking
 from ..observability import request_log
 from . import answers, head as heads, response
 from .lanes import FairPool
@@ -77,9 +82,24 @@ util.http_date = _http_date_cache()
 response.install()
 
 # Connection states. The waiting ones are in the loop's selector and in self.waiting[state],
-# ordered by expiry (each state has one lifetime, so insertion order is expiry order).
+# ordered by expiry (each state has one lifetime, so insertion order is expiry order). A PARKED
+# one holds a long poll waiting for its answer (api/parking.py): in the selector, to see its
+# client leave, and in the timers, to resume when its wait is over.
 NEW, IDLE, READING, CLOSING = "new", "idle", "reading", "closing"
-BUSY, CLOSED = "busy", "closed"
+BUSY, CLOSED, PARKED = "busy", "closed", "parked"
+CLIENT_CLOSED = 499  # the status a parked poll's request log line and metrics get when its client left
+
+
+@dataclass
+class _Held:
+    """A request whose answer is a parked poll: what sending the answer later needs."""
+
+    req: object
+    resp: wsgi.Response
+    environ: dict
+    poll: parking.ParkedPoll
+    started: datetime
+    park: int = field(default=0)  # which park of the poll a wake-up or a timer is for
 
 
 @dataclass(frozen=True)
@@ -109,6 +129,8 @@ class Conn(gthread.TConn):
         self.scanned = 0
         self.head: heads.Head | None = None
         self.drained = 0
+        self.queue_key = None  # its lane in the thread pool (lanes.FairPool)
+        self.held: _Held | None = None
 
     def init(self):
         if not self.initialized:  # the parser reads through the source, not the socket
@@ -152,6 +174,9 @@ class ThreadWorker(gthread.ThreadWorker):
         self.buffered = 0
         self.live_pool: FairPool | None = None
         self._accept_paused_until = 0.0
+        self.parked: set[Conn] = set()
+        self._timers: list = []  # heap of (when, n, conn, park): parked polls' waits ending
+        self._timer_numbers = itertools.count()
 
     def init_process(self):
         if self.reads_ahead:
@@ -196,7 +221,7 @@ class ThreadWorker(gthread.ThreadWorker):
             self.wait_for_and_dispatch_events(timeout=self._sleep())
             self._expire()
 
-        for conns in self.waiting.values():
+        for conns in (*self.waiting.values(), self.parked):
             for conn in list(conns):
                 self._drop(conn)
         self.tpool.shutdown(wait=False)
@@ -215,10 +240,16 @@ class ThreadWorker(gthread.ThreadWorker):
     def _sleep(self) -> float:
         now = time.monotonic()
         nearest = min((next(iter(conns)).expires for conns in self.waiting.values() if conns), default=now + 1.0)
+        if self._timers:
+            nearest = min(nearest, self._timers[0][0])
         return max(0.0, min(1.0, nearest - now))
 
     def _expire(self):
         now = time.monotonic()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _when, _n, conn, park = heapq.heappop(timers)
+            self._wake_parked(conn, park)
         for state, conns in self.waiting.items():
             while conns:
                 conn = next(iter(conns))
@@ -287,6 +318,8 @@ class ThreadWorker(gthread.ThreadWorker):
         """Close at once (expired, gone, or the worker stops)."""
         if conn.state == CLOSED:
             return
+        if conn.state == PARKED:
+            self._abandon(conn)
         self._unwait(conn)
         self._release_buffer(conn)
         conn.state = CLOSED
@@ -389,12 +422,86 @@ class ThreadWorker(gthread.ThreadWorker):
             pool, key = self.live_pool, None
         else:
             pool, key = self.tpool, head.queue if head is not None else None
+        conn.queue_key = key
+        self._submit(pool, key, self.handle, conn)
+
+    def _submit(self, pool: FairPool, key, fn, conn: Conn):
         try:
-            future = pool.submit(key, self.handle, conn)
+            future = pool.submit(key, fn, conn)
         except RuntimeError:  # the pool has shut down: the worker is exiting
             self._drop(conn)
             return
         future.add_done_callback(lambda done: self.method_queue.defer(self.finish_request, conn, done))
+
+    # -- parked long polls (api/parking.py) -------------------------------------------------------
+
+    def _park(self, conn: Conn):
+        """A long poll waits for its answer here, holding no thread, until its wait ends."""
+        held = conn.held
+        try:
+            conn.sock.setblocking(False)
+        except OSError:
+            self._abandon(conn)
+            self._drop(conn)
+            return
+        conn.state = PARKED
+        self.parked.add(conn)
+        held.park += 1
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._parked_readable, conn))
+        wait = held.poll.wait
+        heapq.heappush(self._timers, (time.monotonic() + wait.timer_seconds(), next(self._timer_numbers),
+                                      conn, held.park))
+        # A wake-up comes from any thread (a result stored, a NOTIFY); the loop takes it from there.
+        if wait.sub is not None and wait.sub.on_wake(partial(self.method_queue.defer, self._wake_parked,
+                                                                 conn, held.park)):
+            self._wake_parked(conn, held.park)
+
+    def _unpark(self, conn: Conn):
+        self.parked.discard(conn)
+        conn.state = BUSY
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _wake_parked(self, conn: Conn, park: int):
+        """Its wait is over (woken, or its time is up): step it in a thread. A late timer or wake-up
+        (for an earlier park, or a connection gone since) does nothing."""
+        if conn.state != PARKED or conn.held is None or conn.held.park != park:
+            return
+        self._unpark(conn)
+        self._submit(self.tpool, conn.queue_key, self._resume, conn)
+
+    def _parked_readable(self, conn: Conn, _fileobj):
+        """A parked poll's client sent something: EOF means it left, and its poll is given up."""
+        try:
+            data = conn.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)
+            return
+        try:  # a pipelined next request: read once this answer is out
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _abandon(self, conn: Conn):
+        """Give up a parked poll whose connection closes: its generator's `with` blocks give its
+        places back."""
+        held, conn.held = conn.held, None
+        if conn.state == PARKED:
+            self._unpark(conn)
+        if held is None:
+            return
+        try:
+            held.poll.close()
+        except Exception:
+            self.log.exception("a parked long poll failed while it was given up")
+        held.poll.answered(CLIENT_CLOSED, 0)
+        self._post_request(held.req, held.environ, held.resp)
 
     # -- in the threads, and back -----------------------------------------------------------------
 
@@ -404,6 +511,8 @@ class ThreadWorker(gthread.ThreadWorker):
         return super().handle(conn)
 
     def _keepalive_after(self, conn, keepalive):
+        if keepalive is PARKED:  # its answer comes later (_resume)
+            return PARKED
         if conn.source.expired:  # what is left of that request is unknown: do not read on
             return False
         try:
@@ -411,13 +520,110 @@ class ThreadWorker(gthread.ThreadWorker):
         except ReadDeadline:  # the drain of an unread body ran out of time
             return False
 
+    def handle_request(self, req, conn):
+        """gthread's, except that an answer that is a parked poll (api/parking.py) is not sent now:
+        the connection goes back to the loop with it (PARKED)."""
+        if not self.reads_ahead:
+            return super().handle_request(req, conn)
+        environ, resp, parked = {}, None, False
+        try:
+            self.cfg.pre_request(self, req)
+            request_start = datetime.now()
+            resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg)
+            environ["wsgi.multithread"] = True
+            environ[parking.ENVIRON_KEY] = self.worker_connections
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+                resp.force_close()
+            if not self.alive or not self.cfg.keepalive or len(self.keepalived_conns) >= self.max_keepalived:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            if isinstance(respiter, parking.ParkedPoll):
+                conn.held = _Held(req, resp, environ, respiter, request_start)
+                parked = True
+                return PARKED
+            return self._send(req, resp, environ, respiter, request_start)
+        except OSError:
+            raise
+        except (Exception, SystemExit):
+            if resp and resp.headers_sent:  # a 500 written now would corrupt the answer begun
+                self.log.exception("Error handling request")
+                util.close_graceful(conn.sock)
+                raise StopIteration() from None
+            raise
+        finally:
+            if not parked:
+                self._post_request(req, environ, resp)
+
+    def _send(self, req, resp, environ, respiter, started: datetime) -> bool:
+        """Write the answer; whether the connection stays open (as gthread's handle_request)."""
+        try:
+            if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                resp.write_file(respiter)
+            else:
+                for item in respiter:
+                    resp.write(item)
+            resp.close()
+        finally:
+            self.log.access(resp, req, environ, datetime.now() - started)
+            if hasattr(respiter, "close"):
+                respiter.close()
+        if resp.should_close():
+            self.log.debug("Closing connection.")
+            return False
+        return True
+
+    def _post_request(self, req, environ, resp):
+        try:
+            self.cfg.post_request(self, req, environ, resp)
+        except Exception:
+            self.log.exception("Exception in post_request hook")
+
+    def _resume(self, conn):
+        """In a pool thread: step a parked poll. PARKED when it waits again; else it is answered,
+        and the result is handle()'s: whether the connection stays open."""
+        held = conn.held
+        try:
+            answer = held.poll.step(held.poll.wait.outcome())
+        except Exception:  # step answers the poll's own errors; this is a fault of ours
+            self.log.exception("a parked long poll failed")
+            self._abandon(conn)
+            return False
+        if answer is None:
+            return PARKED
+        conn.held = None
+        try:
+            conn.sock.setblocking(True)
+            conn.source.deadline = None  # its request was read long ago; the wait was serving
+            resp = held.resp
+            if answer.status != resp.status_code:
+                resp.status, resp.status_code = answer.status_line, answer.status
+            resp.headers.append(("Content-Length", str(len(answer.body))))
+            resp.response_length, resp.chunked = len(answer.body), False
+            held.poll.answered(answer.status, len(answer.body))
+            keep = self._send(held.req, resp, held.environ, [answer.body], held.started)
+            return self._keepalive_after(conn, keep)
+        except OSError as exc:
+            self.log.debug("a parked long poll's answer could not be sent: %s", exc)
+            return False
+        finally:
+            self._post_request(held.req, held.environ, held.resp)
+
     def finish_request(self, conn, fs):
         if not self.reads_ahead:
             return super().finish_request(conn, fs)
         try:
-            keep = bool(fs.result()) if not fs.cancelled() else False
+            keep = fs.result() if not fs.cancelled() else False
         except Exception:
             keep = False
+        if keep is PARKED:
+            if conn.state != CLOSED:
+                self._park(conn)
+            return
+        keep = bool(keep)
         try:
             conn.sock.setblocking(False)
         except OSError:
