@@ -226,7 +226,16 @@ def test_a_parked_batch_poll_keeps_no_raw_body(api):
             while frame is not None:
                 frames.append(frame)
                 frame = frame.f_back
-            return frames if any(f.f_code.co_name == "wait_for_any" for f in frames) else None
+            # Waiting in engine/steps.finish: the poll's suspended generators hold its state too.
+            waiting = [f for f in frames if f.f_code.co_name == "finish" and "steps" in f.f_locals]
+            if not waiting:
+                return None
+            gen = waiting[0].f_locals["steps"]
+            while gen is not None:
+                if gen.gi_frame is not None:
+                    frames.append(gen.gi_frame)
+                gen = gen.gi_yieldfrom
+            return frames if any(f.f_code.co_name == "poll_steps" for f in frames) else None
 
         frames = wait_until(parked_frames, timeout=10)
         server = [f for f in frames if f.f_code.co_filename.startswith(str(APP_DIR))]  # not the test client's
