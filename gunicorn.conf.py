@@ -1,9 +1,9 @@
 """gunicorn settings for the control-plane (production and `python -m app`).
 
-Thread workers: a long poll parks a thread on a condition variable (holding no database
-connection), so a few hundred threads per worker hold that many polls for little memory. The
-worker is gthread's, changed (app/server/worker.py) so that a thread only gets a request once it
-has arrived: slow and silent clients wait in the event loop, under deadlines, not in threads.
+Thread workers: gthread's, changed (app/server/worker.py) so that a thread only gets a request
+once it has arrived, and lets go of it while a long poll waits: slow and silent clients and
+waiting polls stay in the event loop (under deadlines), not in threads, and hold no database
+connection.
 """
 import atexit
 import os

@@ -166,8 +166,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WEB_CONCURRENCY", "web_concurrency", _positive_int, 2, "server", False,
              "gunicorn worker processes", local_default=1),
     Variable("GUNICORN_THREADS", "gunicorn_threads", _positive_int, 256, "server", False,
-             "threads per worker, started as requests need them (a parked long poll holds one thread and no "
-             "database connection; past this minus 97 parked polls, further polls answer at once)"),
+             "threads per worker, started as requests need them; a long poll that waits holds none (it is "
+             "parked in the worker's event loop) and no database connection"),
     Variable("KEEPALIVE_SECONDS", "keepalive_seconds", _positive_int, 600, "server", False,
              "how long gunicorn keeps an idle connection open; keep it longer than your clients do "
              "(see `gunicorn.conf.py`)"),
@@ -249,8 +249,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LONG_POLLS_PER_MACHINE", "long_polls_per_machine", _positive_int, 16, "tuning", False,
              "the same, per machine (`x-machine-id`) of a cluster"),
     Variable("LONG_POLL_THREAD_RESERVE", "long_poll_thread_reserve", _positive_int, 32, "tuning", False,
-             "threads per process that long polls never take, kept for `/live` and short requests (polls take "
-             "at most `GUNICORN_THREADS` minus this and the 65 of big-body admission, and at least half)"),
+             "threads per process that long polls never take, kept for `/live` and short requests, where polls "
+             "wait in threads (behind TLS ended by gunicorn itself; there they take at most `GUNICORN_THREADS` "
+             "minus this and the 65 of big-body admission, and at least half)"),
     Variable("LONG_POLL_PAUSE_SECONDS", "long_poll_pause_seconds", _positive_float, 1.0, "tuning", False,
              "longest wait of a poll past its budget (a few per cluster at once), so that a client "
              "re-sending it at once does not loop"),

@@ -2,7 +2,8 @@
 
 Every long poll holds a place in this process's poll budget (engine/fairness.py) while it waits:
 past its cluster's or machine's share it waits a short pause at most, or answers at once with what
-it has, as at ttl 0, which both SDKs accept (audit H3).
+it has, as at ttl 0, which both SDKs accept (audit H3). The polls are generators of steps, which
+the worker parks without a thread while they wait (api/parking.py).
 """
 from __future__ import annotations
 

@@ -125,8 +125,9 @@ class PollBudget:
             waiting = self._clusters.get(cluster_id, 0)
         if process_full:  # not this cluster's doing: every tenant's polls fill the process
             log.warning("this process's %d long-poll places are all taken (cluster %s has %d of them): further "
-                        "polls answer without waiting their ttl; raise GUNICORN_THREADS (polls may take it "
-                        "minus LONG_POLL_THREAD_RESERVE and 65) or WEB_CONCURRENCY", limits.total, cluster_id, waiting)
+                        "polls answer without waiting their ttl; raise WEB_CONCURRENCY (or, where polls wait in "
+                        "threads, GUNICORN_THREADS: they may take it minus LONG_POLL_THREAD_RESERVE and 65)",
+                        limits.total, cluster_id, waiting)
             return
         log.warning("cluster %s is past its long-poll budget (%d waiting in this process, %d allowed per "
                     "cluster, %d per machine, %d in all): its further polls answer without waiting their ttl",

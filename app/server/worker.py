@@ -1,4 +1,4 @@
-"""gunicorn's gthread worker, changed so that slow and silent clients cannot hold its threads.
+"""gunicorn's gthread worker, changed so that slow and silent clients and waiting long polls hold no thread.
 
 gthread gives a connection a thread once it is readable; the thread then blocks while the client
 trickles its head or body, and every other request, /live too, waits behind it in one FIFO. Here:
@@ -17,6 +17,12 @@ trickles its head or body, and every other request, /live too, waits behind it i
   kept-alive one would. Waiting costs a descriptor and a few KB, no thread.
 - Ready requests are served round-robin per credential (lanes.FairPool); GET /live has its own
   two threads, so it never waits behind polls or other tenants.
+- A long poll that has to wait comes back from the app as a parked poll (api/parking.py): its
+  thread is free at once, and the connection waits in the loop (PARKED) until the poll's
+  subscription wakes or its wait ends, then the poll takes one more step in a pool thread, which
+  parks it again or sends its answer. So the connections bound the polls a process holds, not
+  its threads (1,000 tenants each with a worker and a caller waiting: bench/README.md). A parked
+  client that closes gives its poll up at once, places and all.
 - gunicorn's own error answers (400, 414, 431, ...) are JSON in the app's shape (answers.py).
 
 Only plain HTTP/1.x is handled this way (TLS ends at the proxy in front); with TLS, HTTP/2 or the
