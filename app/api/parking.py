@@ -5,7 +5,8 @@ worker serving the request can park (server/worker.py says so in the WSGI enviro
 polls it can hold), a poll that has to wait becomes a `ParkedResponse`: its status and headers go
 through Flask as any answer's do, and its body is a `ParkedPoll` that the worker keeps, with the
 connection, in its event loop, stepping it in a pool thread whenever its wait ends. Anywhere else
-(a test client, gthread behind TLS) the poll waits in the request's thread, as before.
+(a test client, gthread behind TLS) the poll waits in the request's thread, as before, and
+`ParkedPoll` is never made.
 
 What runs after the request hooks and wants the final status (the request log line, the HTTP
 metrics) registers with `ParkedPoll.when_answered`.
@@ -76,14 +77,6 @@ class ParkedPoll:
     def close(self) -> None:
         """Give up the poll (its client went away, or the worker stops): its `with` blocks exit."""
         self._poll.close()
-
-    def __iter__(self):
-        """A server that cannot park iterates the body: the poll waits in that thread."""
-        answer = None
-        while answer is None:
-            answer = self.step(self.wait.block())
-        self.answered(answer.status, len(answer.body))
-        yield answer.body
 
 
 class ParkedResponse(Response):

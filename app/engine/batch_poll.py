@@ -175,8 +175,9 @@ class BatchPolls:
                    after_reading: Callable[[], None] | None = None,
                    result_bytes: int | None = None, big_budget: int | None = None) -> steps.Steps[list[dict]]:
         """Long poll a batch (engine/steps.py): the finished ones as soon as any is, else every
-        status after ttl (or at once when the server is shutting down). `after_reading` is called once the poll's
-        database reading is done: before its first wait, or before the linger of an answer.
+        status after ttl (or at once when the server is shutting down). `after_reading` is called
+        once the poll's database reading is done: before its first wait, or before the linger of an
+        answer.
         `result_bytes`: the most result bytes one answer carries (the rest are asked for again).
         `big_budget`: this poll is big, and answers `[]` at once (the SDKs ask again) when its
         cluster has that many big polls parked already."""

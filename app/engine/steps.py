@@ -62,4 +62,3 @@ def finish(steps: Steps[T], wait: Wait) -> T:
             wait = steps.send(wait.block())
     except StopIteration as done:
         return done.value
-

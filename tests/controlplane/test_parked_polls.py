@@ -163,7 +163,8 @@ def test_a_poll_whose_client_left_claims_nothing_and_gives_its_place_back(fresh_
         waiting, ids, (status, body, _) = asyncio.run(scenario())
         assert waiting, "the machine's next poll did not wait: the gone polls still held its places"
         assert status == 200 and [job["id"] for job in json.loads(body)] == ids
-        assert "499" in cp.log_tail(200_000), "the gone polls' request log lines"
+        gone_lines = re.findall(r"POST /jobs-request 499 ", cp.log_tail(200_000))
+        assert len(gone_lines) == 4, "each gone poll's request log line"
 
 
 def test_status_polls_park_and_answer_when_the_results_come(fresh_pg_url):
