@@ -5,7 +5,8 @@ The declaration does the parsing and guarding before the view runs, and it is al
 A body is read only after the route's guards (credential, `precondition`) pass, and never past the
 route's limit (`max_body`, at most MAX_BODY_BYTES): checked against Content-Length before reading
 and against the bytes read, so a chunked body over it answers 413 instead of being cut and parsed.
-Big bodies take their bytes from the process's body budget (body_budget.py) while their request runs.
+Big bodies take their bytes from the process's body budget (body_budget.py) while their request runs,
+or, for a long poll parked in the worker (parking.py), until it is answered or given up.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ..errors import BadRequest, NotFound, TooLarge, Unavailable
 from . import auth, deployment_scope, registry_auth, validation
 from .admission import BigBodyAdmission
 from .body_budget import BodyBudget, Grant
+from .parking import parked_of
 
 _READ_CHUNK = 64 * 1024
 # Bodies from this size on take their bytes from the body budget (smaller ones are bounded by the
@@ -116,7 +118,13 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
                     raw = None  # a parked long poll must not keep its raw body besides the parsed one
                 if spec.query is not None:
                     kwargs["query"] = validation.coerce_query(spec.query, request.args)
-                return view(**kwargs)
+                answer = view(**kwargs)
+                parked = parked_of(answer)
+                if parked is not None and grant is not None:
+                    # The parsed body stays with the poll while the worker holds it: so do its bytes.
+                    parked.when_answered(lambda _status, _size, held=grant: held.release())
+                    grant = None
+                return answer
             finally:
                 if ticket is not None:
                     ticket.release()

@@ -26,8 +26,8 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _request(method: str, path: str, secret: str, machine: str | None, body: dict | None = None,
-             close: bool = True) -> bytes:
-    payload = b"" if body is None else json.dumps(body).encode()
+             close: bool = True, pad: str = "") -> bytes:
+    payload = b"" if body is None else (json.dumps(body) + pad).encode()
     head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Basic {secret}"]
     if close:
         head.append("Connection: close")
@@ -205,3 +205,37 @@ def _answer_all(cp: ControlPlane, secret: str, n: int) -> None:
             if done >= n:
                 return
     raise AssertionError(f"only {done} of {n} jobs claimed")
+
+
+def test_a_parked_big_poll_holds_its_body_bytes_until_it_is_answered_or_given_up(fresh_pg_url):
+    """BODY_BUDGET_BYTES bounds big bodies read or held at once; a parked poll still holds its
+    parsed body, so it keeps its bytes of the budget after its request thread is done with it."""
+    pad = " " * (700 * 1024)  # JSON whitespace: a big body (64 KiB and up) of a small poll
+    with ControlPlane(fresh_pg_url, env=_env(BODY_BUDGET_BYTES=str(1024 * 1024))) as cp:
+        secret = cp.create_cluster()["apiSecret"]
+        job_id = _create(cp, secret, 1, service="budget")[0]
+        poll = _request("POST", "/batch-jobs-status-request", secret, None, {"jobIds": [job_id], "ttl": 6000}, pad=pad)
+
+        def big_create() -> httpx.Response:
+            body = json.dumps({"service": "budget", "targetFn": "fn", "targetArgs": "x"}) + pad
+            return httpx.post(cp.url + "/jobs", content=body, timeout=30,
+                              headers={"Authorization": f"Basic {secret}", "Content-Type": "application/json"})
+
+        async def scenario():
+            parked = asyncio.ensure_future(_exchange(cp.port, poll))
+            await asyncio.sleep(0.5)
+            during = await asyncio.to_thread(big_create)  # waits 2 s for bytes to come back, then is refused
+            still_parked = not parked.done()
+            return during, still_parked, await parked, await asyncio.to_thread(big_create)
+
+        during, still_parked, (status, body, _), after = asyncio.run(scenario())
+        assert still_parked, "the poll did not stay parked for its ttl"
+        assert during.status_code == 503 and during.json()["error"]["code"] == "body_budget_spent", during.text
+        assert status == 200 and [row["status"] for row in json.loads(body)] == ["pending"]  # its ttl ended
+        assert after.status_code == 201, after.text
+
+        with socket.create_connection(("127.0.0.1", cp.port), timeout=10) as sock:
+            sock.sendall(poll)
+            time.sleep(1.0)  # parked; then its client leaves
+        time.sleep(0.5)
+        assert big_create().status_code == 201, "a given-up poll kept its bytes of the budget"
