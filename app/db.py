@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import sqlite3
 import stat
 import threading
@@ -19,7 +18,6 @@ from typing import Callable, Iterator, Mapping, TypeVar
 from urllib.parse import parse_qsl, unquote, urlparse
 
 import peewee
-import psycopg2.extensions
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from .settings import Settings
@@ -149,17 +147,6 @@ class _Pool(PooledPostgresqlDatabase):
             _own_backends[id(conn)] = conn.get_backend_pid()
             _own_changed()
         return conn
-
-    def _is_closed(self, conn):
-        """Whether a pooled connection is dead, checked at every check-out. peewee asks the server
-        (`SELECT 1`, a round trip per request) when the connection is idle; a server that closed
-        it, or is closing it (a restart, pg_terminate_backend: FATAL, then FIN), has left
-        something to read on its socket, and a live idle one has not. So ask only then."""
-        if conn.closed or conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
-            return super()._is_closed(conn)  # unknown: dead; in a transaction: rolled back
-        readable = select.poll()
-        readable.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
-        return bool(readable.poll(0)) and super()._is_closed(conn)
 
     def _close_raw(self, conn):  # every path that really closes a connection comes through here
         with _own_lock:
