@@ -21,7 +21,7 @@ from .. import db
 from ..errors import BadRequest, Conflict, NotFound
 from ..models import Job
 from ..observability.events import events
-from . import clusters, statements
+from . import clusters, rollups, statements
 from .signals import hub, notify_in_transaction, queue_topic
 from .states import RERUNNABLE, EventType, wire_status
 
@@ -153,6 +153,7 @@ def rerun(cluster_id: str, job_id: str) -> dict:
     def tx():
         clusters.get_cluster(cluster_id)
         before = status()  # only a re-run leaves these states, and the UPDATE's fence catches a concurrent one
+        rollups.count_before_rerun(cluster_id, job_id)  # rolled back with the re-run when it conflicts
         row = statements.rerun_jobs(cluster_id, job_id)
         if row is None:
             now = status()

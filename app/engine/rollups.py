@@ -9,7 +9,8 @@ transaction: one INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE that a
 counts, sums and histograms to the rows already there (a minute cut by an earlier chunk), and the
 mark's move, fenced on its old value. A leader that dies mid-way rolls back both, so every
 finished job is counted exactly once. A job an operator re-runs and that finishes again has a new
-resulted_at, so it counts again: each finish is an outcome of the call.
+resulted_at, so it counts again: each finish is an outcome of the call (the re-run folds the
+finish it erases when the fold has not passed it yet: count_before_rerun).
 
 What a row holds, per finished job:
 - outcome: success + resolution -> resolution, success + rejection -> rejection, failure, cancelled;
@@ -94,11 +95,12 @@ class _Sql:
         return (f"SELECT {_KEY}, COUNT(*), COALESCE(SUM(e), 0), COALESCE(SUM(q), 0), {_histogram('e')},"
                 f" {_histogram('q')} FROM ({inner}) AS t GROUP BY {_KEY}")
 
-    def upsert(self) -> str:
-        """Fold the jobs finished in [%s, %s) into the rollups, adding to rows already there."""
+    def upsert(self, where: str = "resulted_at >= %s AND resulted_at < %s") -> str:
+        """Fold the finished jobs matching `where` (by default: finished in [%s, %s)) into the
+        rollups, adding to rows already there."""
         new, old = "excluded.", "metric_rollups."
         return (f"INSERT INTO metric_rollups ({_COLUMNS}) "
-                + self.aggregate("resulted_at >= %s AND resulted_at < %s")
+                + self.aggregate(where)
                 + f" ON CONFLICT (cluster_id, service, minute_ms, target_fn, outcome) DO UPDATE SET"
                 f" calls = {old}calls + {new}calls, exec_ms_sum = {old}exec_ms_sum + {new}exec_ms_sum,"
                 f" queue_ms_sum = {old}queue_ms_sum + {new}queue_ms_sum,"
@@ -203,6 +205,20 @@ def fold_chunk(until_ms: int, chunk_ms: int = CHUNK_MS) -> Folded | None:
         return Folded(end, max(rows, 0))
 
     return db.unit_of_work(tx)
+
+
+def count_before_rerun(cluster_id: str, job_id: str) -> int:
+    """In a re-run's transaction, before the job is reset: fold the finish the reset erases when
+    the fold has not passed it yet (an operator re-runs a failure within seconds, inside the lag),
+    else that outcome would never be counted. Under the mark's exclusive lock, as a fold chunk: a
+    fold has counted it already (resulted_at < mark) or will find it reset, and a read sees it in
+    the rollups or in the tail. With no mark yet, the mark starts at 0 (nothing before 1970 is
+    unfolded), so reads take the rollups from now on. Returns the rollup rows written (0 or 1)."""
+    sql = _sql()
+    db.execute("INSERT INTO rollup_marks (name, through_ms) VALUES (%s, 0) ON CONFLICT DO NOTHING", (MARK,))
+    mark = _read_mark(sql.for_update)
+    where = "cluster_id = %s AND id = %s AND resulted_at >= %s"
+    return max(db.execute(sql.upsert(where), (cluster_id, job_id, stamp(mark))).rowcount, 0)
 
 
 def fold(now: dt.datetime, *, lag_seconds: float = LAG_SECONDS, chunk_ms: int = CHUNK_MS,

@@ -238,19 +238,33 @@ def test_jobs_pruned_after_the_fold_still_count(api, mix):
     assert metrics(api, cluster["id"], **query) == before
 
 
-def test_a_rerun_job_that_finishes_again_counts_again(api):
+@pytest.mark.parametrize("folds", ["after the failure", "before the failure", "never"])
+def test_a_rerun_job_that_finishes_again_counts_again(api, folds):
+    """Both finishes count, whether the fold passed the failure before the re-run erased it or not
+    (an operator re-runs within the lag), and whether a fold had ever run."""
     cluster = api.new_cluster()
     job_id = api.call(cluster, service="svc", fn="f")
     api.claim(cluster, service="svc", limit=1)
+    if folds == "before the failure":
+        fold_until(utcnow() - dt.timedelta(seconds=5))  # a mark, behind the failure to come
     set_job(job_id, attempts_allowed=1, deadline_ms=1)
-    RecoverStalledJobs().run_once(utcnow())
-    fold_until(utcnow())  # the failure is folded in
+    failed_at = utcnow()
+    assert RecoverStalledJobs().run_once(failed_at)["failed"] == 1
+    if folds == "after the failure":
+        fold_until(failed_at + dt.timedelta(milliseconds=1))
+        assert mark() > rollups.epoch_ms(failed_at)
     r = api.client.post(f"/clusters/{cluster['id']}/jobs/{job_id}/rerun", headers=api.mgmt)
     assert r.status_code == 200, r.json
     api.claim(cluster, service="svc", limit=1)
     api.result(cluster, job_id)
-    calls = metrics(api, cluster["id"])["functions"][0]["summary"]["calls"]
-    assert (calls["failure"], calls["resolution"], calls["total"]) == (1, 1, 2)
+
+    def counts():
+        calls = metrics(api, cluster["id"])["functions"][0]["summary"]["calls"]
+        return calls["failure"], calls["resolution"], calls["total"]
+
+    assert counts() == (1, 1, 2)
+    fold_until(utcnow() + dt.timedelta(seconds=1))  # the second finish folded too: still once each
+    assert counts() == (1, 1, 2)
 
 
 def test_a_mark_moved_by_another_replicas_fold_while_this_one_reads(make_app, api, mix):
