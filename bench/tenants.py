@@ -339,7 +339,7 @@ def main() -> int:
     started = dt.datetime.now(dt.timezone.utc)
     counters = Counters()
     env = bench_stack.env_from(a)
-    stack = bench_stack.Stack.start(durable=not a.unsafe_pg, env=env)
+    stack = bench_stack.Stack.start(durable=not a.unsafe_pg, env=env, root=a.app_root)
     try:
         out = asyncio.run(main_async(stack, a, counters))
         log_tail = stack.planes[0].log_tail(3000)
@@ -347,7 +347,7 @@ def main() -> int:
         stack.stop()
     table = report(out, a)
     out["requests"] = dict(counters.c)
-    doc = {"options": {k: v for k, v in vars(a).items() if k not in ("out",)}, "env": env,
+    doc = {"options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k not in ("out",)}, "env": env,
            "postgres_durable": stack.durable, **out, "server_log_tail": log_tail}
     path = write_result("tenants", doc, a.out, started)
     print(table)
