@@ -63,6 +63,11 @@ def cancel_job(cluster_id: str, job_id: str, *, by: str, text: str | None = None
 
 
 def cancel_as_operator(cluster_id: str, job_id: str, text: str | None = None) -> dict:
-    """cancel_job through the management API: an unknown cluster is NotFound of its own."""
+    """cancel_job through the management API and the console: an unknown cluster is NotFound of
+    its own. The cancellation's event is in the log before the answer (events buffer up to half a
+    second per process), so the operator's next action, maybe served by another process, comes
+    after it in the job's activity, as it did in fact."""
     db.unit_of_work(lambda: clusters.get_cluster(cluster_id))
-    return cancel_job(cluster_id, job_id, by=BY_OPERATOR, text=text)
+    status = cancel_job(cluster_id, job_id, by=BY_OPERATOR, text=text)
+    events.flush()
+    return status

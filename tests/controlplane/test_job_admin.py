@@ -9,7 +9,7 @@ from app import db
 from app.engine import admin, machines
 from app.engine.maintenance import Prune, StallSilentMachines
 from app.engine.states import EventType, JobStatus
-from app.models import Job, Machine, Worker, utcnow
+from app.models import Event, Job, Machine, Worker, utcnow
 from cp_helpers import Api
 
 
@@ -254,6 +254,20 @@ def test_a_cancelled_job_reruns_keeping_its_unused_attempts_and_loses_its_old_de
     assert [j["id"] for j in api.claim(c)] == [job_id]
     api.result(c, job_id)
     assert api.status(c, job_id)["status"] == "success"
+
+
+def test_an_operators_cancel_is_in_the_activity_before_the_answer_so_a_rerun_comes_after_it(api):
+    """Events wait in a per-process buffer for up to half a second; an operator's cancel and the
+    re-run that follows may be served by two processes, and the activity shows the log's order."""
+    c = api.new_cluster()
+    job_id = api.call(c)
+    r = api.client.post(f"/clusters/{c['id']}/jobs/{job_id}/cancel", json={"reason": "not needed"}, headers=api.mgmt)
+    assert r.status_code == 200, r.json
+    logged = db.unit_of_work(lambda: [e.type for e in Event.select().where(Event.job_id == job_id).order_by(Event.seq)])
+    assert logged == [EventType.JOB_CREATED, EventType.JOB_CANCELLED]  # written, not only buffered
+    rerun(api, c, job_id)
+    logged = db.unit_of_work(lambda: [e.type for e in Event.select().where(Event.job_id == job_id).order_by(Event.seq)])
+    assert logged == [EventType.JOB_CREATED, EventType.JOB_CANCELLED, EventType.JOB_RERUN]
 
 
 def test_a_rerun_wakes_a_parked_poll(api):
