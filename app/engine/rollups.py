@@ -164,6 +164,16 @@ def _read_mark(lock: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+def _lock_mark(sql: "_Sql", start_ms) -> int:
+    """The mark, locked for this transaction; created at `start_ms()` when there is none yet."""
+    mark = _read_mark(sql.for_update)
+    if mark is None:
+        db.execute("INSERT INTO rollup_marks (name, through_ms) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                   (MARK, start_ms()))
+        mark = _read_mark(sql.for_update)
+    return mark
+
+
 def _first_finished(since_ms: int | None, until_ms: int) -> int | None:
     """Epoch ms of the earliest finished job in [since, until) (one probe of jobs_finished)."""
     where, params = "resulted_at < %s", [stamp(until_ms)]
@@ -184,13 +194,12 @@ def fold_chunk(until_ms: int, chunk_ms: int = CHUNK_MS) -> Folded | None:
 
     def tx() -> Folded | None:
         sql = _sql()
-        mark = _read_mark(sql.for_update)
-        if mark is None:  # the first fold starts at the oldest finished job (or now, when none)
+
+        def start() -> int:  # the first fold starts at the oldest finished job (or now, when none)
             first = _first_finished(None, until_ms)
-            start = until_ms if first is None else first
-            db.execute("INSERT INTO rollup_marks (name, through_ms) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                     (MARK, start))
-            mark = _read_mark(sql.for_update)
+            return until_ms if first is None else first
+
+        mark = _lock_mark(sql, start)
         if mark >= until_ms:
             return None
         first = _first_finished(mark, until_ms)  # skip a quiet stretch in one step
@@ -215,8 +224,7 @@ def count_before_rerun(cluster_id: str, job_id: str) -> int:
     the rollups or in the tail. With no mark yet, the mark starts at 0 (nothing before 1970 is
     unfolded), so reads take the rollups from now on. Returns the rollup rows written (0 or 1)."""
     sql = _sql()
-    db.execute("INSERT INTO rollup_marks (name, through_ms) VALUES (%s, 0) ON CONFLICT DO NOTHING", (MARK,))
-    mark = _read_mark(sql.for_update)
+    mark = _lock_mark(sql, lambda: 0)
     where = "cluster_id = %s AND id = %s AND resulted_at >= %s"
     return max(db.execute(sql.upsert(where), (cluster_id, job_id, stamp(mark))).rowcount, 0)
 
