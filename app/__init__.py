@@ -79,10 +79,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     cluster_deletion.configure(app.extensions["differential"].assets, settings)  # its stacks and objects go too
 
     from . import api, console
+    from .api import hot_path
 
     api.register(app)
     console.register(app)
     request_log.install(app, settings.request_log)
+    hot_path.install(app)  # create and result, before Flask's routing (api/hot_path.py)
     return app
 
 

@@ -19,7 +19,7 @@ from ..errors import TooLarge
 from ..observability.events import events
 from . import deployment_scope, parking, schemas as s
 from .admission import BigBodyAdmission
-from .routing import BIG_BODY_BYTES, admission_releaser, require_machine_id, route, state
+from .routing import BIG_BODY_BYTES, admission_releaser, machine_id_required, require_machine_id, route, state
 
 bp = Blueprint("jobs", __name__)
 
@@ -92,19 +92,25 @@ def jobs_request(body):
 @route(bp, "POST", "/jobs/<job_id>/result", summary="Report a job's result (fenced to the current attempt)",
        auth_kind="cluster", tag="worker", body=s.JOB_RESULT, responses={204: None, **ERRORS})
 def job_result(job_id, body):
-    machine_id = require_machine_id()
+    report_result(state().settings, g.cluster_id, g.machine_id, g.deployment_id, job_id, body)
+    # A fenced (late, duplicate, foreign) result also answers 204: the published SDK kills its
+    # process on any other answer. The activity log records why it was dropped.
+    return "", 204
+
+
+def report_result(settings, cluster_id: str, machine_id: str | None, deployment_id: str | None, job_id: str,
+                  body: dict) -> None:
+    """What POST /jobs/:id/result does (also served by hot_path.py)."""
+    machine_id = machine_id_required(machine_id)
     elapsed = body.get("functionExecutionTime")
     result, result_type = body["result"], body["resultType"]
-    limit = state().settings.max_result_bytes
+    limit = settings.max_result_bytes
     if len(result) > limit:  # stored as the call's rejection naming the limit; the worker still gets 204
         result, result_type = payloads.result_too_large(len(result), limit), ResultType.REJECTION
     # Clamped to the column's range (int32 ms, ~24 days): an absurd client value must not turn a
     # result into a 500 (and a 400 would make the published SDK kill its process).
-    queue.persist_result(g.cluster_id, job_id, machine_id, result, result_type,
-                         None if elapsed is None else min(int(elapsed), _MAX_EXECUTION_MS), deployment_id=g.deployment_id)
-    # A fenced (late, duplicate, foreign) result also answers 204: the published SDK kills its
-    # process on any other answer. The activity log records why it was dropped.
-    return "", 204
+    queue.persist_result(cluster_id, job_id, machine_id, result, result_type,
+                         None if elapsed is None else min(int(elapsed), _MAX_EXECUTION_MS), deployment_id=deployment_id)
 
 
 @route(bp, "GET", "/services/<service>", summary="Whether any machine polls this service: live workers (polled "
@@ -128,14 +134,19 @@ def client_metrics(body):
 @route(bp, "POST", "/jobs", summary="Create a job (a call)", auth_kind="cluster", tag="caller",
        body=s.CREATE_JOB, responses={201: s.CREATED_JOB, 409: s.ERROR, **ERRORS})
 def create_job(body):
-    limit = state().settings.max_args_bytes
+    return jsonify({"id": create_call(state().settings, g.cluster_id, g.machine_id, g.deployment_id, body)}), 201
+
+
+def create_call(settings, cluster_id: str, machine_id: str | None, deployment_id: str | None, body: dict) -> str:
+    """What POST /jobs does (also served by hot_path.py): the new job's id (or the one its executionId made)."""
+    limit = settings.max_args_bytes
     if len(body["targetArgs"]) > limit:
         raise TooLarge(f"targetArgs is {len(body['targetArgs'])} bytes, more than the {limit} (MAX_ARGS_BYTES) "
                        "a call may carry", {"field": "targetArgs", "limitBytes": limit})
     config = call_config.from_wire(body["callConfig"])  # the schema's defaults are filled in
-    job_id, _created = jobs.create_job(g.cluster_id, body["service"], body["targetFn"], body["targetArgs"], config,
-                                       machine_id=g.machine_id, deployment_id=g.deployment_id)
-    return jsonify({"id": job_id}), 201
+    job_id, _created = jobs.create_job(cluster_id, body["service"], body["targetFn"], body["targetArgs"], config,
+                                       machine_id=machine_id, deployment_id=deployment_id)
+    return job_id
 
 
 @route(bp, "GET", "/jobs/<job_id>", summary="A job's status and result (long poll until finished or ttl)",

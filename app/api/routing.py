@@ -18,7 +18,7 @@ from typing import Callable
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from ..engine import machines
+from ..engine import deployment_tokens, machines
 from ..errors import BadRequest, NotFound, TooLarge, Unavailable
 from . import auth, deployment_scope, registry_auth, validation
 from .admission import BigBodyAdmission
@@ -87,34 +87,27 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
         @functools.wraps(view)
         def handler(**path_args):
             _guard(spec)
-            for name, value in path_args.items():
-                if isinstance(value, str) and not validation.storable_text(value):
-                    raise BadRequest(f"path parameter {name} must not contain NUL characters or unpaired surrogates",
-                                     {"parameter": name})
-                if isinstance(value, str) and len(value) > MAX_ID_LENGTH:  # no such row can exist
-                    raise NotFound(f"no {name.split('_')[0]} has an id of {len(value)} characters "
-                                   f"(at most {MAX_ID_LENGTH})", {"parameter": name},
-                                   code=f"{name.rsplit('_', 1)[0]}_not_found")
+            check_path_params(path_args)
             if spec.precondition is not None:
                 spec.precondition()
             kwargs = dict(path_args)
             limit = body_limit(spec)
-            grant = _take_budget(limit) if spec.body is not None else None
+            grant = take_budget(_budget(), request.content_length, limit) if spec.body is not None else None
             if spec.body is not None and grant is None:
-                _discard_body()
-                return spec.refused() if spec.refused else _budget_spent()
+                discard_body(request.stream)
+                return spec.refused() if spec.refused else budget_spent()
             ticket = spec.admission.enter(request.content_length) if spec.admission else None
             if spec.admission and ticket is None:
                 grant.release()
-                _discard_body()
+                discard_body(request.stream)
                 return spec.refused()
             g.admission = ticket
             try:
                 if spec.body is not None:
-                    raw = _read_body(limit)
+                    raw = read_body(request.stream, request.content_length, limit)
                     if ticket is not None and ticket.big:
                         ticket.wait()  # read while in line, parsed in turn
-                    kwargs["body"] = _parse_body(spec, raw)
+                    kwargs["body"] = parse_body(spec, raw)
                     raw = None  # a parked long poll must not keep its raw body besides the parsed one
                 if spec.query is not None:
                     kwargs["query"] = validation.coerce_query(spec.query, request.args)
@@ -150,25 +143,57 @@ def _guard(spec: RouteSpec) -> None:
     elif spec.auth == "registry":  # a registry token or the management secret (api/registry_auth.py)
         g.registry_reader = registry_auth.require_reader(header, settings.management_secret)
     elif spec.auth == "cluster":
-        # A deployment's function polls with a token scoped to its service's worker routes (deployment_scope.py).
-        g.deployment_scope = scope = deployment_scope.authenticate(header, worker_route=spec.tag == "worker")
-        if scope is not None:
-            g.cluster_id, g.deployment_id = scope.cluster_id, scope.deployment_id
-            g.machine_id = deployment_scope.machine_id_for(scope, g.machine_id)
-        else:
-            g.cluster_id = auth.require_cluster(header)
-        for name in _ID_HEADERS:  # checked before any use: they go to VARCHAR(200) columns
-            _check_header(name, request.headers.get(name))
-        if g.machine_id and spec.polls:  # a poll makes its sender a machine (engine/machines.py)
-            machines.ping(g.cluster_id, g.machine_id, ip=request.remote_addr, deployment_id=g.deployment_id,
-                          machine_timeout_seconds=settings.machine_timeout_seconds)
-        elif g.machine_id:  # any other request keeps a machine alive, but makes none: callers are not machines
-            machines.touch(g.cluster_id, g.machine_id, ip=request.remote_addr,
-                           machine_timeout_seconds=settings.machine_timeout_seconds)
+        sender = cluster_sender(spec, header, request.headers.get("x-machine-id"),
+                                request.headers.get("x-deployment-id"), request.remote_addr, settings)
+        g.deployment_scope, g.cluster_id = sender.scope, sender.cluster_id
+        g.machine_id, g.deployment_id = sender.machine_id, sender.deployment_id
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sent a request on a cluster-secret route, as its credential and headers say."""
+
+    cluster_id: str
+    machine_id: str | None
+    deployment_id: str | None
+    scope: deployment_tokens.Scope | None  # a deployment token's; None for the cluster secret
+
+
+def cluster_sender(spec: RouteSpec, header: str | None, machine_header: str | None, deployment_header: str | None,
+                   ip: str | None, settings) -> Sender:
+    """The sender of a request on a cluster-secret route (401 or 403 when its credential may not
+    use it), its id headers checked; a poll makes its machine, any other request refreshes it."""
+    machine_id, deployment_id = machine_header or None, deployment_header or None
+    # A deployment's function polls with a token scoped to its service's worker routes (deployment_scope.py).
+    scope = deployment_scope.authenticate(header, worker_route=spec.tag == "worker")
+    if scope is not None:
+        cluster_id, deployment_id = scope.cluster_id, scope.deployment_id
+        machine_id = deployment_scope.machine_id_for(scope, machine_id)
+    else:
+        cluster_id = auth.require_cluster(header)
+    # Checked before any use: they go to VARCHAR(200) columns.
+    _check_header("x-machine-id", machine_header)
+    _check_header("x-deployment-id", deployment_header)
+    if machine_id and spec.polls:  # a poll makes its sender a machine (engine/machines.py)
+        machines.ping(cluster_id, machine_id, ip=ip, deployment_id=deployment_id,
+                      machine_timeout_seconds=settings.machine_timeout_seconds)
+    elif machine_id:  # any other request keeps a machine alive, but makes none: callers are not machines
+        machines.touch(cluster_id, machine_id, ip=ip, machine_timeout_seconds=settings.machine_timeout_seconds)
+    return Sender(cluster_id, machine_id, deployment_id, scope)
+
+
+def check_path_params(path_args: dict) -> None:
+    for name, value in path_args.items():
+        if isinstance(value, str) and not validation.storable_text(value):
+            raise BadRequest(f"path parameter {name} must not contain NUL characters or unpaired surrogates",
+                             {"parameter": name})
+        if isinstance(value, str) and len(value) > MAX_ID_LENGTH:  # no such row can exist
+            raise NotFound(f"no {name.split('_')[0]} has an id of {len(value)} characters "
+                           f"(at most {MAX_ID_LENGTH})", {"parameter": name},
+                           code=f"{name.rsplit('_', 1)[0]}_not_found")
 
 
 MAX_ID_LENGTH = 200  # of the id and name columns (models.py): a longer path or header value fits none
-_ID_HEADERS = ("x-machine-id", "x-deployment-id")
 
 
 def _check_header(name: str, value: str | None) -> None:
@@ -178,17 +203,17 @@ def _check_header(name: str, value: str | None) -> None:
         raise BadRequest(f"{name} must not contain NUL characters", {"header": name})
 
 
-def _discard_body() -> None:
+def discard_body(stream) -> None:
     """Read the body without keeping it. gunicorn drains at most 64 KiB of an unread body before
     it reuses a kept-alive connection and closes it otherwise; the published SDK dies on the
     "other side closed" that follows (a node10k run did, on a refused 300 KB poll)."""
-    while request.stream.read(_READ_CHUNK):
+    while stream.read(_READ_CHUNK):
         pass
 
 
-def body_limit(spec: RouteSpec) -> int:
+def body_limit(spec: RouteSpec, settings=None) -> int:
     """The largest body this route reads: its own limit, never above MAX_BODY_BYTES."""
-    largest = state().settings.max_body_bytes
+    largest = (settings or state().settings).max_body_bytes
     return min(spec.max_body, largest) if spec.max_body else largest
 
 
@@ -198,24 +223,28 @@ def _too_large(limit: int) -> TooLarge:
 
 
 def _budget() -> BodyBudget:
-    extensions = current_app.extensions
+    return body_budget(current_app)
+
+
+def body_budget(app) -> BodyBudget:
+    """This app's body budget (one per app, so one per process in production)."""
+    extensions = app.extensions
     budget = extensions.get("differential.body_budget")
-    if budget is None:  # one per app (per process in production); setdefault keeps the first made
+    if budget is None:  # setdefault keeps the first made
         budget = extensions.setdefault("differential.body_budget", BodyBudget(
-            capacity_bytes=state().settings.body_budget_bytes, threshold_bytes=BIG_BODY_BYTES,
+            capacity_bytes=extensions["differential"].settings.body_budget_bytes, threshold_bytes=BIG_BODY_BYTES,
             max_wait_seconds=_BUDGET_WAIT_SECONDS))
     return budget
 
 
-def _take_budget(limit: int) -> Grant | None:
+def take_budget(budget: BodyBudget, length: int | None, limit: int) -> Grant | None:
     """A body's bytes from the budget (a body of unknown length, chunked, may be as big as the limit)."""
-    length = request.content_length
     if length is not None and length > limit:
         raise _too_large(limit)  # before anything is read or taken
-    return _budget().take(limit if length is None else length)
+    return budget.take(limit if length is None else length)
 
 
-def _budget_spent():
+def budget_spent():
     error = Unavailable("too many big request bodies are being worked on in this process; retry shortly",
                         {"retryAfterSeconds": 1}, code="body_budget_spent")
     response = jsonify(error.body())
@@ -223,25 +252,24 @@ def _budget_spent():
     return response, 503
 
 
-def _read_body(limit: int) -> bytes | bytearray:
+def read_body(stream, length: int | None, limit: int) -> bytes | bytearray:
     """The body, never more than `limit` bytes: a longer one (e.g. chunked, with no Content-Length)
     answers 413 rather than being cut off and parsed (a declared length was checked before)."""
-    length = request.content_length
     if length is not None and length < _READ_CHUNK:  # most bodies: one read of what was declared
-        first = request.stream.read(length)
+        first = stream.read(length)
         if len(first) == length:
             return first
         raw = bytearray(first)
     else:
         raw = bytearray()
-    while chunk := request.stream.read(min(_READ_CHUNK, limit + 1 - len(raw))):
+    while chunk := stream.read(min(_READ_CHUNK, limit + 1 - len(raw))):
         raw += chunk
         if len(raw) > limit:
             raise _too_large(limit)
     return raw
 
 
-def _parse_body(spec: RouteSpec, raw: bytes | bytearray):
+def parse_body(spec: RouteSpec, raw: bytes | bytearray):
     if not raw or raw.isspace():
         if spec.body_required:
             raise BadRequest("the request body is empty; send a JSON object", code="empty_body")
@@ -263,7 +291,12 @@ def admission_releaser() -> Callable[[], None] | None:
 
 
 def require_machine_id() -> str:
-    if not g.machine_id:
+    return machine_id_required(g.machine_id)
+
+
+def machine_id_required(machine_id: str | None) -> str:
+    """The sender's machine id, or 400 naming the header."""
+    if not machine_id:
         raise BadRequest("this route needs the x-machine-id header naming the calling machine",
                          {"header": "x-machine-id"}, code="missing_machine_id")
-    return g.machine_id
+    return machine_id

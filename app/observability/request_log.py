@@ -84,6 +84,13 @@ def _finisher(mode: str):
     return finish
 
 
+def answered(mode: str, rid: str, started: float, method: str, route: str, cluster_id: str | None,
+             machine: str | None, status: int, size: int) -> None:
+    """The line of a request answered outside Flask's hooks (api/hot_path.py), as `finish` writes it."""
+    if _logs(mode, status) and log.isEnabledFor(_level(status)):
+        _Line(rid, started, method, route, cluster_id, machine).write(status, size)
+
+
 def _logs(mode: str, status: int) -> bool:
     return mode == "all" or (mode == "errors" and status >= 400)
 
@@ -95,10 +102,14 @@ def _level(status: int) -> int:
 class _Line:
     """What the line of this request says, read from its context; written once the answer is made."""
 
-    def __init__(self, rid: str) -> None:
+    def __init__(self, rid: str, *given) -> None:
+        """`given`: (started, method, route, cluster_id, machine); else read from the request's context."""
+        self.rid = rid
+        if given:
+            self.started, self.method, self.route, self.cluster_id, self.machine = given
+            return
         req, ctx = request._get_current_object(), g._get_current_object()  # one context lookup each
         rule = req.url_rule
-        self.rid = rid
         self.started = ctx.get("_request_started")
         self.method = req.method
         self.route = rule.rule if rule is not None else _clean(req.path, _PATH_CHARS)
