@@ -92,7 +92,7 @@ def route(bp: Blueprint, method: str, path: str, *, summary: str, auth_kind: str
                 spec.precondition()
             kwargs = dict(path_args)
             limit = body_limit(spec)
-            grant = take_budget(_budget(), request.content_length, limit) if spec.body is not None else None
+            grant = take_budget(body_budget(current_app), request.content_length, limit) if spec.body is not None else None
             if spec.body is not None and grant is None:
                 discard_body(request.stream)
                 return spec.refused() if spec.refused else budget_spent()
@@ -220,10 +220,6 @@ def body_limit(spec: RouteSpec, settings=None) -> int:
 def _too_large(limit: int) -> TooLarge:
     return TooLarge(f"the request body is larger than the {limit} bytes this route accepts",
                     {"limitBytes": limit})
-
-
-def _budget() -> BodyBudget:
-    return body_budget(current_app)
 
 
 def body_budget(app) -> BodyBudget:
