@@ -58,6 +58,7 @@ class _Throttle:
 
 _pings = _Throttle()
 _touches = _Throttle()
+_callers = _Throttle()  # ids a touch found to be no machine: asked again only after a while
 _workers = _Throttle()
 _definitions = _Throttle()
 
@@ -75,6 +76,7 @@ def ping(cluster_id: str, machine_id: str, *, ip: str | None, deployment_id: str
     key = (cluster_id, machine_id)
     if not _pings.take(key, None, interval):
         return
+    _callers.forget(key)  # a machine now: its other requests refresh it again
     now = statements.now_sql()  # the sweeper judges silence on the database's clock too
 
     def tx():
@@ -90,18 +92,26 @@ def ping(cluster_id: str, machine_id: str, *, ip: str | None, deployment_id: str
 
 def touch(cluster_id: str, machine_id: str, *, ip: str | None, machine_timeout_seconds: float) -> None:
     """Record that a machine spoke (a request other than a poll): refreshes an existing machine,
-    never makes one. Throttled as `ping`, and skipped while a ping of it is that fresh."""
+    never makes one. Throttled as `ping`, and skipped while a ping of it is that fresh.
+
+    A caller is no machine, yet the published SDK sends its x-machine-id on every call: an id the
+    update found no machine for is not asked about again for half the machine timeout (a round
+    trip per caller every few seconds, for nothing, took pooled connections from a thousand
+    tenants' calls). A machine that began polling since then is still refreshed in time: its
+    ping clears the mark in this process, and another process asks again before the timeout."""
     interval = _interval(machine_timeout_seconds)
     key = (cluster_id, machine_id)
-    if _pings.recent(key, interval) or not _touches.take(key, None, interval):
+    if (_pings.recent(key, interval) or _callers.recent(key, machine_timeout_seconds / 2)
+            or not _touches.take(key, None, interval)):
         return
     now = statements.now_sql()
 
-    def tx():
-        (Machine.update(last_ping_at=now, status=MachineStatus.ACTIVE, ip=ip)
-         .where((Machine.cluster_id == cluster_id) & (Machine.id == machine_id)).execute())
+    def tx() -> int:
+        return (Machine.update(last_ping_at=now, status=MachineStatus.ACTIVE, ip=ip)
+                .where((Machine.cluster_id == cluster_id) & (Machine.id == machine_id)).execute())
 
-    _write_or_forget(_touches, key, tx)
+    if not _write_or_forget(_touches, key, tx):
+        _callers.take(key, None, 0.0)  # marks it now
 
 
 def worker_polled(cluster_id: str, service: str, machine_id: str, *, machine_timeout_seconds: float) -> None:
@@ -195,9 +205,9 @@ def register_service(cluster_id: str, service: str, functions: list[dict] | None
         controls.function_defaults.put(cluster_id, service, controls.policies_of(functions))
 
 
-def _write_or_forget(throttle: _Throttle, key: tuple, tx) -> None:
+def _write_or_forget(throttle: _Throttle, key: tuple, tx):
     try:
-        db.unit_of_work(tx, transaction=False, idempotent=True)  # an upsert: running it twice is running it once
+        return db.unit_of_work(tx, transaction=False, idempotent=True)  # an upsert: running it twice is running it once
     except BaseException:
         throttle.forget(key)
         raise

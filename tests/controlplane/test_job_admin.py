@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 
@@ -334,6 +335,32 @@ def test_callers_are_not_machines(api):
     api.claim(c, machine="worker-1")
     assert machine_ids(c) == ["worker-1"]
     assert [m["id"] for m in details(api, c)["machines"]] == ["worker-1"]
+
+
+def test_a_callers_id_is_not_looked_up_again_until_half_the_machine_timeout_has_passed(api, monkeypatch):
+    c = api.new_cluster()
+    updates = []
+    real = machines.Machine.update
+    monkeypatch.setattr(machines.Machine, "update", classmethod(
+        lambda cls, *a, **kw: updates.append(kw) or real.__func__(cls, *a, **kw)))
+    timeout = 4.0  # touches at most every 1 s; a caller is asked again after 2 s
+
+    def touch(machine):
+        machines.touch(c["id"], machine, ip="127.0.0.1", machine_timeout_seconds=timeout)
+
+    touch("caller-x")
+    assert len(updates) == 1  # it found no machine
+    time.sleep(1.1)
+    touch("caller-x")
+    assert len(updates) == 1  # past the touch interval, but known to be no machine
+    time.sleep(1.0)
+    touch("caller-x")
+    assert len(updates) == 2  # half the timeout passed: asked again
+    machines.ping(c["id"], "caller-x", ip="127.0.0.1", deployment_id=None, machine_timeout_seconds=timeout)
+    time.sleep(1.1)
+    touch("caller-x")  # a machine now: refreshed at the touch interval again
+    assert len(updates) == 3
+    assert machine_ids(c) == ["caller-x"]
 
 
 def test_a_machine_row_left_by_a_caller_is_not_listed(api):
