@@ -44,6 +44,13 @@ class _Throttle:
             self._seen[key] = (now, value)
             return True
 
+    def mark(self, key: tuple) -> None:
+        """Record a write (or a finding) for this key now, whatever was recorded before."""
+        with self._lock:
+            if len(self._seen) >= self._max:
+                self._seen.clear()
+            self._seen[key] = (time.monotonic(), None)
+
     def recent(self, key: tuple, interval: float) -> bool:
         """Whether a write for this key was claimed less than `interval` seconds ago."""
         with self._lock:
@@ -111,7 +118,7 @@ def touch(cluster_id: str, machine_id: str, *, ip: str | None, machine_timeout_s
                 .where((Machine.cluster_id == cluster_id) & (Machine.id == machine_id)).execute())
 
     if not _write_or_forget(_touches, key, tx):
-        _callers.take(key, None, 0.0)  # marks it now
+        _callers.mark(key)
 
 
 def worker_polled(cluster_id: str, service: str, machine_id: str, *, machine_timeout_seconds: float) -> None:

@@ -75,10 +75,10 @@ def _finisher(mode: str):
             return response
         parked = getattr(response, "parked", None)  # a long poll waiting in the worker (api/parking.py)
         if parked is not None:  # its line is written when it is answered
-            line = _Line(rid)
+            line = _Line.of_request(rid)
             parked.when_answered(lambda status, size: line.write(status, size) if _logs(mode, status) else None)
         elif _logs(mode, response.status_code) and log.isEnabledFor(_level(response.status_code)):
-            _Line(rid).write(response.status_code, response.content_length)  # None when streamed
+            _Line.of_request(rid).write(response.status_code, response.content_length)  # None when streamed
         return response
 
     return finish
@@ -102,19 +102,19 @@ def _level(status: int) -> int:
 class _Line:
     """What the line of this request says, read from its context; written once the answer is made."""
 
-    def __init__(self, rid: str, *given) -> None:
-        """`given`: (started, method, route, cluster_id, machine); else read from the request's context."""
-        self.rid = rid
-        if given:
-            self.started, self.method, self.route, self.cluster_id, self.machine = given
-            return
+    def __init__(self, rid: str, started: float | None, method: str, route: str, cluster_id: str | None,
+                 machine: str | None) -> None:
+        self.rid, self.started, self.method, self.route = rid, started, method, route
+        self.cluster_id, self.machine = cluster_id, machine
+
+    @classmethod
+    def of_request(cls, rid: str) -> "_Line":
+        """The line of the request in this context (Flask's)."""
         req, ctx = request._get_current_object(), g._get_current_object()  # one context lookup each
         rule = req.url_rule
-        self.started = ctx.get("_request_started")
-        self.method = req.method
-        self.route = rule.rule if rule is not None else _clean(req.path, _PATH_CHARS)
-        self.cluster_id = ctx.get("cluster_id")
-        self.machine = req.headers.get("x-machine-id")
+        return cls(rid, ctx.get("_request_started"), req.method,
+                   rule.rule if rule is not None else _clean(req.path, _PATH_CHARS), ctx.get("cluster_id"),
+                   req.headers.get("x-machine-id"))
 
     def write(self, status: int, size: int | None) -> None:
         level = _level(status)
