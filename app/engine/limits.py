@@ -34,7 +34,8 @@ from . import statements
 from .signals import Subscription, hub, job_topic
 
 MAX_CONCURRENCY = 1_000_000  # a limit above any claim's reach; larger values are refused as input
-_MAX_WATCHED = 1000  # running jobs a full poll watches; past that it relies on the fallback timer
+_MAX_WATCHED = 1000  # running jobs a full poll watches; past that it re-checks every few seconds
+_UNWATCHED_RECHECK_SECONDS = 5.0  # a holder past the watched ones may finish unseen
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,12 @@ class Holders:
         self._cluster_id = cluster_id
         self._poll = poll
         self._relay: _Relay | None = None
+        self._partial = False
+
+    def longest_wait(self, seconds: float) -> float:
+        """How long the poll may wait for a wake-up: not past a re-check when it could not watch
+        every holder (a holder it does not watch finishing wakes nobody)."""
+        return min(seconds, _UNWATCHED_RECHECK_SECONDS) if self._partial else seconds
 
     def __enter__(self) -> "Holders":
         return self
@@ -150,6 +157,7 @@ class Holders:
     def follow(self, job_ids: list[str]) -> bool:
         """Watch these jobs instead of the previous ones; True when one had already finished (the
         claim read it running; it may have finished before the watch began)."""
+        self._partial = len(job_ids) >= _MAX_WATCHED
         topics = sorted(job_topic(self._cluster_id, job_id) for job_id in job_ids)
         if (self._relay.topics if self._relay else []) == topics:
             return False  # watched since before the claim that read them: nothing can be missed

@@ -74,8 +74,8 @@ def claim_steps(cluster_id: str, service: str, machine_id: str, limit: int, ttl_
                 return jobs
             if holders.follow(watch):
                 continue  # one finished before it was watched: its room is free now
-            yield steps.Wait(sub, min(remaining, max(0.0, last_beat + heartbeat_every - time.monotonic()))
-                             if beat else remaining)
+            wait = min(remaining, max(0.0, last_beat + heartbeat_every - time.monotonic())) if beat else remaining
+            yield steps.Wait(sub, holders.longest_wait(wait))
 
 
 def _store_batch(results: list[statements.Result]) -> list[tuple[bool | statements.RetryScheduled, str | None]]:

@@ -4,7 +4,7 @@ A topic names something a poll waits for: `q/<cluster>/<service>` (a job became 
 `j/<cluster>/<job id>` (a job finished), or `d/due` (a job became scheduled), or `c/credentials`
 (a secret rotated or a cluster deleted: a callback, `on_topic`, clears caches); this module is the only code that knows the format.
 NOTIFY is only a hint: waiters always re-read the table, and wake on a fallback timer too, so a
-missed notification costs one short delay, never a lost job. One LISTEN connection per process
+missed notification costs a delay, never a lost job. One LISTEN connection per process
 (opened lazily, after gunicorn forks) feeds every waiter; it reconnects after a database restart
 and then wakes everyone to re-check. On SQLite the same interface works by waking waiters of this
 process directly and short-polling for the rest.
@@ -23,6 +23,15 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "differential"
 _MAX_PAYLOAD = 7900  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
+
+# How long a waiter sleeps at most before it re-reads anyway. While the listener is connected
+# PostgreSQL delivers every committed NOTIFY to it, and a reconnect wakes everyone, so the timer
+# only backs up a wake-up a writer of this process forgot: as long as the longest long poll
+# (api/schemas.py MAX_WAIT_MS), a parked poll wakes for a change or at its ttl, never for nothing
+# (at 5 s, 1,000 tenants' parked polls re-read 150 times a second for nothing). Without the
+# listener (SQLite, or PostgreSQL while it reconnects) waiters short-poll.
+LISTENING_FALLBACK_SECONDS = 20.0
+SHORT_POLL_SECONDS = 0.25
 
 
 def queue_topic(cluster_id: str, service: str) -> str:
@@ -137,7 +146,7 @@ class Hub:
         self._listener: threading.Thread | None = None
         self._listening = False
         self._stopping = threading.Event()
-        self.fallback_interval = 0.25
+        self.fallback_interval = SHORT_POLL_SECONDS
         # Topic -> functions called when it fires, and on every wake_all (a listener reconnect).
         self._callbacks: dict[str, list[Callable[[], None]]] = {}
 
@@ -146,7 +155,7 @@ class Hub:
         """postgres_params: psycopg2.connect keyword arguments, or None on SQLite."""
         self.stop()
         self._dsn = postgres_params
-        self.fallback_interval = 0.25  # until the listener is up; then 5 s
+        self.fallback_interval = SHORT_POLL_SECONDS  # until the listener is up
 
     def _ensure_listener(self) -> None:
         if self._dsn is None or (self._listener and self._listener.is_alive()):
@@ -274,7 +283,7 @@ class Hub:
                 with conn.cursor() as cur:
                     cur.execute(f"LISTEN {CHANNEL}")
                 self._listening = True
-                self.fallback_interval = 5.0
+                self.fallback_interval = LISTENING_FALLBACK_SECONDS
                 backoff = 0.2
                 self.wake_all()  # anything may have happened while we were not listening
                 last_check = time.monotonic()
@@ -302,7 +311,7 @@ class Hub:
                     log.warning("notification listener lost its connection (%s); reconnecting", exc)
             finally:
                 self._listening = False
-                self.fallback_interval = 0.25
+                self.fallback_interval = SHORT_POLL_SECONDS
                 if conn is not None:
                     try:
                         conn.close()
