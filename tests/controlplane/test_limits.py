@@ -197,6 +197,38 @@ def test_a_poll_at_a_full_limit_claims_as_soon_as_a_running_job_finishes(api):
         t.join(20)
 
 
+def test_a_full_poll_that_cannot_watch_every_holder_re_checks_before_its_ttl(api, monkeypatch):
+    """Past the holders a poll watches, a holder's finishing wakes nobody: the poll re-checks on its
+    own (every few seconds) instead of waiting for its ttl (the fallback timer, while the
+    listener is connected, is the longest poll)."""
+    from app.engine import limits, statements
+    monkeypatch.setattr(limits, "_MAX_WATCHED", 1)
+    monkeypatch.setattr(limits, "_UNWATCHED_RECHECK_SECONDS", 0.5)
+    c = api.new_cluster()
+    holders = [api.call(c), api.call(c)]
+    waiting = api.call(c)
+    functions = [{"name": "fn", "concurrency": 2}]
+    assert sorted(j["id"] for j in poll(api, c, "m1", functions=functions, limit=2)) == sorted(holders)
+    got, answered = [], threading.Event()
+
+    def park():
+        got.extend(poll(Api(api.app), c, "m2", functions=functions, ttl=15000))
+        answered.set()
+
+    t = threading.Thread(target=park)
+    t.start()
+    try:
+        time.sleep(1.0)
+        assert not answered.is_set(), "the full poll waits"
+        watched = db.unit_of_work(lambda: statements.running_ids(c["id"], "svc", ["fn"], 1), transaction=False)
+        unwatched = next(job_id for job_id in holders if job_id not in watched)
+        api.result(c, unwatched, machine="m1")
+        assert answered.wait(5.0), "the poll waited for its ttl after a holder it did not watch finished"
+        assert [j["id"] for j in got] == [waiting]
+    finally:
+        t.join(20)
+
+
 def test_the_cluster_view_shows_the_declared_limits(api):
     c = api.new_cluster()
     poll(api, c, functions=[{"name": "fn", "concurrency": 2}, {"name": "other"}], concurrency=5)
