@@ -3,8 +3,8 @@
 `execute` and its poll take auth kind "caller": routing checks the credential first, before any
 path check or body (auth.require_caller, into `g.caller`), the view the service once it is known
 (Caller.require). They
-wait in the same poll budget as GET /jobs/:id (api/jobs.py), so parked calls cannot take every
-thread; past its share a call answers 202 at once, to be polled.
+wait in the same poll budget as GET /jobs/:id (api/jobs.py), and are parked as it is (no thread
+held while a call runs); past its share a call answers 202 at once, to be polled.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from urllib.parse import quote
 from flask import Blueprint, g, jsonify
 
 from ..engine import access_points, execute as calls
-from . import schemas as s
+from . import parking, schemas as s
 from .jobs import poll_place
 from .routing import route, state
 
@@ -47,13 +47,19 @@ def delete_access_point(cluster_id, name):
 # --- synchronous calls ----------------------------------------------------------------------------
 
 def _answer(cluster_id: str, job_id: str, wait_seconds: float):
-    with poll_place(g.machine_id, round(wait_seconds * 1000)) as wait:
-        row = calls.wait(cluster_id, job_id, wait, stopping=state().stopping)
-    status, body = calls.answer(row)
-    response = jsonify(body)
-    if status == 202:
-        response.headers["Location"] = f"/clusters/{cluster_id}/execute/{quote(job_id, safe='')}"
-    return response, status
+    """The call's answer once it finishes or the wait is over; a call that has to wait is parked
+    in the worker like any long poll (api/parking.py), holding no thread."""
+    place, stopping = poll_place(g.machine_id, round(wait_seconds * 1000)), state().stopping
+
+    def poll():
+        with place as wait:
+            row = yield from calls.wait_steps(cluster_id, job_id, wait, stopping=stopping)
+        status, body = calls.answer(row)
+        if status == 202:
+            return body, status, {"Location": f"/clusters/{cluster_id}/execute/{quote(job_id, safe='')}"}
+        return body, status
+
+    return parking.answer(poll())
 
 
 _CALL_RESPONSES = {200: s.EXECUTED, 202: s.EXECUTE_PENDING, 403: s.ERROR, **ERRORS}

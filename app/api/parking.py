@@ -34,6 +34,10 @@ class Answer:
     status: int
     status_line: str  # "200 OK"
     body: bytes
+    headers: tuple[tuple[str, str], ...] = ()  # beyond the parked response's (a 202's Location)
+
+
+_SET_ALREADY = {"content-type", "content-length"}  # the parked response's type; the length the worker's
 
 
 class ParkedPoll:
@@ -62,11 +66,12 @@ class ParkedPoll:
                     self.wait = self._poll.send(fired)
                     return None
                 except StopIteration as done:
-                    response = jsonify(done.value)
+                    response = _response(done.value)
                 except Exception as exc:  # answered as the route would have, by the app's handlers
                     with self._app.request_context(self._environ):
                         response = self._app.make_response(self._app.handle_user_exception(exc))
-                return Answer(response.status_code, response.status, response.get_data())
+                return Answer(response.status_code, response.status, response.get_data(),
+                              tuple((k, v) for k, v in response.headers.items() if k.lower() not in _SET_ALREADY))
         finally:
             request_id.reset(token)
 
@@ -91,13 +96,18 @@ def parked_of(response: Response) -> ParkedPoll | None:
     return getattr(response, "parked", None)
 
 
+def _response(value) -> Response:
+    """A poll's answer: what it returned, as a view's return value (JSON, or (JSON, status[, headers]))."""
+    return current_app.make_response(value if isinstance(value, tuple) else jsonify(value))
+
+
 def answer(poll: steps.Steps) -> Response:
     """The JSON answer of a long poll, parked in the worker when it has to wait and the worker can."""
     try:
         wait = next(poll)
     except StopIteration as done:
-        return jsonify(done.value)
+        return _response(done.value)
     if not capacity():
-        return jsonify(steps.finish(poll, wait))
+        return _response(steps.finish(poll, wait))
     return ParkedResponse(ParkedPoll(poll, wait, current_app._get_current_object(), request.environ,
                                      request_id.get()))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..errors import TooLarge, ValidationFailed
 from ..observability.events import events
-from . import access_points, call_config, jobs
+from . import access_points, call_config, jobs, steps
 from .arguments import ArgumentsError, pack_arguments, unpack_value
 from .states import TERMINAL, EventType, JobStatus, ResultType
 
@@ -47,8 +47,9 @@ def status(cluster_id: str, job_id: str) -> dict:
     return jobs.job_status(cluster_id, job_id)
 
 
-def wait(cluster_id: str, job_id: str, seconds: float, stopping=None) -> dict:
-    return jobs.wait_for_job(cluster_id, job_id, seconds, stopping=stopping)
+def wait_steps(cluster_id: str, job_id: str, seconds: float, stopping=None) -> steps.Steps[dict]:
+    """Wait for the call to finish, up to `seconds`: its status row (a long poll: steps.py)."""
+    return jobs.job_status_steps(cluster_id, job_id, seconds, stopping)
 
 
 def answer(row: dict) -> tuple[int, dict]:

@@ -607,6 +607,7 @@ class ThreadWorker(gthread.ThreadWorker):
             resp = held.resp
             if answer.status != resp.status_code:
                 resp.status, resp.status_code = answer.status_line, answer.status
+            resp.headers.extend(answer.headers)
             resp.headers.append(("Content-Length", str(len(answer.body))))
             resp.response_length, resp.chunked = len(answer.body), False
             held.poll.answered(answer.status, len(answer.body))

@@ -7,6 +7,7 @@ process held at most 4 polls for their ttl (half its threads) and answered the r
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import socket
@@ -239,3 +240,66 @@ def test_a_parked_big_poll_holds_its_body_bytes_until_it_is_answered_or_given_up
             time.sleep(1.0)  # parked; then its client leaves
         time.sleep(0.5)
         assert big_create().status_code == 201, "a given-up poll kept its bytes of the budget"
+
+
+def _execute(cluster_id: str, secret: str, tag: str, wait_seconds: float) -> bytes:
+    payload = json.dumps({"service": "sync", "function": "fn", "args": [tag], "waitSeconds": wait_seconds}).encode()
+    head = [f"POST /clusters/{cluster_id}/execute HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {secret}",
+            "Connection: close", "Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+async def _exchange_with_head(port: int, request: bytes) -> tuple[int, bytes, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=60)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), head, body
+
+
+def test_synchronous_calls_park_and_answer_their_result_or_202_with_where_to_ask(fresh_pg_url):
+    """50 synchronous calls wait at once in a worker of 8 threads: the 25 whose jobs finish answer
+    200 with their result; the 25 that outwait their waitSeconds answer 202 with a Location."""
+    with ControlPlane(fresh_pg_url, env=_env()) as cp:
+        cluster = cp.create_cluster()
+        cluster_id, secret = cluster["id"], cluster["apiSecret"]
+        answered = [_execute(cluster_id, secret, f"answered-{i}", 20) for i in range(25)]
+        unanswered = [_execute(cluster_id, secret, f"unanswered-{i}", 4) for i in range(25)]
+
+        async def scenario():
+            tasks = [asyncio.ensure_future(_exchange_with_head(cp.port, r)) for r in answered + unanswered]
+            await asyncio.sleep(2.0)
+            early = sum(t.done() for t in tasks)
+            await asyncio.to_thread(_answer_calls, cp, secret, lambda args: "unanswered" not in args, 25)
+            return early, await asyncio.gather(*tasks)
+
+        early, answers = asyncio.run(scenario())
+        assert early == 0  # all 50 were waiting together, with 8 threads
+        done = [json.loads(body) for status, _, body in answers[:25] if status == 200]
+        assert len(done) == 25 and all(row["outcome"] == "resolution" for row in done)
+        for status, head, body in answers[25:]:
+            row = json.loads(body)
+            assert status == 202 and row["state"] in ("pending", "running"), (status, body)
+            location = re.search(rb"(?im)^location: (.+?)\r?$", head)
+            assert location and location.group(1).decode() == f"/clusters/{cluster_id}/execute/{row['jobId']}"
+
+
+def _answer_calls(cp: ControlPlane, secret: str, wanted, n: int) -> None:
+    """Claim the sync service's jobs; answer those whose packed args `wanted` accepts, put the rest back unclaimed."""
+    headers = {"Authorization": f"Basic {secret}", "x-machine-id": "sync-worker"}
+    done = 0
+    with httpx.Client(base_url=cp.url, headers=headers, timeout=30) as client:
+        for _ in range(50):
+            jobs = client.post("/jobs-request", json={"service": "sync", "limit": 100, "ttl": 1000}).json()
+            for job in jobs:
+                if wanted(base64.b64decode(job["targetArgs"]).decode("latin-1")):
+                    reply = client.post(f"/jobs/{job['id']}/result", json={"result": "oA==", "resultType": "resolution"})
+                    assert reply.status_code == 204
+                    done += 1
+            if done >= n:
+                return
+    raise AssertionError(f"only {done} of {n} calls answered")
