@@ -7,6 +7,9 @@ PostgreSQL was restarted under us, drops the dead pooled connections so the next
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import heapq
 import logging
 import os
 import sqlite3
@@ -18,8 +21,9 @@ from typing import Callable, Iterator, Mapping, TypeVar
 from urllib.parse import parse_qsl, unquote, urlparse
 
 import peewee
-from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PoolConnection, PooledDatabase, PooledPostgresqlDatabase
 
+from .fair_slots import FairSlots
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -141,18 +145,71 @@ def _own_changed() -> None:
 
 
 class _Pool(PooledPostgresqlDatabase):
+    """peewee's pool, changed so that no lock is held across a round trip to the server.
+
+    peewee 4.5 checks a connection out under its database-wide lock, with the pool's lock inside
+    it, and sends `SELECT 1` (or opens a connection) there; a check-in waits for the same lock.
+    Under load every request thread queued behind one round trip at a time, and each holder had to
+    win the GIL back after it: a few hundred check-outs a second at most, so a thousand tenants'
+    small reads and writes backed up for seconds (bench/README.md, "Many tenants"). Here the
+    database-wide lock is gone (a thread's connection state is its own), the pool's lock covers
+    only taking a connection and giving it back, and the check that an idle connection still
+    works runs outside it, only for connections idle a while. Who waits for a connection, and in
+    which order, is `connection()`'s gate."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lock = contextlib.nullcontext()  # Database.connect/close: nothing shared left to guard
+        self._returned: dict[int, float] = {}  # connection key -> when it was last given back
+        self._opening = 0  # connections being opened, counted against max_connections
+
     def _connect(self):
-        conn = super()._connect()
-        with _own_lock:
-            _own_backends[id(conn)] = conn.get_backend_pid()
-            _own_changed()
-        return conn
+        while True:
+            with self._pool_lock:
+                if not self._connections:
+                    if self._max_connections and len(self._in_use) + self._opening >= self._max_connections:
+                        raise MaxConnectionsExceeded("Exceeded maximum connections.")
+                    self._opening += 1
+                    break
+                ts, _counter, conn = heapq.heappop(self._connections)
+                key = self.conn_key(conn)
+                self._in_use[key] = PoolConnection(ts, conn, time.time())
+            # A connection given back a moment ago worked then; one idle longer is asked (a round trip).
+            idle = time.monotonic() - self._returned.get(key, 0.0)
+            if (self._stale_timeout and self._is_stale(ts)) or (idle > _IDLE_CHECK_SECONDS and self._is_closed(conn)):
+                with self._pool_lock:
+                    self._in_use.pop(key, None)
+                self._close_raw(conn)
+                continue
+            return conn
+        conn = None
+        try:
+            conn = super(PooledDatabase, self)._connect()  # the driver's connect, past peewee's pool
+            with _own_lock:
+                _own_backends[id(conn)] = conn.get_backend_pid()
+                _own_changed()
+            return conn
+        finally:
+            with self._pool_lock:
+                self._opening -= 1
+                if conn is not None:
+                    self._in_use[self.conn_key(conn)] = PoolConnection(time.time(), conn, time.time())
+
+    def _close(self, conn, close_conn=False):  # a check-in (Database.close), or a close for good
+        self._returned[self.conn_key(conn)] = time.monotonic()
+        super()._close(conn, close_conn)
 
     def _close_raw(self, conn):  # every path that really closes a connection comes through here
+        self._returned.pop(self.conn_key(conn), None)
         with _own_lock:
             _own_backends.pop(id(conn), None)
             _own_changed()
         super()._close_raw(conn)
+
+
+# A pooled connection given back within this long is used without asking the server first; one
+# whose server went away meanwhile fails its first statement, which unit_of_work retries when safe.
+_IDLE_CHECK_SECONDS = 1.0
 
 
 # Ours first: libpq applies `-c` options in order, so a user's own `options` (from the URL) win.
@@ -248,8 +305,9 @@ def _sqlite(settings: Settings) -> peewee.Database:
 def bind(settings: Settings, dialects: Mapping[str, type[Dialect]] = DIALECTS) -> peewee.Database:
     """Open the configured database, point the models at it and pick its dialect (from
     `dialects`: the engine passes its own, which add the hot statements)."""
-    global dialect
+    global dialect, _gate
     db = _postgres(settings) if settings.uses_postgres else _sqlite(settings)
+    _gate = FairSlots(settings.database_pool_size) if settings.uses_postgres else None
     dialect = dialects[dialect_name(db)]()
     database.initialize(db)
     return db
@@ -268,6 +326,14 @@ def _discard_broken_connection() -> None:
         log.debug("discarding a broken connection failed", exc_info=True)
 
 
+# Whose turn it is: the threads waiting for a pooled connection queue in one line per key (the
+# request's credential, set by the worker's thread pool: server/lanes.py), and the lines take
+# turns, so one tenant's thousand waiting requests delay another's by one connection, not a thousand.
+turn_key: contextvars.ContextVar = contextvars.ContextVar("differential_db_turn", default=None)
+_gate: FairSlots | None = None  # as many slots as the pool has connections (bind)
+_GATE_TIMEOUT_SECONDS = 30.0  # then the request fails as "the database is too busy" (503)
+
+
 @contextmanager
 def connection() -> Iterator[peewee.Database]:
     """Borrow a connection for the block; nested use shares the outer connection."""
@@ -275,15 +341,22 @@ def connection() -> Iterator[peewee.Database]:
     if not db.is_closed():
         yield db
         return
-    db.connect()
+    gate = _gate
+    if gate is not None and not gate.acquire(turn_key.get(), timeout=_GATE_TIMEOUT_SECONDS):
+        raise MaxConnectionsExceeded(f"no pooled database connection came free within {_GATE_TIMEOUT_SECONDS:g} s")
     try:
-        yield db
-    except CONNECTION_ERRORS:
-        _discard_broken_connection()
-        raise
+        db.connect()
+        try:
+            yield db
+        except CONNECTION_ERRORS:
+            _discard_broken_connection()
+            raise
+        finally:
+            if not db.is_closed():
+                db.close()
     finally:
-        if not db.is_closed():
-            db.close()
+        if gate is not None:
+            gate.release()
 
 
 def unit_of_work(fn: Callable[[], T], retries: int = 1, transaction: bool = True, idempotent: bool = False) -> T:

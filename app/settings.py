@@ -165,9 +165,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PORT", "port", _port, 4000, "server", False, "HTTP port"),
     Variable("WEB_CONCURRENCY", "web_concurrency", _positive_int, 2, "server", False,
              "gunicorn worker processes", local_default=1),
-    Variable("GUNICORN_THREADS", "gunicorn_threads", _positive_int, 256, "server", False,
+    Variable("GUNICORN_THREADS", "gunicorn_threads", _positive_int, 24, "server", False,
              "threads per worker, started as requests need them; a long poll that waits holds none (it is "
-             "parked in the worker's event loop) and no database connection"),
+             "parked in the worker's event loop) and no database connection. On two cores more threads only "
+             "wait for the GIL and the database pool: with 256, a thousand tenants' calls took seconds "
+             "instead of tens of milliseconds (bench/README.md, \"Many tenants\"). Raise it when gunicorn "
+             "itself ends TLS, where polls wait in threads"),
     Variable("KEEPALIVE_SECONDS", "keepalive_seconds", _positive_int, 600, "server", False,
              "how long gunicorn keeps an idle connection open; keep it longer than your clients do "
              "(see `gunicorn.conf.py`)"),

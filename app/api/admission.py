@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Hashable
 
-from ..engine.fairness import FairSlots, Turn
+from ..fair_slots import FairSlots, Turn
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from ..observability.events import events
 from . import controls, deployments, ids, statements, steps
 from .batch_poll import BatchPolls
 from .batching import GroupCommit
-from .fairness import FairSlots
+from ..fair_slots import FairSlots
 from .signals import DUE_TOPIC, hub, job_topic, queue_topic
 from .states import IN_FLIGHT, TERMINAL, EventType, JobStatus, ResultType, wire_status
 

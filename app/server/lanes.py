@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from concurrent.futures import Future
+from contextvars import ContextVar
 from typing import Any, Callable, Hashable
 
 
@@ -17,8 +18,10 @@ class FairPool:
     """Up to `threads` threads, started as work arrives. The interface gthread needs of its
     executor: `submit` (with a queue key first) returning a Future, and `shutdown`."""
 
-    def __init__(self, threads: int, name: str = "request"):
+    def __init__(self, threads: int, name: str = "request", key_var: ContextVar | None = None):
+        """`key_var`: set to the queue key while a request runs (db.turn_key: its turn for a connection)."""
         self._max = threads
+        self._key_var = key_var
         self._name = name
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
@@ -67,13 +70,13 @@ class FairPool:
         """The head of the queue whose turn it is (with the lock held)."""
         key = self._turns.popleft()
         queue = self._queues[key]
-        item = queue.popleft()
+        future, fn, args = queue.popleft()
         if queue:
             self._turns.append(key)
         else:
             del self._queues[key]
         self._queued -= 1
-        return item
+        return key, future, fn, args
 
     def _serve(self) -> None:
         while True:
@@ -86,9 +89,11 @@ class FairPool:
                         self._work.wait()
                     finally:
                         self._idle -= 1
-                future, fn, args = self._next()
+                key, future, fn, args = self._next()
             if not future.set_running_or_notify_cancel():
                 continue
+            if self._key_var is not None:
+                self._key_var.set(key)
             try:
                 result = fn(*args)
             except BaseException as exc:  # the Future carries it to whoever waits on it

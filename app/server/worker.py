@@ -48,6 +48,7 @@ from gunicorn.http import wsgi
 from gunicorn.http.errors import UnsupportedTransferCoding
 from gunicorn.workers import gthread
 
+from .. import db
 from ..api import parking
 from ..observability import request_log
 from . import answers, head as heads, response
@@ -186,14 +187,14 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def init_process(self):
         if self.reads_ahead:
-            self.live_pool = FairPool(LIVE_THREADS, name="live")
+            self.live_pool = FairPool(LIVE_THREADS, name="live", key_var=db.turn_key)
         else:
             self.log.warning("TLS, HTTP/2 or the PROXY protocol is configured: requests are read as gthread "
                              "does, without the read deadline or fair lanes")
         super().init_process()
 
     def get_thread_pool(self):
-        return FairPool(self.cfg.threads) if self.reads_ahead else super().get_thread_pool()
+        return FairPool(self.cfg.threads, key_var=db.turn_key) if self.reads_ahead else super().get_thread_pool()
 
     def handle_quit(self, sig, frame):
         if self.live_pool is not None:
@@ -425,7 +426,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self._unwait(conn)
         conn.source.start(self._release_buffer(conn), conn.read_deadline, self.limits.read_seconds)
         if head is not None and head.is_live:
-            pool, key = self.live_pool, None
+            pool, key = self.live_pool, "live"  # its own turn for a database connection too
         else:
             pool, key = self.tpool, head.queue if head is not None else None
         conn.queue_key = key

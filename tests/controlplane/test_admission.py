@@ -14,7 +14,8 @@ from app.api import jobs as jobs_api
 from app.api.admission import BigBodyAdmission
 from app.api.routing import ROUTES
 from app.engine import jobs as engine_jobs, statements
-from app.engine.fairness import FairSlots, PollBudget, PollLimits
+from app.engine.fairness import PollBudget, PollLimits
+from app.fair_slots import FairSlots
 from cp_helpers import Api
 from support.waiting import wait_until
 
