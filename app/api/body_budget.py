@@ -1,6 +1,6 @@
 """A per-process budget of request-body bytes: big bodies being read or held at once are bounded.
 
-Each route caps its own body, but a process runs many request threads: 256 threads each
+Each route caps its own body, but a process may run hundreds of request threads: 256 threads each
 reading (then holding, parsed, for a parked long poll) an 8 MiB body is gigabytes. A body of
 `threshold_bytes` or more takes its size from this budget before it is read and gives it back when
 its request ends; past the budget it waits up to `max_wait_seconds` for bytes to come back, then

@@ -166,10 +166,6 @@ class BatchPolls:
         self._read = read
         self._parked = _ParkedPolls()
 
-    def wait_for_any(self, cluster_id: str, job_ids: list[str], ttl_seconds: float, **options) -> list[dict]:
-        """`poll_steps` run to its answer in this thread."""
-        return steps.run(self.poll_steps(cluster_id, job_ids, ttl_seconds, **options))
-
     def poll_steps(self, cluster_id: str, job_ids: list[str], ttl_seconds: float, stopping=None,
                    machine_id: str | None = None,
                    after_reading: Callable[[], None] | None = None,

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 from .. import db
 from ..errors import Conflict, NotFound
+from ..fair_slots import FairSlots
 from ..models import Job, utcnow
 from ..observability.events import events
 from . import controls, deployments, ids, statements, steps
 from .batch_poll import BatchPolls
 from .batching import GroupCommit
-from ..fair_slots import FairSlots
 from .signals import DUE_TOPIC, hub, job_topic, queue_topic
 from .states import IN_FLIGHT, TERMINAL, EventType, JobStatus, ResultType, wire_status
 
@@ -257,11 +257,6 @@ def job_status(cluster_id: str, job_id: str) -> dict:
     return rows[0]
 
 
-def wait_for_job(cluster_id: str, job_id: str, ttl_seconds: float, stopping=None) -> dict:
-    """`job_status_steps` run to its answer in this thread."""
-    return steps.run(job_status_steps(cluster_id, job_id, ttl_seconds, stopping))
-
-
 def job_status_steps(cluster_id: str, job_id: str, ttl_seconds: float, stopping=None) -> steps.Steps[dict]:
     """Long poll one job: its status once it is finished, or after ttl (or at shutdown); steps.py."""
     deadline = time.monotonic() + ttl_seconds
@@ -276,5 +271,4 @@ def job_status_steps(cluster_id: str, job_id: str, ttl_seconds: float, stopping=
 
 # Batch polls (the published SDK's storm of overlapping status polls): see batch_poll.py.
 _batch_polls = BatchPolls(statuses)
-wait_for_any = _batch_polls.wait_for_any
 batch_status_steps = _batch_polls.poll_steps

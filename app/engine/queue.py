@@ -42,12 +42,6 @@ def _claim(cluster_id: str, service: str, machine_id: str, limit: int,
     return claimed, watch
 
 
-def wait_and_claim(cluster_id: str, service: str, machine_id: str, limit: int, ttl_seconds: float,
-                   **options) -> list[dict]:
-    """`claim_steps` run to its answer in this thread."""
-    return steps.run(claim_steps(cluster_id, service, machine_id, limit, ttl_seconds, **options))
-
-
 def claim_steps(cluster_id: str, service: str, machine_id: str, limit: int, ttl_seconds: float,
                 stopping=None, alive=None, heartbeat=None, heartbeat_every: float | None = None,
                 limits: Limits | None = None) -> steps.Steps[list[dict]]:

@@ -2,8 +2,8 @@
 
 A long poll's loop (read, and if nothing is there yet, wait for a wake-up) is a generator that
 yields `Wait(sub, seconds)` where it would sleep and is sent back what `sub.wait` would have
-returned (the topics that fired, or None: re-check everything). `run` drives it in the calling
-thread, sleeping in `sub.wait`. The HTTP worker (server/worker.py) instead keeps the suspended
+returned (the topics that fired, or None: re-check everything). `finish` drives it in the calling
+thread, sleeping in `sub.wait` (a test client, gthread behind TLS). The HTTP worker (server/worker.py) instead keeps the suspended
 generator, with its connection, in its event loop: no thread is held while the poll waits, and the
 generator resumes in a pool thread once the subscription wakes or the wait is over. Everything the
 poll holds (its subscription, its place in the poll budget) is held by the generator's `with`
@@ -44,15 +44,6 @@ class Wait:
 
 
 Steps = Generator[Wait, "set[str] | None", T]
-
-
-def run(steps: Steps[T]) -> T:
-    """Drive a long poll to its answer in this thread."""
-    try:
-        wait = next(steps)
-    except StopIteration as done:
-        return done.value
-    return finish(steps, wait)
 
 
 def finish(steps: Steps[T], wait: Wait) -> T:
