@@ -14,6 +14,9 @@ from contextvars import ContextVar
 from typing import Any, Callable, Hashable
 
 
+PAUSE_MAX_SECONDS = 0.02  # a paused pool's threads start their next request after this anyway
+
+
 class FairPool:
     """Up to `threads` threads, started as work arrives. The interface gthread needs of its
     executor: `submit` (with a queue key first) returning a Future, and `shutdown`."""
@@ -31,6 +34,8 @@ class FairPool:
         self._idle = 0
         self._threads: list[threading.Thread] = []
         self._stopped = False
+        self._paused = False
+        self._resumed = threading.Condition(self._lock)
 
     def submit(self, key: Hashable, fn: Callable, *args: Any) -> Future:
         future: Future = Future()
@@ -51,6 +56,17 @@ class FairPool:
             else:
                 self._work.notify()
         return future
+
+    def pause(self) -> None:
+        """Start no new request until `resume` (or for `PAUSE_MAX_SECONDS` at most): the requests
+        running finish, and then leave the GIL to the thread that paused the pool."""
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            self._resumed.notify_all()
 
     def queued(self) -> int:
         with self._lock:
@@ -89,6 +105,10 @@ class FairPool:
                         self._work.wait()
                     finally:
                         self._idle -= 1
+                if self._paused:
+                    self._resumed.wait(PAUSE_MAX_SECONDS)
+                    if not self._turns:
+                        continue
                 key, future, fn, args = self._next()
             if not future.set_running_or_notify_cancel():
                 continue

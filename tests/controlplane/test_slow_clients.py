@@ -8,6 +8,7 @@ cut by; a poll whose client has gone claims nothing; gunicorn's own errors are J
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import resource
@@ -360,6 +361,33 @@ def test_the_pool_serves_queues_in_turn():
     pool.shutdown(wait=True)
     assert order.index("b") <= 1 and order.index("anon0") <= 2  # one turn of "a" at most before each
     assert len(order) == 10_004 and order[:3] == ["a0", "b", "anon0"]
+
+
+def test_a_paused_pool_starts_nothing_new_until_resumed_or_the_longest_pause(monkeypatch):
+    """The event loop pauses the pool while it works through a pile of ready sockets: the request
+    running goes on, the next one waits for the resume, and never longer than the longest pause."""
+    from app.server import lanes
+    pool = FairPool(1)
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold():
+        holding.set()
+        gate.wait()
+
+    pool.submit("a", hold)
+    assert holding.wait(5)
+    monkeypatch.setattr(lanes, "PAUSE_MAX_SECONDS", 30.0)
+    pool.pause()
+    waiting = pool.submit("a", lambda: "ran")
+    gate.set()  # the running request ends; the next must wait while the pool is paused
+    with pytest.raises(concurrent.futures.TimeoutError):
+        waiting.result(timeout=0.5)
+    pool.resume()
+    assert waiting.result(timeout=5) == "ran"
+    monkeypatch.setattr(lanes, "PAUSE_MAX_SECONDS", 0.2)
+    pool.pause()  # never resumed: the thread goes ahead after the longest pause
+    assert pool.submit("a", lambda: "anyway").result(timeout=5) == "anyway"
+    pool.shutdown(wait=True)
 
 
 def test_the_pool_grows_to_its_size_and_carries_errors():
