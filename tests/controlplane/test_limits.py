@@ -171,25 +171,32 @@ def test_a_service_limit_without_a_function_list_still_claims(api):
     assert poll(api, c, "m2", functions=[], concurrency=2) == []
 
 
+def _full_poll(api: Api, cluster, functions) -> tuple[list, threading.Event, threading.Thread]:
+    """A poll of machine m2 at a full limit, in a thread of its own, checked to be waiting a second
+    later: (the jobs it got, set once it answered, its thread)."""
+    got, answered = [], threading.Event()
+
+    def park():
+        got.extend(poll(Api(api.app), cluster, "m2", functions=functions, ttl=15000))
+        answered.set()
+
+    thread = threading.Thread(target=park)
+    thread.start()
+    time.sleep(1.0)
+    assert not answered.is_set(), "the full poll waits"
+    return got, answered, thread
+
+
 def test_a_poll_at_a_full_limit_claims_as_soon_as_a_running_job_finishes(api):
     c = api.new_cluster()
     first, second = api.call(c), api.call(c)
     functions = [{"name": "fn", "concurrency": 1}]
     assert [j["id"] for j in poll(api, c, "m1", functions=functions)] == [first]
-    got, answered = [], threading.Event()
-
-    def park():
-        got.extend(poll(Api(api.app), c, "m2", functions=functions, ttl=15000))
-        answered.set()
-
-    t = threading.Thread(target=park)
-    t.start()
+    got, answered, t = _full_poll(api, c, functions)
     try:
-        time.sleep(1.0)
-        assert not answered.is_set(), "the full poll waits"
         finished = time.monotonic()
         api.result(c, first, machine="m1")
-        # Woken by the result itself, not the 5 s fallback timer nor the end of the poll.
+        # Woken by the result itself, not the fallback timer nor the end of the poll.
         assert answered.wait(3.0), "the parked poll did not claim when the running job finished"
         assert time.monotonic() - finished < 3.0
         assert [j["id"] for j in got] == [second]
@@ -209,17 +216,8 @@ def test_a_full_poll_that_cannot_watch_every_holder_re_checks_before_its_ttl(api
     waiting = api.call(c)
     functions = [{"name": "fn", "concurrency": 2}]
     assert sorted(j["id"] for j in poll(api, c, "m1", functions=functions, limit=2)) == sorted(holders)
-    got, answered = [], threading.Event()
-
-    def park():
-        got.extend(poll(Api(api.app), c, "m2", functions=functions, ttl=15000))
-        answered.set()
-
-    t = threading.Thread(target=park)
-    t.start()
+    got, answered, t = _full_poll(api, c, functions)
     try:
-        time.sleep(1.0)
-        assert not answered.is_set(), "the full poll waits"
         watched = db.unit_of_work(lambda: statements.running_ids(c["id"], "svc", ["fn"], 1), transaction=False)
         unwatched = next(job_id for job_id in holders if job_id not in watched)
         api.result(c, unwatched, machine="m1")

@@ -44,9 +44,8 @@ def _claim(secret: str, machine: str, ttl_ms: int, service: str = "parked", clos
                     {"service": service, "limit": 1, "ttl": ttl_ms, "functions": [{"name": "fn"}]}, close=close)
 
 
-async def _exchange(port: int, request: bytes) -> tuple[int, bytes, float]:
-    """One request on a connection of its own, read to EOF: (status, body, seconds)."""
-    started = time.monotonic()
+async def _exchange_with_head(port: int, request: bytes) -> tuple[int, bytes, bytes]:
+    """One request on a connection of its own, read to EOF: (status, head, body)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(request)
@@ -55,7 +54,14 @@ async def _exchange(port: int, request: bytes) -> tuple[int, bytes, float]:
     finally:
         writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body, time.monotonic() - started
+    return int(head.split(b" ", 2)[1]), head, body
+
+
+async def _exchange(port: int, request: bytes) -> tuple[int, bytes, float]:
+    """One request on a connection of its own, read to EOF: (status, body, seconds)."""
+    started = time.monotonic()
+    status, _head, body = await _exchange_with_head(port, request)
+    return status, body, time.monotonic() - started
 
 
 def _all(port: int, requests: list[bytes]) -> list[tuple[int, bytes, float]]:
@@ -193,19 +199,22 @@ def test_status_polls_park_and_answer_when_the_results_come(fresh_pg_url):
         assert sorted(row["id"] for row in batch_done) == sorted(ids)
 
 
-def _answer_all(cp: ControlPlane, secret: str, n: int) -> None:
-    headers = {"Authorization": f"Basic {secret}", "x-machine-id": "worker"}
+def _answer_all(cp: ControlPlane, secret: str, n: int, service: str = "status", wanted=lambda args: True) -> None:
+    """Claim the service's jobs and answer the `n` whose targetArgs `wanted` accepts (the others
+    stay claimed, unanswered)."""
+    headers = {"Authorization": f"Basic {secret}", "x-machine-id": f"{service}-worker"}
     done = 0
     with httpx.Client(base_url=cp.url, headers=headers, timeout=30) as client:
         for _ in range(50):
-            jobs = client.post("/jobs-request", json={"service": "status", "limit": 100, "ttl": 1000}).json()
+            jobs = client.post("/jobs-request", json={"service": service, "limit": 100, "ttl": 1000}).json()
             for job in jobs:
-                answered = client.post(f"/jobs/{job['id']}/result", json={"result": "oA==", "resultType": "resolution"})
-                assert answered.status_code == 204
-            done += len(jobs)
+                if wanted(job["targetArgs"]):
+                    reply = client.post(f"/jobs/{job['id']}/result", json={"result": "oA==", "resultType": "resolution"})
+                    assert reply.status_code == 204
+                    done += 1
             if done >= n:
                 return
-    raise AssertionError(f"only {done} of {n} jobs claimed")
+    raise AssertionError(f"only {done} of {n} jobs answered")
 
 
 def test_a_parked_big_poll_holds_its_body_bytes_until_it_is_answered_or_given_up(fresh_pg_url):
@@ -249,18 +258,6 @@ def _execute(cluster_id: str, secret: str, tag: str, wait_seconds: float) -> byt
     return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
 
 
-async def _exchange_with_head(port: int, request: bytes) -> tuple[int, bytes, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), timeout=60)
-    finally:
-        writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), head, body
-
-
 def test_synchronous_calls_park_and_answer_their_result_or_202_with_where_to_ask(fresh_pg_url):
     """50 synchronous calls wait at once in a worker of 8 threads: the 25 whose jobs finish answer
     200 with their result; the 25 that outwait their waitSeconds answer 202 with a Location."""
@@ -274,7 +271,7 @@ def test_synchronous_calls_park_and_answer_their_result_or_202_with_where_to_ask
             tasks = [asyncio.ensure_future(_exchange_with_head(cp.port, r)) for r in answered + unanswered]
             await asyncio.sleep(2.0)
             early = sum(t.done() for t in tasks)
-            await asyncio.to_thread(_answer_calls, cp, secret, lambda args: "unanswered" not in args, 25)
+            await asyncio.to_thread(_answer_all, cp, secret, 25, "sync", lambda args: b"unanswered" not in base64.b64decode(args))
             return early, await asyncio.gather(*tasks)
 
         early, answers = asyncio.run(scenario())
@@ -286,20 +283,3 @@ def test_synchronous_calls_park_and_answer_their_result_or_202_with_where_to_ask
             assert status == 202 and row["state"] in ("pending", "running"), (status, body)
             location = re.search(rb"(?im)^location: (.+?)\r?$", head)
             assert location and location.group(1).decode() == f"/clusters/{cluster_id}/execute/{row['jobId']}"
-
-
-def _answer_calls(cp: ControlPlane, secret: str, wanted, n: int) -> None:
-    """Claim the sync service's jobs; answer those whose packed args `wanted` accepts, put the rest back unclaimed."""
-    headers = {"Authorization": f"Basic {secret}", "x-machine-id": "sync-worker"}
-    done = 0
-    with httpx.Client(base_url=cp.url, headers=headers, timeout=30) as client:
-        for _ in range(50):
-            jobs = client.post("/jobs-request", json={"service": "sync", "limit": 100, "ttl": 1000}).json()
-            for job in jobs:
-                if wanted(base64.b64decode(job["targetArgs"]).decode("latin-1")):
-                    reply = client.post(f"/jobs/{job['id']}/result", json={"result": "oA==", "resultType": "resolution"})
-                    assert reply.status_code == 204
-                    done += 1
-            if done >= n:
-                return
-    raise AssertionError(f"only {done} of {n} calls answered")
