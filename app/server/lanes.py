@@ -3,7 +3,8 @@
 A single FIFO (gunicorn's executor) lets one tenant with thousands of quick requests queued push
 everybody else's back by all of them. Here each queue key (a credential's hash; requests without
 one share a queue) waits its turn: a request waits for at most one request of every other queue
-that is ahead of it, however many each holds.
+that is ahead of it, however many each holds. The worker's event loop pauses the pool while it
+deals with a pile of ready sockets (`pause`), so its threads do not keep the GIL from it.
 """
 from __future__ import annotations
 
