@@ -1,8 +1,8 @@
 """Slots handed to waiters kept in one line per key, the lines taking turns (round robin).
 
 A key with a thousand waiters delays another key's waiter by one turn, not a thousand. Used for
-the status reads and big bodies of each cluster (engine/fairness.py) and for the database pool's
-connections (db.py), so it depends on nothing of the app.
+each cluster's status reads (engine/jobs.py) and big bodies (api/admission.py), and for the
+database pool's connections, one line per credential (db.py); so it depends on nothing of the app.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ machines, raw sockets on one asyncio loop) and holds them, while cluster B creat
 whole call (create, a worker's claim, its result, the status) and `/live` is asked, each of which
 must answer within a second. Every one of A's polls must still get a 200: past A's budget they
 answer with what they have. One worker process, as `make run` has: the budgets are per process,
-and 300 polls are more than its 256 threads.
+and 300 polls are far more than its 24 threads.
 
 Before the budgets: with 300 of A's polls at ttl 20 s, `/live` and B's create took 19.3 s; with
 10,000 at ttl 1 s, both timed out at 40 s (audit H3).

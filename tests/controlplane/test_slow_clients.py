@@ -31,7 +31,7 @@ CALL = {"service": "svc", "targetFn": "fn", "targetArgs": "kA=="}
 
 @pytest.fixture(scope="module")
 def server():
-    """Production defaults (256 threads, 15 s read deadline) on the embedded SQLite, in one worker
+    """Production defaults (24 threads, 15 s read deadline) on the embedded SQLite, in one worker
     (as the audit ran it): 300 slow clients are more than its threads."""
     with ControlPlane(env={"WEB_CONCURRENCY": "1"}) as cp:
         yield cp, cp.create_cluster()
