@@ -8,19 +8,22 @@ deals with a pile of ready sockets (`pause`), so its threads do not keep the GIL
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
-from concurrent.futures import Future
 from contextvars import ContextVar
 from typing import Any, Callable, Hashable
 
+
+log = logging.getLogger(__name__)
 
 PAUSE_MAX_SECONDS = 0.02  # a paused pool's threads start their next request after this anyway
 
 
 class FairPool:
-    """Up to `threads` threads, started as work arrives. The interface gthread needs of its
-    executor: `submit` (with a queue key first) returning a Future, and `shutdown`."""
+    """Up to `threads` threads, started as work arrives; `submit` (with a queue key first) and
+    `shutdown`. No Future per request: a request's end is told to the callback it was given
+    (a Future's condition, lock and callback list cost more than the loop's hand-off itself)."""
 
     def __init__(self, threads: int, name: str = "request", key_var: ContextVar | None = None):
         """`key_var`: set to the queue key while a request runs (db.turn_key: its turn for a connection)."""
@@ -38,8 +41,9 @@ class FairPool:
         self._paused = False
         self._resumed = threading.Condition(self._lock)
 
-    def submit(self, key: Hashable, fn: Callable, *args: Any) -> Future:
-        future: Future = Future()
+    def submit(self, key: Hashable, fn: Callable, *args: Any, then: Callable[[Any, BaseException | None], None] | None = None) -> None:
+        """Queue `fn(*args)` on `key`'s queue; `then(result, None)` or `then(None, error)` runs in
+        the thread after it."""
         with self._lock:
             if self._stopped:
                 raise RuntimeError("the pool is shut down")
@@ -47,7 +51,7 @@ class FairPool:
             if queue is None:
                 queue = self._queues[key] = deque()
                 self._turns.append(key)
-            queue.append((future, fn, args))
+            queue.append((fn, args, then))
             self._queued += 1
             if self._queued > self._idle and len(self._threads) < self._max:
                 thread = threading.Thread(target=self._serve, name=f"{self._name}-{len(self._threads)}",
@@ -56,7 +60,6 @@ class FairPool:
                 thread.start()
             else:
                 self._work.notify()
-        return future
 
     def pause(self) -> None:
         """Start no new request until `resume` (or for `PAUSE_MAX_SECONDS` at most): the requests
@@ -87,13 +90,13 @@ class FairPool:
         """The head of the queue whose turn it is (with the lock held)."""
         key = self._turns.popleft()
         queue = self._queues[key]
-        future, fn, args = queue.popleft()
+        fn, args, then = queue.popleft()
         if queue:
             self._turns.append(key)
         else:
             del self._queues[key]
         self._queued -= 1
-        return key, future, fn, args
+        return key, fn, args, then
 
     def _serve(self) -> None:
         while True:
@@ -110,15 +113,16 @@ class FairPool:
                     self._resumed.wait(PAUSE_MAX_SECONDS)
                     if not self._turns:
                         continue
-                key, future, fn, args = self._next()
-            if not future.set_running_or_notify_cancel():
-                continue
+                key, fn, args, then = self._next()
             if self._key_var is not None:
                 self._key_var.set(key)
             try:
-                result = fn(*args)
-            except BaseException as exc:  # the Future carries it to whoever waits on it
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-            del future, fn, args  # a finished request's connection must not stay referenced here
+                result, error = fn(*args), None
+            except BaseException as exc:  # `then` carries it to whoever waits for it
+                result, error = None, exc
+            if then is not None:
+                try:
+                    then(result, error)
+                except Exception:  # the thread must outlive it: the pool counts its threads
+                    log.exception("a request's end could not be handed on")
+            del fn, args, then, result, error  # a finished request's connection must not stay referenced here

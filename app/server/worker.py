@@ -34,6 +34,8 @@ import errno
 import heapq
 import html
 import itertools
+import os
+import queue
 import re
 import selectors
 import socket
@@ -146,6 +148,38 @@ class Conn(gthread.TConn):
             self.parser = http.get_parser(self.cfg, self.source, self.client)
 
 
+class _Wakeups(gthread.PollableMethodQueue):
+    """gthread's queue of callbacks for the loop, writing its wake-up byte only when the loop is not
+    already due to run them: under load most of a round's callbacks then cost no system call."""
+
+    def init(self):
+        super().init()
+        self._armed = False  # a byte is written and the loop has not yet read it
+
+    def defer(self, callback, *args):
+        self._queue.put(partial(callback, *args))
+        if not self._armed:
+            self._armed = True
+            try:
+                os.write(self._write_fd, b"\0")
+            except OSError:  # the pipe is full: bytes are waiting, the loop will come
+                pass
+
+    def run_callbacks(self, _fileobj, max_callbacks=4096):
+        try:
+            os.read(self._read_fd, max_callbacks)
+        except OSError:
+            pass
+        # Cleared before looking: a callback queued from now on writes a byte of its own.
+        self._armed = False
+        for _ in range(self._queue.qsize()):
+            try:
+                callback = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            callback()
+
+
 class _Sink:
     """Stands in for the client while gunicorn composes an error answer, which we then reword."""
 
@@ -172,6 +206,7 @@ class ThreadWorker(gthread.ThreadWorker):
 
             self.limits = Limits.of(settings.load())
         cfg = self.cfg
+        self.method_queue = _Wakeups()
         self.reads_ahead = (not cfg.is_ssl and getattr(cfg, "http2_cleartext", "off") == "off"
                             and getattr(cfg, "proxy_protocol", "off") == "off"
                             and getattr(cfg, "protocol", "http") == "http")
@@ -457,11 +492,9 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def _submit(self, pool: FairPool, key, fn, conn: Conn):
         try:
-            future = pool.submit(key, fn, conn)
+            pool.submit(key, fn, conn, then=partial(self.method_queue.defer, self._finished, conn))
         except RuntimeError:  # the pool has shut down: the worker is exiting
             self._drop(conn)
-            return
-        future.add_done_callback(lambda done: self.method_queue.defer(self.finish_request, conn, done))
 
     # -- parked long polls (api/parking.py) -------------------------------------------------------
 
@@ -643,12 +676,9 @@ class ThreadWorker(gthread.ThreadWorker):
         finally:
             self._post_request(held.req, held.environ, held.resp)
 
-    def finish_request(self, conn, fs):
-        if not self.reads_ahead:
-            return super().finish_request(conn, fs)
-        try:
-            keep = fs.result() if not fs.cancelled() else False
-        except Exception:
+    def _finished(self, conn: Conn, keep, error: BaseException | None):
+        """In the loop, after handle() or _resume() ended in a thread with `keep` (or `error`)."""
+        if error is not None:
             keep = False
         if keep is PARKED:
             if conn.state != CLOSED:

@@ -340,6 +340,20 @@ def test_the_servers_own_errors_are_json(short_server, request_bytes, status, co
 
 # -- the parts -------------------------------------------------------------------------------------
 
+def _ask(pool: FairPool, key, fn, *args) -> concurrent.futures.Future:
+    """One request to the pool, as a Future (set by the request's `then`)."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def then(result, error):
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    pool.submit(key, fn, *args, then=then)
+    return future
+
+
 def test_the_pool_serves_queues_in_turn():
     pool = FairPool(1)
     order: list[str] = []
@@ -349,13 +363,13 @@ def test_the_pool_serves_queues_in_turn():
         holding.set()
         gate.wait()
 
-    pool.submit("a", hold)  # holds the only thread while the queues fill
+    _ask(pool, "a", hold)  # holds the only thread while the queues fill
     assert holding.wait(5)
     for i in range(10_000):
-        pool.submit("a", order.append, f"a{i}")
-    done = pool.submit("b", order.append, "b")
+        _ask(pool, "a", order.append, f"a{i}")
+    done = _ask(pool, "b", order.append, "b")
     for i in range(3):
-        pool.submit(None, order.append, f"anon{i}")
+        _ask(pool, None, order.append, f"anon{i}")
     gate.set()
     done.result(timeout=10)
     pool.shutdown(wait=True)
@@ -374,11 +388,11 @@ def test_a_paused_pool_starts_nothing_new_until_resumed_or_the_longest_pause(mon
         holding.set()
         gate.wait()
 
-    pool.submit("a", hold)
+    _ask(pool, "a", hold)
     assert holding.wait(5)
     monkeypatch.setattr(lanes, "PAUSE_MAX_SECONDS", 30.0)
     pool.pause()
-    waiting = pool.submit("a", lambda: "ran")
+    waiting = _ask(pool, "a", lambda: "ran")
     gate.set()  # the running request ends; the next must wait while the pool is paused
     with pytest.raises(concurrent.futures.TimeoutError):
         waiting.result(timeout=0.5)
@@ -386,7 +400,7 @@ def test_a_paused_pool_starts_nothing_new_until_resumed_or_the_longest_pause(mon
     assert waiting.result(timeout=5) == "ran"
     monkeypatch.setattr(lanes, "PAUSE_MAX_SECONDS", 0.2)
     pool.pause()  # never resumed: the thread goes ahead after the longest pause
-    assert pool.submit("a", lambda: "anyway").result(timeout=5) == "anyway"
+    assert _ask(pool, "a", lambda: "anyway").result(timeout=5) == "anyway"
     pool.shutdown(wait=True)
 
 
@@ -399,12 +413,12 @@ def test_the_pool_grows_to_its_size_and_carries_errors():
         started.release()
         gate.wait()
 
-    futures = [pool.submit("k", hold) for _ in range(3)]
+    futures = [_ask(pool, "k", hold) for _ in range(3)]
     assert all(started.acquire(timeout=5) for _ in range(3))  # three threads at once, one queue
     gate.set()
     [f.result(timeout=5) for f in futures]
     with pytest.raises(ZeroDivisionError):
-        pool.submit("k", lambda: 1 / 0).result(timeout=5)
+        _ask(pool, "k", lambda: 1 / 0).result(timeout=5)
     pool.shutdown(wait=True)
     with pytest.raises(RuntimeError):
         pool.submit("k", print)
