@@ -14,12 +14,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv
 
-# Dependencies first, so that a code change does not reinstall them. gcc only while they install:
-# gunicorn_h1c (gunicorn's C HTTP parser) is built from source where no wheel fits.
+# Dependencies first, so that a code change does not reinstall them.
 COPY requirements/app.txt requirements/app.txt
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && pip install --no-cache-dir -r requirements/app.txt \
-    && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+RUN pip install --no-cache-dir -r requirements/app.txt
 
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin differential \
     && mkdir -p /var/lib/differential \

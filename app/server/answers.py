@@ -25,14 +25,6 @@ def error(status: int, message: str, request_id: str) -> bytes:
     return head.encode("latin-1") + body
 
 
-def unknown_coding(value: str) -> str:
-    """The 400's message for a Transfer-Encoding no parser knows: gunicorn's Python parser answers
-    501, a server error, though the fault is the client's header (a fuzzed `+pKPIa` did it);
-    its C parser a bare "Invalid HTTP Header". Either way the client is told what to send."""
-    return (f"Transfer-Encoding {value[:60]!r} is not supported: send the body with Content-Length, "
-            "or with Transfer-Encoding: chunked")
-
-
 def status_of(answer: bytes) -> int:
     """The status of a response gunicorn wrote (it classifies its parser's errors; we reword them)."""
     try:

@@ -10,8 +10,6 @@ import hashlib
 from dataclasses import dataclass
 
 HEAD_END = b"\r\n\r\n"
-# The transfer codings gunicorn's parsers know; any other is refused before them (unknown_coding).
-KNOWN_CODINGS = frozenset((b"chunked", b"identity", b"compress", b"deflate", b"gzip"))
 
 
 @dataclass(frozen=True)
@@ -21,7 +19,6 @@ class Head:
     path: bytes  # the target without its query
     body_length: int | None  # None: not known from the head alone (chunked, Expect, malformed)
     queue: bytes | None  # the credential's hash; None for requests without one
-    unknown_coding: bytes | None = None  # a Transfer-Encoding value naming a coding no parser knows
 
     @property
     def is_live(self) -> bool:
@@ -59,7 +56,7 @@ def parse(head: bytes) -> Head:
     path = words[1].split(b"?", 1)[0] if len(words) == 3 else b""
     lengths: list[bytes] = []
     framed_otherwise = False
-    queue = unknown_coding = None
+    queue = None
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon:
@@ -72,9 +69,6 @@ def parse(head: bytes) -> Head:
             # A chunked body has no length up front; a client that expects 100-continue sends its
             # body only after gunicorn answers it, in the thread.
             framed_otherwise = True
-            if name == b"transfer-encoding" and unknown_coding is None and any(
-                    coding.strip(b" \t").lower() not in KNOWN_CODINGS for coding in value.split(b",")):
-                unknown_coding = value.strip(b" \t")
         elif name == b"authorization":
             queue = credential_queue(value)
     body_length: int | None = 0
@@ -83,4 +77,4 @@ def parse(head: bytes) -> Head:
     elif lengths:
         digits = lengths[0]
         body_length = int(digits) if digits.isdigit() and len(digits) <= 18 else None
-    return Head(len(head), method, path, body_length, queue, unknown_coding)
+    return Head(len(head), method, path, body_length, queue)

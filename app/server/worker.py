@@ -472,9 +472,6 @@ class ThreadWorker(gthread.ThreadWorker):
                     self._refuse(conn, 431, f"the request head is larger than {HEAD_LIMIT} bytes")
                 return
             conn.head = heads.parse(bytes(conn.buf[:size]))
-            if conn.head.unknown_coding is not None:
-                self._refuse(conn, 400, answers.unknown_coding(conn.head.unknown_coding.decode("latin-1")))
-                return
         body = conn.head.body_length
         if body is None or body > BODY_LIMIT or len(conn.buf) >= conn.head.size + body:
             self._dispatch(conn)
@@ -707,8 +704,12 @@ class ThreadWorker(gthread.ThreadWorker):
         if isinstance(exc, ReadDeadline):
             self.log.debug("request from %s not read in time", addr)
             status, message = 408, exc.description
-        elif isinstance(exc, UnsupportedTransferCoding):  # read as gthread does (TLS): not refused in the loop
-            status, message = 400, answers.unknown_coding(str(exc.hdr))
+        elif isinstance(exc, UnsupportedTransferCoding):
+            # gunicorn answers 501, a server error; the fault is the client's header (a fuzzed
+            # `Transfer-Encoding: +pKPIa` did it), and it is told what to send instead.
+            status = 400
+            message = (f"Transfer-Encoding {str(exc.hdr)[:60]!r} is not supported: send the body with "
+                       "Content-Length, or with Transfer-Encoding: chunked")
         else:
             sink = _Sink()  # gunicorn classifies the error, logs it and writes the access log line
             super().handle_error(req, sink, addr, exc)
