@@ -93,7 +93,8 @@ async def drive(stack, secret: str, opts: harness.Options, *, rate: float, secon
             s = samples[-1]
             print(f"  t={s['t_s']:>6}s  {s['calls_per_s']:>6}/s  p50 {fmt(s['p50_ms'])}  p99 {fmt(s['p99_ms'])} ms  "
                   f"CP {s['cp_rss_mb']} MB {s['cp_cores']} cores  PG {s['pg_cores']} cores  jobs "
-                  f"{s['tables'].get('jobs', {}).get('total_mb')} MB  events {s['tables'].get('events', {}).get('total_mb')} MB",
+                  f"{s['tables'].get('jobs', {}).get('total_mb')} MB  events {s['tables'].get('events', {}).get('total_mb')} MB "
+                  f"(vacuumed {s['tables'].get('events', {}).get('vacuums')} times)",
                   file=sys.stderr, flush=True)
             seen, last_t, last = end, now, p
 

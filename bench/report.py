@@ -16,13 +16,14 @@ HOT_TABLES = ("jobs", "events", "metric_rollups", "machines", "workers")
 
 
 def table_stats(stack, tables: tuple[str, ...] = HOT_TABLES) -> dict[str, dict]:
-    """pg_total_relation_size (table + indexes + toast), index size, live and dead tuples."""
+    """pg_total_relation_size (table + indexes + toast), index size, live and dead tuples, and how
+    many (auto)vacuums have run on each: a latency episode can be set beside them, not guessed."""
     names = ",".join(f"'{t}'" for t in tables)
     rows = stack.psql(
-        "SELECT relname, pg_total_relation_size(relid), pg_indexes_size(relid), n_live_tup, n_dead_tup "
-        f"FROM pg_stat_user_tables WHERE relname IN ({names}) ORDER BY relname")
+        "SELECT relname, pg_total_relation_size(relid), pg_indexes_size(relid), n_live_tup, n_dead_tup, "
+        f"vacuum_count + autovacuum_count FROM pg_stat_user_tables WHERE relname IN ({names}) ORDER BY relname")
     return {name: {"total_mb": round(total / 2**20, 2), "indexes_mb": round(idx / 2**20, 2), "live": live,
-                   "dead": dead} for name, total, idx, live, dead in rows}
+                   "dead": dead, "vacuums": vacuums} for name, total, idx, live, dead, vacuums in rows}
 
 
 def commit() -> str:
