@@ -22,8 +22,8 @@ PAUSE_MAX_SECONDS = 0.02  # a paused pool's threads start their next request aft
 
 class FairPool:
     """Up to `threads` threads, started as work arrives; `submit` (with a queue key first) and
-    `shutdown`. No Future per request: a request's end is told to the callback it was given
-    (a Future's condition, lock and callback list cost more than the loop's hand-off itself)."""
+    `shutdown`. No Future per request: a request's end is told to the callback it was given (a
+    Future's condition, lock and callbacks were 3 % of the 10,000 burst's GIL samples)."""
 
     def __init__(self, threads: int, name: str = "request", key_var: ContextVar | None = None):
         """`key_var`: set to the queue key while a request runs (db.turn_key: its turn for a connection)."""

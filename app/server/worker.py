@@ -675,7 +675,8 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def _finished(self, conn: Conn, keep, error: BaseException | None):
         """In the loop, after handle() or _resume() ended in a thread with `keep` (or `error`)."""
-        if error is not None:
+        if error is not None:  # handle() and _resume() answer their own errors: this is a fault of ours
+            self.log.error("a request failed outside its handlers; its connection is closed", exc_info=error)
             keep = False
         if keep is PARKED:
             if conn.state != CLOSED:

@@ -424,6 +424,51 @@ def test_the_pool_grows_to_its_size_and_carries_errors():
         pool.submit("k", print)
 
 
+def test_the_loops_wakeups_run_every_callback_once_with_few_bytes_written():
+    """Callbacks deferred from many threads while the loop drains them: each runs exactly once, in
+    the loop's thread, and a byte is written only when the loop is not already due (not one a call)."""
+    import os
+    import selectors
+
+    from app.server.worker import _Wakeups
+
+    wakeups = _Wakeups()
+    wakeups.init()
+    writes = []
+    real_write = os.write
+
+    def counting_write(fd, data):
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    ran: list[int] = []
+    loop_thread = threading.get_ident()
+    threads_n, each = 8, 2000
+
+    def defer_many(base):
+        for i in range(each):
+            wakeups.defer(lambda n=base + i: ran.append(n) if threading.get_ident() == loop_thread else None)
+
+    with selectors.DefaultSelector() as sel:
+        sel.register(wakeups.fileno(), selectors.EVENT_READ)
+        try:
+            os.write = counting_write  # the module calls os.write: count what it writes
+            threads = [threading.Thread(target=defer_many, args=(t * each,)) for t in range(threads_n)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 20
+            while len(ran) < threads_n * each and time.monotonic() < deadline:
+                if sel.select(timeout=0.5):
+                    wakeups.run_callbacks(None)
+            for t in threads:
+                t.join()
+        finally:
+            os.write = real_write
+            wakeups.close()
+    assert sorted(ran) == list(range(threads_n * each))  # every one, once, in the loop's thread
+    assert 0 < len(writes) < threads_n * each
+
+
 def test_the_head_reader():
     raw = (b"POST /jobs?x=1 HTTP/1.1\r\nHost: x\r\nauthorization: Basic s3cret\r\nContent-Length: 12\r\n\r\n")
     assert heads.find_end(raw + b"{}", 0) == len(raw)
