@@ -2,9 +2,10 @@
 
 A call may carry `retryOnRejection`; one that does not gets the policy its function declares in
 the service definition its workers send (POST /jobs-request `functions[].retryOnRejection`). Those
-definitions are read from `services` at most once per `DEFAULTS_TTL_SECONDS` per service and
-process, so a create does not read services on every call; a definition this process stores
-replaces its entry at once, another replica's is seen within the TTL.
+definitions are cached per service and process, so a create does not read services on every call:
+a definition this process stores replaces its entry at once; one another process stores changed
+clears every process's entries (signals.SERVICES_TOPIC), and entries last
+signals.LISTENING_CACHE_SECONDS while the listener hears such changes, DEFAULTS_TTL_SECONDS without.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 
 from .. import db
 from ..models import Service
+from .signals import SERVICES_TOPIC, cache_seconds, hub
 from .statements import Backoff
 
 DEFAULTS_TTL_SECONDS = 5.0
@@ -48,23 +50,30 @@ def policies_of(functions: list[dict] | None) -> dict[str, Backoff]:
 
 
 class _Defaults:
+    """`clear()` starts a new epoch: a read that began before it does not put what it read (it may
+    be the definition the clearing change replaced)."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], tuple[float, dict[str, Backoff]]] = {}
+        self.epoch = 0
 
     def get(self, cluster_id: str, service: str, target_fn: str) -> Backoff | None:
         key = (cluster_id, service)
         with self._lock:
-            entry = self._entries.get(key)
-        if entry is None or time.monotonic() - entry[0] > DEFAULTS_TTL_SECONDS:
+            entry, epoch = self._entries.get(key), self.epoch
+        if entry is None or time.monotonic() - entry[0] > cache_seconds(DEFAULTS_TTL_SECONDS):
             policies = _read(cluster_id, service)
-            self.put(cluster_id, service, policies)
+            self.put(cluster_id, service, policies, epoch)
         else:
             policies = entry[1]
         return policies.get(target_fn)
 
-    def put(self, cluster_id: str, service: str, policies: dict[str, Backoff]) -> None:
+    def put(self, cluster_id: str, service: str, policies: dict[str, Backoff], epoch: int | None = None) -> None:
+        """Keep the policies read (unless cleared since `epoch`) or just written (no epoch)."""
         with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                return
             if len(self._entries) >= _MAX_ENTRIES:
                 self._entries.clear()  # bounded memory; the cost is one read per service
             self._entries[(cluster_id, service)] = (time.monotonic(), policies)
@@ -72,6 +81,7 @@ class _Defaults:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.epoch += 1
 
 
 def _read(cluster_id: str, service: str) -> dict[str, Backoff]:
@@ -87,6 +97,7 @@ def _read(cluster_id: str, service: str) -> dict[str, Backoff]:
 
 
 function_defaults = _Defaults()
+hub.on_topic(SERVICES_TOPIC, function_defaults.clear)  # a definition changed elsewhere; or a listener reconnect
 
 
 def default_backoff(cluster_id: str, service: str, target_fn: str) -> Backoff | None:

@@ -35,6 +35,7 @@ from ..models import Deployment, Job, Machine, Worker
 from ..observability.events import events
 from ..settings import Settings
 from .deployments import forget_active, on_stack_event
+from .signals import SERVICES_TOPIC, notify_in_transaction
 from .states import DeploymentEventType as E, DeploymentStatus as S, JobStatus
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def wake(now: dt.datetime, settings: Settings, *, interval: float, max_wakeups: 
                                                   "ever polled: check its logs (GET .../logs)")
                          .where((Deployment.id == row.id) & (Deployment.status == S.ACTIVE)).execute())
                 if moved:
+                    notify_in_transaction([SERVICES_TOPIC])  # no longer its service's active one (active_for)
                     stalled.append(row)
                 continue
             last = Deployment.last_woken_at.is_null() if row.last_woken_at is None \

@@ -35,6 +35,7 @@ from ..models import Asset, Deployment, utcnow
 from ..observability.events import events
 from ..settings import Settings
 from . import assets, clusters, ids
+from .signals import SERVICES_TOPIC, cache_seconds, hub, notify_in_transaction
 from .states import DeploymentEventType as E, DeploymentStatus as S, deployment_allowed
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ def _move(row: Deployment, target: str, **changes) -> bool:
     changes.setdefault("updated_at", utcnow())
     moved = (Deployment.update(status=target, **changes)
              .where((Deployment.id == row.id) & (Deployment.status == row.status)).execute())
+    if moved and S.ACTIVE in (row.status, target):  # what its service's calls carry changes (active_for)
+        notify_in_transaction([SERVICES_TOPIC])
     if moved:
         row.status = target
         for key, value in changes.items():
@@ -128,30 +131,36 @@ def _move(row: Deployment, target: str, **changes) -> bool:
 
 # --- which deployment a service's calls carry (per process, briefly cached) ---------------------
 
-ACTIVE_TTL_SECONDS = 5.0
+ACTIVE_TTL_SECONDS = 5.0  # without the notification listener (signals.cache_seconds)
 _ACTIVE_MAX = 20_000
-_active: dict[tuple[str, str], tuple[float, str | None]] = {}
+_active: dict[tuple[str, str], tuple[float, str | None]] = {}  # key -> (read at, deployment id)
 _active_lock = threading.Lock()
+_active_epoch = [0]  # bumped by each clear: a read that began before it does not put what it read
 _loading: dict[tuple[str, str], threading.Lock] = {}  # the keys being read now, one lock each
 _loading_lock = threading.Lock()
 
 
+def _fresh(hit: tuple[float, str | None] | None) -> bool:
+    return hit is not None and time.monotonic() - hit[0] <= cache_seconds(ACTIVE_TTL_SECONDS)
+
+
 def active_for(cluster_id: str, service: str) -> str | None:
-    """The id of the service's active deployment, or None: cached for a few seconds per process (a
-    call pays one indexed read per service every ACTIVE_TTL_SECONDS at most); an activation in this
-    process is seen at once, in another within the TTL. One thread reads a key while the others
-    wait for its answer: a burst of calls would otherwise all miss at once, every TTL."""
+    """The id of the service's active deployment, or None: cached per process, so a call pays one
+    indexed read per service now and then. An activation or inactivation anywhere notifies
+    SERVICES_TOPIC (`_move`), which clears every process's entries; without the listener they last
+    ACTIVE_TTL_SECONDS. One thread reads a key while the others wait for its answer: a burst of
+    calls would otherwise all miss at once."""
     key = (cluster_id, service)
     with _active_lock:
         hit = _active.get(key)
-    if hit is not None and hit[0] > time.monotonic():
+    if _fresh(hit):
         return hit[1]
     with _loading_lock:
         loading = _loading.setdefault(key, threading.Lock())
     with loading:
         with _active_lock:
-            hit = _active.get(key)
-        if hit is not None and hit[0] > time.monotonic():
+            hit, epoch = _active.get(key), _active_epoch[0]
+        if _fresh(hit):
             return hit[1]  # read by the thread we waited for
         try:
             row = db.unit_of_work(lambda: Deployment.select(Deployment.id).where(
@@ -160,9 +169,10 @@ def active_for(cluster_id: str, service: str) -> str | None:
                 transaction=False, idempotent=True)
             value = row.id if row is not None else None
             with _active_lock:
-                if len(_active) >= _ACTIVE_MAX:
-                    _active.clear()
-                _active[key] = (time.monotonic() + ACTIVE_TTL_SECONDS, value)
+                if epoch == _active_epoch[0]:
+                    if len(_active) >= _ACTIVE_MAX:
+                        _active.clear()
+                    _active[key] = (time.monotonic(), value)
         finally:
             with _loading_lock:
                 _loading.pop(key, None)
@@ -172,6 +182,16 @@ def active_for(cluster_id: str, service: str) -> str | None:
 def forget_active(cluster_id: str, service: str) -> None:
     with _active_lock:
         _active.pop((cluster_id, service), None)
+        _active_epoch[0] += 1
+
+
+def _forget_every_active() -> None:
+    with _active_lock:
+        _active.clear()
+        _active_epoch[0] += 1
+
+
+hub.on_topic(SERVICES_TOPIC, _forget_every_active)  # an activation elsewhere; or a listener reconnect
 
 
 # --- create, read -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import peewee
 from .. import db
 from ..models import Machine, Service, Worker, utcnow
 from . import controls, statements
+from .signals import SERVICES_TOPIC, notify_in_transaction
 from .states import MachineStatus
 
 
@@ -43,6 +44,12 @@ class _Throttle:
                 self._seen.clear()  # bounded memory; the cost is one extra write per key
             self._seen[key] = (now, value)
             return True
+
+    def value(self, key: tuple) -> object:
+        """What was last written for this key (None: nothing this process remembers)."""
+        with self._lock:
+            last = self._seen.get(key)
+            return None if last is None else last[1]
 
     def mark(self, key: tuple) -> None:
         """Record a write (or a finding) for this key now, whatever was recorded before."""
@@ -198,11 +205,16 @@ def register_service(cluster_id: str, service: str, functions: list[dict] | None
         definition = json.dumps(shown, sort_keys=True)
     digest = hashlib.sha256((definition or "").encode()).hexdigest()
     key = (cluster_id, service)
+    # New to this process (its first sight, or another definition than it last wrote): it may
+    # change what is stored, which every process's creates have cached (controls.py).
+    new_here = definition is not None and _definitions.value(key) != digest
     if not _definitions.take(key, digest, 60.0):
         return
     now = utcnow()
 
     def tx():
+        changed = new_here and Service.select(Service.definition_hash).where(
+            (Service.cluster_id == cluster_id) & (Service.name == service)).scalar() != digest
         update = {Service.updated_at: now}
         if definition is not None:
             update.update({Service.definition: definition, Service.definition_hash: digest})
@@ -210,15 +222,19 @@ def register_service(cluster_id: str, service: str, functions: list[dict] | None
                         definition_hash=digest if definition else None, updated_at=now)
          .on_conflict(conflict_target=[Service.cluster_id, Service.name], update=update)
          .execute())
+        if changed:
+            notify_in_transaction([SERVICES_TOPIC])
 
-    _write_or_forget(_definitions, key, tx)
+    # One statement, unless the definition may be new: then the read, the write and the NOTIFY
+    # commit together (the NOTIFY reaches the others with the new row, never before it).
+    _write_or_forget(_definitions, key, tx, transaction=new_here)
     if functions is not None:  # this process's creates see the functions' back-off defaults at once
         controls.function_defaults.put(cluster_id, service, controls.policies_of(functions))
 
 
-def _write_or_forget(throttle: _Throttle, key: tuple, tx):
+def _write_or_forget(throttle: _Throttle, key: tuple, tx, transaction: bool = False):
     try:
-        return db.unit_of_work(tx, transaction=False, idempotent=True)  # an upsert: running it twice is running it once
+        return db.unit_of_work(tx, transaction=transaction, idempotent=True)  # an upsert: running it twice is running it once
     except BaseException:
         throttle.forget(key)
         raise

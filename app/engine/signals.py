@@ -2,7 +2,8 @@
 
 A topic names something a poll waits for: `q/<cluster>/<service>` (a job became claimable) or
 `j/<cluster>/<job id>` (a job finished), or `d/due` (a job became scheduled), or `c/credentials`
-(a secret rotated or a cluster deleted: a callback, `on_topic`, clears caches); this module is the only code that knows the format.
+(a secret rotated or a cluster deleted) and `c/services` (a definition or an active deployment
+changed): callbacks, `on_topic`, clear caches; this module is the only code that knows the format.
 NOTIFY is only a hint: waiters always re-read the table, and wake on a fallback timer too, so a
 missed notification costs a delay, never a lost job. One LISTEN connection per process
 (opened lazily, after gunicorn forks) feeds every waiter; it reconnects after a database restart
@@ -55,6 +56,19 @@ DUE_TOPIC = "d/due"
 # A cluster's credentials changed (a secret rotated, a cluster deleted): every process forgets the
 # secrets it cached (engine/clusters.py), through a callback rather than a waiter.
 CREDENTIALS_TOPIC = "c/credentials"
+
+# A service's definition changed, or which of its deployments is active: every process forgets the
+# per-service facts a create reads (engine/controls.py function defaults, engine/deployments.py
+# active_for), through a callback. While the listener is connected those caches hear of every
+# change (and a reconnect clears them), so an entry lasts LISTENING_CACHE_SECONDS; without it, the
+# cache's own short TTL. A service called less often than that TTL paid a read for each per call.
+SERVICES_TOPIC = "c/services"
+LISTENING_CACHE_SECONDS = 300.0
+
+
+def cache_seconds(unlistened: float) -> float:
+    """How long an entry of a cache cleared by an `on_topic` callback may be kept, now."""
+    return LISTENING_CACHE_SECONDS if hub.listening else unlistened
 
 
 def job_of(topic: str) -> tuple[str, str] | None:

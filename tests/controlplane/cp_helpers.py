@@ -58,3 +58,19 @@ class Api:
         r = self.client.get(f"/clusters/{cluster['id']}/activity?limit=1000", headers=self.mgmt)
         assert r.status_code == 200, r.json
         return r.json["events"]
+
+
+def settle_listener() -> None:
+    """PostgreSQL: start this process's notification listener and wait until it has connected and
+    cleared the caches that hear of changes through it (it does on every connect, since anything may
+    have changed unheard), so that a test counting cache hits is not cut in two by that clear."""
+    from app.engine import controls
+    from app.engine.signals import hub
+    from support.waiting import wait_until
+
+    if hub.listening:
+        return
+    before = controls.function_defaults.epoch
+    hub.ensure_listening()
+    wait_until(lambda: hub.listening and controls.function_defaults.epoch > before, timeout=10,
+               what="the notification listener connected")

@@ -12,11 +12,11 @@ import httpx
 import pytest
 
 from app import db
-from app.engine import controls, maintenance, queue, statements
+from app.engine import controls, maintenance, queue, signals, statements
 from app.engine.maintenance import Maintainer, PromoteDueJobs
 from app.engine.states import EventType, JobStatus, ResultType
 from app.models import Job
-from cp_helpers import Api
+from cp_helpers import Api, settle_listener
 from support.waiting import wait_until
 
 
@@ -277,7 +277,9 @@ def test_a_functions_default_policy_applies_and_a_calls_own_overrides_it(api):
     assert (defaults.backoff_max_ms, defaults.backoff_jitter) == (300_000, 0.0)  # the documented defaults
 
 
-def test_function_defaults_come_from_the_stored_definition_and_are_cached_briefly(api, monkeypatch):
+def test_function_defaults_come_from_the_stored_definition_and_are_cached(api, backend, monkeypatch):
+    if backend == "postgres":
+        settle_listener()
     cluster = api.new_cluster()
     register(api, cluster, [{"name": "fn", "retryOnRejection": {"attempts": 2}}])
     controls.function_defaults.clear()  # as another replica: only the stored definition knows
@@ -287,7 +289,10 @@ def test_function_defaults_come_from_the_stored_definition_and_are_cached_briefl
     first, second = api.call(cluster), api.call(cluster)
     assert row(first).backoff_attempts == row(second).backoff_attempts == 2
     assert len(reads) == 1  # the second create used the cached definition
+    # Entries last DEFAULTS_TTL_SECONDS without the listener, LISTENING_CACHE_SECONDS with it (a
+    # change elsewhere clears them then: tests/controlplane/test_service_caches.py).
     monkeypatch.setattr(controls, "DEFAULTS_TTL_SECONDS", 0.0)
+    monkeypatch.setattr(signals, "LISTENING_CACHE_SECONDS", 0.0)
     api.call(cluster)
     assert len(reads) == 2
 
