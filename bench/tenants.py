@@ -181,8 +181,10 @@ class Meter:
     """CPU and RSS of the control-plane and PostgreSQL over one phase."""
 
     def __init__(self, stack, counters: Counters):
+        self.stack = stack
         self.cp = harness.TreeMeter(stack.pids)
         self.pg = harness.TreeMeter([stack.pg_pid])
+        self.xacts0 = _transactions(stack)
         self.me0 = time.process_time()  # the harness alone (one process: near 1 core it is the limit, not the server)
         self.counters = counters
         self.t0 = time.monotonic()
@@ -200,9 +202,17 @@ class Meter:
         return {"seconds": round(span, 1), "cp_cores": round(self.cp.cpu_s() / span, 3),
                 "cp_rss_mb": self.cp.rss_mb(), "cp_peak_rss_mb": self.peak_rss,
                 "pg_cores": round(self.pg.cpu_s() / span, 3),
+                "pg_transactions": _transactions(self.stack) - self.xacts0,
                 "harness_cores": round((time.process_time() - self.me0) / span, 3),
                 "polls_per_s": round((self.counters.c["jobs-request"] - self.polls0) / span, 1),
                 "quick_polls_per_s": round((self.counters.quick_polls - self.quick0) / span, 1)}
+
+
+def _transactions(stack) -> int:
+    """Transactions the bench database has committed or rolled back (an autocommitted statement is
+    one): round trips to PostgreSQL, counted, not timed."""
+    [(n,)] = stack.psql("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")
+    return int(n)
 
 
 async def calls_phase(tenants: list[Tenant], interval: float, seconds: float, meter: Meter) -> dict:
@@ -311,6 +321,11 @@ def report(out: dict, a) -> str:
         f"{cp['cp_peak_rss_mb']} | {cp['pg_cores']} | {cp['harness_cores']} | {cp['polls_per_s']} |",
         "",
         f"**worst tenant's p99 / baseline p99: {fmt(out['worst_p99_vs_baseline'], 2)}** (tenant {worst.get('tenant')})",
+        "",
+        "PostgreSQL transactions (statements outside one count one each): idle "
+        f"{fmt(idle['pg_transactions'] / idle['seconds'])}/s; a call of the baseline "
+        f"{fmt(out['baseline_phase']['pg_transactions'] / max(1, b['calls']), 2)}, of the many "
+        f"{fmt(cp['pg_transactions'] / max(1, m['calls']), 2)} (polls, heartbeats and maintenance included)",
         "",
         "Where the time goes (ms from the create's start; step: from the stage before):",
         "",
