@@ -142,3 +142,20 @@ def test_another_processs_activation_reaches_this_processs_creates_when_it_notif
         with other.cursor() as cur:
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, SERVICES_TOPIC))
         wait_until(lambda: deployments.active_for(cluster["id"], "svc") == "dep-1", timeout=10)
+
+
+def test_while_the_listener_hears_changes_a_create_reads_neither_again(pg_api, monkeypatch):
+    """A service called less often than the short TTL: without the listener each create would read
+    its definition and its active deployment again; with it, neither."""
+    api = pg_api
+    cluster = api.new_cluster()
+    _register(api, cluster, 2)
+    monkeypatch.setattr(controls, "DEFAULTS_TTL_SECONDS", 0.0)  # every entry is older than these
+    monkeypatch.setattr(deployments, "ACTIVE_TTL_SECONDS", 0.0)
+    reads = []
+    real = controls._read
+    monkeypatch.setattr(controls, "_read", lambda *a: reads.append(a) or real(*a))
+    assert _attempts(api, cluster) == 2
+    cached_at = deployments._active[(cluster["id"], "svc")][0]
+    assert _attempts(api, cluster) == _attempts(api, cluster) == 2
+    assert reads == [] and deployments._active[(cluster["id"], "svc")][0] == cached_at
