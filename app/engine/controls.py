@@ -3,9 +3,10 @@
 A call may carry `retryOnRejection`; one that does not gets the policy its function declares in
 the service definition its workers send (POST /jobs-request `functions[].retryOnRejection`). Those
 definitions are cached per service and process, so a create does not read services on every call:
-a definition this process stores replaces its entry at once; one another process stores changed
-clears every process's entries (signals.SERVICES_TOPIC), and entries last
-signals.LISTENING_CACHE_SECONDS while the listener hears such changes, DEFAULTS_TTL_SECONDS without.
+a definition this process stores replaces its entry at once, and any process that stores a
+changed one notifies signals.SERVICES_TOPIC, which clears every other process's entries. Entries
+last signals.LISTENING_CACHE_SECONDS while the listener hears such changes, DEFAULTS_TTL_SECONDS
+without.
 """
 from __future__ import annotations
 
