@@ -35,9 +35,15 @@ def backoff_from_wire(policy: dict | None) -> Backoff | None:
         return None
     return Backoff(attempts=int(policy["attempts"]),
                    initial_ms=round(1000 * policy.get("initialDelaySeconds", INITIAL_DELAY_SECONDS)),
-                   factor=float(policy.get("factor", FACTOR)),
+                   factor=_stored(policy.get("factor", FACTOR)),
                    max_ms=round(1000 * policy.get("maxDelaySeconds", MAX_DELAY_SECONDS)),
-                   jitter=float(policy.get("jitter", JITTER)))
+                   jitter=_stored(policy.get("jitter", JITTER)))
+
+
+def _stored(value: float) -> float:
+    """Six decimals, as PostgreSQL's REAL keeps them: a valid jitter of 1.7e-264 (the OpenAPI
+    fuzzer's) underflows REAL, and the create failed with a 500."""
+    return round(float(value), 6)
 
 
 def policies_of(functions: list[dict] | None) -> dict[str, Backoff]:

@@ -525,3 +525,12 @@ def test_a_schedules_calls_carry_its_deadlines(api):
     job = db.unit_of_work(lambda: Job.get(Job.cluster_id == cluster["id"]))
     assert job.status == JobStatus.PENDING
     assert job.queue_deadline_ms is not None and job.call_deadline_ms - job.queue_deadline_ms == 30_000
+
+
+def test_a_policy_number_too_small_for_the_database_is_kept_as_zero(api):
+    """The OpenAPI fuzzer's jitter of 1.7e-264 is valid (0..1) but underflows PostgreSQL's REAL: the
+    create answered 500. Policies keep six decimals."""
+    cluster = api.new_cluster()
+    job_id = api.call(cluster, retryOnRejection={"attempts": 2, "jitter": 1.658321389007634e-264, "factor": 1.0000001})
+    stored = row(job_id)
+    assert (stored.backoff_jitter, stored.backoff_factor) == (0.0, 1.0)
