@@ -172,12 +172,20 @@ class _Wakeups(gthread.PollableMethodQueue):
             pass
         # Cleared before looking: a callback queued from now on writes a byte of its own.
         self._armed = False
-        for _ in range(self._queue.qsize()):
-            try:
-                callback = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            callback()
+        try:
+            for _ in range(self._queue.qsize()):
+                try:
+                    callback = self._queue.get_nowait()
+                except queue.Empty:
+                    return
+                callback()
+        finally:
+            if not self._armed and self._queue.qsize():  # a callback raised: the rest must not wait for a stranger's byte
+                self._armed = True
+                try:
+                    os.write(self._write_fd, b"\0")
+                except OSError:
+                    pass
 
 
 class _Sink:
