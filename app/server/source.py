@@ -31,6 +31,7 @@ class RequestSource:
         self.seconds = 0.0  # the deadline's length, for the message
         self.expired = False
         self._queued_at = 0.0
+        self._timeout: float | None = None  # what gunicorn set through settimeout
 
     def start(self, buffered: bytes, deadline: float, seconds: float) -> None:
         """The next request: `buffered` bytes first, then the socket until `deadline`."""
@@ -55,27 +56,31 @@ class RequestSource:
         if self._replay:
             data, self._replay = self._replay[:size], self._replay[size:]
             return bytes(data)
-        if self.deadline is None:
+        timeout = self._timeout
+        if self.deadline is not None:
+            remaining = self.deadline - self._clock()
+            if remaining <= 0:
+                self.expired = True
+                raise ReadDeadline(self.seconds)
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        if timeout is None:
             return self.sock.recv(size)
-        remaining = self.deadline - self._clock()
-        if remaining <= 0:
-            self.expired = True
-            raise ReadDeadline(self.seconds)
-        prior = self.sock.gettimeout()  # gunicorn's body drain sets its own, shorter, timeout
-        self.sock.settimeout(remaining if prior is None else min(prior, remaining))
+        self.sock.settimeout(timeout)
         try:
             return self.sock.recv(size)
         except TimeoutError:
-            if self._clock() >= self.deadline:
+            if self.deadline is not None and self._clock() >= self.deadline:
                 self.expired = True
                 raise ReadDeadline(self.seconds) from None
             raise
         finally:
-            self.sock.settimeout(prior)
+            self.sock.settimeout(None)  # the connection's socket stays blocking (worker.Conn)
 
-    # gunicorn's parser bounds its drain of an unread body through these.
+    # gunicorn's parser bounds its drain of an unread body through these. The timeout applies to
+    # the reads above only: setting the socket's at each call cost two system calls a request,
+    # each a hand-off of the GIL, for a drain that almost always reads nothing from the socket.
     def gettimeout(self):
-        return self.sock.gettimeout()
+        return self._timeout
 
     def settimeout(self, value) -> None:
-        self.sock.settimeout(value)
+        self._timeout = value

@@ -127,9 +127,30 @@ def configured(limits: Limits) -> type:
     return type("ThreadWorker", (ThreadWorker,), {"limits": limits, "__module__": __name__})
 
 
+class _Socket(socket.socket):
+    """A connection's socket, blocking for good: the loop reads and writes it with MSG_DONTWAIT,
+    the threads plainly. gthread switches the socket's mode twice a request (blocking in the
+    thread, non-blocking in the loop), and a mode switch is a system call that hands the GIL on:
+    with 24 threads the hand-offs, not the switches, were the cost. Setting the mode it already
+    has does nothing here."""
+
+    __slots__ = ()
+
+    def setblocking(self, flag: bool) -> None:
+        if (self.gettimeout() is None) != bool(flag):
+            super().setblocking(flag)
+
+
+def _accept(listener: socket.socket) -> tuple[_Socket, object]:
+    """socket.accept, with the connection as a _Socket (blocking, as accept4 made it)."""
+    fd, addr = listener._accept()
+    return _Socket(listener.family, listener.type, listener.proto, fileno=fd), addr
+
+
 class Conn(gthread.TConn):
     def __init__(self, cfg, sock, client, server):
-        super().__init__(cfg, sock, client, server)  # non-blocking while the loop has it
+        super().__init__(cfg, sock, client, server)
+        sock.setblocking(True)  # gthread's made it non-blocking; the loop uses MSG_DONTWAIT instead (_Socket)
         self.data_ready = True  # gthread must not wait for data in the thread: the loop did
         self.source = RequestSource(sock)
         self.state = NEW
@@ -331,11 +352,13 @@ class ThreadWorker(gthread.ThreadWorker):
                     self._drop(conn)
 
     def accept(self, listener):
+        if not self.reads_ahead:  # gthread's connections, served as gthread serves them
+            return super().accept(listener)
         for _ in range(ACCEPT_BATCH):
             if self.nr_conns >= self.worker_connections and not self._evict_pending():
                 return
             try:
-                client, addr = listener.accept()
+                client, addr = _accept(listener)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -412,7 +435,7 @@ class ThreadWorker(gthread.ThreadWorker):
     def _refuse(self, conn: Conn, status: int, message: str):
         rid = request_log.incoming_or_new(None)
         try:
-            conn.sock.send(answers.error(status, message, rid))  # non-blocking: a client that reads nothing gets less
+            conn.sock.send(answers.error(status, message, rid), socket.MSG_DONTWAIT)  # a client that reads nothing gets less
         except OSError:
             pass
         self.log.debug("refused a request from %s with %d (request id %s): %s", conn.client, status, rid, message)
@@ -430,7 +453,7 @@ class ThreadWorker(gthread.ThreadWorker):
         else:
             room = conn.head.size + (conn.head.body_length or 0) - len(conn.buf)
         try:
-            data = conn.sock.recv(max(1, min(RECV_SIZE, room)))
+            data = conn.sock.recv(max(1, min(RECV_SIZE, room)), socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -450,7 +473,7 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def _drain(self, conn: Conn):
         try:
-            data = conn.sock.recv(4096)
+            data = conn.sock.recv(4096, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -506,9 +529,7 @@ class ThreadWorker(gthread.ThreadWorker):
     def _park(self, conn: Conn):
         """A long poll waits for its answer here, holding no thread, until its wait ends."""
         held = conn.held
-        try:
-            conn.sock.setblocking(False)
-        except OSError:
+        if conn.sock.fileno() < 0:
             self._abandon(conn)
             self._drop(conn)
             return
@@ -543,7 +564,7 @@ class ThreadWorker(gthread.ThreadWorker):
     def _parked_readable(self, conn: Conn, _fileobj):
         """A parked poll's client sent something: EOF means it left, and its poll is given up."""
         try:
-            data = conn.sock.recv(1, socket.MSG_PEEK)
+            data = conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -664,7 +685,6 @@ class ThreadWorker(gthread.ThreadWorker):
             return PARKED
         conn.held = None
         try:
-            conn.sock.setblocking(True)
             conn.source.deadline = None  # its request was read long ago; the wait was serving
             resp = held.resp
             if answer.status != resp.status_code:
@@ -690,11 +710,7 @@ class ThreadWorker(gthread.ThreadWorker):
             if conn.state != CLOSED:
                 self._park(conn)
             return
-        keep = bool(keep)
-        try:
-            conn.sock.setblocking(False)
-        except OSError:
-            keep = False
+        keep = bool(keep) and conn.sock.fileno() >= 0
         if not keep:
             self._close_gracefully(conn)
             return

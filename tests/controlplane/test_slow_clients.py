@@ -532,6 +532,60 @@ def test_time_in_the_servers_own_queue_does_not_count_against_the_client(source_
         source.recv(100)
 
 
+def test_a_timeout_set_on_the_source_bounds_its_socket_reads_and_leaves_the_socket_blocking(source_pair):
+    # gunicorn's body drain sets a timeout through the source after every request; it must bound
+    # the drain's reads, and cost the socket nothing when nothing is read from it.
+    source, far, _now = source_pair
+    near = source.sock
+    source.start(b"", deadline=None, seconds=0.3)
+    source.settimeout(0.2)
+    assert source.gettimeout() == 0.2 and near.gettimeout() is None
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        source.recv(100)  # nothing sent: the drain's own timeout ends the read
+    assert 0.15 < time.monotonic() - started < 2 and near.gettimeout() is None
+    far.sendall(b"rest")
+    assert source.recv(100) == b"rest"
+    source.settimeout(None)
+    assert source.gettimeout() is None and near.gettimeout() is None
+
+
+def test_a_connections_socket_stays_blocking_and_the_loop_reads_it_without_waiting():
+    from app.server import worker as worker_module
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    client = socket.create_connection(listener.getsockname())
+    try:
+        for _ in range(100):
+            try:
+                conn, _addr = worker_module._accept(listener)
+                break
+            except BlockingIOError:
+                time.sleep(0.01)
+        with conn:
+            assert isinstance(conn, worker_module._Socket) and conn.gettimeout() is None
+            conn.setblocking(True)  # gthread's per-request call: already so, nothing changes
+            assert conn.gettimeout() is None
+            with pytest.raises(BlockingIOError):  # the loop's read of an idle client does not block
+                conn.recv(10, socket.MSG_DONTWAIT)
+            client.sendall(b"GET")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    assert conn.recv(10, socket.MSG_DONTWAIT) == b"GET"
+                    break
+                except BlockingIOError:
+                    time.sleep(0.01)
+            else:
+                pytest.fail("the bytes sent never arrived")
+            conn.setblocking(False)
+            assert conn.gettimeout() == 0.0
+    finally:
+        client.close()
+        listener.close()
+
+
 def test_descriptors_are_raised_to_the_hard_limit_and_connections_fit_in_them():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
