@@ -55,6 +55,7 @@ from ..api import parking
 from ..observability import request_log
 from . import answers, head as heads, response
 from .lanes import FairPool
+from .poller import Poller
 from .source import ReadDeadline, RequestSource
 
 # What the loop buffers of one request: a head up to HEAD_LIMIT (past it, 431), a body up to
@@ -162,6 +163,9 @@ class Conn(gthread.TConn):
         self.drained = 0
         self.queue_key = None  # its lane in the thread pool (lanes.FairPool)
         self.held: _Held | None = None
+        self.fd = sock.fileno()  # its key in the loop's poller, after its socket is closed too
+        self.armed = False  # the poller will report it once it is readable (poller.Poller.arm)
+        self.on_read = self.on_parked_read = None  # the loop's callbacks for it (ThreadWorker.accept)
 
     def init(self):
         if not self.initialized:  # the parser reads through the source, not the socket
@@ -271,6 +275,8 @@ class ThreadWorker(gthread.ThreadWorker):
     def run(self):
         if not self.reads_ahead:
             return super().run()
+        self.poller.close()
+        self.poller = Poller()  # connections one-shot: one epoll_ctl a request, not two (poller.py)
         self.poller.register(self.method_queue.fileno(), selectors.EVENT_READ, self.method_queue.run_callbacks)
         while self.alive:
             self.notify()
@@ -372,7 +378,10 @@ class ThreadWorker(gthread.ThreadWorker):
                     return
                 raise
             self.nr_conns += 1
-            self._wait(Conn(self.cfg, client, addr, listener.getsockname()), NEW, self.limits.pending_seconds)
+            conn = Conn(self.cfg, client, addr, listener.getsockname())
+            conn.on_read = partial(self._on_read, conn)
+            conn.on_parked_read = partial(self._on_parked_read, conn)
+            self._wait(conn, NEW, self.limits.pending_seconds)
 
     def _evict_pending(self) -> bool:
         """At the connection limit, close the oldest connection that never sent a byte, to make
@@ -388,7 +397,17 @@ class ThreadWorker(gthread.ThreadWorker):
         conn.state = state
         conn.expires = time.monotonic() + lifetime
         self.waiting[state][conn] = None
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
+        self._arm(conn, conn.on_read)
+
+    def _arm(self, conn: Conn, callback):
+        if not conn.armed:
+            self.poller.arm(conn, conn.fd, conn.sock, callback)
+            conn.armed = True
+
+    def _disarm(self, conn: Conn):
+        if conn.armed:
+            self.poller.disarm(conn, conn.fd)
+            conn.armed = False
 
     def _unwait(self, conn: Conn):
         """Take a connection out of the loop (it becomes BUSY unless already out or closed)."""
@@ -396,10 +415,14 @@ class ThreadWorker(gthread.ThreadWorker):
             return
         del self.waiting[conn.state][conn]
         conn.state = BUSY
-        try:
-            self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
+        self._disarm(conn)
+
+    def _on_read(self, conn: Conn, fileobj):
+        """A waiting connection is readable; the poller holds it back until it is armed again."""
+        conn.armed = False
+        self._readable(conn, fileobj)
+        if conn.state in self.waiting:  # still waiting for (more of) a request, or draining
+            self._arm(conn, conn.on_read)
 
     def _release_buffer(self, conn: Conn) -> bytes:
         data = bytes(conn.buf)
@@ -417,6 +440,8 @@ class ThreadWorker(gthread.ThreadWorker):
         self._release_buffer(conn)
         conn.state = CLOSED
         self.nr_conns -= 1
+        self.poller.forget(conn, conn.fd)
+        conn.armed = False
         util.close(conn.sock)
 
     def _close_gracefully(self, conn: Conn):
@@ -536,7 +561,7 @@ class ThreadWorker(gthread.ThreadWorker):
         conn.state = PARKED
         self.parked.add(conn)
         held.park += 1
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._parked_readable, conn))
+        self._arm(conn, conn.on_parked_read)
         wait = held.poll.wait
         heapq.heappush(self._timers, (time.monotonic() + wait.timer_seconds(), next(self._timer_numbers),
                                       conn, held.park))
@@ -548,10 +573,7 @@ class ThreadWorker(gthread.ThreadWorker):
     def _unpark(self, conn: Conn):
         self.parked.discard(conn)
         conn.state = BUSY
-        try:
-            self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
+        self._disarm(conn)
 
     def _wake_parked(self, conn: Conn, park: int):
         """Its wait is over (woken, or its time is up): step it in a thread. A late timer or wake-up
@@ -561,21 +583,21 @@ class ThreadWorker(gthread.ThreadWorker):
         self._unpark(conn)
         self._submit(self.tpool, conn.queue_key, self._resume, conn)
 
-    def _parked_readable(self, conn: Conn, _fileobj):
-        """A parked poll's client sent something: EOF means it left, and its poll is given up."""
+    def _on_parked_read(self, conn: Conn, _fileobj):
+        """A parked poll's client sent something: EOF means it left, and its poll is given up. A
+        pipelined next request stays unread (and the connection held back) until this answer is out."""
+        conn.armed = False
+        if conn.state != PARKED:
+            return
         try:
             data = conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
+            self._arm(conn, conn.on_parked_read)
             return
         except OSError:
             data = b""
         if not data:
             self._drop(conn)
-            return
-        try:  # a pipelined next request: read once this answer is out
-            self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
 
     def _abandon(self, conn: Conn):
         """Give up a parked poll whose connection closes: its generator's `with` blocks give its
