@@ -53,7 +53,7 @@ from gunicorn.workers import gthread
 from .. import db
 from ..api import parking
 from ..observability import request_log
-from . import answers, head as heads, response
+from . import answers, head as heads, response, settled
 from .lanes import FairPool
 from .poller import Poller
 from .source import ReadDeadline, RequestSource
@@ -171,6 +171,7 @@ class Conn(gthread.TConn):
         if not self.initialized:  # the parser reads through the source, not the socket
             self.initialized = True
             self.parser = http.get_parser(self.cfg, self.source, self.client)
+            self.parser.mesg_class = settled.Request  # its peer's trust decided once (settled.py)
 
 
 class _Wakeups(gthread.PollableMethodQueue):
@@ -234,6 +235,7 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.cfg = settled.SettledConfig(self.cfg)  # each setting read once, not ~20 times a request
         if self.limits is None:
             from .. import settings
 
