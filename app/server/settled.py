@@ -33,12 +33,15 @@ def _trusted(ip: str, allowed: tuple[str, ...], cfg) -> bool:
     return message._ip_in_allow_list(ip, list(allowed), cfg.forwarded_allow_networks())
 
 
+def may_forward(peer, cfg) -> bool:
+    """Whether `peer` may set forwarding and scheme headers, as gunicorn decides."""
+    if not isinstance(peer, tuple):
+        return True  # a Unix socket
+    return _trusted(peer[0], tuple(cfg.forwarded_allow_ips), cfg)
+
+
 class Request(message.Request):
     """gunicorn's request, asking whether its peer is a trusted proxy once per address."""
 
     def _peer_is_trusted_proxy(self):
-        peer = self.peer_addr
-        if not isinstance(peer, tuple):
-            return True  # a Unix socket, as gunicorn decides
-        cfg = self.cfg
-        return _trusted(peer[0], tuple(cfg.forwarded_allow_ips), cfg)
+        return may_forward(self.peer_addr, self.cfg)

@@ -26,7 +26,7 @@ class RequestSource:
     def __init__(self, sock, clock=time.monotonic):
         self.sock = sock
         self._clock = clock
-        self._replay = memoryview(b"")
+        self._replay, self._at = b"", 0  # what the loop buffered, and how far it has been read
         self.deadline: float | None = None
         self.seconds = 0.0  # the deadline's length, for the message
         self.expired = False
@@ -35,7 +35,7 @@ class RequestSource:
 
     def start(self, buffered: bytes, deadline: float, seconds: float) -> None:
         """The next request: `buffered` bytes first, then the socket until `deadline`."""
-        self._replay = memoryview(buffered)
+        self._replay, self._at = buffered, 0
         self.deadline, self.seconds, self.expired = deadline, seconds, False
         self._queued_at = self._clock()
 
@@ -49,13 +49,23 @@ class RequestSource:
 
     def take_unread(self) -> bytes:
         """What was buffered and not read (a pipelined next request), handed back to the loop."""
-        rest, self._replay = bytes(self._replay), memoryview(b"")
+        rest = self.buffered()
+        self._replay, self._at = b"", 0
         return rest
 
+    def buffered(self) -> bytes:
+        """What the loop buffered that has not been read yet (plain.Parser reads a request from it)."""
+        return self._replay[self._at:] if self._at else self._replay
+
+    def consume(self, size: int) -> None:
+        """`size` bytes of buffered() were read by other means than recv."""
+        self._at += size
+
     def recv(self, size: int) -> bytes:
-        if self._replay:
-            data, self._replay = self._replay[:size], self._replay[size:]
-            return bytes(data)
+        if self._at < len(self._replay):
+            data = self._replay[self._at:self._at + size]
+            self._at += len(data)
+            return data
         timeout = self._timeout
         if self.deadline is not None:
             remaining = self.deadline - self._clock()

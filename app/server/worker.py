@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
-from gunicorn import http, util
+from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.http.errors import UnsupportedTransferCoding
 from gunicorn.workers import gthread
@@ -53,7 +53,7 @@ from gunicorn.workers import gthread
 from .. import db
 from ..api import parking
 from ..observability import request_log
-from . import answers, head as heads, response, settled
+from . import answers, head as heads, plain, response, settled
 from .lanes import FairPool
 from .poller import Poller
 from .source import ReadDeadline, RequestSource
@@ -170,8 +170,8 @@ class Conn(gthread.TConn):
     def init(self):
         if not self.initialized:  # the parser reads through the source, not the socket
             self.initialized = True
-            self.parser = http.get_parser(self.cfg, self.source, self.client)
-            self.parser.mesg_class = settled.Request  # its peer's trust decided once (settled.py)
+            # A plain request is read in one pass, any other by gunicorn's parser (plain.py).
+            self.parser = plain.Parser(self.cfg, self.source, self.client)
 
 
 class _Wakeups(gthread.PollableMethodQueue):
