@@ -1,8 +1,9 @@
 """What the event loop needs to know of a request head before the request gets a thread.
 
-The loop only decides when a request is complete enough to run and on which queue; gunicorn's own
-parser still parses (and refuses) every request, from the same bytes. So this reading is lenient:
-whatever it cannot make sense of is handed to that parser at once, which answers the error.
+The loop only decides when a request is complete enough to run and on which queue; the thread's
+parser (plain.py, or gunicorn's for anything not plain) still parses (and refuses) every request,
+from the same bytes. So this reading is lenient: whatever it cannot make sense of is handed to
+that parser at once, which answers the error.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Requests in the plain form every client of this server sends, read in one pass; any other to gunicorn.
 
 gunicorn's parser reads a head line by line in Python and applies its header policy field by
-field: a sixth of a job-protocol request's CPU in the thread (bench/README.md, "Per request").
+field: 8.6 % of the 10,000 burst's GIL samples (bench/README.md, "Plain requests read in one pass").
 Almost every request here is plain: an HTTP/1.x request line with an origin-form target, fields of
 printable ASCII with no underscore in a name, and a body of known length already buffered by the
 event loop. Such a head is checked by one regular expression and split by another; everything
