@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import re
+from functools import lru_cache
 
 from gunicorn.http import message, parser
 
@@ -56,6 +57,7 @@ class Plain(settled.Request):
         self.body = io.BytesIO(body)  # all of it is here: nothing to read from the socket
 
 
+@lru_cache(maxsize=8)  # per worker config: settled for the worker's life
 def _limits(cfg) -> tuple[int, int, int]:
     """gunicorn's limits on the request line, the number of fields and a field's line, as its
     Request applies them (0 for "unlimited" is taken as gunicorn's maximum: such a head goes to

@@ -38,6 +38,8 @@ CONFIGS = {
 
 
 class _Bytes:
+    """A client's bytes, as a socket gives them to a parser."""
+
     def __init__(self, data: bytes) -> None:
         self._data = io.BytesIO(data)
 
@@ -46,6 +48,9 @@ class _Bytes:
 
     def rest(self) -> bytes:
         return self._data.read()
+
+    def settimeout(self, _value) -> None:
+        pass
 
 
 def _gunicorn(raw: bytes, cfg, peer):
@@ -207,25 +212,12 @@ def test_generated_heads_read_the_same_both_ways(raw, cfg, peer):
     _same_reading(raw, CONFIGS[cfg], peer)
 
 
-class _Socket:
-    """What a RequestSource reads after its buffer: the rest of the client's bytes."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = io.BytesIO(data)
-
-    def recv(self, size: int) -> bytes:
-        return self._data.read(size)
-
-    def settimeout(self, _value) -> None:
-        pass
-
-
 def test_the_connections_parser_takes_plain_requests_from_the_buffer_and_others_from_gunicorn():
     chunked = b"POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     first, third = CLIENT_HEADS[1], b"GET /c HTTP/1.1\r\nHost: h\r\n\r\n"
     stream = first + chunked + third
     cfg = CONFIGS["default"]
-    source = RequestSource(_Socket(stream[len(first) + 5:]))  # the loop buffered a little of the second
+    source = RequestSource(_Bytes(stream[len(first) + 5:]))  # the loop buffered a little of the second
     source.start(stream[:len(first) + 5], deadline=None, seconds=1.0)
     p = plain.Parser(cfg, source, PEER)
     seen = []
