@@ -292,6 +292,15 @@ def _v6_statements(timestamp: str, bigint: str) -> tuple[str, ...]:
             + _v6_registry_statements(timestamp))
 
 
+# Version 7: the activity log in the order things happened. Its rows are written up to half a
+# second late (a buffer per process), so their seq is the order of writing; pages are read by
+# (cluster_id, created_at, seq), which replaces the (cluster_id, seq) index.
+_V7 = (
+    'DROP INDEX IF EXISTS "events_cluster_id_seq"',
+    'CREATE INDEX "events_cluster_id_created_at_seq" ON "events" ("cluster_id", "created_at", "seq")',
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     (1, "initial schema", {"postgres": _V1_POSTGRES + _V1_INDEXES, "sqlite": _V1_SQLITE + _V1_INDEXES}),
     (2, "sealed cluster secrets", {"postgres": _V2_POSTGRES, "sqlite": _V2_SQLITE}),
@@ -303,6 +312,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     (5, "console sessions", {"postgres": _v5_statements("TIMESTAMP"), "sqlite": _v5_statements("DATETIME")}),
     (6, "cloud deployments, assets, client libraries, registry tokens",
      {"postgres": _v6_statements("TIMESTAMP", "BIGINT"), "sqlite": _v6_statements("DATETIME", "INTEGER")}),
+    (7, "the activity log in the order things happened", {"postgres": _V7, "sqlite": _V7}),
 )
 
 

@@ -132,7 +132,7 @@ class Event(BaseModel):
     class Meta:
         table_name = "events"
         indexes = (
-            (("cluster_id", "seq"), False),
+            (("cluster_id", "created_at", "seq"), False),  # the activity log's order (clusters.activity)
             (("cluster_id", "job_id"), False),
             (("created_at",), False),
         )

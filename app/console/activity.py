@@ -1,5 +1,5 @@
 """The activity log: a cluster's events newest first, a page at a time (clusters.activity's
-`before` cursor, on the events (cluster_id, seq) index), optionally one job's (?jobId=). Every
+`before` cursor, on the events (cluster_id, created_at, seq) index), optionally one job's (?jobId=). Every
 value is a client's or the engine's text, shown escaped; the first page refreshes itself."""
 from __future__ import annotations
 

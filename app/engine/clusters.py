@@ -405,8 +405,22 @@ def service_details(cluster_id: str, service: str, job_limit: int = 100) -> dict
     return db.unit_of_work(tx)
 
 
+def _older_than(cluster_id: str, seq: int) -> peewee.Expression:
+    """Events after the cursor's event in activity()'s order. A cursor whose event was pruned since
+    (the oldest go first) goes on from its seq."""
+    at = Event.select(Event.created_at).where((Event.cluster_id == cluster_id) & (Event.seq == seq)).scalar()
+    if at is None:
+        return Event.seq < seq
+    # A row-value comparison, so both databases read it as a range of the index, not a filter.
+    return (Event.created_at <= at) & (peewee.Tuple(Event.created_at, Event.seq) < peewee.Tuple(at, seq))
+
+
 def activity(cluster_id: str, *, job_id: str | None = None, limit: int = 100, before: int | None = None) -> dict:
-    """Newest events first, a page at a time (`before` is the `next` cursor of the previous page)."""
+    """Newest events first, a page at a time (`before` is the `next` cursor of the previous page).
+
+    "Newest" is when it happened (created_at, then seq), not when its row was written: each process
+    buffers its events for up to half a second, so a job's jobCreated written by one process can land
+    after the jobCancelled that another process wrote at once (observability/events.py)."""
 
     def tx():
         get_cluster(cluster_id)
@@ -414,8 +428,8 @@ def activity(cluster_id: str, *, job_id: str | None = None, limit: int = 100, be
         if job_id:
             query = query.where(Event.job_id == job_id)
         if before:
-            query = query.where(Event.seq < before)
-        rows = list(query.order_by(Event.seq.desc()).limit(limit + 1))
+            query = query.where(_older_than(cluster_id, before))
+        rows = list(query.order_by(Event.created_at.desc(), Event.seq.desc()).limit(limit + 1))
         page = rows[:limit]
         return {
             "events": [{"type": e.type, "jobId": e.job_id, "machineId": e.machine_id, "service": e.service,

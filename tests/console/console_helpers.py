@@ -127,8 +127,9 @@ class Browser:
     def text(self, css: str = "main") -> str:
         return self.find(css).text
 
-    def wait(self, condition, what: str, timeout: float = 15.0):
-        """Until condition() is truthy (returned), or fail naming `what`."""
+    def wait(self, condition, what, timeout: float = 15.0):
+        """Until condition() is truthy (returned), or fail naming `what` (a callable: what it says
+        when the wait fails, e.g. the last value seen)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -138,7 +139,8 @@ class Browser:
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} on {self.driver.current_url}")
+                said = what() if callable(what) else what
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {said} on {self.driver.current_url}")
             time.sleep(0.1)
 
     def errors(self) -> list[dict]:

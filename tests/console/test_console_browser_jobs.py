@@ -100,11 +100,16 @@ def test_find_a_call_open_it_cancel_and_rerun_a_pending_one_and_see_new_calls_li
     assert shown == {job_id, fresh} or shown == {job_id}  # the fresh call may not have finished yet
     browser.assert_no_errors("the filtered explorer")
     browser.screenshot("explorer-filtered")
+    seen = []
+
     def kinds():  # another server process may hold the last event for up to half a second: ask again
         browser.driver.get(f"{console_server.url}/console/clusters/{cluster['id']}/activity?jobId={pending}")
-        return [td.text for td in browser.find_all("#activity-live tbody tr td:first-child")]
+        seen[:] = [td.text for td in browser.find_all("#activity-live tbody tr td:first-child")]
+        return seen
 
-    browser.wait(lambda: kinds() == ["jobCancelled", "jobRerun", "jobCancelled", "jobCreated"], "the job's events")
+    browser.wait(lambda: kinds() == ["jobCancelled", "jobRerun", "jobCancelled", "jobCreated"],
+                 lambda: f"the job's events (the last page showed {seen}; the server logged:\n"
+                         f"{console_server.log_tail()})")
     browser.assert_no_errors("the activity of a job")
     browser.screenshot("activity-of-a-job")
     browser.open(f"/console/clusters/{cluster['id']}/activity", shot="activity")

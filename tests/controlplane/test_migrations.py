@@ -456,7 +456,24 @@ class _ServiceV1(peewee.Model):
         indexes = ((("cluster_id", "name"), True),)
 
 
-_MODELS_V1 = (_ClusterV1, _JobV1, models.Machine, _ServiceV1, models.Event, models.Lease)
+class _EventV1(peewee.Model):
+    seq = peewee.BigAutoField()
+    cluster_id = peewee.CharField(max_length=100)
+    type = peewee.CharField(max_length=64)
+    job_id = peewee.CharField(max_length=200, null=True)
+    machine_id = peewee.CharField(max_length=200, null=True)
+    deployment_id = peewee.CharField(max_length=200, null=True)
+    service = peewee.CharField(max_length=200, null=True)
+    created_at = peewee.DateTimeField()
+    meta = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "events"
+        legacy_table_names = False
+        indexes = ((("cluster_id", "seq"), False), (("cluster_id", "job_id"), False), (("created_at",), False))
+
+
+_MODELS_V1 = (_ClusterV1, _JobV1, models.Machine, _ServiceV1, _EventV1, models.Lease)
 
 _OLD_V1_INDEXES = (
     "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (cluster_id, service, seq) WHERE status = 'pending'",
