@@ -56,9 +56,9 @@ def cancel_job(cluster_id: str, job_id: str, *, by: str, text: str | None = None
         hub.wake([job_topic(cluster_id, job_id)])
         events.record(cluster_id, EventType.JOB_CANCELLED, job_id=job_id, machine_id=job.machine_id,
                       service=job.service, targetFn=job.target_fn, reason=reason, was=job.status)
-        # In the log before the answer (events buffer up to half a second per process), so what
-        # the canceller does next, maybe served by another process, comes after it in the job's
-        # activity, as it did in fact. Cancels are rare: one INSERT on the request is cheap.
+        # In the log before the answer (events buffer up to half a second per process), so whoever
+        # reads the job's activity next, maybe through another process, finds it there. Cancels are
+        # rare: one INSERT on the request is cheap.
         events.flush()
     elif job.status != JobStatus.CANCELLED:
         raise Conflict(f"job {job_id!r} already finished ({job.status}); only a call in flight can be cancelled",

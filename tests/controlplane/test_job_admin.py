@@ -259,7 +259,8 @@ def test_a_cancelled_job_reruns_keeping_its_unused_attempts_and_loses_its_old_de
 
 def test_an_operators_cancel_is_in_the_activity_before_the_answer_so_a_rerun_comes_after_it(api):
     """Events wait in a per-process buffer for up to half a second; an operator's cancel and the
-    re-run that follows may be served by two processes, and the activity shows the log's order."""
+    re-run that follows may be served by two processes, and whoever reads the activity after the
+    answer must find the cancel there (the order shown is when each happened: test_activity_order)."""
     c = api.new_cluster()
     job_id = api.call(c)
     r = api.client.post(f"/clusters/{c['id']}/jobs/{job_id}/cancel", json={"reason": "not needed"}, headers=api.mgmt)
