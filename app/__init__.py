@@ -10,7 +10,7 @@ from flask import Flask
 from . import db, migrations, sealing, settings as settings_module
 from .cloud import assets as asset_store
 from .cloud.sns import Verifier
-from .engine import cluster_deletion, clusters, statements
+from .engine import cluster_deletion, clusters, machines, statements
 from .engine.maintenance import Maintainer
 from .engine.signals import hub
 from .observability import logging_setup, request_log
@@ -34,10 +34,11 @@ class AppState:
         hub.wake_all()
 
     def shutdown(self) -> None:
-        """A graceful stop: long polls return now, maintenance lets go of its lease, events are written."""
+        """A graceful stop: long polls return now, maintenance lets go of its lease, heartbeats and events are written."""
         self.begin_shutdown()
         if self.maintainer:
             self.maintainer.stop()
+        machines.writer.close()
         events.close()
 
     def close(self) -> None:
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     _seal_stored_secrets()
     hub.configure(_listen_params(database) if settings.uses_postgres else None)
     events.configure(max_rows=settings.event_buffer_rows, cluster_rows=settings.event_buffer_cluster_rows)
+    machines.writer.configure(machine_timeout_seconds=settings.machine_timeout_seconds)
 
     maintainer = None
     if settings.sweeper_enabled:

@@ -26,7 +26,7 @@ from ..observability.events import events
 from ..cloud.assets import StoreError
 from ..models import (AccessPoint, Asset, ClientLibrary, Cluster, Deployment, Event, Job, Machine, MetricRollup,
                       RegistryToken, Schedule, Service, Worker, utcnow)
-from . import clusters, deployments
+from . import clusters, deployments, machines
 
 TABLES = (Job, Event, Machine, Worker, Service, Schedule, AccessPoint, MetricRollup, ClientLibrary, RegistryToken)
 BATCH = 1000
@@ -148,5 +148,6 @@ def delete_cluster(cluster_id: str, budget_seconds: float = REQUEST_BUDGET_SECON
     every row but the tombstone went (else maintenance goes on)."""
     deleted_at = mark(cluster_id)
     events.flush()  # this process's buffered events of the cluster go now rather than after the purge
+    machines.flush()  # and its machines' heartbeats, which would make rows again after it
     finished, _ = purge(cluster_id, budget_seconds=budget_seconds)
     return {"id": cluster_id, "deletedAt": clusters.iso(deleted_at), "finished": finished}

@@ -16,7 +16,7 @@ import peewee
 
 from .. import db
 from ..models import Machine, Service, Worker
-from . import clusters, cluster_metrics, rollups, statements
+from . import clusters, cluster_metrics, machines, rollups, statements
 from .rollups import BUCKETS, MINUTE_MS, OUTCOMES
 from .states import JobStatus, ResultType
 
@@ -50,6 +50,7 @@ def queue_depth(cluster_id: str, cap: int | None = None) -> dict:
 
 
 def _workers_by_service(cluster_id: str, machine_timeout_seconds: float) -> dict[str, dict]:
+    machines.flush()  # this process's latest polls count
     cutoff = statements.database_now() - dt.timedelta(seconds=machine_timeout_seconds)
     live = peewee.fn.COALESCE(peewee.fn.SUM(peewee.Case(None, [(Worker.last_poll_at >= cutoff, 1)], 0)), 0)
     query = (Worker.select(Worker.service, live.alias("live"), peewee.fn.MAX(Worker.last_poll_at).alias("last"))
@@ -82,6 +83,7 @@ def services(cluster_id: str, machine_timeout_seconds: float, limit: int = 200) 
 def live_machines(cluster_id: str, service: str, machine_timeout_seconds: float, limit: int = 100) -> list[dict]:
     """The machines that polled `service` within the machine timeout, latest poll first: id, ip
     (when known), first and last poll."""
+    machines.flush()
     cutoff = statements.database_now() - dt.timedelta(seconds=machine_timeout_seconds)
 
     def read() -> list[dict]:

@@ -34,6 +34,7 @@ from ..cloud import cloudformation, lambda_functions, sns
 from ..models import Deployment, Job, Machine, Worker
 from ..observability.events import events
 from ..settings import Settings
+from . import machines
 from .deployments import forget_active, on_stack_event
 from .signals import SERVICES_TOPIC, notify_in_transaction
 from .states import DeploymentEventType as E, DeploymentStatus as S, JobStatus
@@ -99,6 +100,7 @@ def wake(now: dt.datetime, settings: Settings, *, interval: float, max_wakeups: 
          invoke: Callable[[Settings, str], int] = lambda_functions.wake,
          describe: Callable[[Settings, str], dict | None] = lambda_functions.describe) -> dict[str, int]:
     since = now - dt.timedelta(seconds=max(interval, MIN_LIVE_SECONDS))
+    machines.flush()  # a poll this process still holds keeps its deployment alive
     due_before = now - dt.timedelta(seconds=interval)
 
     def tx(after: str):

@@ -8,6 +8,7 @@ caller that never polls never becomes a machine.
 """
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import hashlib
 import json
@@ -17,10 +18,9 @@ import time
 import peewee
 
 from .. import db
-from ..models import Machine, Service, Worker, utcnow
-from . import controls, statements
+from ..models import Service, Worker, utcnow
+from . import controls, heartbeats, statements
 from .signals import SERVICES_TOPIC, notify_in_transaction
-from .states import MachineStatus
 
 
 class _Throttle:
@@ -95,17 +95,7 @@ def ping(cluster_id: str, machine_id: str, *, ip: str | None, deployment_id: str
     if not _pings.take(key, None, interval):
         return
     _callers.forget(key)  # a machine now: its other requests refresh it again
-    now = statements.now_sql()  # the sweeper judges silence on the database's clock too
-
-    def tx():
-        (Machine.insert(cluster_id=cluster_id, id=machine_id, ip=ip, deployment_id=deployment_id,
-                        status=MachineStatus.ACTIVE,
-                        first_seen_at=now, last_ping_at=now)
-         .on_conflict(conflict_target=[Machine.cluster_id, Machine.id],
-                      update={Machine.last_ping_at: now, Machine.status: MachineStatus.ACTIVE, Machine.ip: ip})
-         .execute())
-
-    _write_or_forget(_pings, key, tx)
+    _note(_pings, heartbeats.PING, key, (ip, deployment_id))
 
 
 def touch(cluster_id: str, machine_id: str, *, ip: str | None, machine_timeout_seconds: float) -> None:
@@ -122,14 +112,7 @@ def touch(cluster_id: str, machine_id: str, *, ip: str | None, machine_timeout_s
     if (_pings.recent(key, interval) or _callers.recent(key, machine_timeout_seconds / 2)
             or not _touches.take(key, None, interval)):
         return
-    now = statements.now_sql()
-
-    def tx() -> int:
-        return (Machine.update(last_ping_at=now, status=MachineStatus.ACTIVE, ip=ip)
-                .where((Machine.cluster_id == cluster_id) & (Machine.id == machine_id)).execute())
-
-    if not _write_or_forget(_touches, key, tx):
-        _callers.mark(key)
+    _note(_touches, heartbeats.TOUCH, key, (ip,))  # an id found to be no machine gets the `_callers` mark
 
 
 def worker_polled(cluster_id: str, service: str, machine_id: str, *, machine_timeout_seconds: float) -> None:
@@ -138,22 +121,42 @@ def worker_polled(cluster_id: str, service: str, machine_id: str, *, machine_tim
     key = (cluster_id, service, machine_id)
     if not _workers.take(key, None, _interval(machine_timeout_seconds)):
         return
-    now = statements.now_sql()
+    _note(_workers, heartbeats.POLL, key)
 
-    def tx():
-        (Worker.insert(cluster_id=cluster_id, service=service, machine_id=machine_id, first_poll_at=now,
-                       last_poll_at=now)
-         .on_conflict(conflict_target=[Worker.cluster_id, Worker.service, Worker.machine_id],
-                      update={Worker.last_poll_at: now})
-         .execute())
 
-    _write_or_forget(_workers, key, tx)
+def _note(throttle: _Throttle, kind: str, key: tuple, values: tuple = ()) -> None:
+    if not writer.note(kind, key, values):
+        throttle.forget(key)  # too many pending: the next request of this key tries again
+
+
+_THROTTLES = {heartbeats.PING: _pings, heartbeats.TOUCH: _touches, heartbeats.POLL: _workers}
+
+
+def _lost(kind: str, keys: list[tuple]) -> None:
+    for key in keys:
+        _THROTTLES[kind].forget(key)
+
+
+def _no_machines(keys: list[tuple]) -> None:
+    for key in keys:
+        _callers.mark(key)
+
+
+# Pings, touches and workers' polls are written by a thread of their own (heartbeats.py).
+writer = heartbeats.HeartbeatWriter(on_lost=_lost, on_unknown=_no_machines)
+atexit.register(writer.close)
+
+
+def flush() -> None:
+    """Write this process's pending heartbeats: for readers that must see them."""
+    writer.flush()
 
 
 def live_workers(cluster_id: str, machine_timeout_seconds: float) -> list[dict]:
     """Per service of this cluster, the workers that polled it within the machine timeout:
     [{service, liveWorkers, lastPollAt}], by service name (services with none are left out).
     Served by the workers (cluster_id, service, machine_id) index; judged on the database's clock."""
+    flush()
     cutoff = statements.database_now() - dt.timedelta(seconds=machine_timeout_seconds)
 
     def read():
@@ -169,6 +172,7 @@ def live_workers(cluster_id: str, machine_timeout_seconds: float) -> list[dict]:
 def service_liveness(cluster_id: str, service: str, machine_timeout_seconds: float) -> dict:
     """{service, liveWorkers, lastPollAt} of one service: how many machines polled it within the
     machine timeout, and when any last did (None: never, or long enough ago to be pruned)."""
+    flush()
     cutoff = statements.database_now() - dt.timedelta(seconds=machine_timeout_seconds)
     live = peewee.fn.COALESCE(peewee.fn.SUM(peewee.Case(None, [(Worker.last_poll_at >= cutoff, 1)], 0)), 0)
 

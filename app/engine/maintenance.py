@@ -33,7 +33,7 @@ from typing import Protocol
 from .. import db, models
 from ..models import Event, Job, Machine
 from ..observability.events import events
-from . import cluster_deletion, deployment_wakeups, payloads, rollups, schedules, statements
+from . import cluster_deletion, deployment_wakeups, machines, payloads, rollups, schedules, statements
 from .signals import DUE_TOPIC, hub, job_topic, notify_in_transaction, queue_topic
 from .states import TERMINAL, EventType, MachineStatus
 
@@ -101,6 +101,7 @@ class StallSilentMachines:
 
     def run_once(self, now: dt.datetime) -> dict[str, int]:
         cutoff = now - dt.timedelta(seconds=self.machine_timeout)
+        machines.flush()  # a ping this process still holds is no silence
 
         def tx() -> list[Machine]:
             silent = list(Machine.select(Machine.pk, Machine.cluster_id, Machine.id)

@@ -2,6 +2,7 @@
 conftest, so `from conftest import ...` would pick whichever was imported first)."""
 from __future__ import annotations
 
+from app.engine import machines
 from app.settings import MANAGEMENT_SECRET_PREFIX
 
 MANAGEMENT_SECRET = MANAGEMENT_SECRET_PREFIX + "t" * 40
@@ -38,6 +39,7 @@ class Api:
         r = self.client.post("/jobs-request", headers=self.headers(cluster, machine),
                              json={"service": service, "limit": limit, "ttl": ttl, "functions": [{"name": "fn"}]})
         assert r.status_code == 200, r.json
+        machines.flush()  # its machine and worker rows are written, as a reader here would see them
         return r.json
 
     def result(self, cluster, job_id, machine="machine-a", value="oA==", kind="resolution"):

@@ -19,7 +19,7 @@ import yaml
 
 from app import db, models
 from app.cloud import cloudformation, logs as cloud_logs
-from app.engine import deployment_tokens, deployment_wakeups, deployments, ids
+from app.engine import deployment_tokens, deployment_wakeups, deployments, ids, machines
 from app.engine.states import DeploymentEventType as E, DeploymentStatus as S
 from app.models import Deployment, Job, utcnow
 
@@ -353,6 +353,7 @@ def test_a_deployment_token_polls_only_its_service(cloud_api, monkeypatch):
     r = api.client.post(f"/jobs/{job}/result", headers=worker, json={"result": "oA==", "resultType": "resolution"})
     assert r.status_code == 204
     assert api.status(cluster, job)["status"] == "success"
+    machines.flush()
     machine = db.unit_of_work(lambda: models.Machine.get(models.Machine.cluster_id == cluster["id"]))
     assert machine.deployment_id == d["id"] and machine.id == f"{d['id']}:lambda-1"
     # Not another service, not the caller routes, not once the deployment failed.
