@@ -5,15 +5,16 @@ Each heartbeat was a durable autocommit on its request's thread: with a thousand
 calling every few seconds, a tenant's first call waited behind a queue of them (bench/README.md,
 "Many tenants"). A request now only notes one (machines.py decides which are worth writing);
 every `interval` (a quarter second, less under a short machine timeout) and at shutdown the
-pending are written in one transaction: one upsert of the machines that polled, one update of
-those that spoke, one upsert of the workers, each a statement per chunk, the latest note per key
+pending are written: one upsert of the machines that polled, one upsert of the workers, one
+update of the machines that spoke, each a statement per 500 keys, the latest note per key
 winning. Times are the database's clock when the batch is written, at most `interval` after the
 request.
 
-Rows go in key order, so two processes' batches lock the same rows in the same order. A batch
-that fails is handed to `on_lost`, so its keys are noted again by their next request rather than
-skipped by the throttles (a failure is logged, never raised). Readers that must see this
-process's latest rows flush first.
+Rows go in key order, so two processes' upserts lock shared rows in the same order. A batch
+that fails (on PostgreSQL, a deadlock of two processes' touches is one way) is handed to
+`on_lost`, so its keys are noted again by their next request rather than skipped by the
+throttles; a failure is logged, never raised. Readers that must see this process's latest rows
+flush first.
 """
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ class HeartbeatWriter:
                     return True
                 batch, self._pending = self._pending, {PING: {}, TOUCH: {}, POLL: {}}
             try:
-                known = db.unit_of_work(lambda: _write(batch), idempotent=True)
+                known = _write(batch)
             except BaseException as exc:
                 for kind, notes in batch.items():
                     if notes:
@@ -125,23 +126,30 @@ class HeartbeatWriter:
 
 
 def _write(batch: dict[str, dict[tuple, tuple]]) -> set[tuple]:
-    """Write one batch inside the caller's transaction; returns the touched keys that exist."""
+    """Write one batch; returns the touched keys that exist. Each statement commits by itself: a
+    transaction around all three would hold one process's ping locks while it waited for another's
+    touch locks, and the other way round (a deadlock)."""
     now = db.dialect.now
-    pings = sorted(batch[PING].items())
-    _chunks(_PINGS, _PING_ROW, now, [(*key, *values) for key, values in pings])
-    polls = sorted(batch[POLL])
-    _chunks(_POLLS, _POLL_ROW, now, polls)
-    touches = sorted(batch[TOUCH].items())
-    found: set[tuple] = set()
-    for start in range(0, len(touches), _CHUNK):
-        chunk = [(*key, *values) for key, values in touches[start:start + _CHUNK]]
-        sql = _TOUCHES.format(rows=", ".join([_TOUCH_ROW] * len(chunk)), now=now)
-        found.update(tuple(row) for row in db.execute(sql, [v for row in chunk for v in row]).fetchall())
-    return found
+    _each_chunk(_PINGS, _PING_ROW.format(now=now), [(*key, *values) for key, values in sorted(batch[PING].items())])
+    _each_chunk(_POLLS, _POLL_ROW.format(now=now), sorted(batch[POLL]))
+    touched = _each_chunk(_TOUCHES.replace("{now}", now), _TOUCH_ROW,
+                          [(*key, *values) for key, values in sorted(batch[TOUCH].items())])
+    return {tuple(row) for row in touched}
 
 
-def _chunks(statement: str, row: str, now: str, rows: list[tuple]) -> None:
+def _each_chunk(statement: str, row: str, rows: list[tuple]) -> list[tuple]:
+    """Run `statement` over `rows`, a chunk at a time, each an upsert or update that may run twice;
+    returns what the statements returned."""
+    returned: list[tuple] = []
     for start in range(0, len(rows), _CHUNK):
         chunk = rows[start:start + _CHUNK]
-        sql = statement.format(rows=", ".join([row.format(now=now)] * len(chunk)))
-        db.execute(sql, [v for r in chunk for v in r])
+        sql = statement.replace("{rows}", ", ".join([row] * len(chunk)))
+        params = [v for r in chunk for v in r]
+        returned.extend(db.unit_of_work(lambda sql=sql, params=params: _run(sql, params), transaction=False,
+                                        idempotent=True))
+    return returned
+
+
+def _run(sql: str, params: list) -> list[tuple]:
+    cursor = db.execute(sql, params)
+    return cursor.fetchall() if cursor.description is not None else []
