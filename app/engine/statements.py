@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import peewee
 
 from .. import db
 from ..models import Job, Machine, Service, Worker
@@ -590,11 +589,6 @@ def running_ids(cluster_id: str, service: str, functions: list[str] | None, limi
 def count_still_running(cluster_id: str, job_ids: list[str]) -> int:
     """How many of these jobs are still running."""
     return db.execute(_STILL_RUNNING + _in(job_ids), (cluster_id, *job_ids)).fetchone()[0]
-
-
-def now_sql() -> peewee.SQL:
-    """The database's clock as a value for a TIMESTAMP column (a machine's ping)."""
-    return peewee.SQL(db.dialect.now)
 
 
 def database_now() -> dt.datetime:
