@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from app import db
-from app.engine import clusters
+from app.engine import clusters, machines
 from app.models import Job, Worker
 
 
@@ -57,6 +57,7 @@ def set_job(job_id: str, **fields) -> None:
 
 def silence(cluster_id: str, machine: str, seconds: float = 3600) -> None:
     """Make a machine's polls look `seconds` old (it stopped polling)."""
+    machines.flush()  # its latest poll is written first, not over the old time afterwards
     old = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=seconds)
     db.unit_of_work(lambda: Worker.update(last_poll_at=old).where(
         (Worker.cluster_id == cluster_id) & (Worker.machine_id == machine)).execute())
