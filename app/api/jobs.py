@@ -7,6 +7,7 @@ the worker parks without a thread while they wait (api/parking.py).
 """
 from __future__ import annotations
 
+import random
 import socket
 
 from flask import Blueprint, g, jsonify, request
@@ -43,6 +44,19 @@ def _wait_seconds(ttl_ms: int) -> float:
     return min(ttl_ms, s.MAX_WAIT_MS) / 1000
 
 
+_SPREAD = 0.05
+
+
+def _spread(ttl_ms: int) -> int:
+    """A worker's long poll ends up to a twentieth of its wait early, at random (never later: the
+    ttl is the most it may wait). Workers that started together (a deploy, a restart) would
+    otherwise poll again in the same instant every ttl, for ever: a burst of claims that calls
+    wait behind (bench/README.md, "Many tenants"). Each early return shifts a worker by a random
+    amount, so a fleet drifts apart within a few polls."""
+    wait_ms = min(ttl_ms, s.MAX_WAIT_MS)
+    return wait_ms - int(wait_ms * _SPREAD * random.random())
+
+
 _POLLS = PollBudget()
 
 
@@ -77,7 +91,7 @@ def jobs_request(body):
         machines.ping(cluster_id, machine_id, ip=ip, deployment_id=deployment_id, machine_timeout_seconds=timeout)
         machines.worker_polled(cluster_id, service, machine_id, machine_timeout_seconds=timeout)
 
-    place, stopping = poll_place(machine_id, body["ttl"]), state().stopping
+    place, stopping = poll_place(machine_id, _spread(body["ttl"])), state().stopping
     limits = Limits.declared(body.get("concurrency"), body.get("functions"))
 
     def poll():
