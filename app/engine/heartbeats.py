@@ -23,6 +23,7 @@ import threading
 from typing import Callable
 
 from .. import db
+from ..flush_thread import FlushThread
 from .states import MachineStatus
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,7 @@ class HeartbeatWriter:
         self._pending: dict[str, dict[tuple, tuple]] = {PING: {}, TOUCH: {}, POLL: {}}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = FlushThread("differential-heartbeats", self.flush, lambda: self.interval)
 
     def configure(self, *, machine_timeout_seconds: float) -> None:
         """A write lands well within the machine timeout after the one before it (machines.py
@@ -73,7 +73,7 @@ class HeartbeatWriter:
             if key not in pending and len(pending) >= self._max:
                 return False
             pending[key] = values
-        self._ensure_thread()
+        self._thread.ensure()
         return True
 
     def pending(self) -> int:
@@ -105,22 +105,8 @@ class HeartbeatWriter:
                 self._on_unknown(unknown)
             return True
 
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="differential-heartbeats", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.flush()
-
     def close(self) -> None:
-        self._stop.set()
+        self._thread.stop()
         if db.database.obj is not None:
             self.flush()
 

@@ -20,6 +20,7 @@ import time
 from typing import Callable
 
 from .. import db
+from ..flush_thread import FlushThread
 from ..models import Event, utcnow
 from . import prometheus
 
@@ -42,8 +43,7 @@ class EventLog:
         self._held: dict[str, int] = {}  # rows of each cluster in the buffer
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._thread = FlushThread("differential-events", lambda: self._buffer and self.flush(), lambda: self._interval)
         self._clock = clock
         self._drops: dict[str, list] = {}  # cluster -> [dropped since its last log line, time of that line]
         self.configure(max_rows=max_rows, cluster_rows=cluster_rows)
@@ -80,7 +80,7 @@ class EventLog:
                 accepted = True
         if not accepted:
             return self._dropped(cluster_id)
-        self._ensure_thread()
+        self._thread.ensure()
         return True
 
     def _has_room(self, cluster_id: str) -> bool:
@@ -141,23 +141,8 @@ class EventLog:
                     len(chunk), first_error, written, len(chunk) - written, ", ".join(sorted(lost)) or "none")
         return written
 
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="differential-events", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            if self._buffer:
-                self.flush()
-
     def close(self) -> None:
-        self._stop.set()
+        self._thread.stop()
         if self._buffer and db.database.obj is not None:
             self.flush()
 
