@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 from .. import db
@@ -28,6 +29,7 @@ from .states import MachineStatus
 
 log = logging.getLogger(__name__)
 
+_FAILURE_LOG_SECONDS = 60.0
 _CHUNK = 500  # rows a statement: 4 parameters each, well under SQLite's 32,766
 _ACTIVE = f"'{MachineStatus.ACTIVE}'"
 
@@ -59,6 +61,7 @@ class HeartbeatWriter:
         self._pending: dict[str, dict[tuple, tuple]] = {PING: {}, TOUCH: {}, POLL: {}}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._failures, self._failure_logged_at = 0, None
         self._thread = FlushThread("differential-heartbeats", self.flush, lambda: self.interval)
 
     def configure(self, *, machine_timeout_seconds: float) -> None:
@@ -97,13 +100,21 @@ class HeartbeatWriter:
                         self._on_lost(kind, list(notes))
                 if not isinstance(exc, Exception):
                     raise
-                log.exception("writing %d machine heartbeats failed; each is noted again by its next request",
-                              sum(len(notes) for notes in batch.values()))
+                self._failed(sum(len(notes) for notes in batch.values()))
                 return False
             unknown = [key for key in batch[TOUCH] if key not in known]
             if unknown:
                 self._on_unknown(unknown)
             return True
+
+    def _failed(self, count: int) -> None:
+        """Log a failed write, at most once a minute (a database that is down fails every batch)."""
+        self._failures += 1
+        now = time.monotonic()
+        if self._failure_logged_at is None or now - self._failure_logged_at >= _FAILURE_LOG_SECONDS:
+            log.exception("writing %d machine heartbeats failed (%d failed batches since the last such line); "
+                          "each is noted again by its next request", count, self._failures)
+            self._failure_logged_at, self._failures = now, 0
 
     def close(self) -> None:
         self._thread.stop()

@@ -91,7 +91,7 @@ def test_a_touch_refreshes_an_inactive_machine_and_a_ping_brings_it_back(api):
     assert machine_rows(cid) == {"m1": ("10.1.1.1", None, "active")} and rec.unknown == []
 
 
-def test_a_failed_write_hands_every_key_back_and_the_next_request_notes_it_again(api, writer, monkeypatch):
+def test_a_failed_write_hands_every_key_back_and_the_next_request_notes_it_again(api, writer, monkeypatch, caplog):
     cid = api.new_cluster()["id"]
     real = db.execute
 
@@ -104,6 +104,10 @@ def test_a_failed_write_hands_every_key_back_and_the_next_request_notes_it_again
     machines.ping(cid, "m1", ip="127.0.0.1", deployment_id=None, machine_timeout_seconds=90)
     machines.worker_polled(cid, "svc", "m1", machine_timeout_seconds=90)
     assert writer.flush() is False  # logged, not raised
+    machines.ping(cid, "m1", ip="127.0.0.1", deployment_id=None, machine_timeout_seconds=90)
+    assert writer.flush() is False  # a database that is down: logged once a minute, not every batch
+    assert [r.message.split(" (")[0] for r in caplog.records if r.name == "app.engine.heartbeats"] == [
+        "writing 2 machine heartbeats failed"]
     monkeypatch.setattr(db, "execute", real)
     assert machine_rows(cid) == {}
     # The throttles let the next ping through at once, though it is well within their interval.
