@@ -50,7 +50,6 @@ def queue_depth(cluster_id: str, cap: int | None = None) -> dict:
 
 
 def _workers_by_service(cluster_id: str, machine_timeout_seconds: float) -> dict[str, dict]:
-    machines.flush()  # this process's latest polls count
     cutoff = statements.database_now() - dt.timedelta(seconds=machine_timeout_seconds)
     live = peewee.fn.COALESCE(peewee.fn.SUM(peewee.Case(None, [(Worker.last_poll_at >= cutoff, 1)], 0)), 0)
     query = (Worker.select(Worker.service, live.alias("live"), peewee.fn.MAX(Worker.last_poll_at).alias("last"))
@@ -62,6 +61,7 @@ def services(cluster_id: str, machine_timeout_seconds: float, limit: int = 200) 
     """The cluster's services by name (at most `limit`; "total" says how many there are): each
     with its function names, declared concurrency, when its definition was last written, its live
     workers and when one last polled."""
+    machines.flush()  # this process's latest polls count (written before the read borrows a connection)
 
     def read() -> dict:
         clusters.get_cluster(cluster_id)

@@ -38,7 +38,7 @@ _ACTIVE = f"'{MachineStatus.ACTIVE}'"
 _PINGS = ("INSERT INTO machines (cluster_id, id, ip, deployment_id, status, first_seen_at, last_ping_at) VALUES {rows}"
           " ON CONFLICT (cluster_id, id) DO UPDATE SET last_ping_at = excluded.last_ping_at,"
           " status = excluded.status, ip = excluded.ip")
-_PING_ROW = f"(%s, %s, %s, %s, {_ACTIVE}, {{now}}, {{now}})"
+_PING_ROW = f"(%s, %s, %s, %s, {_ACTIVE}, {{now}}, {{now}})"  # {now}: the dialect's clock
 # A touch refreshes a machine that exists and never makes one; RETURNING says which existed.
 _TOUCHES = ("WITH v(cluster_id, id, ip) AS (VALUES {rows})"
             f" UPDATE machines SET last_ping_at = {{now}}, status = {_ACTIVE}, ip = v.ip FROM v"
@@ -126,11 +126,9 @@ def _write(batch: dict[str, dict[tuple, tuple]]) -> set[tuple]:
     """Write one batch; returns the touched keys that exist. Each statement commits by itself: a
     transaction around all three would hold one process's ping locks while it waited for another's
     touch locks, and the other way round (a deadlock)."""
-    now = db.dialect.now
-    _each_chunk(_PINGS, _PING_ROW.format(now=now), [(*key, *values) for key, values in sorted(batch[PING].items())])
-    _each_chunk(_POLLS, _POLL_ROW.format(now=now), sorted(batch[POLL]))
-    touched = _each_chunk(_TOUCHES.replace("{now}", now), _TOUCH_ROW,
-                          [(*key, *values) for key, values in sorted(batch[TOUCH].items())])
+    _each_chunk(_PINGS, _PING_ROW, [(*key, *values) for key, values in sorted(batch[PING].items())])
+    _each_chunk(_POLLS, _POLL_ROW, sorted(batch[POLL]))
+    touched = _each_chunk(_TOUCHES, _TOUCH_ROW, [(*key, *values) for key, values in sorted(batch[TOUCH].items())])
     return {tuple(row) for row in touched}
 
 
@@ -140,7 +138,7 @@ def _each_chunk(statement: str, row: str, rows: list[tuple]) -> list[tuple]:
     returned: list[tuple] = []
     for start in range(0, len(rows), _CHUNK):
         chunk = rows[start:start + _CHUNK]
-        sql = statement.replace("{rows}", ", ".join([row] * len(chunk)))
+        sql = statement.replace("{rows}", ", ".join([row] * len(chunk))).replace("{now}", db.dialect.now)
         params = [v for r in chunk for v in r]
         returned.extend(db.unit_of_work(lambda sql=sql, params=params: _run(sql, params), transaction=False,
                                         idempotent=True))

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-
 from .. import db
 from ..models import Job, Machine, Service, Worker
 from .signals import CHANNEL, DUE_TOPIC, topic_sql
