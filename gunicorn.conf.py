@@ -78,6 +78,10 @@ def _state(worker):
 
 
 def post_worker_init(worker):
+    from app import collector
+
+    # The app is loaded and no request has come: what start-up made is frozen (app/collector.py).
+    collector.tune()
     # On SIGTERM, end long polls at once (they answer what they have), so in-flight requests
     # finish well inside the graceful timeout and nothing accepted is lost.
     original = worker.handle_exit
