@@ -1,15 +1,14 @@
 """Python's cyclic garbage collector, tuned for a worker process of the server.
 
-A full collection walks every tracked object, and stops every thread while it does. Measured in a
+A collection stops every thread of the process while it walks its generation. Measured in a
 control-plane worker serving 1,000 tenants (bench/README.md, "The garbage collector"), the
-defaults ran a full collection about every 15 s, each 30-140 ms of CPU over the ~120,000 objects
-the process held, half of them the modules, routes, OpenAPI document and settings loaded at
-start-up, which never become garbage; every request in flight waited that long. And with a
-young generation of 700 objects a request's own temporaries were scanned ever again.
+defaults ran a full collection every 15 s or so, each 30-110 ms of CPU over the ~120,000 objects
+the worker held, half of them the modules, routes, OpenAPI document and settings loaded at
+start-up, which never become garbage; every request in flight waited that long.
 
 `tune()`, once the application is loaded and before the first request: collect what start-up left
 behind, then freeze the rest (moved to the permanent generation, never walked again; it stays
-alive, as it would have), and raise the young generation's threshold, so most temporaries are
+alive, as it would have), and raise the young generation's threshold, so more temporaries are
 freed by their reference counts before a collection looks at them. Cycles made later are still
 collected, as before.
 """
@@ -18,8 +17,10 @@ from __future__ import annotations
 import gc
 
 # Net allocations of tracked objects that start a young collection (Python's default is 700),
-# then how many younger collections start the next generation's (the defaults, 10 and 10).
-THRESHOLDS = (10_000, 10, 10)
+# then how many younger collections start the next generation's (the defaults, 10 and 10). Of
+# 700, 2,000 and 10,000 with the freeze, 2,000 gave the shortest longest pauses (10,000 the
+# fewest collections, but young ones of 40-70 ms).
+THRESHOLDS = (2_000, 10, 10)
 
 
 def tune() -> dict[str, int]:
