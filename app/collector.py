@@ -2,7 +2,7 @@
 
 A collection stops every thread of the process while it walks its generation. Measured in a
 control-plane worker serving 1,000 tenants (bench/README.md, "The garbage collector"), the
-defaults ran a full collection every 15 s or so, each 30-110 ms of CPU over the ~120,000 objects
+defaults ran a full collection every 15 s or so, each 30-140 ms of CPU over the ~120,000 objects
 the worker held, half of them the modules, routes, OpenAPI document and settings loaded at
 start-up, which never become garbage; every request in flight waited that long.
 
