@@ -44,6 +44,7 @@ def _install():
             json.dump(doc, f)
 
     gc.callbacks.append(callback)
+    os.register_at_fork(after_in_child=rows.clear)  # a worker counts its own, not the master's too
     atexit.register(dump)
 
 
